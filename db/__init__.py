@@ -1,0 +1,1 @@
+"""Database access: the connection, the tables, migrations and plain async functions."""

@@ -1,0 +1,66 @@
+"""Messages, numbered per room without gaps.
+
+The number comes from `rooms.last_seq`, incremented in the same transaction as the insert:
+the row lock serializes concurrent writers in a room, so a committed message N implies that
+every message before N in that room has committed too.
+"""
+
+import sqlalchemy as sa
+
+from db.connection import database
+from db.records import Row, as_row, as_rows, now
+from db.tables import messages, rooms
+
+MESSAGE_COLUMNS = (
+    messages.c.id,
+    messages.c.room_id,
+    messages.c.seq,
+    messages.c.sender_id,
+    messages.c.body,
+    messages.c.created_at,
+)
+
+
+async def create_message(room_id: int, sender_id: int, body: str) -> Row:
+    async with database.transaction():
+        seq = await database.fetch_val(
+            rooms.update()
+            .where(rooms.c.id == room_id)
+            .values(last_seq=rooms.c.last_seq + 1)
+            .returning(rooms.c.last_seq)
+        )
+        row = await database.fetch_one(
+            messages.insert()
+            .values(room_id=room_id, seq=seq, sender_id=sender_id, body=body, created_at=now())
+            .returning(*MESSAGE_COLUMNS)
+        )
+    return as_row(row)  # type: ignore[return-value]
+
+
+async def message_by_id(message_id: int) -> Row | None:
+    return as_row(await database.fetch_one(sa.select(*MESSAGE_COLUMNS).where(messages.c.id == message_id)))
+
+
+async def newest_first(room_id: int, limit: int, before_seq: int | None) -> list[Row]:
+    """A page of history, newest first, strictly before `before_seq` when given."""
+    query = sa.select(*MESSAGE_COLUMNS).where(messages.c.room_id == room_id)
+    if before_seq is not None:
+        query = query.where(messages.c.seq < before_seq)
+    query = query.order_by(messages.c.seq.desc()).limit(limit)
+    return as_rows(await database.fetch_all(query))
+
+
+async def after_seq(room_id: int, seq: int, limit: int) -> list[Row]:
+    """Messages of a room after `seq`, oldest first: what a resuming subscriber missed."""
+    query = (
+        sa.select(*MESSAGE_COLUMNS)
+        .where(messages.c.room_id == room_id, messages.c.seq > seq)
+        .order_by(messages.c.seq)
+        .limit(limit)
+    )
+    return as_rows(await database.fetch_all(query))
+
+
+async def last_seq(room_id: int) -> int:
+    value = await database.fetch_val(sa.select(rooms.c.last_seq).where(rooms.c.id == room_id))
+    return int(value or 0)

@@ -1,0 +1,27 @@
+"""Rows come back from `databases` as Records; the rest of the app works with plain dicts."""
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_row(record: Mapping[str, Any] | None) -> Row | None:
+    return None if record is None else _utc(dict(record._mapping if hasattr(record, "_mapping") else record))
+
+
+def as_rows(records: Iterable[Mapping[str, Any]]) -> list[Row]:
+    return [as_row(record) for record in records]  # type: ignore[misc]
+
+
+def _utc(row: Row) -> Row:
+    """SQLite hands back naive datetimes; every timestamp we store is UTC."""
+    for key, value in row.items():
+        if isinstance(value, datetime) and value.tzinfo is None:
+            row[key] = value.replace(tzinfo=UTC)
+    return row

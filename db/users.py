@@ -1,0 +1,65 @@
+"""Users and their login tokens (stored only as hashes)."""
+
+import sqlalchemy as sa
+
+from db.connection import database
+from db.records import Row, as_row, as_rows, now
+from db.tables import tokens, users
+
+PUBLIC_COLUMNS = (users.c.id, users.c.name, users.c.email_hash)
+
+
+class EmailTaken(Exception):
+    pass
+
+
+async def create_user(name: str, email: str, email_hash: str, password_hash: str) -> Row:
+    """Insert a user; a taken email (compared lower-cased) raises EmailTaken."""
+    query = (
+        users.insert()
+        .values(name=name, email=email, email_hash=email_hash, password_hash=password_hash, created_at=now())
+        .returning(*PUBLIC_COLUMNS)
+    )
+    try:
+        return as_row(await database.fetch_one(query))  # type: ignore[return-value]
+    except Exception as error:
+        if _is_unique_violation(error):
+            raise EmailTaken(email) from error
+        raise
+
+
+def _is_unique_violation(error: Exception) -> bool:
+    # asyncpg raises UniqueViolationError, sqlite3 IntegrityError; neither is wrapped by `databases`.
+    name = type(error).__name__
+    return name in ("UniqueViolationError", "IntegrityError") or "UNIQUE constraint" in str(error)
+
+
+async def user_with_password(email: str) -> Row | None:
+    query = sa.select(*PUBLIC_COLUMNS, users.c.password_hash).where(users.c.email == email)
+    return as_row(await database.fetch_one(query))
+
+
+async def set_password_hash(user_id: int, password_hash: str) -> None:
+    await database.execute(users.update().where(users.c.id == user_id).values(password_hash=password_hash))
+
+
+async def users_by_ids(ids: list[int]) -> list[Row]:
+    query = sa.select(*PUBLIC_COLUMNS).where(users.c.id.in_(ids))
+    return as_rows(await database.fetch_all(query))
+
+
+async def create_token(user_id: int, token_hash: str) -> None:
+    await database.execute(tokens.insert().values(user_id=user_id, token_hash=token_hash, created_at=now()))
+
+
+async def user_for_token(token_hash: str) -> Row | None:
+    query = (
+        sa.select(*PUBLIC_COLUMNS)
+        .select_from(tokens.join(users, tokens.c.user_id == users.c.id))
+        .where(tokens.c.token_hash == token_hash)
+    )
+    return as_row(await database.fetch_one(query))
+
+
+async def delete_token(token_hash: str) -> None:
+    await database.execute(tokens.delete().where(tokens.c.token_hash == token_hash))

@@ -1,0 +1,77 @@
+"""GraphQL errors that carry `extensions.code`, and the formatter that hides everything else.
+
+Clients branch on the code; an unexpected exception is logged with its traceback by Ariadne
+and reaches the client only as a generic INTERNAL_SERVER_ERROR.
+"""
+
+import logging
+from typing import Any
+
+from ariadne.utils import unwrap_graphql_error
+from graphql import GraphQLError
+
+
+class CodedError(GraphQLError):
+    code = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message, extensions={"code": self.code, **extensions})
+
+
+class Unauthenticated(CodedError):
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(CodedError):
+    code = "FORBIDDEN"
+
+
+class NotFound(CodedError):
+    code = "NOT_FOUND"
+
+
+class BadUserInput(CodedError):
+    code = "BAD_USER_INPUT"
+
+
+def format_error(error: GraphQLError, debug: bool = False) -> dict:
+    original = unwrap_graphql_error(error)
+    if original is not None and original is not error and not isinstance(original, GraphQLError):
+        formatted: dict[str, Any] = {"message": "Internal server error."}
+        if error.locations:
+            formatted["locations"] = [loc._asdict() for loc in error.locations]
+        if error.path:
+            formatted["path"] = error.path
+        formatted["extensions"] = {"code": "INTERNAL_SERVER_ERROR"}
+        return formatted
+    formatted = dict(error.formatted)
+    extensions = dict(formatted.get("extensions") or {})
+    extensions.setdefault("code", _code_for_request_error(error))
+    formatted["extensions"] = extensions
+    return formatted
+
+
+def _code_for_request_error(error: GraphQLError) -> str:
+    """Codes for errors graphql-core raises before any resolver runs (Apollo's names)."""
+    if error.message.startswith("Syntax Error"):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.message.startswith("Variable "):
+        return "BAD_USER_INPUT"
+    return "GRAPHQL_VALIDATION_FAILED"
+
+
+class ExpectedErrorFilter(logging.Filter):
+    """Ariadne logs every GraphQL error with a traceback; only unexpected ones deserve it.
+
+    A client's mistake (a coded error, a syntax or validation error) is logged on one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, GraphQLError):
+            original = unwrap_graphql_error(error)
+            if original is None or original is error or isinstance(original, GraphQLError):
+                code = (error.extensions or {}).get("code") or _code_for_request_error(error)
+                record.levelno, record.levelname = logging.INFO, "INFO"
+                record.msg, record.args, record.exc_info, record.exc_text = f"GraphQL error {code}", (), None, None
+        return True

@@ -1,0 +1,20 @@
+"""gunicorn settings for Heroku and for `make run`. GUNICORN_CMD_ARGS still overrides these."""
+
+from settings import settings
+
+bind = f"0.0.0.0:{settings.port}"
+# WEB_CONCURRENCY, never the CPU count: a dyno reports the host's cores, not its share.
+# Without Redis the broadcast is in-process, so only one worker can see every message.
+workers = settings.web_concurrency if settings.redis_url else 1
+worker_class = "worker.ChatWorker"
+# Recycle workers, spread out: without jitter they would all restart at once.
+max_requests = settings.max_requests
+max_requests_jitter = settings.max_requests_jitter
+# Heroku sends SIGKILL 30 s after SIGTERM: finish in-flight work well before that.
+graceful_timeout = settings.graceful_timeout
+timeout = 30
+keepalive = 5
+# Heroku's router sets X-Forwarded-For/-Proto; the client's address and scheme come from them.
+forwarded_allow_ips = "*"
+accesslog = "-"
+errorlog = "-"

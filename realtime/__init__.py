@@ -1,0 +1,1 @@
+"""Live delivery: the broadcast, its Redis backend, the events and the WebSocket endpoint."""

@@ -1,0 +1,64 @@
+"""The process's broadcast: Redis when REDIS_URL is set, in-process memory otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from broadcaster import Broadcast
+from broadcaster._base import Subscriber
+
+from realtime.redis_backend import ResilientRedisBackend
+from settings import settings
+
+
+class ChannelBroadcast(Broadcast):
+    """broadcaster's Broadcast with a race fixed.
+
+    Upstream, two first subscribers of one channel overwrite each other's queue set, and the
+    second may start listening before the backend has subscribed. Here every subscriber
+    joins the set at once and waits until the channel's backend subscription is in place.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._ready: dict[str, asyncio.Future[None]] = {}
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
+        queue: asyncio.Queue = asyncio.Queue()
+        queues = self._subscribers.setdefault(channel, set())
+        queues.add(queue)
+        try:
+            ready = self._ready.get(channel)
+            if ready is None:
+                ready = self._ready[channel] = asyncio.get_running_loop().create_future()
+                try:
+                    await self._backend.subscribe(channel)
+                    ready.set_result(None)
+                except BaseException as error:
+                    del self._ready[channel]
+                    ready.set_exception(error)
+                    raise
+            await asyncio.shield(ready)
+            yield Subscriber(queue)
+        finally:
+            queues.discard(queue)
+            if not queues and self._subscribers.get(channel) is queues:
+                del self._subscribers[channel]
+                self._ready.pop(channel, None)
+                await self._backend.unsubscribe(channel)
+
+
+def room_channel(room_id: int) -> str:
+    return f"{settings.channel_prefix}room:{room_id}"
+
+
+def _broadcast() -> ChannelBroadcast:
+    if settings.redis_url:
+        return ChannelBroadcast(backend=ResilientRedisBackend(settings.redis_url))
+    return ChannelBroadcast("memory://")
+
+
+broadcast = _broadcast()

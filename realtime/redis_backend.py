@@ -1,0 +1,126 @@
+"""A broadcaster backend for Redis that survives Redis.
+
+broadcaster's stock backend dies silently when Redis drops its connection (broadcaster #144):
+this one reconnects with backoff, resubscribes every channel it had, serializes
+SUBSCRIBE/UNSUBSCRIBE (two at once on a fresh connection can lose one), and tells the
+listeners on each channel that they may have missed messages while it was away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+from broadcaster import BroadcastBackend, Event
+from redis import asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+logger = logging.getLogger("chat.redis")
+
+RESYNC = '{"type":"resync"}'
+"""Put on every channel after a reconnect: subscribers re-read what they missed from Postgres."""
+
+_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class ResilientRedisBackend(BroadcastBackend):
+    def __init__(self, url: str, *, max_backoff: float = 5.0, **redis_options: Any) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=15,
+            socket_keepalive=True,
+            socket_connect_timeout=5,
+            **redis_options,
+        )
+        self._max_backoff = max_backoff
+        self._channels: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._pubsub: Any = None
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    async def connect(self) -> None:
+        self._reader = asyncio.create_task(self._read_forever(), name="redis-pubsub-reader")
+        try:  # Start-up waits briefly for Redis, but does not fail without it.
+            await asyncio.wait_for(self._connected.wait(), timeout=5)
+        except TimeoutError:
+            logger.warning("Redis is not reachable yet; live delivery starts when it is")
+
+    async def disconnect(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        await self._redis.aclose()
+
+    async def subscribe(self, channel: str) -> None:
+        async with self._lock:
+            self._channels.add(channel)
+            await self._send(self._pubsub, "subscribe", channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        async with self._lock:
+            self._channels.discard(channel)
+            await self._send(self._pubsub, "unsubscribe", channel)
+
+    async def publish(self, channel: str, message: Any) -> None:
+        await self._redis.publish(channel, message)
+
+    async def next_published(self) -> Event:
+        return await self._queue.get()
+
+    async def ping(self) -> bool:
+        return bool(await self._redis.ping())
+
+    @staticmethod
+    async def _send(pubsub: Any, command: str, *channels: str) -> None:
+        """A failure here is not the caller's: the reader reconnects and resubscribes all."""
+        if pubsub is None:
+            return
+        try:
+            await getattr(pubsub, command)(*channels)
+        except _REDIS_ERRORS as error:
+            logger.warning("Redis %s failed (%s); it is redone on reconnect", command, error)
+
+    async def _read_forever(self) -> None:
+        attempt = 0
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                async with self._lock:
+                    await pubsub.connect()
+                    if self._channels:
+                        await pubsub.subscribe(*self._channels)
+                    self._pubsub = pubsub
+                    if attempt:
+                        logger.warning("Redis is back; resubscribed %d channels", len(self._channels))
+                        for channel in self._channels:
+                            self._queue.put_nowait(Event(channel=channel, message=RESYNC))
+                attempt = 0
+                self._connected.set()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        channel, data = message["channel"].decode(), message["data"].decode()
+                        self._queue.put_nowait(Event(channel=channel, message=data))
+            except asyncio.CancelledError:
+                await asyncio.shield(pubsub.aclose())
+                raise
+            except _REDIS_ERRORS as error:
+                self._pubsub = None
+                self._connected.clear()
+                attempt += 1
+                delay = min(self._max_backoff, 0.1 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
+                logger.warning("Redis pub/sub connection lost (%s); retrying in %.2fs", error, delay)
+                try:
+                    await pubsub.aclose()
+                except Exception:  # the connection is already broken; closing is best effort
+                    pass
+                await asyncio.sleep(delay)

@@ -1,0 +1,183 @@
+"""One WebSocket endpoint, both GraphQL-over-WebSocket protocols.
+
+The client's offered subprotocol picks Ariadne's handler: `graphql-transport-ws` (graphql-ws,
+Apollo's GraphQLWsLink) is preferred, `graphql-ws` (subscriptions-transport-ws, Apollo's
+WebSocketLink) is the fallback, and anything else is refused before the handshake completes.
+The subclasses only add what Ariadne leaves out: 4403 on a refused token, server pings,
+4400 on malformed frames, and the legacy protocol's "a repeated id replaces the operation".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from contextlib import suppress
+from datetime import timedelta
+from typing import Any
+
+from ariadne.asgi.handlers import GraphQLTransportWSHandler, GraphQLWebsocketHandlerBase, GraphQLWSHandler
+from ariadne.exceptions import WebSocketConnectionError
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from auth import token_from_header, viewer_for_token
+from resolvers.context import VIEWER_SCOPE_KEY
+
+logger = logging.getLogger("chat.websocket")
+
+TRANSPORT_WS = "graphql-transport-ws"
+LEGACY_WS = "graphql-ws"
+
+CLOSE_INVALID_MESSAGE = 4400
+CLOSE_FORBIDDEN = 4403
+
+
+class InvalidMessage(Exception):
+    pass
+
+
+class StrictWebSocket(WebSocket):
+    """Frames that are not JSON objects close the socket with 4400 instead of crashing it."""
+
+    async def receive_json(self, mode: str = "text") -> Any:
+        message = await self.receive()
+        self._raise_on_disconnect(message)
+        text = message.get("text")
+        if text is None and message.get("bytes") is not None:
+            text = message["bytes"].decode("utf-8", errors="replace")
+        try:
+            data = json.loads(text or "")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            await close_quietly(self, CLOSE_INVALID_MESSAGE, "Invalid message")
+            raise WebSocketDisconnect(CLOSE_INVALID_MESSAGE)
+        return data
+
+
+def is_open(websocket: WebSocket) -> bool:
+    return WebSocketState.DISCONNECTED not in (websocket.client_state, websocket.application_state)
+
+
+async def close_quietly(websocket: WebSocket, code: int, reason: str = "") -> None:
+    if is_open(websocket):
+        with suppress(RuntimeError, OSError):
+            await websocket.close(code=code, reason=reason)
+
+
+def _token_from_payload(payload: Any) -> str | None:
+    if not isinstance(payload, dict):
+        return None
+    headers = payload.get("headers")
+    sources = [payload, headers] if isinstance(headers, dict) else [payload]
+    for source in sources:
+        for key in ("authorization", "Authorization", "authToken", "token"):
+            value = source.get(key)
+            if isinstance(value, str) and value.strip():
+                return token_from_header(value)
+    return None
+
+
+async def authenticate(websocket: WebSocket, payload: Any) -> None:
+    """on_connect for both protocols: the viewer lives on the scope for the connection's life."""
+    viewer = await viewer_for_token(_token_from_payload(payload))
+    if viewer is None:
+        raise WebSocketConnectionError(
+            {"message": "A valid token is required.", "extensions": {"code": "UNAUTHENTICATED"}}
+        )
+    websocket.scope[VIEWER_SCOPE_KEY] = viewer
+
+
+def _valid_operation(message: dict) -> bool:
+    payload = message.get("payload")
+    return (
+        isinstance(message.get("id"), str)
+        and bool(message["id"])
+        and isinstance(payload, dict)
+        and isinstance(payload.get("query"), str)
+        and isinstance(payload.get("variables") or {}, dict)
+    )
+
+
+class TransportWSHandler(GraphQLTransportWSHandler):
+    def __init__(self, *, ping_interval: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ping_interval = ping_interval
+
+    async def handle_websocket_message(self, websocket: WebSocket, message: dict, client_context: Any) -> None:
+        if message["type"] in (self.GQL_SUBSCRIBE,) and not _valid_operation(message):
+            await close_quietly(websocket, CLOSE_INVALID_MESSAGE, "Invalid subscribe message")
+            return
+        await super().handle_websocket_message(websocket, message, client_context)
+
+    async def handle_websocket_connection_init_message(
+        self, websocket: WebSocket, message: dict, client_context: Any
+    ) -> None:
+        if client_context.connection_init_received:
+            await close_quietly(websocket, 4429, "Too many initialisation requests")
+            return
+        client_context.connection_init_received = True
+        try:
+            await authenticate(websocket, message.get("payload"))
+        except WebSocketConnectionError:
+            await close_quietly(websocket, CLOSE_FORBIDDEN, "Forbidden")
+            return
+        await websocket.send_json({"type": self.GQL_CONNECTION_ACK})
+        client_context.connection_acknowledged = True
+        client_context.ping_task = asyncio.create_task(self._ping_forever(websocket))
+
+    async def _ping_forever(self, websocket: WebSocket) -> None:
+        """Keeps proxies (Heroku's router drops a connection idle for 55 s) from cutting us off."""
+        while is_open(websocket):
+            await asyncio.sleep(self.ping_interval)
+            if not is_open(websocket):
+                return
+            try:
+                await websocket.send_json({"type": self.GQL_PING})
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                return
+
+
+class LegacyWSHandler(GraphQLWSHandler):
+    async def handle_websocket_message(self, websocket: WebSocket, message: dict, operations: dict) -> None:
+        kind = message["type"]
+        if kind == self.GQL_START:
+            if not _valid_operation(message):
+                await close_quietly(websocket, CLOSE_INVALID_MESSAGE, "Invalid start message")
+                return
+            previous = operations.pop(message["id"], None)
+            if previous is not None:  # the protocol says a repeated id replaces the operation
+                await self.stop_websocket_operation(websocket, previous)
+        elif kind not in (self.GQL_CONNECTION_INIT, self.GQL_CONNECTION_TERMINATE, self.GQL_STOP):
+            await close_quietly(websocket, CLOSE_INVALID_MESSAGE, "Invalid message type")
+            return
+        await super().handle_websocket_message(websocket, message, operations)
+
+
+class DualProtocolHandler(GraphQLWebsocketHandlerBase):
+    def __init__(self, *, keepalive: float, init_timeout: float) -> None:
+        super().__init__(on_connect=authenticate)
+        self.transport = TransportWSHandler(
+            on_connect=authenticate,
+            ping_interval=keepalive,
+            connection_init_wait_timeout=timedelta(seconds=init_timeout),
+        )
+        self.legacy = LegacyWSHandler(on_connect=authenticate, keepalive=keepalive)
+
+    def configure(self, *args: Any, **kwargs: Any) -> None:
+        super().configure(*args, **kwargs)
+        self.transport.configure(*args, **kwargs)
+        self.legacy.configure(*args, **kwargs)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handle_websocket(StrictWebSocket(scope=scope, receive=receive, send=send))
+
+    async def handle_websocket(self, websocket: WebSocket) -> None:
+        offered = websocket.scope.get("subprotocols") or []
+        if TRANSPORT_WS in offered:
+            await self.transport.handle_websocket(websocket)
+        elif LEGACY_WS in offered:
+            await self.legacy.handle_websocket(websocket)
+        else:
+            await websocket.close(code=1002)  # before accept: the handshake is refused (HTTP 403)

@@ -1,0 +1,48 @@
+"""The context every resolver sees: the request, the signed-in viewer and the loaders."""
+
+from typing import Any
+
+from graphql import GraphQLResolveInfo
+from starlette.requests import HTTPConnection
+
+from auth import Viewer, token_from_header, viewer_for_token
+from db import rooms
+from errors import Forbidden, NotFound, Unauthenticated
+from resolvers.loaders import Loaders
+
+VIEWER_SCOPE_KEY = "chat.viewer"
+
+
+async def get_context(request: HTTPConnection, data: Any = None) -> dict[str, Any]:
+    if request.scope["type"] == "websocket":
+        # Authenticated once at connection_init (see realtime.websocket); kept on the scope.
+        viewer = request.scope.get(VIEWER_SCOPE_KEY)
+    else:
+        viewer = await viewer_for_token(token_from_header(request.headers.get("authorization")))
+    return {"request": request, "viewer": viewer, "loaders": Loaders()}
+
+
+def viewer_of(info: GraphQLResolveInfo) -> Viewer | None:
+    return info.context["viewer"]
+
+
+def require_viewer(info: GraphQLResolveInfo) -> Viewer:
+    viewer = viewer_of(info)
+    if viewer is None:
+        raise Unauthenticated("Sign in first: send `Authorization: Bearer <token>`.")
+    return viewer
+
+
+def loaders_of(info: GraphQLResolveInfo) -> Loaders:
+    return info.context["loaders"]
+
+
+async def require_member(info: GraphQLResolveInfo, room_id: int) -> dict:
+    """The room, if it exists and the viewer belongs to it."""
+    viewer = require_viewer(info)
+    room = await loaders_of(info).rooms.load(room_id)
+    if room is None:
+        raise NotFound("Room not found.")
+    if not await rooms.is_member(room_id, viewer.id):
+        raise Forbidden("You are not a member of this room.")
+    return room

@@ -1,0 +1,26 @@
+"""Query root."""
+
+from ariadne import QueryType
+from graphql import GraphQLResolveInfo
+
+from db import rooms
+from resolvers.context import require_member, require_viewer, viewer_of
+from resolvers.ids import parse_id
+
+query_type = QueryType()
+
+
+@query_type.field("me")
+def resolve_me(_root: None, info: GraphQLResolveInfo) -> dict | None:
+    viewer = viewer_of(info)
+    return viewer.user if viewer else None
+
+
+@query_type.field("rooms")
+async def resolve_rooms(_root: None, info: GraphQLResolveInfo) -> list[dict]:
+    return await rooms.rooms_of_user(require_viewer(info).id)
+
+
+@query_type.field("room")
+async def resolve_room(_root: None, info: GraphQLResolveInfo, id: str) -> dict:
+    return await require_member(info, parse_id(id, "Room"))

@@ -1,0 +1,108 @@
+"""Every setting the service reads from the environment, read here and nowhere else.
+
+Names follow Heroku's conventions (PORT, WEB_CONCURRENCY, DATABASE_URL, REDIS_URL) so the
+same code runs on a laptop with no servers and on a dyno with add-ons attached.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+DEFAULT_SQLITE_URL = "sqlite:///chat.db"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    return raw in ("1", "true", "yes", "on")
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept Heroku's `postgres://...?sslmode=require` and speak asyncpg's dialect.
+
+    `databases` reads only `ssl`, `min_size` and `max_size` from the query and silently
+    ignores `sslmode`, so `sslmode` is translated to asyncpg's `ssl` here.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme in ("postgres", "postgresql+asyncpg"):
+        scheme = "postgresql"
+    if scheme == "sqlite+aiosqlite":
+        scheme = "sqlite"
+    query = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "sslmode":
+            key = "ssl"
+        query.append((key, value))
+    return _join(scheme, parts.netloc, parts.path, query)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same database as a SQLAlchemy async URL, for Alembic."""
+    parts = urlsplit(url)
+    driver = {"postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}[parts.scheme]
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("min_size", "max_size")]
+    return _join(driver, parts.netloc, parts.path, query)
+
+
+def _join(scheme: str, netloc: str, path: str, query: list[tuple[str, str]]) -> str:
+    """urlunsplit drops the `//` of `sqlite:///file.db`; this keeps it."""
+    url = f"{scheme}://{netloc}{path}"
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str | None
+    channel_prefix: str
+    port: int
+    web_concurrency: int
+    db_pool_max: int
+    ws_keepalive_seconds: float
+    ws_init_timeout_seconds: float
+    ws_max_size: int
+    max_requests: int
+    max_requests_jitter: int
+    graceful_timeout: int
+    log_level: str
+    debug: bool
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load() -> Settings:
+    return Settings(
+        database_url=normalize_database_url(os.environ.get("DATABASE_URL") or DEFAULT_SQLITE_URL),
+        redis_url=os.environ.get("REDIS_URL") or None,
+        channel_prefix=os.environ.get("CHANNEL_PREFIX", "chat:"),
+        port=_int("PORT", 8000),
+        web_concurrency=_int("WEB_CONCURRENCY", 2),
+        db_pool_max=_int("DATABASE_POOL_MAX", 5),
+        ws_keepalive_seconds=_float("WS_KEEPALIVE_SECONDS", 20.0),
+        ws_init_timeout_seconds=_float("WS_INIT_TIMEOUT_SECONDS", 10.0),
+        ws_max_size=_int("WS_MAX_SIZE", 64 * 1024),
+        max_requests=_int("MAX_REQUESTS", 1000),
+        max_requests_jitter=_int("MAX_REQUESTS_JITTER", 200),
+        graceful_timeout=_int("GRACEFUL_TIMEOUT", 20),
+        log_level=os.environ.get("LOG_LEVEL", "info").upper(),
+        debug=_bool("DEBUG", False),
+    )
+
+
+settings = load()

@@ -1,0 +1,1 @@
+"""Real processes for the tests: a fresh Postgres database, a gunicorn server, a GraphQL client."""

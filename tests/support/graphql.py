@@ -1,0 +1,74 @@
+"""A small GraphQL-over-HTTP client, and helpers for the steps every test repeats."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+SIGN_UP = """
+mutation SignUp($name: String!, $email: String!, $password: String!) {
+  signUp(name: $name, email: $email, password: $password) { token user { id name } }
+}"""
+CREATE_ROOM = "mutation CreateRoom($name: String!) { createRoom(name: $name) { id name } }"
+JOIN_ROOM = "mutation JoinRoom($room: ID!) { joinRoom(room: $room) { id name } }"
+CREATE_MESSAGE = """
+mutation CreateMessage($room: ID!, $body: String!) {
+  createMessage(room: $room, body: $body) { id body seq createdAt sender { id name } room { id } }
+}"""
+
+
+class GraphQLClient:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.http = httpx.Client(base_url=base_url, timeout=30)
+
+    def post(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = self.http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+        assert response.headers["content-type"].startswith("application/json"), response.text
+        return response.json()
+
+    def data(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict:
+        """The `data` of a request that must succeed."""
+        body = self.post(query, variables, token)
+        assert "errors" not in body, body
+        return body["data"]
+
+    def error_codes(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> list[str]:
+        body = self.post(query, variables, token)
+        assert body.get("errors"), body
+        return [error["extensions"]["code"] for error in body["errors"]]
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@dataclass
+class Account:
+    id: str
+    name: str
+    email: str
+    password: str
+    token: str
+
+
+def sign_up(client: GraphQLClient, name: str = "user") -> Account:
+    email = f"{name.lower()}-{uuid.uuid4().hex[:10]}@example.com"
+    password = "correct horse battery"
+    payload = client.data(SIGN_UP, {"name": name, "email": email, "password": password})["signUp"]
+    return Account(payload["user"]["id"], name, email, password, payload["token"])
+
+
+def create_room(client: GraphQLClient, account: Account, name: str = "room") -> str:
+    return client.data(CREATE_ROOM, {"name": name}, account.token)["createRoom"]["id"]
+
+
+def join_room(client: GraphQLClient, account: Account, room: str) -> None:
+    client.data(JOIN_ROOM, {"room": room}, account.token)
+
+
+def post_message(client: GraphQLClient, account: Account, room: str, body: str) -> dict:
+    return client.data(CREATE_MESSAGE, {"room": room, "body": body}, account.token)["createMessage"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from db.connection import database
 from errors import ExpectedErrorFilter, format_error
-from realtime.broadcast import broadcast
+from realtime.broadcast import broadcast, redis_reachable
 from realtime.websocket import DualProtocolHandler
 from resolvers import schema
 from resolvers.context import get_context
@@ -42,6 +43,25 @@ async def healthz(_request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+async def readyz(_request: Request) -> JSONResponse:
+    """Readiness: Postgres answers a query and Redis (when configured) answers a PING."""
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(3):
+            await database.fetch_val("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as error:
+        checks["database"] = f"unavailable: {type(error).__name__}"
+    try:
+        async with asyncio.timeout(3):
+            reachable = await redis_reachable()
+        checks["redis"] = "not configured" if reachable is None else "ok"
+    except Exception as error:
+        checks["redis"] = f"unavailable: {type(error).__name__}"
+    ready = all(value in ("ok", "not configured") for value in checks.values())
+    return JSONResponse({"status": "ready" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
+
+
 @asynccontextmanager
 async def lifespan(_app: Starlette) -> AsyncIterator[None]:
     await database.connect()
@@ -56,6 +76,7 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
 app = Starlette(
     routes=[
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ],

@@ -75,3 +75,7 @@ class ExpectedErrorFilter(logging.Filter):
                 record.levelno, record.levelname = logging.INFO, "INFO"
                 record.msg, record.args, record.exc_info, record.exc_text = f"GraphQL error {code}", (), None, None
         return True
+
+
+class ServiceUnavailable(CodedError):
+    code = "SERVICE_UNAVAILABLE"

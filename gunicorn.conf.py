@@ -4,8 +4,8 @@ from settings import settings
 
 bind = f"0.0.0.0:{settings.port}"
 # WEB_CONCURRENCY, never the CPU count: a dyno reports the host's cores, not its share.
-# Without Redis the broadcast is in-process, so only one worker can see every message.
-workers = settings.web_concurrency if settings.redis_url else 1
+# (1 without REDIS_URL: the in-process broadcast reaches one worker only.)
+workers = settings.web_concurrency
 worker_class = "worker.ChatWorker"
 # Recycle workers, spread out: without jitter they would all restart at once.
 max_requests = settings.max_requests

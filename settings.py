@@ -64,6 +64,27 @@ def _join(scheme: str, netloc: str, path: str, query: list[tuple[str, str]]) -> 
     return f"{url}?{urlencode(query)}" if query else url
 
 
+class ConfigurationError(Exception):
+    """A setting that cannot work; raised at start-up, before anything binds or connects."""
+
+
+def pool_size_per_worker(limit: int | None, reserve: int, workers: int, dynos: int, requested: int | None) -> int:
+    """Each worker's share of the plan's connection limit, shared by every worker of every dyno.
+
+    `reserve` is kept back for the release phase, one-off dynos and `heroku pg:psql`.
+    """
+    if limit is None:
+        return requested or 5
+    share = (limit - reserve) // (workers * dynos)
+    if share < 1:
+        raise ConfigurationError(
+            f"DATABASE_CONNECTION_LIMIT={limit} with DATABASE_CONNECTION_RESERVE={reserve} cannot give one "
+            f"connection to each of {workers} workers x {dynos} dynos (WEB_CONCURRENCY x WEB_DYNOS): "
+            "raise the limit (a bigger plan), or lower WEB_CONCURRENCY, WEB_DYNOS or the reserve."
+        )
+    return min(share, requested) if requested else share
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -72,6 +93,8 @@ class Settings:
     port: int
     web_concurrency: int
     db_pool_max: int
+    db_acquire_timeout: float
+    redis_ssl_cert_reqs: str
     ws_keepalive_seconds: float
     ws_init_timeout_seconds: float
     ws_max_size: int
@@ -87,13 +110,26 @@ class Settings:
 
 
 def load() -> Settings:
+    redis_url = os.environ.get("REDIS_URL") or None
+    # Without Redis the broadcast is in-process: only one worker can see every message.
+    workers = max(1, _int("WEB_CONCURRENCY", 2)) if redis_url else 1
+    limit = os.environ.get("DATABASE_CONNECTION_LIMIT", "").strip()
+    requested = os.environ.get("DATABASE_POOL_MAX", "").strip()
     return Settings(
         database_url=normalize_database_url(os.environ.get("DATABASE_URL") or DEFAULT_SQLITE_URL),
-        redis_url=os.environ.get("REDIS_URL") or None,
+        redis_url=redis_url,
         channel_prefix=os.environ.get("CHANNEL_PREFIX", "chat:"),
         port=_int("PORT", 8000),
-        web_concurrency=_int("WEB_CONCURRENCY", 2),
-        db_pool_max=_int("DATABASE_POOL_MAX", 5),
+        web_concurrency=workers,
+        db_pool_max=pool_size_per_worker(
+            limit=int(limit) if limit else None,
+            reserve=_int("DATABASE_CONNECTION_RESERVE", 3),
+            workers=workers,
+            dynos=max(1, _int("WEB_DYNOS", 1)),
+            requested=int(requested) if requested else None,
+        ),
+        db_acquire_timeout=_float("DATABASE_ACQUIRE_TIMEOUT", 5.0),
+        redis_ssl_cert_reqs=os.environ.get("REDIS_SSL_CERT_REQS", "none"),
         ws_keepalive_seconds=_float("WS_KEEPALIVE_SECONDS", 20.0),
         ws_init_timeout_seconds=_float("WS_INIT_TIMEOUT_SECONDS", 10.0),
         ws_max_size=_int("WS_MAX_SIZE", 64 * 1024),

@@ -2,6 +2,7 @@
 
 from databases import Database
 
+from db.pool import ChatDatabase
 from settings import settings
 
 
@@ -9,7 +10,12 @@ def _database() -> Database:
     if settings.is_sqlite:
         # sqlite3 waits this long for another writer's lock instead of failing at once.
         return Database(settings.database_url, timeout=15)
-    return Database(settings.database_url, min_size=1, max_size=settings.db_pool_max)
+    return ChatDatabase(
+        settings.database_url,
+        min_size=1,
+        max_size=settings.db_pool_max,
+        acquire_timeout=settings.db_acquire_timeout,
+    )
 
 
 database = _database()

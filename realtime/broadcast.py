@@ -56,9 +56,21 @@ def room_channel(room_id: int) -> str:
 
 
 def _broadcast() -> ChannelBroadcast:
-    if settings.redis_url:
-        return ChannelBroadcast(backend=ResilientRedisBackend(settings.redis_url))
-    return ChannelBroadcast("memory://")
+    if not settings.redis_url:
+        return ChannelBroadcast("memory://")
+    options = {}
+    if settings.redis_url.startswith("rediss://") and "ssl_cert_reqs=" not in settings.redis_url:
+        # Heroku Redis serves TLS with self-signed certificates: "none" by default, configurable.
+        options["ssl_cert_reqs"] = settings.redis_ssl_cert_reqs
+    return ChannelBroadcast(backend=ResilientRedisBackend(settings.redis_url, **options))
 
 
 broadcast = _broadcast()
+
+
+async def redis_reachable() -> bool | None:
+    """None when there is no Redis to reach (the in-process broadcast)."""
+    backend = broadcast._backend
+    if not isinstance(backend, ResilientRedisBackend):
+        return None
+    return await backend.ping()

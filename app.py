@@ -6,15 +6,23 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from ariadne.asgi import GraphQL
+from ariadne.explorer import ExplorerGraphiQL, ExplorerHttp405
+from graphql import DocumentNode
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from db.connection import database
 from errors import ExpectedErrorFilter, format_error
+from limits.body_size import BodySizeLimitMiddleware
+from limits.http import JSONErrorsHTTPHandler
+from limits.query_shape import cost_rule, shape_rule
 from realtime.broadcast import broadcast, redis_reachable
 from realtime.websocket import DualProtocolHandler
 from resolvers import schema
@@ -24,11 +32,24 @@ from settings import settings
 logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 logging.getLogger("chat.graphql").addFilter(ExpectedErrorFilter())
 
+_shape_rule = shape_rule(settings.query_max_depth, settings.query_max_fields, settings.query_max_aliases)
+
+
+def validation_rules(_context: Any, _document: DocumentNode, data: dict) -> list:
+    """The cost depends on the variables (`first: $n`), so these rules are built per request."""
+    variables = data.get("variables") if isinstance(data, dict) else None
+    return [_shape_rule, cost_rule(settings.query_max_cost, variables if isinstance(variables, dict) else None)]
+
+
 graphql = GraphQL(
     schema,
     context_value=get_context,
     error_formatter=format_error,
     execute_get_queries=True,
+    validation_rules=validation_rules,
+    introspection=settings.introspection,
+    explorer=ExplorerGraphiQL() if settings.explorer else ExplorerHttp405(),
+    http_handler=JSONErrorsHTTPHandler(),
     debug=settings.debug,
     logger="chat.graphql",
     websocket_handler=DualProtocolHandler(
@@ -79,6 +100,22 @@ app = Starlette(
         Route("/readyz", readyz),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
+    ],
+    middleware=[
+        Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+        *(
+            [
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=settings.cors_origins,
+                    allow_methods=["GET", "POST"],
+                    allow_headers=["authorization", "content-type"],
+                    max_age=600,
+                )
+            ]
+            if settings.cors_origins
+            else []
+        ),
     ],
     lifespan=lifespan,
 )

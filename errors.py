@@ -57,6 +57,8 @@ def _code_for_request_error(error: GraphQLError) -> str:
         return "GRAPHQL_PARSE_FAILED"
     if error.message.startswith("Variable "):
         return "BAD_USER_INPUT"
+    if error.message.startswith("The query exceeds the maximum cost"):
+        return "QUERY_TOO_COMPLEX"
     return "GRAPHQL_VALIDATION_FAILED"
 
 

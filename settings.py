@@ -86,6 +86,19 @@ def pool_size_per_worker(limit: int | None, reserve: int, workers: int, dynos: i
 
 
 @dataclass(frozen=True)
+class Rate:
+    """At most `count` hits per `seconds`, written "count/seconds" in the environment."""
+
+    count: int
+    seconds: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        count, _, seconds = text.partition("/")
+        return cls(int(count), float(seconds or 60))
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     redis_url: str | None
@@ -103,6 +116,16 @@ class Settings:
     graceful_timeout: int
     log_level: str
     debug: bool
+    max_body_bytes: int
+    query_max_depth: int
+    query_max_fields: int
+    query_max_aliases: int
+    query_max_cost: int
+    introspection: bool
+    explorer: bool
+    cors_origins: tuple[str, ...]
+    rate_messages: Rate
+    rate_auth: Rate
 
     @property
     def is_sqlite(self) -> bool:
@@ -138,6 +161,16 @@ def load() -> Settings:
         graceful_timeout=_int("GRACEFUL_TIMEOUT", 20),
         log_level=os.environ.get("LOG_LEVEL", "info").upper(),
         debug=_bool("DEBUG", False),
+        max_body_bytes=_int("MAX_BODY_BYTES", 1_000_000),
+        query_max_depth=_int("QUERY_MAX_DEPTH", 10),
+        query_max_fields=_int("QUERY_MAX_FIELDS", 200),
+        query_max_aliases=_int("QUERY_MAX_ALIASES", 30),
+        query_max_cost=_int("QUERY_MAX_COST", 5000),
+        introspection=_bool("INTROSPECTION", True),
+        explorer=_bool("EXPLORER", True),
+        cors_origins=tuple(o.strip() for o in os.environ.get("CORS_ORIGINS", "").split(",") if o.strip()),
+        rate_messages=Rate.parse(os.environ.get("RATE_LIMIT_MESSAGES", "30/10")),
+        rate_auth=Rate.parse(os.environ.get("RATE_LIMIT_AUTH", "10/60")),
     )
 
 

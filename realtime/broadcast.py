@@ -10,6 +10,7 @@ from broadcaster import Broadcast
 from broadcaster._base import Subscriber
 
 from realtime.redis_backend import ResilientRedisBackend
+from redis_client import create_redis
 from settings import settings
 
 
@@ -58,11 +59,7 @@ def room_channel(room_id: int) -> str:
 def _broadcast() -> ChannelBroadcast:
     if not settings.redis_url:
         return ChannelBroadcast("memory://")
-    options = {}
-    if settings.redis_url.startswith("rediss://") and "ssl_cert_reqs=" not in settings.redis_url:
-        # Heroku Redis serves TLS with self-signed certificates: "none" by default, configurable.
-        options["ssl_cert_reqs"] = settings.redis_ssl_cert_reqs
-    return ChannelBroadcast(backend=ResilientRedisBackend(settings.redis_url, **options))
+    return ChannelBroadcast(backend=ResilientRedisBackend(create_redis(settings.redis_url)))
 
 
 broadcast = _broadcast()

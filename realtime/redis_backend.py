@@ -15,10 +15,8 @@ from typing import Any
 
 from broadcaster import BroadcastBackend, Event
 from redis import asyncio as aioredis
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 logger = logging.getLogger("chat.redis")
 
@@ -29,16 +27,8 @@ _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class ResilientRedisBackend(BroadcastBackend):
-    def __init__(self, url: str, *, max_backoff: float = 5.0, **redis_options: Any) -> None:
-        self._redis = aioredis.Redis.from_url(
-            url,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            health_check_interval=15,
-            socket_keepalive=True,
-            socket_connect_timeout=5,
-            **redis_options,
-        )
+    def __init__(self, client: aioredis.Redis, *, max_backoff: float = 5.0) -> None:
+        self._redis = client
         self._max_backoff = max_backoff
         self._channels: set[str] = set()
         self._lock = asyncio.Lock()

@@ -33,6 +33,12 @@ def require_viewer(info: GraphQLResolveInfo) -> Viewer:
     return viewer
 
 
+def client_address(info: GraphQLResolveInfo) -> str:
+    """The client's address; behind Heroku's router uvicorn takes it from X-Forwarded-For."""
+    client = info.context["request"].client
+    return client.host if client else "unknown"
+
+
 def loaders_of(info: GraphQLResolveInfo) -> Loaders:
     return info.context["loaders"]
 

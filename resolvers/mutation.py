@@ -6,9 +6,11 @@ from graphql import GraphQLResolveInfo
 import auth
 from db import messages, rooms, users
 from errors import BadUserInput, NotFound, Unauthenticated
+from limits.rate import limiter
 from realtime import events
-from resolvers.context import loaders_of, require_member, require_viewer
+from resolvers.context import client_address, loaders_of, require_member, require_viewer
 from resolvers.ids import parse_id
+from settings import settings
 
 MAX_NAME = 100
 MAX_EMAIL = 254
@@ -32,7 +34,8 @@ async def _signed_in(user: dict) -> dict:
 
 
 @mutation_type.field("signUp")
-async def resolve_sign_up(_root: None, _info: GraphQLResolveInfo, name: str, email: str, password: str) -> dict:
+async def resolve_sign_up(_root: None, info: GraphQLResolveInfo, name: str, email: str, password: str) -> dict:
+    await limiter.check("auth", client_address(info), settings.rate_auth)
     name = _trimmed(name, "name", MAX_NAME)
     email = auth.normalize_email(email)
     local, _, domain = email.partition("@")
@@ -48,7 +51,8 @@ async def resolve_sign_up(_root: None, _info: GraphQLResolveInfo, name: str, ema
 
 
 @mutation_type.field("logIn")
-async def resolve_log_in(_root: None, _info: GraphQLResolveInfo, email: str, password: str) -> dict:
+async def resolve_log_in(_root: None, info: GraphQLResolveInfo, email: str, password: str) -> dict:
+    await limiter.check("auth", client_address(info), settings.rate_auth)
     user = await users.user_with_password(auth.normalize_email(email))
     password_hash = user["password_hash"] if user else None
     if not await auth.verify_password(password_hash, password) or user is None:
@@ -97,6 +101,7 @@ async def resolve_leave_room(_root: None, info: GraphQLResolveInfo, room: str) -
 @mutation_type.field("createMessage")
 async def resolve_create_message(_root: None, info: GraphQLResolveInfo, room: str, body: str) -> dict:
     viewer = require_viewer(info)
+    await limiter.check("messages", str(viewer.id), settings.rate_messages)
     found = await require_member(info, parse_id(room, "Room"))
     body = _trimmed(body, "body", MAX_BODY)
     message = await messages.create_message(found["id"], viewer.id, body)

@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SHARED_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LOG_DIR = ROOT / "test-artifacts" / "logs"
+# Every test signs up from 127.0.0.1: limits high enough not to get in the way, unless a test
+# sets its own (each Server's env overrides these).
+BASE_ENV = {"RATE_LIMIT_AUTH": "100000/60", "RATE_LIMIT_MESSAGES": "100000/10"}
 
 
 def free_port() -> int:
@@ -75,7 +78,7 @@ class Server:
     def start(self, timeout: float = 30.0) -> Server:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"server-{self.port}.log"
-        env = {**os.environ, "PORT": str(self.port), "WEB_CONCURRENCY": str(self.workers), **self.env}
+        env = {**os.environ, **BASE_ENV, "PORT": str(self.port), "WEB_CONCURRENCY": str(self.workers), **self.env}
         command = ["gunicorn", "-c", "gunicorn.conf.py", "app:app"]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,0 +1,35 @@
+"""Ariadne's HTTP handler with clearer refusals: a malformed request gets a JSON error, and a
+mutation or subscription over GET gets 405 (GraphQL over HTTP) instead of a puzzling message."""
+
+from typing import Any
+
+from ariadne.asgi.handlers import GraphQLHTTPHandler
+from ariadne.exceptions import HttpError
+from ariadne.utils import get_operation_type
+from graphql import GraphQLError, OperationType, parse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+
+def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status, headers=headers)
+
+
+def _operation_over_get(data: Any) -> OperationType | None:
+    """The operation a GET asks for, or None when the document doesn't parse (validation reports it)."""
+    try:
+        return get_operation_type(parse(data["query"]), data.get("operationName"))
+    except (GraphQLError, KeyError, TypeError):
+        return None
+
+
+class JSONErrorsHTTPHandler(GraphQLHTTPHandler):
+    async def graphql_http_server(self, request: Request) -> Response:
+        try:
+            data = await self.extract_data_from_request(request)
+        except HttpError as error:
+            return _error(400, error.message or "Bad request.", "BAD_REQUEST")
+        if request.method == "GET" and _operation_over_get(data) not in (None, OperationType.QUERY):
+            return _error(405, "Only queries can be sent with GET; use POST.", "METHOD_NOT_ALLOWED", {"Allow": "POST"})
+        success, result = await self.execute_graphql_query(request, data)
+        return await self.create_json_response(request, result, success)

@@ -1,0 +1,57 @@
+"""Fixed-window rate limits, shared by every worker and dyno through Redis (in memory without).
+
+If Redis is unreachable the limiter falls back to this process's memory rather than refusing
+everyone: a rate limit must not become an outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from errors import CodedError
+from redis_client import create_redis
+from settings import Rate, settings
+
+logger = logging.getLogger("chat.ratelimit")
+
+
+class RateLimited(CodedError):
+    code = "RATE_LIMITED"
+
+
+class RateLimiter:
+    def __init__(self, redis: aioredis.Redis | None, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._memory: dict[str, int] = {}
+
+    async def check(self, bucket: str, key: str, rate: Rate) -> None:
+        """Count one hit; raise RATE_LIMITED (with `retryAfter` seconds) past the rate."""
+        now = time.time()
+        window = int(now // rate.seconds)
+        name = f"{self._prefix}rate:{bucket}:{key}:{window}"
+        count = await self._count(name, math.ceil(rate.seconds) + 1, window)
+        if count > rate.count:
+            retry_after = max(1, math.ceil((window + 1) * rate.seconds - now))
+            raise RateLimited(f"Too many requests; retry in {retry_after} s.", retryAfter=retry_after)
+
+    async def _count(self, name: str, ttl: int, window: int) -> int:
+        if self._redis is not None:
+            try:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    count, _ = await pipe.incr(name).expire(name, ttl).execute()
+                return int(count)
+            except RedisError as error:
+                logger.warning("Rate limiting in memory: Redis failed (%s)", type(error).__name__)
+        if len(self._memory) > 10_000:  # drop windows that have passed
+            self._memory = {k: v for k, v in self._memory.items() if k.endswith(f":{window}")}
+        self._memory[name] = self._memory.get(name, 0) + 1
+        return self._memory[name]
+
+
+limiter = RateLimiter(create_redis(settings.redis_url) if settings.redis_url else None, settings.channel_prefix)

@@ -1,0 +1,25 @@
+"""Redis clients as this service needs them: retries with backoff, health checks, and TLS that
+works with Heroku Redis's self-signed certificates."""
+
+from redis import asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from settings import settings
+
+
+def create_redis(url: str) -> aioredis.Redis:
+    options = {}
+    if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
+        options["ssl_cert_reqs"] = settings.redis_ssl_cert_reqs
+    return aioredis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=15,
+        socket_keepalive=True,
+        socket_connect_timeout=5,
+        **options,
+    )

@@ -20,6 +20,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from db.connection import database
 from errors import ExpectedErrorFilter, format_error
+from execution.documents import query_parser, query_validator
 from limits.body_size import BodySizeLimitMiddleware
 from limits.http import JSONErrorsHTTPHandler
 from limits.query_shape import cost_rule, shape_rule
@@ -47,6 +48,8 @@ graphql = GraphQL(
     error_formatter=format_error,
     execute_get_queries=True,
     validation_rules=validation_rules,
+    query_parser=query_parser,
+    query_validator=query_validator,
     introspection=settings.introspection,
     explorer=ExplorerGraphiQL() if settings.explorer else ExplorerHttp405(),
     http_handler=JSONErrorsHTTPHandler(),

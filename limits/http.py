@@ -6,9 +6,12 @@ from typing import Any
 from ariadne.asgi.handlers import GraphQLHTTPHandler
 from ariadne.exceptions import HttpError
 from ariadne.utils import get_operation_type
-from graphql import GraphQLError, OperationType, parse
+from graphql import GraphQLError, OperationType
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from execution.documents import parse_document
+from execution.json import FastJSONResponse
 
 
 def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -18,12 +21,15 @@ def _error(status: int, message: str, code: str, headers: dict[str, str] | None 
 def _operation_over_get(data: Any) -> OperationType | None:
     """The operation a GET asks for, or None when the document doesn't parse (validation reports it)."""
     try:
-        return get_operation_type(parse(data["query"]), data.get("operationName"))
+        return get_operation_type(parse_document(data["query"]), data.get("operationName"))
     except (GraphQLError, KeyError, TypeError):
         return None
 
 
 class JSONErrorsHTTPHandler(GraphQLHTTPHandler):
+    async def create_json_response(self, request: Request, result: dict, success: bool) -> Response:
+        return FastJSONResponse(result, status_code=200 if success else 400)
+
     async def graphql_http_server(self, request: Request) -> Response:
         try:
             data = await self.extract_data_from_request(request)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from ariadne.validation import cost_validator
 from graphql import GraphQLError, ValidationRule
 from graphql.language import (
@@ -19,6 +20,8 @@ from graphql.language import (
     OperationDefinitionNode,
     SelectionSetNode,
 )
+
+from execution.documents import per_request
 
 COST_MAP: dict[str, dict[str, Any]] = {
     "Query": {"rooms": {"complexity": 10}, "room": {"complexity": 1}, "me": {"complexity": 1}},
@@ -93,4 +96,8 @@ def shape_rule(max_depth: int, max_fields: int, max_aliases: int) -> type[Valida
 
 
 def cost_rule(maximum_cost: int, variables: dict[str, Any] | None) -> type[ValidationRule]:
-    return cost_validator(maximum_cost, default_cost=1, variables=variables or {}, cost_map=COST_MAP)
+    """Per request: `first: $n` makes the cost depend on the variables."""
+    variables = variables or {}
+    rule = cost_validator(maximum_cost, default_cost=1, variables=variables, cost_map=COST_MAP)
+    key = ("cost", maximum_cost, orjson.dumps(variables, option=orjson.OPT_SORT_KEYS))
+    return per_request(rule, key)  # type: ignore[return-value]

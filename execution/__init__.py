@@ -1,0 +1,1 @@
+"""Executing GraphQL cheaply: cached documents and validation, and a fast JSON encoder."""

@@ -1,0 +1,350 @@
+"""Fan-out at the cost of forwarding bytes.
+
+Stock Ariadne runs every subscriber's selection set for every event: a room of 1,000
+subscribers costs 1,000 executions and 1,000 JSON encodings per message. Here each process
+holds one feed per room (one broadcast subscription), groups the room's subscribers by what
+they asked for (document, operation and variables: nothing in the Message type depends on who
+is looking), executes once per group per event, encodes the payload once, and hands every
+subscriber of the group the same bytes behind its own operation id.
+
+Ordering and completeness are the feed's job, once per room instead of once per subscriber:
+it delivers sequence numbers in order, fills gaps from the database (out-of-order publishers,
+a Redis outage announced by a `resync` event) and drops what it has already delivered.
+A joining subscriber first gets what it missed from the database, under the feed's lock, so
+the switch from history to live has no gap and no duplicate.
+
+Delivery never waits on a socket: frames go into each connection's bounded `Outbox`, drained
+by its own writer task; a connection that stops reading overflows it and is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass, field
+from inspect import isawaitable
+from typing import Any
+
+from ariadne.logger import log_error
+from graphql import DocumentNode, ExecutionResult, GraphQLError, GraphQLSchema, execute
+from starlette.websockets import WebSocket
+
+from auth import Viewer
+from db import messages, users
+from errors import Forbidden, Unauthenticated, format_error
+from execution.json import dumps
+from realtime import events
+from realtime.broadcast import broadcast, room_channel
+from resolvers.loaders import Loaders
+
+logger = logging.getLogger("chat.fanout")
+
+CATCH_UP_BATCH = 500
+CLOSE_SLOW_CONSUMER = 1013  # "try again later": both Apollo links reconnect and resume
+
+
+class Outbox:
+    """One connection's outgoing frames: bounded, drained by one writer task."""
+
+    def __init__(self, websocket: WebSocket, limit: int) -> None:
+        self.websocket = websocket
+        self.limit = limit
+        self._frames: deque[str] = deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._writer = asyncio.create_task(self._drain())
+
+    def put(self, frame: str) -> None:
+        if self._closed:
+            return
+        if len(self._frames) >= self.limit:
+            self._overflow()
+            return
+        self._frames.append(frame)
+        self._ready.set()
+
+    def _overflow(self) -> None:
+        logger.warning("Closing a slow consumer: %d frames unsent", len(self._frames))
+        self._closed = True
+        self._frames.clear()
+        self._writer.cancel()
+        self._closer = asyncio.create_task(self._close(CLOSE_SLOW_CONSUMER, "Slow consumer"))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with suppress(Exception):
+            await asyncio.wait_for(self.websocket.close(code=code, reason=reason), timeout=5)
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                await self._ready.wait()
+                while self._frames:
+                    await self.websocket.send_text(self._frames.popleft())
+                self._ready.clear()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the socket went away; the handler cleans up its operations
+            self._closed = True
+            self._frames.clear()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._writer.cancel()
+        with suppress(asyncio.CancelledError):
+            await self._writer
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one WebSocket protocol frames a result and the end of an operation."""
+
+    result_type: str  # "next" (graphql-transport-ws) or "data" (graphql-ws)
+
+    def result(self, operation_id: str, payload: str) -> str:
+        return f'{{"type":"{self.result_type}","id":{dumps(operation_id)},"payload":{payload}}}'
+
+    def complete(self, operation_id: str) -> str:
+        return f'{{"type":"complete","id":{dumps(operation_id)}}}'
+
+
+TRANSPORT_WS = Protocol("next")
+LEGACY_WS = Protocol("data")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a group of subscribers asked for: they all receive the same bytes."""
+
+    document: DocumentNode
+    query: str
+    operation_name: str | None
+    variables_key: str
+    variables: dict[str, Any] = field(compare=False, hash=False)
+
+    @classmethod
+    def of(cls, document: DocumentNode, data: dict[str, Any]) -> Selection:
+        variables = data.get("variables") or {}
+        key = dumps(sorted(variables.items()))
+        return cls(document, data["query"], data.get("operationName"), key, variables)
+
+    @property
+    def key(self) -> tuple[str, str | None, str]:
+        return (self.query, self.operation_name, self.variables_key)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One subscriber: an operation on one connection. `aclose` is what Ariadne calls to stop it."""
+
+    outbox: Outbox
+    operation_id: str
+    protocol: Protocol
+    viewer: Viewer
+    selection: Selection
+    room: dict[str, Any]
+    last_seq: int
+    on_end: Callable[[], None] = lambda: None
+    feed: RoomFeed | None = None
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        self.prefix = self.protocol.result(self.operation_id, "")[:-1]
+
+    def send(self, seq: int, payload: str) -> None:
+        if seq > self.last_seq:
+            self.last_seq = seq
+            self.outbox.put(self.prefix + payload + "}")
+
+    async def aclose(self) -> None:
+        if self.feed is not None:
+            self.feed.remove(self)
+
+
+class RoomFeed:
+    def __init__(self, hub: Hub, room: dict[str, Any]) -> None:
+        self.hub = hub
+        self.room = room
+        self.room_id = int(room["id"])
+        self.groups: dict[tuple[str, str | None, str], set[Subscription]] = {}
+        self.selections: dict[tuple[str, str | None, str], Selection] = {}
+        self.last_seq = 0
+        self.lock = asyncio.Lock()
+        self._stack = AsyncExitStack()
+        self._task: asyncio.Task[None] | None = None
+        self.started: asyncio.Future[None] | None = None
+        self.retired = False
+
+    @property
+    def size(self) -> int:
+        return sum(len(group) for group in self.groups.values())
+
+    async def start(self) -> None:
+        subscriber = await self._stack.enter_async_context(broadcast.subscribe(room_channel(self.room_id)))
+        # Subscribed first, read second: nothing committed after this read can be missed.
+        self.last_seq = await messages.last_seq(self.room_id)
+        self._task = asyncio.create_task(self._run(subscriber), name=f"room-feed-{self.room_id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        await self._stack.aclose()
+
+    async def join(self, subscription: Subscription) -> bool:
+        """Add a subscriber after sending it, from the database, what it has missed.
+        False when the feed was retired meanwhile: join the room's next feed instead."""
+        async with self.lock:
+            if self.retired:
+                return False
+            if subscription.last_seq < self.last_seq:
+                async for message in self._history(subscription.last_seq, self.last_seq):
+                    subscription.send(message["seq"], await self.hub.payload(subscription.selection, message))
+            subscription.feed = self
+            key = subscription.selection.key
+            self.groups.setdefault(key, set()).add(subscription)
+            self.selections.setdefault(key, subscription.selection)
+            return True
+
+    def remove(self, subscription: Subscription) -> None:
+        key = subscription.selection.key
+        group = self.groups.get(key)
+        if group is None or subscription not in group:
+            return
+        group.discard(subscription)
+        subscription.feed = None
+        if not group:
+            del self.groups[key]
+            del self.selections[key]
+        if not self.groups:
+            self.hub.retire(self)
+
+    async def _run(self, subscriber: Any) -> None:
+        async for event in subscriber:
+            try:
+                async with self.lock:
+                    await self._handle(events.decode(event.message))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # e.g. Postgres unreachable while filling a gap: the next event retries
+                logger.exception("Room %s: delivering an event failed", self.room_id)
+
+    async def _handle(self, data: dict[str, Any]) -> None:
+        kind = data["type"]
+        if kind == events.MESSAGE:
+            seq = data["message"]["seq"]
+            if seq <= self.last_seq:
+                return
+            if seq == self.last_seq + 1:
+                await self._deliver({**data["message"], "room": data["room"], "sender": data["sender"]})
+                return
+            upto: int | None = seq
+        elif kind == events.RESYNC:
+            upto = None
+        elif kind == events.LEFT:
+            self._end(lambda s: s.viewer.id == data["user_id"], Forbidden("You left this room."))
+            return
+        elif kind == events.REVOKED:
+            self._end(lambda s: s.viewer.token_hash == data["token_hash"], Unauthenticated("Signed out."))
+            return
+        else:
+            return
+        async for message in self._history(self.last_seq, upto):
+            await self._deliver(message)
+
+    async def _deliver(self, message: dict[str, Any]) -> None:
+        seq = message["seq"]
+        for key, group in list(self.groups.items()):
+            payload = await self.hub.payload(self.selections[key], message)
+            for subscription in list(group):
+                subscription.send(seq, payload)
+        self.last_seq = seq
+
+    def _end(self, matches: Callable[[Subscription], bool], error: GraphQLError) -> None:
+        """End the subscriptions a membership or token change no longer allows."""
+        payload = dumps({"errors": [format_error(error)]})
+        for group in list(self.groups.values()):
+            for subscription in [s for s in group if matches(s)]:
+                subscription.outbox.put(subscription.prefix + payload + "}")
+                subscription.outbox.put(subscription.protocol.complete(subscription.operation_id))
+                self.remove(subscription)
+                subscription.on_end()
+
+    async def _history(self, after: int, upto: int | None):  # type: ignore[no-untyped-def]
+        """Messages after `after` (up to `upto`), oldest first, senders batched."""
+        while upto is None or after < upto:
+            rows = await messages.after_seq(self.room_id, after, CATCH_UP_BATCH)
+            rows = [row for row in rows if upto is None or row["seq"] <= upto]
+            if not rows:
+                return
+            sender_ids = list({row["sender_id"] for row in rows})
+            senders = {user["id"]: user for user in await users.users_by_ids(sender_ids)}
+            for row in rows:
+                yield {**row, "room": self.room, "sender": senders[row["sender_id"]]}
+            after = rows[-1]["seq"]
+
+
+class Hub:
+    """This process's room feeds."""
+
+    def __init__(self, schema: GraphQLSchema | None = None, logger_name: str = "chat.graphql") -> None:
+        self.schema = schema
+        self.logger_name = logger_name
+        self.feeds: dict[int, RoomFeed] = {}
+
+    async def join(self, subscription: Subscription) -> None:
+        room_id = int(subscription.room["id"])
+        while True:
+            feed = self.feeds.get(room_id)
+            if feed is None:
+                feed = self.feeds[room_id] = RoomFeed(self, subscription.room)
+                feed.started = asyncio.ensure_future(feed.start())
+            assert feed.started is not None
+            try:
+                await asyncio.shield(feed.started)
+            except BaseException:
+                if self.feeds.get(room_id) is feed:
+                    del self.feeds[room_id]
+                raise
+            if await feed.join(subscription):
+                return
+
+    def retire(self, feed: RoomFeed) -> None:
+        feed.retired = True
+        if self.feeds.get(feed.room_id) is feed:
+            del self.feeds[feed.room_id]
+        task = asyncio.ensure_future(feed.stop())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def payload(self, selection: Selection, message: dict[str, Any]) -> str:
+        """Execute a selection once for a message and encode the result once."""
+        assert self.schema is not None
+        context = {"request": None, "viewer": None, "loaders": Loaders()}
+        result = execute(
+            self.schema,
+            selection.document,
+            root_value=message,
+            context_value=context,
+            variable_values=selection.variables,
+            operation_name=selection.operation_name,
+        )
+        if isawaitable(result):
+            result = await result
+        assert isinstance(result, ExecutionResult)
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            for error in result.errors:
+                log_error(error, self.logger_name)
+            payload["errors"] = [format_error(error) for error in result.errors]
+        return dumps(payload)
+
+    async def close(self) -> None:
+        for feed in list(self.feeds.values()):
+            await feed.stop()
+        self.feeds.clear()
+
+
+hub = Hub()

@@ -25,6 +25,7 @@ from limits.body_size import BodySizeLimitMiddleware
 from limits.http import JSONErrorsHTTPHandler
 from limits.query_shape import cost_rule, shape_rule
 from realtime.broadcast import broadcast, redis_reachable
+from realtime.fanout import hub
 from realtime.websocket import DualProtocolHandler
 from resolvers import schema
 from resolvers.context import get_context
@@ -58,6 +59,7 @@ graphql = GraphQL(
     websocket_handler=DualProtocolHandler(
         keepalive=settings.ws_keepalive_seconds,
         init_timeout=settings.ws_init_timeout_seconds,
+        max_subscriptions=settings.ws_max_subscriptions,
     ),
 )
 
@@ -93,6 +95,7 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await hub.close()
         await broadcast.disconnect()
         await database.disconnect()
 

@@ -111,6 +111,8 @@ class Settings:
     ws_keepalive_seconds: float
     ws_init_timeout_seconds: float
     ws_max_size: int
+    ws_max_subscriptions: int
+    ws_send_queue: int
     max_requests: int
     max_requests_jitter: int
     graceful_timeout: int
@@ -156,6 +158,8 @@ def load() -> Settings:
         ws_keepalive_seconds=_float("WS_KEEPALIVE_SECONDS", 20.0),
         ws_init_timeout_seconds=_float("WS_INIT_TIMEOUT_SECONDS", 10.0),
         ws_max_size=_int("WS_MAX_SIZE", 64 * 1024),
+        ws_max_subscriptions=_int("WS_MAX_SUBSCRIPTIONS", 20),
+        ws_send_queue=_int("WS_SEND_QUEUE", 256),
         max_requests=_int("MAX_REQUESTS", 1000),
         max_requests_jitter=_int("MAX_REQUESTS_JITTER", 200),
         graceful_timeout=_int("GRACEFUL_TIMEOUT", 20),

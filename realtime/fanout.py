@@ -38,6 +38,7 @@ from errors import Forbidden, Unauthenticated, format_error
 from execution.json import dumps
 from realtime import events
 from realtime.broadcast import broadcast, room_channel
+from resolvers import schema
 from resolvers.loaders import Loaders
 
 logger = logging.getLogger("chat.fanout")
@@ -290,7 +291,7 @@ class RoomFeed:
 class Hub:
     """This process's room feeds."""
 
-    def __init__(self, schema: GraphQLSchema | None = None, logger_name: str = "chat.graphql") -> None:
+    def __init__(self, schema: GraphQLSchema, logger_name: str = "chat.graphql") -> None:
         self.schema = schema
         self.logger_name = logger_name
         self.feeds: dict[int, RoomFeed] = {}
@@ -321,7 +322,6 @@ class Hub:
 
     async def payload(self, selection: Selection, message: dict[str, Any]) -> str:
         """Execute a selection once for a message and encode the result once."""
-        assert self.schema is not None
         context = {"request": None, "viewer": None, "loaders": Loaders()}
         result = execute(
             self.schema,
@@ -347,4 +347,4 @@ class Hub:
         self.feeds.clear()
 
 
-hub = Hub()
+hub = Hub(schema)

@@ -18,10 +18,15 @@ from typing import Any
 
 from ariadne.asgi.handlers import GraphQLTransportWSHandler, GraphQLWebsocketHandlerBase, GraphQLWSHandler
 from ariadne.exceptions import WebSocketConnectionError
+from ariadne.types import Operation
+from graphql import DocumentNode, GraphQLError
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from auth import token_from_header, viewer_for_token
+from execution.documents import parse_document
+from realtime import fanout
+from realtime.operations import close_outbox, is_subscription, start_subscription
 from resolvers.context import VIEWER_SCOPE_KEY
 
 logger = logging.getLogger("chat.websocket")
@@ -97,13 +102,64 @@ def _valid_operation(message: dict) -> bool:
         and isinstance(payload, dict)
         and isinstance(payload.get("query"), str)
         and isinstance(payload.get("variables") or {}, dict)
+        and isinstance(payload.get("operationName") or "", str)
     )
 
 
+def _subscription_document(data: dict) -> DocumentNode | None:
+    """The parsed document when `data` is a subscription; None sends it down Ariadne's own path."""
+    try:
+        document = parse_document(data["query"])
+    except GraphQLError:
+        return None
+    try:
+        return document if is_subscription(document, data) else None
+    except GraphQLError:
+        return None
+
+
+def _too_many(limit: int) -> dict:
+    return {
+        "message": f"At most {limit} subscriptions per connection.",
+        "extensions": {"code": "TOO_MANY_SUBSCRIPTIONS"},
+    }
+
+
 class TransportWSHandler(GraphQLTransportWSHandler):
-    def __init__(self, *, ping_interval: float, **kwargs: Any) -> None:
+    def __init__(self, *, ping_interval: float, max_subscriptions: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ping_interval = ping_interval
+        self.max_subscriptions = max_subscriptions
+
+    async def handle_websocket_subscribe(
+        self, websocket: WebSocket, data: Any, operation_id: str, client_context: Any
+    ) -> None:
+        document = None
+        if client_context.connection_acknowledged and operation_id not in client_context.operations:
+            document = _subscription_document(data)
+        if document is None:  # not ours to serve: queries, mutations, errors, protocol violations
+            await super().handle_websocket_subscribe(websocket, data, operation_id, client_context)
+            return
+        if len(client_context.operations) >= self.max_subscriptions:
+            error = _too_many(self.max_subscriptions)
+            await websocket.send_json({"type": self.GQL_ERROR, "id": operation_id, "payload": [error]})
+            return
+        outcome = await start_subscription(self, websocket, data, document, operation_id, fanout.TRANSPORT_WS)
+        if isinstance(outcome, list):
+            await websocket.send_json({"type": self.GQL_ERROR, "id": operation_id, "payload": outcome})
+            return
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)  # Ariadne cancels and awaits a task per operation; there is none
+        client_context.operations[operation_id] = Operation(
+            id=operation_id, name=data.get("operationName"), generator=outcome
+        )
+        client_context.operation_tasks[operation_id] = done
+
+        def ended() -> None:
+            client_context.operations.pop(operation_id, None)
+            client_context.operation_tasks.pop(operation_id, None)
+
+        outcome.on_end = ended
 
     async def handle_websocket_message(self, websocket: WebSocket, message: dict, client_context: Any) -> None:
         if message["type"] in (self.GQL_SUBSCRIBE,) and not _valid_operation(message):
@@ -140,6 +196,10 @@ class TransportWSHandler(GraphQLTransportWSHandler):
 
 
 class LegacyWSHandler(GraphQLWSHandler):
+    def __init__(self, *, max_subscriptions: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_subscriptions = max_subscriptions
+
     async def handle_websocket_message(self, websocket: WebSocket, message: dict, operations: dict) -> None:
         kind = message["type"]
         if kind == self.GQL_START:
@@ -149,21 +209,44 @@ class LegacyWSHandler(GraphQLWSHandler):
             previous = operations.pop(message["id"], None)
             if previous is not None:  # the protocol says a repeated id replaces the operation
                 await self.stop_websocket_operation(websocket, previous)
+            elif len(operations) >= self.max_subscriptions:
+                error = _too_many(self.max_subscriptions)
+                await websocket.send_json({"type": self.GQL_ERROR, "id": message["id"], "payload": error})
+                return
         elif kind not in (self.GQL_CONNECTION_INIT, self.GQL_CONNECTION_TERMINATE, self.GQL_STOP):
             await close_quietly(websocket, CLOSE_INVALID_MESSAGE, "Invalid message type")
             return
         await super().handle_websocket_message(websocket, message, operations)
 
+    async def start_websocket_operation(
+        self,
+        websocket: WebSocket,
+        data: Any,
+        context_value: Any,
+        query_document: DocumentNode,
+        operation_id: str,
+        operations: dict,
+    ) -> None:
+        outcome = await start_subscription(
+            self, websocket, data, query_document, operation_id, fanout.LEGACY_WS, context_value
+        )
+        if isinstance(outcome, list):
+            await websocket.send_json({"type": self.GQL_ERROR, "id": operation_id, "payload": outcome[0]})
+            return
+        operations[operation_id] = Operation(id=operation_id, name=data.get("operationName"), generator=outcome)
+        outcome.on_end = lambda: operations.pop(operation_id, None)
+
 
 class DualProtocolHandler(GraphQLWebsocketHandlerBase):
-    def __init__(self, *, keepalive: float, init_timeout: float) -> None:
+    def __init__(self, *, keepalive: float, init_timeout: float, max_subscriptions: int) -> None:
         super().__init__(on_connect=authenticate)
         self.transport = TransportWSHandler(
             on_connect=authenticate,
             ping_interval=keepalive,
+            max_subscriptions=max_subscriptions,
             connection_init_wait_timeout=timedelta(seconds=init_timeout),
         )
-        self.legacy = LegacyWSHandler(on_connect=authenticate, keepalive=keepalive)
+        self.legacy = LegacyWSHandler(on_connect=authenticate, keepalive=keepalive, max_subscriptions=max_subscriptions)
 
     def configure(self, *args: Any, **kwargs: Any) -> None:
         super().configure(*args, **kwargs)
@@ -176,8 +259,13 @@ class DualProtocolHandler(GraphQLWebsocketHandlerBase):
     async def handle_websocket(self, websocket: WebSocket) -> None:
         offered = websocket.scope.get("subprotocols") or []
         if TRANSPORT_WS in offered:
-            await self.transport.handle_websocket(websocket)
+            handler: GraphQLWebsocketHandlerBase = self.transport
         elif LEGACY_WS in offered:
-            await self.legacy.handle_websocket(websocket)
+            handler = self.legacy
         else:
             await websocket.close(code=1002)  # before accept: the handshake is refused (HTTP 403)
+            return
+        try:
+            await handler.handle_websocket(websocket)
+        finally:
+            await close_outbox(websocket)

@@ -16,7 +16,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from db.connection import database
 from errors import ExpectedErrorFilter, format_error
@@ -100,12 +101,11 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await database.disconnect()
 
 
-app = Starlette(
+http_app = Starlette(
     routes=[
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/graphql", graphql, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", graphql),
     ],
     middleware=[
         Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
@@ -125,3 +125,12 @@ app = Starlette(
     ],
     lifespan=lifespan,
 )
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    """WebSockets at /graphql go straight to their handler: a long-lived connection keeps its
+    whole coroutine stack, and Starlette's routing and HTTP middleware are of no use to it."""
+    if scope["type"] == "websocket" and scope["path"] == "/graphql":
+        await graphql(scope, receive, send)
+    else:
+        await http_app(scope, receive, send)

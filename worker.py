@@ -14,4 +14,6 @@ class ChatWorker(UvicornWorker):
         "ws_ping_interval": settings.ws_keepalive_seconds,
         "ws_ping_timeout": settings.ws_keepalive_seconds,
         "ws_max_size": settings.ws_max_size,
+        # zlib state costs ~50 KiB per connection; chat frames are too small to gain from it.
+        "ws_per_message_deflate": False,
     }

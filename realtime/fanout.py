@@ -48,30 +48,37 @@ CLOSE_SLOW_CONSUMER = 1013  # "try again later": both Apollo links reconnect and
 
 
 class Outbox:
-    """One connection's outgoing frames: bounded, drained by one writer task."""
+    """One connection's outgoing frames: bounded, drained by a writer task that exists only
+    while frames are waiting (an idle connection holds neither task nor buffer)."""
+
+    __slots__ = ("_closed", "_closer", "_frames", "_writer", "limit", "websocket")
 
     def __init__(self, websocket: WebSocket, limit: int) -> None:
         self.websocket = websocket
         self.limit = limit
-        self._frames: deque[str] = deque()
-        self._ready = asyncio.Event()
+        self._frames: deque[str] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         self._closed = False
-        self._writer = asyncio.create_task(self._drain())
 
     def put(self, frame: str) -> None:
         if self._closed:
             return
+        if self._frames is None:
+            self._frames = deque()
         if len(self._frames) >= self.limit:
             self._overflow()
             return
         self._frames.append(frame)
-        self._ready.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain())
 
     def _overflow(self) -> None:
-        logger.warning("Closing a slow consumer: %d frames unsent", len(self._frames))
+        logger.warning("Closing a slow consumer: %d frames unsent", self.limit)
         self._closed = True
-        self._frames.clear()
-        self._writer.cancel()
+        self._frames = None
+        if self._writer is not None:
+            self._writer.cancel()
         self._closer = asyncio.create_task(self._close(CLOSE_SLOW_CONSUMER, "Slow consumer"))
 
     async def _close(self, code: int, reason: str) -> None:
@@ -80,22 +87,24 @@ class Outbox:
 
     async def _drain(self) -> None:
         try:
-            while True:
-                await self._ready.wait()
-                while self._frames:
-                    await self.websocket.send_text(self._frames.popleft())
-                self._ready.clear()
+            while self._frames:
+                await self.websocket.send_text(self._frames.popleft())
+            self._frames = None
         except asyncio.CancelledError:
             raise
         except Exception:  # the socket went away; the handler cleans up its operations
             self._closed = True
-            self._frames.clear()
+            self._frames = None
+        finally:
+            self._writer = None
 
     async def aclose(self) -> None:
         self._closed = True
-        self._writer.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._writer
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()
+            with suppress(asyncio.CancelledError):
+                await writer
 
 
 @dataclass(frozen=True)

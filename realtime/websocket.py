@@ -26,7 +26,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from auth import token_from_header, viewer_for_token
 from execution.documents import parse_document
 from realtime import fanout
-from realtime.operations import close_outbox, is_subscription, start_subscription
+from realtime.keepalive import Keepalive
+from realtime.operations import close_outbox, is_subscription, outbox_of, start_subscription
 from resolvers.context import VIEWER_SCOPE_KEY
 
 logger = logging.getLogger("chat.websocket")
@@ -34,6 +35,8 @@ logger = logging.getLogger("chat.websocket")
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
 
+PING_FRAME = '{"type":"ping"}'
+KA_FRAME = '{"type":"ka"}'
 CLOSE_INVALID_MESSAGE = 4400
 CLOSE_FORBIDDEN = 4403
 
@@ -126,9 +129,9 @@ def _too_many(limit: int) -> dict:
 
 
 class TransportWSHandler(GraphQLTransportWSHandler):
-    def __init__(self, *, ping_interval: float, max_subscriptions: int, **kwargs: Any) -> None:
+    def __init__(self, *, keepalive: Keepalive, max_subscriptions: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.ping_interval = ping_interval
+        self.keepalive = keepalive
         self.max_subscriptions = max_subscriptions
 
     async def handle_websocket_subscribe(
@@ -174,6 +177,8 @@ class TransportWSHandler(GraphQLTransportWSHandler):
             await close_quietly(websocket, 4429, "Too many initialisation requests")
             return
         client_context.connection_init_received = True
+        if client_context.connection_init_timeout_task is not None:
+            client_context.connection_init_timeout_task.cancel()  # it would sleep on, holding memory
         try:
             await authenticate(websocket, message.get("payload"))
         except WebSocketConnectionError:
@@ -181,24 +186,20 @@ class TransportWSHandler(GraphQLTransportWSHandler):
             return
         await websocket.send_json({"type": self.GQL_CONNECTION_ACK})
         client_context.connection_acknowledged = True
-        client_context.ping_task = asyncio.create_task(self._ping_forever(websocket))
-
-    async def _ping_forever(self, websocket: WebSocket) -> None:
-        """Keeps proxies (Heroku's router drops a connection idle for 55 s) from cutting us off."""
-        while is_open(websocket):
-            await asyncio.sleep(self.ping_interval)
-            if not is_open(websocket):
-                return
-            try:
-                await websocket.send_json({"type": self.GQL_PING})
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                return
+        self.keepalive.add(websocket, outbox_of(websocket).put, PING_FRAME)
 
 
 class LegacyWSHandler(GraphQLWSHandler):
-    def __init__(self, *, max_subscriptions: int, **kwargs: Any) -> None:
+    def __init__(self, *, keepalive: Keepalive, max_subscriptions: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.keepalive = keepalive
         self.max_subscriptions = max_subscriptions
+
+    async def keep_websocket_alive(self, websocket: WebSocket) -> None:
+        """Ariadne starts this after `connection_ack`: one `ka` now, then the shared timer's."""
+        outbox = outbox_of(websocket)
+        outbox.put(KA_FRAME)
+        self.keepalive.add(websocket, outbox.put, KA_FRAME)
 
     async def handle_websocket_message(self, websocket: WebSocket, message: dict, operations: dict) -> None:
         kind = message["type"]
@@ -240,13 +241,16 @@ class LegacyWSHandler(GraphQLWSHandler):
 class DualProtocolHandler(GraphQLWebsocketHandlerBase):
     def __init__(self, *, keepalive: float, init_timeout: float, max_subscriptions: int) -> None:
         super().__init__(on_connect=authenticate)
+        self.keepalive = Keepalive(keepalive)
         self.transport = TransportWSHandler(
             on_connect=authenticate,
-            ping_interval=keepalive,
+            keepalive=self.keepalive,
             max_subscriptions=max_subscriptions,
             connection_init_wait_timeout=timedelta(seconds=init_timeout),
         )
-        self.legacy = LegacyWSHandler(on_connect=authenticate, keepalive=keepalive, max_subscriptions=max_subscriptions)
+        self.legacy = LegacyWSHandler(
+            on_connect=authenticate, keepalive=self.keepalive, max_subscriptions=max_subscriptions
+        )
 
     def configure(self, *args: Any, **kwargs: Any) -> None:
         super().configure(*args, **kwargs)
@@ -268,4 +272,5 @@ class DualProtocolHandler(GraphQLWebsocketHandlerBase):
         try:
             await handler.handle_websocket(websocket)
         finally:
+            self.keepalive.discard(websocket)
             await close_outbox(websocket)

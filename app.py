@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,8 +18,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+import logs
 from db.connection import database
-from errors import ExpectedErrorFilter, format_error
+from errors import format_error
 from execution.documents import query_parser, query_validator
 from limits.body_size import BodySizeLimitMiddleware
 from limits.http import JSONErrorsHTTPHandler
@@ -32,8 +32,7 @@ from resolvers import schema
 from resolvers.context import get_context
 from settings import settings
 
-logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-logging.getLogger("chat.graphql").addFilter(ExpectedErrorFilter())
+logs.configure(settings.log_level)
 
 _shape_rule = shape_rule(settings.query_max_depth, settings.query_max_fields, settings.query_max_aliases)
 

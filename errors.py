@@ -4,7 +4,6 @@ Clients branch on the code; an unexpected exception is logged with its traceback
 and reaches the client only as a generic INTERNAL_SERVER_ERROR.
 """
 
-import logging
 from typing import Any
 
 from ariadne.utils import unwrap_graphql_error
@@ -46,12 +45,12 @@ def format_error(error: GraphQLError, debug: bool = False) -> dict:
         return formatted
     formatted = dict(error.formatted)
     extensions = dict(formatted.get("extensions") or {})
-    extensions.setdefault("code", _code_for_request_error(error))
+    extensions.setdefault("code", code_for_request_error(error))
     formatted["extensions"] = extensions
     return formatted
 
 
-def _code_for_request_error(error: GraphQLError) -> str:
+def code_for_request_error(error: GraphQLError) -> str:
     """Codes for errors graphql-core raises before any resolver runs (Apollo's names)."""
     if error.message.startswith("Syntax Error"):
         return "GRAPHQL_PARSE_FAILED"
@@ -60,23 +59,6 @@ def _code_for_request_error(error: GraphQLError) -> str:
     if error.message.startswith("The query exceeds the maximum cost"):
         return "QUERY_TOO_COMPLEX"
     return "GRAPHQL_VALIDATION_FAILED"
-
-
-class ExpectedErrorFilter(logging.Filter):
-    """Ariadne logs every GraphQL error with a traceback; only unexpected ones deserve it.
-
-    A client's mistake (a coded error, a syntax or validation error) is logged on one line.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, GraphQLError):
-            original = unwrap_graphql_error(error)
-            if original is None or original is error or isinstance(original, GraphQLError):
-                code = (error.extensions or {}).get("code") or _code_for_request_error(error)
-                record.levelno, record.levelname = logging.INFO, "INFO"
-                record.msg, record.args, record.exc_info, record.exc_text = f"GraphQL error {code}", (), None, None
-        return True
 
 
 class ServiceUnavailable(CodedError):

@@ -25,15 +25,27 @@ class GraphQLClient:
         self.base_url = base_url
         self.http = httpx.Client(base_url=base_url, timeout=30)
 
-    def post(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+    def post(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict:
+        headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         response = self.http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
         assert response.headers["content-type"].startswith("application/json"), response.text
         return response.json()
 
-    def data(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict:
+    def data(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict:
         """The `data` of a request that must succeed."""
-        body = self.post(query, variables, token)
+        body = self.post(query, variables, token, headers)
         assert "errors" not in body, body
         return body["data"]
 
@@ -55,10 +67,10 @@ class Account:
     token: str
 
 
-def sign_up(client: GraphQLClient, name: str = "user") -> Account:
+def sign_up(client: GraphQLClient, name: str = "user", headers: dict[str, str] | None = None) -> Account:
     email = f"{name.lower()}-{uuid.uuid4().hex[:10]}@example.com"
     password = "correct horse battery"
-    payload = client.data(SIGN_UP, {"name": name, "email": email, "password": password})["signUp"]
+    payload = client.data(SIGN_UP, {"name": name, "email": email, "password": password}, headers=headers)["signUp"]
     return Account(payload["user"]["id"], name, email, password, payload["token"])
 
 

@@ -1,10 +1,11 @@
-"""Ariadne's HTTP handler with clearer refusals: a malformed request gets a JSON error, and a
-mutation or subscription over GET gets 405 (GraphQL over HTTP) instead of a puzzling message."""
+"""Ariadne's HTTP handler with clearer refusals: a malformed request gets a JSON error, a
+mutation or subscription over GET gets 405 (GraphQL over HTTP) instead of a puzzling message,
+and multipart bodies are not parsed at all."""
 
 from typing import Any
 
 from ariadne.asgi.handlers import GraphQLHTTPHandler
-from ariadne.exceptions import HttpError
+from ariadne.exceptions import HttpBadRequestError, HttpError
 from ariadne.utils import get_operation_type
 from graphql import GraphQLError, OperationType
 from starlette.requests import Request
@@ -27,6 +28,10 @@ def _operation_over_get(data: Any) -> OperationType | None:
 
 
 class JSONErrorsHTTPHandler(GraphQLHTTPHandler):
+    async def extract_data_from_multipart_request(self, request: Request) -> Any:
+        """The schema has no uploads, so multipart bodies (and their parser) are refused."""
+        raise HttpBadRequestError("Posted content must be of type application/json")
+
     async def create_json_response(self, request: Request, result: dict, success: bool) -> Response:
         return FastJSONResponse(result, status_code=200 if success else 400)
 

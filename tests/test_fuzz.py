@@ -25,7 +25,11 @@ PUNCTUATION = ["{", "}", "(", ")", ":", "$", "!", "...", "@", "[", "]", "=", ","
 KEYWORDS = ["query", "mutation", "subscription", "fragment", "on", "true", "false", "null", "Int", "ID"]
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )

@@ -41,13 +41,23 @@ async def message_by_id(message_id: int) -> Row | None:
     return as_row(await database.fetch_one(sa.select(*MESSAGE_COLUMNS).where(messages.c.id == message_id)))
 
 
-async def newest_first(room_id: int, limit: int, before_seq: int | None) -> list[Row]:
-    """A page of history, newest first, strictly before `before_seq` when given."""
-    query = sa.select(*MESSAGE_COLUMNS).where(messages.c.room_id == room_id)
+async def newest_first(room_ids: list[int], limit: int, before_seq: int | None) -> dict[int, list[Row]]:
+    """A page of history for each room, newest first, strictly before `before_seq` when given:
+    one query for all the rooms (a window over each room's messages)."""
+    position = sa.func.row_number().over(partition_by=messages.c.room_id, order_by=messages.c.seq.desc())
+    inner = sa.select(*MESSAGE_COLUMNS, position.label("position")).where(messages.c.room_id.in_(room_ids))
     if before_seq is not None:
-        query = query.where(messages.c.seq < before_seq)
-    query = query.order_by(messages.c.seq.desc()).limit(limit)
-    return as_rows(await database.fetch_all(query))
+        inner = inner.where(messages.c.seq < before_seq)
+    ranked = inner.subquery()
+    query = (
+        sa.select(*(ranked.c[column.name] for column in MESSAGE_COLUMNS))
+        .where(ranked.c.position <= limit)
+        .order_by(ranked.c.room_id, ranked.c.seq.desc())
+    )
+    pages: dict[int, list[Row]] = {room_id: [] for room_id in room_ids}
+    for row in as_rows(await database.fetch_all(query)):
+        pages[row["room_id"]].append(row)
+    return pages
 
 
 async def after_seq(room_id: int, seq: int, limit: int) -> list[Row]:

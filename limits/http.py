@@ -6,6 +6,7 @@ from typing import Any
 
 from ariadne.asgi.handlers import GraphQLHTTPHandler
 from ariadne.exceptions import HttpBadRequestError, HttpError
+from ariadne.logger import log_error
 from ariadne.utils import get_operation_type
 from graphql import GraphQLError, OperationType
 from starlette.requests import Request
@@ -42,5 +43,16 @@ class JSONErrorsHTTPHandler(GraphQLHTTPHandler):
             return _error(400, error.message or "Bad request.", "BAD_REQUEST")
         if request.method == "GET" and _operation_over_get(data) not in (None, OperationType.QUERY):
             return _error(405, "Only queries can be sent with GET; use POST.", "METHOD_NOT_ALLOWED", {"Allow": "POST"})
-        success, result = await self.execute_graphql_query(request, data)
+        try:
+            success, result = await self.execute_graphql_query(request, data)
+        except Exception as error:  # before execution began: building the context (token lookup)
+            return self._context_failure(error)
         return await self.create_json_response(request, result, success)
+
+    def _context_failure(self, error: Exception) -> Response:
+        if isinstance(error, GraphQLError):  # e.g. SERVICE_UNAVAILABLE from a busy pool
+            formatted = self.error_formatter(error, self.debug)
+            status = 503 if formatted.get("extensions", {}).get("code") == "SERVICE_UNAVAILABLE" else 400
+            return FastJSONResponse({"errors": [formatted]}, status_code=status)
+        log_error(GraphQLError(str(error), original_error=error), self.logger)
+        return _error(500, "Internal server error.", "INTERNAL_SERVER_ERROR")

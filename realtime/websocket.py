@@ -39,6 +39,7 @@ PING_FRAME = '{"type":"ping"}'
 KA_FRAME = '{"type":"ka"}'
 CLOSE_INVALID_MESSAGE = 4400
 CLOSE_FORBIDDEN = 4403
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class InvalidMessage(Exception):
@@ -183,6 +184,10 @@ class TransportWSHandler(GraphQLTransportWSHandler):
             await authenticate(websocket, message.get("payload"))
         except WebSocketConnectionError:
             await close_quietly(websocket, CLOSE_FORBIDDEN, "Forbidden")
+            return
+        except Exception:  # e.g. Postgres unreachable: the client should retry, not give up
+            logger.exception("connection_init failed")
+            await close_quietly(websocket, CLOSE_TRY_AGAIN_LATER, "Try again later")
             return
         await websocket.send_json({"type": self.GQL_CONNECTION_ACK})
         client_context.connection_acknowledged = True

@@ -2,7 +2,7 @@
 
 from aiodataloader import DataLoader
 
-from db import rooms, users
+from db import messages, rooms, users
 from db.records import Row
 
 
@@ -24,6 +24,21 @@ class MembersLoader(DataLoader[int, list[Row]]):
         return [grouped.get(key, []) for key in keys]
 
 
+class PageLoader(DataLoader[tuple[int, int, int | None], list[Row]]):
+    """Keys are (room, limit, before): pages asked with the same limit and cursor share a query,
+    so every room of a request pages together and their senders batch together too."""
+
+    async def batch_load_fn(self, keys: list[tuple[int, int, int | None]]) -> list[list[Row]]:
+        groups: dict[tuple[int, int | None], list[int]] = {}
+        for room_id, limit, before in keys:
+            groups.setdefault((limit, before), []).append(room_id)
+        pages: dict[tuple[int, int, int | None], list[Row]] = {}
+        for (limit, before), room_ids in groups.items():
+            for room_id, rows in (await messages.newest_first(room_ids, limit, before)).items():
+                pages[(room_id, limit, before)] = rows
+        return [pages[key] for key in keys]
+
+
 class Loaders:
     """A fresh set per request; subscriptions make a fresh set per event, so nothing goes stale."""
 
@@ -31,3 +46,4 @@ class Loaders:
         self.users = UserLoader()
         self.rooms = RoomLoader()
         self.members = MembersLoader()
+        self.pages = PageLoader()

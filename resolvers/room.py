@@ -3,7 +3,6 @@
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
-from db import messages
 from errors import BadUserInput
 from resolvers.context import loaders_of
 from resolvers.ids import decode_cursor, encode_cursor
@@ -19,11 +18,11 @@ async def resolve_members(room: dict, info: GraphQLResolveInfo) -> list[dict]:
 
 
 @room_type.field("messages")
-async def resolve_messages(room: dict, _info: GraphQLResolveInfo, first: int = 50, after: str | None = None) -> dict:
+async def resolve_messages(room: dict, info: GraphQLResolveInfo, first: int = 50, after: str | None = None) -> dict:
     if first < 0 or first > MAX_PAGE:
         raise BadUserInput(f"`first` must be between 0 and {MAX_PAGE}.", argument="first")
     before = decode_cursor(after) if after is not None else None
-    rows = await messages.newest_first(room["id"], first + 1, before)
+    rows = await loaders_of(info).pages.load((room["id"], first + 1, before))
     page = rows[:first]
     edges = [{"cursor": encode_cursor(row["seq"]), "node": row} for row in page]
     return {

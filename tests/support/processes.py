@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -111,3 +113,66 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+
+
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _as_postgres(*command: str) -> list[str]:
+    """The server refuses to run as root; tests on CI run as root."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
+
+
+@dataclass
+class PrivatePostgres:
+    """A throwaway Postgres cluster of our own, for tests that log, limit or stop Postgres:
+    the shared server is never touched."""
+
+    settings: tuple[str, ...] = ()
+    # Not under pytest's tmp_path: the postgres user must be able to reach it.
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chat-pg-")))
+    port: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "postgres.log"
+
+    def start(self) -> PrivatePostgres:
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres")
+        data = self.directory / "data"
+        if not data.exists():
+            subprocess.run(
+                _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"),
+                check=True,
+                capture_output=True,
+            )
+        options = " ".join(
+            [f"-p {self.port}", f"-k {self.directory}", "-c listen_addresses=127.0.0.1", "-c fsync=off"]
+            + [f"-c {setting}" for setting in self.settings]
+        )
+        subprocess.run(
+            _as_postgres(
+                str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.log_path), "-w", "start"
+            ),
+            check=True,
+            capture_output=True,
+        )
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "immediate", "stop"),
+            capture_output=True,
+        )
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

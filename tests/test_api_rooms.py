@@ -1,0 +1,76 @@
+"""Rooms and membership over HTTP: only members read a room, its members and its messages."""
+
+from __future__ import annotations
+
+from tests.support.graphql import CREATE_MESSAGE, GraphQLClient, create_room, join_room, post_message, sign_up
+
+ROOM = "query($id: ID!) { room(id: $id) { id name members { id name } } }"
+MESSAGES = "query($id: ID!) { room(id: $id) { messages { edges { node { body } } } } }"
+
+
+def test_the_creator_is_the_first_member_and_names_are_trimmed(client: GraphQLClient) -> None:
+    ann = sign_up(client, "Ann")
+    created = client.data('mutation { createRoom(name: "  general  ") { id name members { id } } }', token=ann.token)
+    assert created["createRoom"]["name"] == "general"
+    assert created["createRoom"]["members"] == [{"id": ann.id}]
+
+
+def test_rooms_lists_mine_only_in_the_order_i_joined(client: GraphQLClient) -> None:
+    ann, bob = sign_up(client, "Ann"), sign_up(client, "Bob")
+    first = create_room(client, ann, "first")
+    bobs = create_room(client, bob, "bob's")
+    second = create_room(client, ann, "second")
+    join_room(client, ann, bobs)
+    mine = client.data("{ rooms { id name } }", token=ann.token)["rooms"]
+    assert [room["id"] for room in mine] == [first, second, bobs]
+    assert [room["id"] for room in client.data("{ rooms { id } }", token=bob.token)["rooms"]] == [bobs]
+
+
+def test_members_in_join_order_and_join_is_idempotent(client: GraphQLClient) -> None:
+    ann, bob, cy = sign_up(client, "Ann"), sign_up(client, "Bob"), sign_up(client, "Cy")
+    room = create_room(client, ann)
+    join_room(client, bob, room)
+    join_room(client, cy, room)
+    join_room(client, bob, room)
+    members = client.data(ROOM, {"id": room}, token=cy.token)["room"]["members"]
+    assert members == [{"id": ann.id, "name": "Ann"}, {"id": bob.id, "name": "Bob"}, {"id": cy.id, "name": "Cy"}]
+
+
+def test_non_members_get_forbidden_and_unknown_rooms_not_found(client: GraphQLClient) -> None:
+    ann, eve = sign_up(client, "Ann"), sign_up(client, "Eve")
+    room = create_room(client, ann)
+    post_message(client, ann, room, "secret")
+    for query in (ROOM, MESSAGES):
+        body = client.post(query, {"id": room}, token=eve.token)
+        assert body["data"] == {"room": None}
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert "secret" not in str(body)
+    assert client.error_codes(CREATE_MESSAGE, {"room": room, "body": "hi"}, token=eve.token) == ["FORBIDDEN"]
+    for unknown in ("999999", "not-a-number", "-1"):
+        assert client.error_codes(ROOM, {"id": unknown}, token=ann.token) == ["NOT_FOUND"]
+        assert client.error_codes(
+            "mutation($r: ID!) { joinRoom(room: $r) { id } }", {"r": unknown}, token=ann.token
+        ) == ["NOT_FOUND"]
+    assert client.error_codes(ROOM, {"id": room}) == ["UNAUTHENTICATED"]
+    assert client.error_codes("{ rooms { id } }") == ["UNAUTHENTICATED"]
+
+
+def test_leaving_a_room_takes_away_reading_and_posting(client: GraphQLClient) -> None:
+    ann, bob = sign_up(client, "Ann"), sign_up(client, "Bob")
+    room = create_room(client, ann)
+    join_room(client, bob, room)
+    leave = "mutation($r: ID!) { leaveRoom(room: $r) }"
+    assert client.data(leave, {"r": room}, token=bob.token)["leaveRoom"] is True
+    assert client.data(leave, {"r": room}, token=bob.token)["leaveRoom"] is False
+    assert client.error_codes(leave, {"r": "424242"}, token=bob.token) == ["NOT_FOUND"]
+    assert client.error_codes(ROOM, {"id": room}, token=bob.token) == ["FORBIDDEN"]
+    assert client.error_codes(CREATE_MESSAGE, {"room": room, "body": "hi"}, token=bob.token) == ["FORBIDDEN"]
+    assert client.data("{ rooms { id } }", token=bob.token)["rooms"] == []
+    assert client.data(ROOM, {"id": room}, token=ann.token)["room"]["members"] == [{"id": ann.id, "name": "Ann"}]
+
+
+def test_invalid_room_names_are_refused(client: GraphQLClient) -> None:
+    ann = sign_up(client, "Ann")
+    for name in ("", "   ", "x" * 101):
+        body = client.post("mutation($n: String!) { createRoom(name: $n) { id } }", {"n": name}, token=ann.token)
+        assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "argument": "name"}

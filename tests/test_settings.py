@@ -1,0 +1,54 @@
+"""Settings come from the environment, Heroku's way, with an embedded default."""
+
+from __future__ import annotations
+
+import pytest
+
+import settings as settings_module
+from settings import ConfigurationError, Rate, normalize_database_url, pool_size_per_worker, sqlalchemy_url
+
+HEROKU_VARIABLES = ["DATABASE_URL", "REDIS_URL", "WEB_CONCURRENCY", "PORT", "DATABASE_CONNECTION_LIMIT"]
+
+
+def test_with_nothing_set_it_runs_on_sqlite_and_in_process_broadcast(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in HEROKU_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    loaded = settings_module.load()
+    assert loaded.database_url == "sqlite:///chat.db" and loaded.is_sqlite
+    assert loaded.redis_url is None
+    assert loaded.web_concurrency == 1  # one process: the in-process broadcast reaches every subscriber
+    assert loaded.port == 8000
+
+
+def test_heroku_style_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db.example:5432/d?sslmode=require")
+    monkeypatch.setenv("REDIS_URL", "rediss://:pw@redis.example:6380")
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    monkeypatch.setenv("PORT", "5123")
+    monkeypatch.setenv("DATABASE_CONNECTION_LIMIT", "20")
+    loaded = settings_module.load()
+    assert loaded.database_url == "postgresql://u:p@db.example:5432/d?ssl=require"
+    assert loaded.redis_url == "rediss://:pw@redis.example:6380"
+    assert (loaded.web_concurrency, loaded.port) == (3, 5123)
+    assert loaded.db_pool_max == (20 - 3) // 3
+
+
+def test_database_urls_are_translated_for_each_driver() -> None:
+    assert normalize_database_url("postgres://u@h/d?sslmode=require") == "postgresql://u@h/d?ssl=require"
+    assert normalize_database_url("sqlite:///chat.db") == "sqlite:///chat.db"
+    assert sqlalchemy_url("postgresql://u@h/d?ssl=require&max_size=3") == "postgresql+asyncpg://u@h/d?ssl=require"
+    assert sqlalchemy_url("sqlite:////tmp/x.db") == "sqlite+aiosqlite:////tmp/x.db"
+
+
+def test_the_connection_budget_is_shared_by_every_worker_of_every_dyno() -> None:
+    assert pool_size_per_worker(limit=20, reserve=3, workers=2, dynos=1, requested=None) == 8
+    assert pool_size_per_worker(limit=20, reserve=3, workers=2, dynos=2, requested=None) == 4
+    assert pool_size_per_worker(limit=20, reserve=3, workers=2, dynos=1, requested=5) == 5
+    assert pool_size_per_worker(limit=None, reserve=3, workers=2, dynos=1, requested=None) == 5
+    with pytest.raises(ConfigurationError, match="DATABASE_CONNECTION_LIMIT=4"):
+        pool_size_per_worker(limit=4, reserve=3, workers=3, dynos=1, requested=None)
+
+
+def test_rates_are_written_count_per_seconds() -> None:
+    assert Rate.parse("30/10") == Rate(30, 10.0)
+    assert Rate.parse("5") == Rate(5, 60.0)

@@ -79,8 +79,10 @@ def token_from_header(value: str | None) -> str | None:
 
 
 async def viewer_for_token(token: str | None) -> Viewer | None:
-    if not token:
-        return None
-    digest = token_digest(token)
+    return await viewer_for_digest(token_digest(token)) if token else None
+
+
+async def viewer_for_digest(digest: str) -> Viewer | None:
+    """None once the token is revoked."""
     user = await users.user_for_token(digest)
     return None if user is None else Viewer(user=user, token_hash=digest)

@@ -5,7 +5,7 @@ from typing import Any
 from graphql import GraphQLResolveInfo
 from starlette.requests import HTTPConnection
 
-from auth import Viewer, token_from_header, viewer_for_token
+from auth import Viewer, token_from_header, viewer_for_digest, viewer_for_token
 from db import rooms
 from errors import Forbidden, NotFound, Unauthenticated
 from resolvers.loaders import Loaders
@@ -15,8 +15,10 @@ VIEWER_SCOPE_KEY = "chat.viewer"
 
 async def get_context(request: HTTPConnection, data: Any = None) -> dict[str, Any]:
     if request.scope["type"] == "websocket":
-        # Authenticated once at connection_init (see realtime.websocket); kept on the scope.
-        viewer = request.scope.get(VIEWER_SCOPE_KEY)
+        # Authenticated at connection_init (see realtime.websocket) and kept on the scope; checked
+        # again for each operation, so a token revoked since then opens nothing new.
+        connected = request.scope.get(VIEWER_SCOPE_KEY)
+        viewer = await viewer_for_digest(connected.token_hash) if connected else None
     else:
         viewer = await viewer_for_token(token_from_header(request.headers.get("authorization")))
     return {"request": request, "viewer": viewer, "loaders": Loaders()}

@@ -1,0 +1,144 @@
+"""A GraphQL-over-WebSocket client for tests, speaking graphql-transport-ws and the legacy
+graphql-ws, built on the `websockets` library (a real client, not the server's code)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+TRANSPORT_WS = "graphql-transport-ws"
+LEGACY_WS = "graphql-ws"
+PROTOCOLS = [TRANSPORT_WS, LEGACY_WS]
+
+MESSAGE_CREATED = """
+subscription($room: ID!, $after: ID) {
+  messageCreated(room: $room, after: $after) { id seq body sender { id name } room { id } }
+}"""
+
+
+class GraphQLWebSocket:
+    def __init__(self, ws: ClientConnection, protocol: str) -> None:
+        self.ws = ws
+        self.protocol = protocol
+        self.pings = 0
+
+    @classmethod
+    async def open(cls, url: str, protocol: str, token: str | None = None) -> GraphQLWebSocket:
+        """Connected and, given a token, initialised (acknowledged)."""
+        client = cls(await connect(url, subprotocols=[protocol], max_size=None), protocol)  # type: ignore[list-item]
+        if token is not None:
+            ack = await client.init({"authorization": f"Bearer {token}"})
+            assert ack["type"] == "connection_ack", ack
+        return client
+
+    @property
+    def local_port(self) -> int:
+        return self.ws.local_address[1]
+
+    async def send(self, message: dict[str, Any] | str) -> None:
+        await self.ws.send(message if isinstance(message, str) else json.dumps(message))
+
+    async def init(self, payload: Any) -> dict:
+        await self.send({"type": "connection_init", "payload": payload})
+        return await self.receive()
+
+    async def subscribe(self, op_id: str, query: str, variables: dict[str, Any] | None = None) -> None:
+        kind = "subscribe" if self.protocol == TRANSPORT_WS else "start"
+        await self.send({"id": op_id, "type": kind, "payload": {"query": query, "variables": variables or {}}})
+
+    async def stop(self, op_id: str) -> None:
+        await self.send({"id": op_id, "type": "complete" if self.protocol == TRANSPORT_WS else "stop"})
+
+    async def receive(self, timeout: float = 5.0) -> dict:
+        """The next message that is not a keepalive (pings are answered)."""
+        while True:
+            message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            if message["type"] == "ping":
+                self.pings += 1
+                await self.send({"type": "pong"})
+            elif message["type"] not in ("ka", "pong"):
+                return message
+
+    async def result(self, op_id: str, timeout: float = 5.0) -> dict:
+        """The payload of the next result (`next` or `data`) of an operation."""
+        message = await self.receive(timeout)
+        assert message.get("id") == op_id and message["type"] in ("next", "data"), message
+        return message["payload"]
+
+    async def messages(self, op_id: str, count: int, timeout: float = 10.0) -> list[dict]:
+        """`count` messageCreated payloads of an operation."""
+        found = []
+        for _ in range(count):
+            payload = await self.result(op_id, timeout)
+            assert "errors" not in payload, payload
+            found.append(payload["data"]["messageCreated"])
+        return found
+
+    async def error(self, op_id: str) -> list[dict]:
+        """The errors of an `error` message (a list on either protocol)."""
+        message = await self.receive()
+        assert message["type"] == "error" and message["id"] == op_id, message
+        payload = message["payload"]
+        return payload if isinstance(payload, list) else [payload]
+
+    async def silent(self, seconds: float = 0.8) -> bool:
+        """True when nothing but keepalives arrives for `seconds`."""
+        try:
+            message = await self.receive(timeout=seconds)
+        except TimeoutError:
+            return True
+        raise AssertionError(f"unexpected message: {message}")
+
+    async def close_code(self, timeout: float = 5.0) -> int | None:
+        """Wait for the server to close; the code it sent."""
+        try:
+            while True:
+                await asyncio.wait_for(self.ws.recv(), timeout)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def connection_owners(port: int) -> dict[int, int]:
+    """Client port -> PID of the server process holding the other end, for connections to `port`."""
+    output = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"], capture_output=True, text=True, check=True
+    ).stdout
+    owners = {}
+    for line in output.splitlines():
+        peer = re.search(r"\s127\.0\.0\.1:(\d+)\s+users:\(\(\"[^\"]+\",pid=(\d+)", line)
+        if peer:
+            owners[int(peer.group(1))] = int(peer.group(2))
+    return owners
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    with open(f"/proc/{server_pid}/task/{server_pid}/children") as children:
+        return sorted(int(pid) for pid in children.read().split())
+
+
+async def open_on_worker(
+    url: str, port: int, server_pid: int, worker: int, protocol: str, token: str
+) -> GraphQLWebSocket:
+    """A connection served by `worker`: every other worker is paused while it connects (a stopped
+    process accepts nothing), then resumed. Verified from the kernel's socket table."""
+    others = [pid for pid in worker_pids(server_pid) if pid != worker]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        client = await GraphQLWebSocket.open(url, protocol, token)
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+    assert connection_owners(port).get(client.local_port) == worker
+    return client

@@ -1,0 +1,245 @@
+"""Live messageCreated over both protocols against gunicorn with two workers on Postgres and
+Redis: delivery across workers, per-room isolation, authorization, resumption, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import httpx
+import pytest
+
+from tests.support.graphql import (
+    CREATE_MESSAGE,
+    Account,
+    GraphQLClient,
+    create_room,
+    join_room,
+    post_message,
+    sign_up,
+)
+from tests.support.processes import Server
+from tests.support.wsclient import (
+    MESSAGE_CREATED,
+    PROTOCOLS,
+    TRANSPORT_WS,
+    GraphQLWebSocket,
+    open_on_worker,
+    worker_pids,
+)
+
+
+@pytest.fixture
+def api(server: Server) -> GraphQLClient:
+    return GraphQLClient(server.url)
+
+
+def room_with(api: GraphQLClient, *members: Account) -> str:
+    room = create_room(api, members[0])
+    for member in members[1:]:
+        join_room(api, member, room)
+    return room
+
+
+@pytest.mark.parametrize(("subscriber_protocol", "poster_protocol"), list(itertools.product(PROTOCOLS, PROTOCOLS)))
+async def test_a_message_posted_through_one_worker_reaches_subscribers_on_every_worker(
+    server: Server, api: GraphQLClient, subscriber_protocol: str, poster_protocol: str
+) -> None:
+    ann, bob = sign_up(api, "Ann"), sign_up(api, "Bob")
+    room = room_with(api, ann, bob)
+    assert server.process is not None
+    workers = worker_pids(server.process.pid)
+    assert len(workers) == 2
+    subscribers = {
+        worker: await open_on_worker(
+            server.ws_url, server.port, server.process.pid, worker, subscriber_protocol, bob.token
+        )
+        for worker in workers
+    }
+    for subscriber in subscribers.values():
+        await subscriber.subscribe("live", MESSAGE_CREATED, {"room": room})
+    await asyncio.sleep(0.3)
+    for poster_worker in workers:  # post through each worker in turn, over the WebSocket itself
+        poster = await open_on_worker(
+            server.ws_url, server.port, server.process.pid, poster_worker, poster_protocol, ann.token
+        )
+        body = f"via worker {poster_worker}"
+        await poster.subscribe("post", CREATE_MESSAGE, {"room": room, "body": body})
+        posted = await poster.result("post")
+        assert posted["data"]["createMessage"]["body"] == body
+        for subscriber in subscribers.values():
+            [message] = await subscriber.messages("live", 1)
+            assert message["body"] == body
+            assert message["sender"] == {"id": ann.id, "name": "Ann"}
+            assert message["room"] == {"id": room}
+        await poster.close()
+    for subscriber in subscribers.values():
+        await subscriber.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_subscribers_see_only_their_room(server: Server, api: GraphQLClient, protocol: str) -> None:
+    ann = sign_up(api, "Ann")
+    room_a, room_b = create_room(api, ann, "a"), create_room(api, ann, "b")
+    ws = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
+    await ws.subscribe("a", MESSAGE_CREATED, {"room": room_a})
+    await asyncio.sleep(0.3)
+    post_message(api, ann, room_b, "for b")
+    assert await ws.silent()
+    post_message(api, ann, room_a, "for a")
+    [message] = await ws.messages("a", 1)
+    assert message["body"] == "for a" and message["room"] == {"id": room_a}
+    await ws.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_only_members_may_subscribe(server: Server, api: GraphQLClient, protocol: str) -> None:
+    ann, eve = sign_up(api, "Ann"), sign_up(api, "Eve")
+    room = create_room(api, ann)
+    ws = await GraphQLWebSocket.open(server.ws_url, protocol, eve.token)
+    await ws.subscribe("1", MESSAGE_CREATED, {"room": room})
+    assert [error["extensions"]["code"] for error in await ws.error("1")] == ["FORBIDDEN"]
+    await ws.subscribe("2", MESSAGE_CREATED, {"room": "987654"})
+    assert [error["extensions"]["code"] for error in await ws.error("2")] == ["NOT_FOUND"]
+    post_message(api, ann, room, "not for eve")
+    assert await ws.silent()
+    await ws.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_leaving_the_room_ends_the_subscription(server: Server, api: GraphQLClient, protocol: str) -> None:
+    ann, bob = sign_up(api, "Ann"), sign_up(api, "Bob")
+    room = room_with(api, ann, bob)
+    ws = await GraphQLWebSocket.open(server.ws_url, protocol, bob.token)
+    await ws.subscribe("1", MESSAGE_CREATED, {"room": room})
+    await asyncio.sleep(0.3)
+    post_message(api, ann, room, "before")
+    assert (await ws.messages("1", 1))[0]["body"] == "before"
+    api.data("mutation($r: ID!) { leaveRoom(room: $r) }", {"r": room}, token=bob.token)
+    ended = await ws.result("1")
+    assert ended["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert await ws.receive() == {"type": "complete", "id": "1"}
+    post_message(api, ann, room, "after")
+    assert await ws.silent()
+    await ws.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_logging_out_ends_that_tokens_subscriptions(server: Server, api: GraphQLClient, protocol: str) -> None:
+    ann = sign_up(api, "Ann")
+    room = create_room(api, ann)
+    ws = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
+    await ws.subscribe("1", MESSAGE_CREATED, {"room": room})
+    await asyncio.sleep(0.3)
+    api.data("mutation { logOut }", token=ann.token)
+    ended = await ws.result("1")
+    assert ended["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert await ws.receive() == {"type": "complete", "id": "1"}
+    await ws.subscribe("2", MESSAGE_CREATED, {"room": room})  # the revoked token opens nothing new
+    assert [error["extensions"]["code"] for error in await ws.error("2")] == ["UNAUTHENTICATED"]
+    await ws.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_resuming_after_a_message(server: Server, api: GraphQLClient, protocol: str) -> None:
+    ann = sign_up(api, "Ann")
+    room = create_room(api, ann)
+    posted = [post_message(api, ann, room, f"m{i}") for i in range(1, 6)]
+
+    latest = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
+    await latest.subscribe("1", MESSAGE_CREATED, {"room": room, "after": posted[-1]["id"]})
+    assert await latest.silent(0.5)
+
+    middle = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
+    await middle.subscribe("1", MESSAGE_CREATED, {"room": room, "after": posted[1]["id"]})
+    history = await middle.messages("1", 3)
+    assert [m["seq"] for m in history] == [3, 4, 5]
+    assert [m["body"] for m in history] == ["m3", "m4", "m5"]
+
+    post_message(api, ann, room, "m6")
+    assert [m["seq"] for m in await middle.messages("1", 1)] == [6]
+    assert [m["seq"] for m in await latest.messages("1", 1)] == [6]
+    assert await middle.silent(0.3) and await latest.silent(0.3)
+    await latest.close()
+    await middle.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_resuming_while_others_post_has_no_gap_and_no_duplicate(
+    server: Server, api: GraphQLClient, protocol: str
+) -> None:
+    ann = sign_up(api, "Ann")
+    room = create_room(api, ann)
+    first = post_message(api, ann, room, "m1")
+
+    async def post_burst() -> None:
+        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ann.token}"}) as http:
+            for i in range(2, 41):
+                await http.post(
+                    "/graphql", json={"query": CREATE_MESSAGE, "variables": {"room": room, "body": f"m{i}"}}
+                )
+
+    burst = asyncio.create_task(post_burst())
+    await asyncio.sleep(0.05)  # subscribe while the burst is under way: the switch-over is mid-stream
+    ws = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
+    await ws.subscribe("1", MESSAGE_CREATED, {"room": room, "after": first["id"]})
+    await burst
+    received = await ws.messages("1", 39)
+    assert [m["seq"] for m in received] == list(range(2, 41))
+    assert await ws.silent(0.5)
+    await ws.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_resuming_from_a_bad_message_id_is_refused(server: Server, api: GraphQLClient, protocol: str) -> None:
+    ann = sign_up(api, "Ann")
+    room, other = create_room(api, ann, "mine"), create_room(api, ann, "other")
+    elsewhere = post_message(api, ann, other, "elsewhere")
+    ws = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
+    for op_id, after in (("unknown", "99999999"), ("garbage", "x!"), ("other-room", elsewhere["id"])):
+        await ws.subscribe(op_id, MESSAGE_CREATED, {"room": room, "after": after})
+        errors = await ws.error(op_id)
+        assert errors[0]["extensions"] == {"code": "BAD_USER_INPUT", "argument": "after"}
+    await ws.close()
+
+
+async def test_concurrent_posters_every_subscriber_sees_every_message_once_in_order(
+    server: Server, api: GraphQLClient
+) -> None:
+    posters = [sign_up(api, f"Poster{i}") for i in range(4)]
+    room = room_with(api, *posters)
+    subscribers = [await GraphQLWebSocket.open(server.ws_url, PROTOCOLS[i % 2], posters[i % 4].token) for i in range(6)]
+    for subscriber in subscribers:
+        await subscriber.subscribe("s", MESSAGE_CREATED, {"room": room})
+    await asyncio.sleep(0.3)
+
+    async def post_as(poster: Account) -> None:
+        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {poster.token}"}) as http:
+            for i in range(25):
+                response = await http.post(
+                    "/graphql",
+                    json={"query": CREATE_MESSAGE, "variables": {"room": room, "body": f"{poster.name} {i}"}},
+                )
+                assert "errors" not in response.json()
+
+    await asyncio.gather(*(post_as(poster) for poster in posters))
+    expected = sorted(f"{poster.name} {i}" for poster in posters for i in range(25))
+    for subscriber in subscribers:
+        received = await subscriber.messages("s", 100, timeout=20)
+        assert [m["seq"] for m in received] == list(range(1, 101)), subscriber.protocol
+        assert sorted(m["body"] for m in received) == expected
+        assert await subscriber.silent(0.3)
+        await subscriber.close()
+
+
+async def test_queries_and_mutations_work_over_both_protocols(server: Server, api: GraphQLClient) -> None:
+    ann = sign_up(api, "Ann")
+    for protocol in PROTOCOLS:
+        ws = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
+        await ws.subscribe("q", "{ me { id name } }")
+        assert (await ws.result("q"))["data"] == {"me": {"id": ann.id, "name": "Ann"}}
+        if protocol == TRANSPORT_WS:
+            assert await ws.receive() == {"type": "complete", "id": "q"}
+        await ws.subscribe("m", 'mutation { createRoom(name: "over ws") { name } }')
+        assert (await ws.result("m"))["data"] == {"createRoom": {"name": "over ws"}}
+        await ws.close()

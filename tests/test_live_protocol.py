@@ -1,0 +1,211 @@
+"""The WebSocket protocols' rules: subprotocol choice, authentication at connection_init, the
+close codes of graphql-transport-ws, keepalives, and legacy graphql-ws stop/replace."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.support.graphql import GraphQLClient, create_room, post_message, sign_up
+from tests.support.processes import SHARED_REDIS_URL, Server
+from tests.support.wsclient import LEGACY_WS, MESSAGE_CREATED, PROTOCOLS, TRANSPORT_WS, GraphQLWebSocket
+
+
+@pytest.fixture(scope="module")
+def brisk(database_url: str) -> Iterator[Server]:
+    """A server with a one-second keepalive and connection_init timeout."""
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": SHARED_REDIS_URL,
+        "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
+        "WS_KEEPALIVE_SECONDS": "1",
+        "WS_INIT_TIMEOUT_SECONDS": "1",
+    }
+    server = Server(env=env, workers=1).start()
+    yield server
+    server.stop()
+
+
+def healthy(server: Server) -> bool:
+    return httpx.post(f"{server.url}/graphql", json={"query": "{ me { id } }"}).json() == {"data": {"me": None}}
+
+
+@pytest.mark.parametrize("subprotocols", [[], ["graphql-sse"], ["mqtt", "chat"]])
+async def test_a_connection_offering_neither_protocol_is_refused(server: Server, subprotocols: list[str]) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(server.ws_url, subprotocols=subprotocols or None)  # type: ignore[arg-type]
+    assert refused.value.response.status_code == 403
+    assert healthy(server)
+
+
+async def test_graphql_transport_ws_is_preferred_when_both_are_offered(server: Server) -> None:
+    ws = await connect(server.ws_url, subprotocols=[LEGACY_WS, TRANSPORT_WS])  # type: ignore[list-item]
+    assert ws.subprotocol == TRANSPORT_WS
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    "payload_of",
+    [
+        lambda t: {"authorization": f"Bearer {t}"},
+        lambda t: {"Authorization": f"Bearer {t}"},
+        lambda t: {"authorization": t},
+        lambda t: {"Authorization": t},
+        lambda t: {"authToken": t},
+        lambda t: {"token": t},
+        lambda t: {"headers": {"Authorization": f"Bearer {t}"}},
+    ],
+)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_accepted_token_forms(server: Server, protocol: str, payload_of) -> None:  # type: ignore[no-untyped-def]
+    account = sign_up(GraphQLClient(server.url), "Ann")
+    ws = await GraphQLWebSocket.open(server.ws_url, protocol)
+    assert (await ws.init(payload_of(account.token)))["type"] == "connection_ack"
+    await ws.subscribe("me", "{ me { name } }")
+    assert (await ws.result("me"))["data"] == {"me": {"name": "Ann"}}
+    await ws.close()
+
+
+@pytest.mark.parametrize("payload", [None, {}, {"token": "nope"}, {"authorization": "Bearer "}, "a string"])
+async def test_transport_ws_refuses_a_missing_or_bad_token_with_4403(server: Server, payload: object) -> None:
+    ws = await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS)
+    await ws.send({"type": "connection_init", "payload": payload})
+    assert await ws.close_code() == 4403
+    assert healthy(server)
+
+
+@pytest.mark.parametrize("payload", [None, {"token": "nope"}])
+async def test_legacy_ws_refuses_a_bad_token_with_connection_error(server: Server, payload: object) -> None:
+    ws = await GraphQLWebSocket.open(server.ws_url, LEGACY_WS)
+    await ws.send({"type": "connection_init", "payload": payload})
+    refused = json.loads(await asyncio.wait_for(ws.ws.recv(), 5))
+    assert refused["type"] == "connection_error"
+    assert refused["payload"]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert await ws.close_code() is not None
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("frame", ["not json", "[1, 2]", '{"no": "type"}', '{"type": "unheard-of"}', '{"type": 7}'])
+async def test_invalid_messages_close_with_4400(server: Server, protocol: str, frame: str) -> None:
+    account = sign_up(GraphQLClient(server.url), "Ann")
+    ws = await GraphQLWebSocket.open(server.ws_url, protocol, account.token)
+    await ws.send(frame)
+    assert await ws.close_code() == 4400
+    assert healthy(server)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_subscribe_without_a_query_closes_with_4400(server: Server, protocol: str) -> None:
+    account = sign_up(GraphQLClient(server.url), "Ann")
+    ws = await GraphQLWebSocket.open(server.ws_url, protocol, account.token)
+    kind = "subscribe" if protocol == TRANSPORT_WS else "start"
+    await ws.send({"id": "1", "type": kind, "payload": {"variables": {}}})
+    assert await ws.close_code() == 4400
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_subscribing_before_connection_init_closes_with_4401(server: Server, protocol: str) -> None:
+    ws = await GraphQLWebSocket.open(server.ws_url, protocol)
+    await ws.subscribe("1", "{ me { id } }")
+    assert await ws.close_code() == 4401
+
+
+async def test_a_duplicate_operation_id_closes_with_4409(server: Server) -> None:
+    client = GraphQLClient(server.url)
+    account = sign_up(client, "Ann")
+    room = create_room(client, account)
+    ws = await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, account.token)
+    await ws.subscribe("same", MESSAGE_CREATED, {"room": room})
+    await ws.subscribe("same", MESSAGE_CREATED, {"room": room})
+    assert await ws.close_code() == 4409
+
+
+async def test_a_second_connection_init_closes_with_4429(server: Server) -> None:
+    account = sign_up(GraphQLClient(server.url), "Ann")
+    ws = await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, account.token)
+    await ws.send({"type": "connection_init", "payload": {"token": account.token}})
+    assert await ws.close_code() == 4429
+
+
+async def test_no_connection_init_in_time_closes_with_4408(brisk: Server) -> None:
+    ws = await GraphQLWebSocket.open(brisk.ws_url, TRANSPORT_WS)
+    assert await ws.close_code(timeout=5) == 4408
+    assert healthy(brisk)
+
+
+@pytest.mark.parametrize(("protocol", "keepalive"), [(TRANSPORT_WS, "ping"), (LEGACY_WS, "ka")])
+async def test_keepalives_arrive_on_schedule(brisk: Server, protocol: str, keepalive: str) -> None:
+    account = sign_up(GraphQLClient(brisk.url), "Ann")
+    ws = await GraphQLWebSocket.open(brisk.ws_url, protocol)
+    await ws.send({"type": "connection_init", "payload": {"token": account.token}})
+    seen = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3.5
+    while loop.time() < deadline:
+        try:
+            seen.append(json.loads(await asyncio.wait_for(ws.ws.recv(), deadline - loop.time()))["type"])
+        except TimeoutError:
+            break
+    assert seen[0] == "connection_ack"
+    assert seen.count(keepalive) >= 2, seen
+    await ws.close()
+
+
+async def test_legacy_stop_really_stops_and_the_connection_keeps_serving(server: Server) -> None:
+    client = GraphQLClient(server.url)
+    account = sign_up(client, "Ann")
+    room = create_room(client, account)
+    ws = await GraphQLWebSocket.open(server.ws_url, LEGACY_WS, account.token)
+    await ws.subscribe("1", MESSAGE_CREATED, {"room": room})
+    await asyncio.sleep(0.3)
+    post_message(client, account, room, "one")
+    assert [m["body"] for m in await ws.messages("1", 1)] == ["one"]
+    await ws.stop("1")
+    await asyncio.sleep(0.3)
+    post_message(client, account, room, "two")
+    assert await ws.silent()
+    await ws.subscribe("2", MESSAGE_CREATED, {"room": room})
+    await asyncio.sleep(0.3)
+    post_message(client, account, room, "three")
+    assert [m["body"] for m in await ws.messages("2", 1)] == ["three"]
+    await ws.close()
+
+
+async def test_legacy_start_with_a_used_id_replaces_the_operation(server: Server) -> None:
+    client = GraphQLClient(server.url)
+    account = sign_up(client, "Ann")
+    first, second = create_room(client, account, "first"), create_room(client, account, "second")
+    ws = await GraphQLWebSocket.open(server.ws_url, LEGACY_WS, account.token)
+    await ws.subscribe("1", MESSAGE_CREATED, {"room": first})
+    await ws.subscribe("1", MESSAGE_CREATED, {"room": second})
+    await asyncio.sleep(0.3)
+    post_message(client, account, first, "to the replaced operation")
+    assert await ws.silent()
+    post_message(client, account, second, "to the new one")
+    assert [m["body"] for m in await ws.messages("1", 1)] == ["to the new one"]
+    await ws.close()
+
+
+async def test_transport_complete_stops_an_operation(server: Server) -> None:
+    client = GraphQLClient(server.url)
+    account = sign_up(client, "Ann")
+    room = create_room(client, account)
+    ws = await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, account.token)
+    await ws.subscribe("1", MESSAGE_CREATED, {"room": room})
+    await asyncio.sleep(0.3)
+    await ws.stop("1")
+    await asyncio.sleep(0.3)
+    post_message(client, account, room, "nobody listens")
+    assert await ws.silent()
+    await ws.subscribe("1", MESSAGE_CREATED, {"room": room})  # the id is free again
+    await asyncio.sleep(0.3)
+    post_message(client, account, room, "listening again")
+    assert [m["body"] for m in await ws.messages("1", 1)] == ["listening again"]
+    await ws.close()

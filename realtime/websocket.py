@@ -216,13 +216,19 @@ class LegacyWSHandler(GraphQLWSHandler):
             if previous is not None:  # the protocol says a repeated id replaces the operation
                 await self.stop_websocket_operation(websocket, previous)
             elif len(operations) >= self.max_subscriptions:
-                error = _too_many(self.max_subscriptions)
-                await websocket.send_json({"type": self.GQL_ERROR, "id": message["id"], "payload": error})
+                await self._refuse(websocket, message["id"], [_too_many(self.max_subscriptions)])
                 return
         elif kind not in (self.GQL_CONNECTION_INIT, self.GQL_CONNECTION_TERMINATE, self.GQL_STOP):
             await close_quietly(websocket, CLOSE_INVALID_MESSAGE, "Invalid message type")
             return
         await super().handle_websocket_message(websocket, message, operations)
+
+    async def _refuse(self, websocket: WebSocket, operation_id: str, errors: list[dict]) -> None:
+        """As subscriptions-transport-ws's own server does: the errors as a result, then complete.
+        (Its `error` message is for unexpected failures; Apollo's WebSocketLink only surfaces
+        errors sent this way as GraphQL errors with their extensions.)"""
+        await websocket.send_json({"type": self.GQL_DATA, "id": operation_id, "payload": {"errors": errors}})
+        await websocket.send_json({"type": self.GQL_COMPLETE, "id": operation_id})
 
     async def start_websocket_operation(
         self,
@@ -237,7 +243,7 @@ class LegacyWSHandler(GraphQLWSHandler):
             self, websocket, data, query_document, operation_id, fanout.LEGACY_WS, context_value
         )
         if isinstance(outcome, list):
-            await websocket.send_json({"type": self.GQL_ERROR, "id": operation_id, "payload": outcome[0]})
+            await self._refuse(websocket, operation_id, outcome)
             return
         operations[operation_id] = Operation(id=operation_id, name=data.get("operationName"), generator=outcome)
         outcome.on_end = lambda: operations.pop(operation_id, None)

@@ -83,11 +83,16 @@ class GraphQLWebSocket:
         return found
 
     async def error(self, op_id: str) -> list[dict]:
-        """The errors of an `error` message (a list on either protocol)."""
+        """The errors that refused an operation: an `error` message on graphql-transport-ws; on
+        graphql-ws, as its reference server sends them, a result with only errors, then `complete`."""
         message = await self.receive()
-        assert message["type"] == "error" and message["id"] == op_id, message
-        payload = message["payload"]
-        return payload if isinstance(payload, list) else [payload]
+        assert message["id"] == op_id, message
+        if self.protocol == TRANSPORT_WS:
+            assert message["type"] == "error", message
+            return message["payload"]
+        assert message["type"] == "data" and set(message["payload"]) == {"errors"}, message
+        assert await self.receive() == {"type": "complete", "id": op_id}
+        return message["payload"]["errors"]
 
     async def silent(self, seconds: float = 0.8) -> bool:
         """True when nothing but keepalives arrives for `seconds`."""

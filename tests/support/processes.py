@@ -176,3 +176,44 @@ class PrivatePostgres:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of the test's own, to kill and restart; the shared one is never touched."""
+
+    arguments: tuple[str, ...] = ()
+    port: int = field(default_factory=free_port)
+    tls_port: int | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        if self.tls_port is not None:
+            return f"rediss://127.0.0.1:{self.tls_port}"
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> PrivateRedis:
+        port = ["--port", str(self.port)]
+        if self.tls_port is not None:
+            port = ["--port", "0", "--tls-port", str(self.tls_port)]
+        command = ["redis-server", *port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *self.arguments]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.tls_port or self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def cli(self, *command: str) -> str:
+        tls = ["--tls", "--insecure"] if self.tls_port is not None else []
+        port = str(self.tls_port or self.port)
+        result = subprocess.run(["redis-cli", "-p", port, *tls, *command], capture_output=True, text=True, check=True)
+        return result.stdout

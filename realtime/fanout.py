@@ -82,8 +82,11 @@ class Outbox:
         self._closer = asyncio.create_task(self._close(CLOSE_SLOW_CONSUMER, "Slow consumer"))
 
     async def _close(self, code: int, reason: str) -> None:
+        """uvicorn sends the close frame once the client reads again; a client that never does is
+        dropped by uvicorn's ping timeout, which ends this wait too. No timeout of ours: cutting
+        it short would leave the client with no close code at all."""
         with suppress(Exception):
-            await asyncio.wait_for(self.websocket.close(code=code, reason=reason), timeout=5)
+            await self.websocket.close(code=code, reason=reason)
 
     async def _drain(self) -> None:
         try:

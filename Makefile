@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test lint format
+.PHONY: install run test bench lint format
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 test: install tests/js/node_modules/.installed
 	$(BIN)/ruff check .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# Prints figures for the fast stack and the naive baseline side by side (about 10 minutes;
+# `make bench ARGS=--quick` for a smoke run), then memory with 2,000 idle subscribers.
+bench: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run $(ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.idle_memory
 
 lint: install
 	$(BIN)/ruff check .

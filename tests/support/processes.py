@@ -66,6 +66,7 @@ class Server:
     env: dict[str, str]
     workers: int = 2
     port: int = field(default_factory=free_port)
+    app: str = "app:app"
     process: subprocess.Popen | None = None
     log_path: Path | None = None
 
@@ -81,7 +82,7 @@ class Server:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"server-{self.port}.log"
         env = {**os.environ, **BASE_ENV, "PORT": str(self.port), "WEB_CONCURRENCY": str(self.workers), **self.env}
-        command = ["gunicorn", "-c", "gunicorn.conf.py", "app:app"]
+        command = ["gunicorn", "-c", "gunicorn.conf.py", self.app]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.wait_ready(timeout)

@@ -23,6 +23,8 @@ from graphql.language import (
 
 from execution.documents import per_request
 
+INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
+
 COST_MAP: dict[str, dict[str, Any]] = {
     "Query": {"rooms": {"complexity": 10}, "room": {"complexity": 1}, "me": {"complexity": 1}},
     "Room": {
@@ -51,6 +53,11 @@ def _expanded(
     for selection in selection_set.selections:
         if isinstance(selection, FieldNode):
             budget[0] -= 1
+            if selection.name.value in INTROSPECTION_ROOTS:
+                # Answered from the static schema (tools' standard query nests ~10 levels
+                # and expands to hundreds of fields); the INTROSPECTION setting governs it.
+                deepest, fields = max(deepest, depth), fields + 1
+                continue
             sub = _expanded(selection.selection_set, fragments, depth + 1, budget, visiting)
             deepest = max(deepest, depth, sub[0])
             fields += 1 + sub[1]

@@ -171,6 +171,11 @@ class Subscription:
             self.last_seq = seq
             self.outbox.put(self.prefix + payload + "}")
 
+    def end(self, payload: str) -> None:
+        """A last result (`payload`, its errors), then `complete`."""
+        self.outbox.put(self.prefix + payload + "}")
+        self.outbox.put(self.protocol.complete(self.operation_id))
+
     async def aclose(self) -> None:
         if self.feed is not None:
             self.feed.remove(self)
@@ -281,8 +286,7 @@ class RoomFeed:
         payload = dumps({"errors": [format_error(error)]})
         for group in list(self.groups.values()):
             for subscription in [s for s in group if matches(s)]:
-                subscription.outbox.put(subscription.prefix + payload + "}")
-                subscription.outbox.put(subscription.protocol.complete(subscription.operation_id))
+                subscription.end(payload)
                 self.remove(subscription)
                 subscription.on_end()
 

@@ -17,6 +17,10 @@ from graphql import DocumentNode, ExecutionResult, GraphQLError, OperationType
 from graphql.execution import create_source_event_stream
 from starlette.websockets import WebSocket
 
+from auth import viewer_for_digest
+from db import rooms
+from errors import Forbidden, Unauthenticated
+from execution.json import dumps
 from realtime.fanout import Outbox, Protocol, Selection, Subscription, hub
 from resolvers.subscription import RoomStream
 from settings import settings
@@ -49,8 +53,9 @@ async def start_subscription(
     operation_id: str,
     protocol: Protocol,
     context: Any = None,
-) -> Subscription | list[dict]:
-    """The running subscription, or the formatted errors that refused it."""
+) -> Subscription | list[dict] | None:
+    """The running subscription, the formatted errors that refused it, or None when it was
+    ended while starting (its error and `complete` are on their way to the client)."""
     assert handler.schema is not None
     if context is None:
         context = await handler.get_context_for_request(websocket, data)
@@ -84,7 +89,26 @@ async def start_subscription(
                 last_seq=stream.after_seq,
             )
             await hub.join(subscription)
-            return subscription
+            # The source checked the token and the membership before the subscription was in its
+            # room's feed: a logOut or leaveRoom committed in between published its event to a
+            # feed that did not hold it yet, and it would have lived on. Checked again now that it
+            # is in the feed: any later revocation's event reaches it there.
+            try:
+                refusal = await _no_longer_allowed(stream)
+            except BaseException:
+                if subscription.feed is not None:
+                    subscription.feed.remove(subscription)
+                raise
+            if subscription.feed is None:
+                return None  # such an event ended it meanwhile
+            if refusal is None:
+                return subscription
+            # Ended as that event would have ended it: through the outbox, after any history
+            # already queued there.
+            log_error(refusal, handler.logger)
+            subscription.feed.remove(subscription)
+            subscription.end(dumps({"errors": [handler.error_formatter(refusal, handler.debug)]}))
+            return None
         if isinstance(stream, ExecutionResult):
             errors = list(stream.errors or ())
         else:
@@ -92,3 +116,12 @@ async def start_subscription(
     for error in errors:
         log_error(error, handler.logger)
     return [handler.error_formatter(error, handler.debug) for error in errors]
+
+
+async def _no_longer_allowed(stream: RoomStream) -> GraphQLError | None:
+    """Why the viewer may no longer receive the room's messages, if they may not."""
+    if await viewer_for_digest(stream.viewer.token_hash) is None:
+        return Unauthenticated("Sign in first: send `Authorization: Bearer <token>`.")
+    if not await rooms.is_member(int(stream.room["id"]), stream.viewer.id):
+        return Forbidden("You are not a member of this room.")
+    return None

@@ -19,6 +19,7 @@ from typing import Any
 from ariadne.asgi.handlers import GraphQLTransportWSHandler, GraphQLWebsocketHandlerBase, GraphQLWSHandler
 from ariadne.exceptions import WebSocketConnectionError
 from ariadne.types import Operation
+from ariadne.utils import get_operation_type
 from graphql import DocumentNode, GraphQLError
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -39,6 +40,8 @@ PING_FRAME = '{"type":"ping"}'
 KA_FRAME = '{"type":"ka"}'
 CLOSE_INVALID_MESSAGE = 4400
 CLOSE_FORBIDDEN = 4403
+CLOSE_INIT_TIMEOUT = 4408
+INIT_DEADLINE_SCOPE_KEY = "chat.init_deadline"
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
@@ -122,6 +125,31 @@ def _subscription_document(data: dict) -> DocumentNode | None:
         return None
 
 
+def _single_result(data: dict) -> bool:
+    """A query or mutation (one result, then the operation is done)."""
+    try:
+        return not is_subscription(parse_document(data["query"]), data)
+    except (GraphQLError, RuntimeError):  # malformed, or no such operation: answered already
+        return False
+
+
+def _no_such_operation(data: dict) -> dict | None:
+    """The error for a document that parses but has no operation to run (no operation at all,
+    or none named `operationName`), in graphql-core's words. Ariadne's dispatch raises a bare
+    RuntimeError on such a document, which dropped the whole connection with no close code."""
+    try:
+        document = parse_document(data["query"])
+    except GraphQLError:
+        return None  # Ariadne answers a syntax error itself
+    try:
+        get_operation_type(document, data.get("operationName"))
+    except RuntimeError:
+        name = data.get("operationName")
+        message = f"Unknown operation named '{name}'." if name else "Must provide an operation."
+        return {"message": message, "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}
+    return None
+
+
 def _too_many(limit: int) -> dict:
     return {
         "message": f"At most {limit} subscriptions per connection.",
@@ -140,6 +168,10 @@ class TransportWSHandler(GraphQLTransportWSHandler):
     ) -> None:
         document = None
         if client_context.connection_acknowledged and operation_id not in client_context.operations:
+            error = _no_such_operation(data)
+            if error is not None:
+                await websocket.send_json({"type": self.GQL_ERROR, "id": operation_id, "payload": [error]})
+                return
             document = _subscription_document(data)
         if document is None:  # not ours to serve: queries, mutations, errors, protocol violations
             await super().handle_websocket_subscribe(websocket, data, operation_id, client_context)
@@ -149,6 +181,8 @@ class TransportWSHandler(GraphQLTransportWSHandler):
             await websocket.send_json({"type": self.GQL_ERROR, "id": operation_id, "payload": [error]})
             return
         outcome = await start_subscription(self, websocket, data, document, operation_id, fanout.TRANSPORT_WS)
+        if outcome is None:  # ended while starting, and told so
+            return
         if isinstance(outcome, list):
             await websocket.send_json({"type": self.GQL_ERROR, "id": operation_id, "payload": outcome})
             return
@@ -195,10 +229,25 @@ class TransportWSHandler(GraphQLTransportWSHandler):
 
 
 class LegacyWSHandler(GraphQLWSHandler):
-    def __init__(self, *, keepalive: Keepalive, max_subscriptions: int, **kwargs: Any) -> None:
+    def __init__(self, *, keepalive: Keepalive, max_subscriptions: int, init_timeout: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.keepalive = keepalive
         self.max_subscriptions = max_subscriptions
+        self.init_timeout = init_timeout
+
+    async def handle_websocket(self, websocket: WebSocket) -> None:
+        """Ariadne's legacy handler waits for `connection_init` forever: here, as on
+        graphql-transport-ws, a connection that has not sent it in time is closed with 4408."""
+        deadline = asyncio.create_task(self._close_without_init(websocket))
+        websocket.scope[INIT_DEADLINE_SCOPE_KEY] = deadline
+        try:
+            await super().handle_websocket(websocket)
+        finally:
+            deadline.cancel()
+
+    async def _close_without_init(self, websocket: WebSocket) -> None:
+        await asyncio.sleep(self.init_timeout)
+        await close_quietly(websocket, CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
 
     async def keep_websocket_alive(self, websocket: WebSocket) -> None:
         """Ariadne starts this after `connection_ack`: one `ka` now, then the shared timer's."""
@@ -218,10 +267,28 @@ class LegacyWSHandler(GraphQLWSHandler):
             elif len(operations) >= self.max_subscriptions:
                 await self._refuse(websocket, message["id"], [_too_many(self.max_subscriptions)])
                 return
-        elif kind not in (self.GQL_CONNECTION_INIT, self.GQL_CONNECTION_TERMINATE, self.GQL_STOP):
+        elif kind == self.GQL_CONNECTION_INIT:
+            deadline = websocket.scope.pop(INIT_DEADLINE_SCOPE_KEY, None)
+            if deadline is not None:
+                deadline.cancel()
+        elif kind not in (self.GQL_CONNECTION_TERMINATE, self.GQL_STOP):
             await close_quietly(websocket, CLOSE_INVALID_MESSAGE, "Invalid message type")
             return
         await super().handle_websocket_message(websocket, message, operations)
+
+    async def process_single_message(
+        self, websocket: WebSocket, data: Any, operation_id: str, operations: dict
+    ) -> None:
+        """Ariadne answers a query or mutation with `data` alone. subscriptions-transport-ws's
+        server follows it with `complete`; without that its client keeps the operation forever
+        and Apollo's WebSocketLink never resolves `client.query()`."""
+        error = _no_such_operation(data)
+        if error is not None:
+            await self._refuse(websocket, operation_id, [error])
+            return
+        await super().process_single_message(websocket, data, operation_id, operations)
+        if _single_result(data) and is_open(websocket):
+            await websocket.send_json({"type": self.GQL_COMPLETE, "id": operation_id})
 
     async def _refuse(self, websocket: WebSocket, operation_id: str, errors: list[dict]) -> None:
         """As subscriptions-transport-ws's own server does: the errors as a result, then complete.
@@ -242,6 +309,8 @@ class LegacyWSHandler(GraphQLWSHandler):
         outcome = await start_subscription(
             self, websocket, data, query_document, operation_id, fanout.LEGACY_WS, context_value
         )
+        if outcome is None:  # ended while starting, and told so
+            return
         if isinstance(outcome, list):
             await self._refuse(websocket, operation_id, outcome)
             return
@@ -260,7 +329,10 @@ class DualProtocolHandler(GraphQLWebsocketHandlerBase):
             connection_init_wait_timeout=timedelta(seconds=init_timeout),
         )
         self.legacy = LegacyWSHandler(
-            on_connect=authenticate, keepalive=self.keepalive, max_subscriptions=max_subscriptions
+            on_connect=authenticate,
+            keepalive=self.keepalive,
+            max_subscriptions=max_subscriptions,
+            init_timeout=init_timeout,
         )
 
     def configure(self, *args: Any, **kwargs: Any) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -238,8 +240,99 @@ async def test_queries_and_mutations_work_over_both_protocols(server: Server, ap
         ws = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
         await ws.subscribe("q", "{ me { id name } }")
         assert (await ws.result("q"))["data"] == {"me": {"id": ann.id, "name": "Ann"}}
-        if protocol == TRANSPORT_WS:
-            assert await ws.receive() == {"type": "complete", "id": "q"}
+        assert await ws.receive() == {"type": "complete", "id": "q"}  # on graphql-ws too, as its reference server
         await ws.subscribe("m", 'mutation { createRoom(name: "over ws") { name } }')
         assert (await ws.result("m"))["data"] == {"createRoom": {"name": "over ws"}}
         await ws.close()
+
+
+# A logOut or leaveRoom landing while a subscription is being set up: the subscription's check of
+# the token and the membership passed, and the revocation's event reached the room's feed before
+# the subscription did. Without a second check once it is in the feed, such subscriptions lived
+# on (a few in every run of 24 when this was found). Each trial has a room, so a feed, of its own.
+RACE_TRIALS = 24
+LOG_IN = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }"
+
+
+async def race(
+    server: Server, protocol: str, subscribers: list[tuple[str, str]], revoke: Callable[[int], Awaitable[None]]
+) -> list[GraphQLWebSocket]:
+    """One connection per (token, room), each subscribing at about the moment `revoke(i)` runs."""
+    rng = random.Random(11)
+    connections = [await GraphQLWebSocket.open(server.ws_url, protocol, token) for token, _ in subscribers]
+
+    async def subscribe(i: int) -> None:
+        await asyncio.sleep(rng.uniform(0, 0.012))
+        await connections[i].subscribe("s", MESSAGE_CREATED, {"room": subscribers[i][1]})
+
+    async def revoke_later(i: int) -> None:
+        await asyncio.sleep(rng.uniform(0, 0.012))
+        await revoke(i)
+
+    await asyncio.gather(
+        *(subscribe(i) for i in range(len(subscribers))), *(revoke_later(i) for i in range(len(subscribers)))
+    )
+    return connections
+
+
+async def assert_only_ended_or_refused(
+    connections: list[GraphQLWebSocket], api: GraphQLClient, poster: Account, rooms: list[str]
+) -> None:
+    for room in rooms:
+        post_message(api, poster, room, "must reach no revoked subscriber")
+    for ws in connections:
+        first = await ws.receive()  # a refusal, or the end of a subscription that started: never data
+        assert first["id"] == "s", first
+        if ws.protocol == TRANSPORT_WS and first["type"] == "error":
+            errors = first["payload"]
+        else:
+            assert set(first["payload"]) == {"errors"}, first
+            errors = first["payload"]["errors"]
+            assert await ws.receive() == {"type": "complete", "id": "s"}
+        assert [error["extensions"]["code"] for error in errors] in (["FORBIDDEN"], ["UNAUTHENTICATED"]), first
+    for ws in connections:
+        assert await ws.silent(0.3)
+        await ws.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_leaving_while_subscribing_never_leaves_a_live_subscription(
+    server: Server, api: GraphQLClient, protocol: str
+) -> None:
+    ann, bob = sign_up(api, "Ann"), sign_up(api, "Bob")
+    rooms = [room_with(api, ann, bob) for _ in range(RACE_TRIALS)]
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {bob.token}"}) as http:
+
+        async def leave(i: int) -> None:
+            response = await http.post(
+                "/graphql", json={"query": "mutation($r: ID!) { leaveRoom(room: $r) }", "variables": {"r": rooms[i]}}
+            )
+            assert response.json() == {"data": {"leaveRoom": True}}
+
+        connections = await race(server, protocol, [(bob.token, room) for room in rooms], leave)
+    await assert_only_ended_or_refused(connections, api, ann, rooms)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_logging_out_while_subscribing_never_leaves_a_live_subscription(
+    server: Server, api: GraphQLClient, protocol: str
+) -> None:
+    ann = sign_up(api, "Ann")
+    rooms = [create_room(api, ann, f"race {i}") for i in range(RACE_TRIALS)]
+    async with httpx.AsyncClient(base_url=server.url) as http:
+
+        async def log_in() -> str:
+            body = (
+                await http.post("/graphql", json={"query": LOG_IN, "variables": {"e": ann.email, "p": ann.password}})
+            ).json()
+            return body["data"]["logIn"]["token"]
+
+        tokens = [await log_in() for _ in rooms]
+
+        async def log_out(i: int) -> None:
+            headers = {"Authorization": f"Bearer {tokens[i]}"}
+            response = await http.post("/graphql", json={"query": "mutation { logOut }"}, headers=headers)
+            assert response.json() == {"data": {"logOut": True}}
+
+        connections = await race(server, protocol, list(zip(tokens, rooms, strict=True)), log_out)
+    await assert_only_ended_or_refused(connections, api, ann, rooms)

@@ -134,10 +134,40 @@ async def test_a_second_connection_init_closes_with_4429(server: Server) -> None
     assert await ws.close_code() == 4429
 
 
-async def test_no_connection_init_in_time_closes_with_4408(brisk: Server) -> None:
-    ws = await GraphQLWebSocket.open(brisk.ws_url, TRANSPORT_WS)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_no_connection_init_in_time_closes_with_4408(brisk: Server, protocol: str) -> None:
+    """graphql-transport-ws's rule; Ariadne's legacy handler would wait forever, so it gets the same."""
+    ws = await GraphQLWebSocket.open(brisk.ws_url, protocol)
     assert await ws.close_code(timeout=5) == 4408
     assert healthy(brisk)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_connection_initialised_in_time_outlives_the_init_timeout(brisk: Server, protocol: str) -> None:
+    account = sign_up(GraphQLClient(brisk.url), "Ann")
+    ws = await GraphQLWebSocket.open(brisk.ws_url, protocol, account.token)
+    assert await ws.silent(1.5)  # past the one-second init timeout: nothing but keepalives
+    await ws.subscribe("me", "{ me { name } }")
+    assert (await ws.result("me"))["data"] == {"me": {"name": "Ann"}}
+    await ws.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_operation_the_document_does_not_contain_is_refused_and_the_connection_lives_on(
+    server: Server, protocol: str
+) -> None:
+    """Ariadne's dispatch raised on these and dropped the whole connection without a close code."""
+    account = sign_up(GraphQLClient(server.url), "Ann")
+    ws = await GraphQLWebSocket.open(server.ws_url, protocol, account.token)
+    kind = "subscribe" if protocol == TRANSPORT_WS else "start"
+    await ws.send({"id": "named", "type": kind, "payload": {"query": "query A { me { id } }", "operationName": "B"}})
+    assert [error["extensions"]["code"] for error in await ws.error("named")] == ["GRAPHQL_VALIDATION_FAILED"]
+    await ws.subscribe("none", "fragment F on User { id }")
+    assert [error["extensions"]["code"] for error in await ws.error("none")] == ["GRAPHQL_VALIDATION_FAILED"]
+    await ws.subscribe("me", "{ me { name } }")
+    assert (await ws.result("me"))["data"] == {"me": {"name": "Ann"}}
+    await ws.close()
+    assert healthy(server)
 
 
 @pytest.mark.parametrize(("protocol", "keepalive"), [(TRANSPORT_WS, "ping"), (LEGACY_WS, "ka")])

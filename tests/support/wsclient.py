@@ -58,14 +58,16 @@ class GraphQLWebSocket:
         await self.send({"id": op_id, "type": "complete" if self.protocol == TRANSPORT_WS else "stop"})
 
     async def receive(self, timeout: float = 5.0) -> dict:
-        """The next message that is not a keepalive (pings are answered)."""
-        while True:
-            message = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-            if message["type"] == "ping":
-                self.pings += 1
-                await self.send({"type": "pong"})
-            elif message["type"] not in ("ka", "pong"):
-                return message
+        """The next message that is not a keepalive (pings are answered), within `timeout` in
+        all: keepalives arriving more often than that must not extend the wait forever."""
+        async with asyncio.timeout(timeout):
+            while True:
+                message = json.loads(await self.ws.recv())
+                if message["type"] == "ping":
+                    self.pings += 1
+                    await self.send({"type": "pong"})
+                elif message["type"] not in ("ka", "pong"):
+                    return message
 
     async def result(self, op_id: str, timeout: float = 5.0) -> dict:
         """The payload of the next result (`next` or `data`) of an operation."""
@@ -105,8 +107,9 @@ class GraphQLWebSocket:
     async def close_code(self, timeout: float = 5.0) -> int | None:
         """Wait for the server to close; the code it sent."""
         try:
-            while True:
-                await asyncio.wait_for(self.ws.recv(), timeout)
+            async with asyncio.timeout(timeout):
+                while True:
+                    await self.ws.recv()
         except ConnectionClosed as closed:
             return closed.rcvd.code if closed.rcvd else None
 

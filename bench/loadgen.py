@@ -79,6 +79,7 @@ class Subscriber(asyncio.Protocol):
         self.upgraded = False
         self.seen: dict[str, int] = {}
         self.latencies: list[float] = []
+        self.errors = 0
 
     @classmethod
     async def open(cls, ws_url: str, token: str, room: str) -> Subscriber:
@@ -146,6 +147,9 @@ class Subscriber(asyncio.Protocol):
         kind = frame["type"]
         if kind == "next":
             received = time.time()
+            if not (frame["payload"].get("data") or {}).get("messageCreated"):
+                self.errors += 1
+                return
             message = frame["payload"]["data"]["messageCreated"]
             self.seen[message["id"]] = self.seen.get(message["id"], 0) + 1
             self.latencies.append(received - float(message["body"].split(" ", 1)[0]))
@@ -170,9 +174,10 @@ async def open_subscribers(ws_url: str, tokens: list[str], rooms: list[str], cou
     return subscribers
 
 
-async def publish(base_url: str, token: str, rooms: list[str], count: int, rate: float) -> list[str]:
-    """`count` messages at `rate` per second, round-robin over `rooms`; the send time leads the body."""
-    ids: list[str] = []
+async def publish(base_url: str, token: str, rooms: list[str], count: int, rate: float) -> set[int]:
+    """`count` messages at `rate` per second, round-robin over `rooms`; the send time leads the
+    body. The indexes of the messages the server acknowledged."""
+    acknowledged: set[int] = set()
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as http:
         gate = asyncio.Semaphore(16)
@@ -182,8 +187,12 @@ async def publish(base_url: str, token: str, rooms: list[str], count: int, rate:
             async with gate:
                 body = f"{time.time():.6f} message {i}"
                 variables = {"room": rooms[i % len(rooms)], "body": body}
-                response = await http.post("/graphql", json={"query": CREATE_MESSAGE, "variables": variables})
-                ids.append(response.json()["data"]["createMessage"]["id"])
+                try:
+                    response = await http.post("/graphql", json={"query": CREATE_MESSAGE, "variables": variables})
+                    if (response.json().get("data") or {}).get("createMessage"):
+                        acknowledged.add(i)
+                except httpx.HTTPError:
+                    pass
 
         tasks = []
         for i in range(count):
@@ -192,7 +201,7 @@ async def publish(base_url: str, token: str, rooms: list[str], count: int, rate:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
-    return ids
+    return acknowledged
 
 
 @dataclass

@@ -1,12 +1,14 @@
-# `make run`: install and serve on the embedded default (SQLite file, in-process broadcast).
-# `make test`: install everything the tests need and run them against real Postgres and Redis.
+# `make run`: install and serve on the embedded default (SQLite file, in-process broadcast);
+#   with Node.js present it also builds the web client served at /.
+# `make test`: install everything the tests need (Python packages, npm packages, Debian's
+#   chromium) and run them against real Postgres, Redis, gunicorn, Apollo clients and a browser.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test bench lint format
+.PHONY: install run test bench lint format web chromium
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +19,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 install: $(BIN)/.installed
 
 run: install
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) web; else echo "Node.js not found: serving the API without the web client"; fi
 	$(BIN)/python -m db.migrate
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/gunicorn -c gunicorn.conf.py app:app
 
@@ -24,7 +27,21 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: install tests/js/node_modules/.installed
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Codegen from schema.graphql, then the type check, then the bundle: a schema change that
+# breaks the client fails here.
+web/dist/index.html: web/node_modules/.installed schema.graphql $(shell find web/src web/index.html web/*.ts -type f -not -path "*/generated/*" 2>/dev/null)
+	cd web && npm run build
+
+web: web/dist/index.html
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: install tests/js/node_modules/.installed web chromium
 	$(BIN)/ruff check .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 

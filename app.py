@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from ariadne.asgi import GraphQL
@@ -15,7 +16,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 import logs
@@ -64,6 +66,13 @@ graphql = GraphQL(
 )
 
 
+WEB_DIST = Path(__file__).resolve().parent / "web" / "dist"
+
+
+async def no_web_client(_request: Request) -> JSONResponse:
+    return JSONResponse({"graphql": "/graphql", "web client": "not built: run `make run` with Node.js installed"})
+
+
 async def healthz(_request: Request) -> JSONResponse:
     """Liveness only: the process answers. Readiness of Postgres and Redis is /readyz."""
     return JSONResponse({"status": "ok"})
@@ -105,6 +114,8 @@ http_app = Starlette(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/graphql", graphql, methods=["GET", "POST"]),
+        # The reference web client (web/), built by `make run`, `make test` and Heroku's Node buildpack.
+        Mount("/", StaticFiles(directory=WEB_DIST, html=True)) if WEB_DIST.is_dir() else Route("/", no_web_client),
     ],
     middleware=[
         Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),

@@ -1,0 +1,80 @@
+"""The reference web client in a real browser: two people chat live, after a deploy the page
+reconnects and resumes with `after`, and a second session logs in and pages back through
+history. Screenshots land in test-artifacts/browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+
+import httpx
+
+from tests.support.graphql import CREATE_MESSAGE
+from tests.support.processes import ROOT, SHARED_REDIS_URL, Server
+
+WEB = ROOT / "web"
+BROWSER_TEST_SECONDS = 180
+
+
+def test_two_users_chat_in_a_browser_and_a_page_resumes_after_a_restart(database_url: str) -> None:
+    assert (WEB / "dist" / "index.html").is_file(), "run `make test`: it builds web/ first"
+    chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    assert shutil.which(chromium), "run `make test`: it installs Debian's chromium"
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": SHARED_REDIS_URL,
+        "CHANNEL_PREFIX": f"web-{uuid.uuid4().hex[:8]}:",
+    }
+    pages_server = Server(env=env, workers=2).start()
+    other_server = Server(env=env, workers=1).start()  # another dyno on the same database and Redis
+    # The file runs directly, not under `node --test`: the runner gives each file a child process
+    # whose stdin is not ours, and the page's test talks to this one over stdin.
+    node = subprocess.Popen(
+        ["node", "--test-reporter=spec", str(WEB / "tests" / "chat.browser.test.mjs")],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "CHAT_SERVER_URL": pages_server.url,
+            "CHAT_ARTIFACTS": str(ROOT / "test-artifacts" / "browser"),
+        },
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    watchdog = threading.Timer(BROWSER_TEST_SECONDS, node.kill)  # a hung page must not hang the run
+    watchdog.start()
+    try:
+        assert node.stdout is not None and node.stdin is not None
+        for line in node.stdout:
+            output.append(line)
+            if "PYTEST:" not in line:
+                continue
+            request = json.loads(line.split("PYTEST:", 1)[1])
+            assert request["restart"]
+            pages_server.stop()
+            body = httpx.post(
+                f"{other_server.url}/graphql",
+                json={"query": CREATE_MESSAGE, "variables": {"room": request["room"], "body": request["body"]}},
+                headers={"Authorization": f"Bearer {request['token']}"},
+            ).json()
+            assert "errors" not in body, body
+            pages_server.start()  # the same port: the pages reconnect to it
+            node.stdin.write(json.dumps({"posted": True}) + "\n")
+            node.stdin.flush()
+        assert node.wait() == 0, "".join(output)
+    finally:
+        watchdog.cancel()
+        if node.poll() is None:
+            node.kill()
+        pages_server.stop()
+        other_server.stop()
+    text = "".join(output)
+    assert "pass 1" in text and "fail 0" in text, text
+    for screenshot in ("alice.png", "bob.png", "alice-after-restart.png", "alice-logged-in-history.png"):
+        assert (ROOT / "test-artifacts" / "browser" / screenshot).is_file(), screenshot

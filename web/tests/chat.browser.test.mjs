@@ -1,0 +1,145 @@
+// Two people chat in two browser contexts (Playwright driving Debian's Chromium) against the
+// real server at CHAT_SERVER_URL, which also serves this app. Midway the test asks pytest to
+// restart that server (a deploy) while the other user posts through a second server: the page
+// must reconnect and resume with `after`, so the message posted meanwhile appears.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { randomUUID } from "node:crypto";
+
+import { chromium } from "playwright-core";
+
+const SERVER = process.env.CHAT_SERVER_URL;
+const ARTIFACTS = process.env.CHAT_ARTIFACTS ?? "test-artifacts/browser";
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+assert.ok(SERVER, "set CHAT_SERVER_URL");
+mkdirSync(ARTIFACTS, { recursive: true });
+
+const lines = createInterface({ input: process.stdin });
+const fromPytest = lines[Symbol.asyncIterator]();
+
+/** Ask the pytest side to do something, and wait for its answer line. */
+async function ask(request) {
+  console.log(`PYTEST:${request}`);
+  const { value } = await fromPytest.next();
+  return JSON.parse(value);
+}
+
+const PASSWORD = "correct horse battery";
+
+/** Signs up through the page; the email, for logging in later. */
+async function signUp(page, name) {
+  const email = `${name.toLowerCase()}-${randomUUID()}@example.com`;
+  await page.goto(SERVER);
+  await page.getByTestId("name").fill(name);
+  await page.getByTestId("email").fill(email);
+  await page.getByTestId("password").fill(PASSWORD);
+  await page.getByTestId("submit").click();
+  await signedIn(page, name);
+  return email;
+}
+
+async function logIn(page, name, email) {
+  await page.goto(SERVER);
+  await page.getByRole("button", { name: "I have an account" }).click();
+  await page.getByTestId("email").fill(email);
+  await page.getByTestId("password").fill(PASSWORD);
+  await page.getByTestId("submit").click();
+  await signedIn(page, name);
+}
+
+async function signedIn(page, name) {
+  await page.getByTestId("me").filter({ hasText: name }).waitFor();
+  await page.getByTestId("connection").filter({ hasText: "connected" }).waitFor();
+}
+
+/** A message posted over plain HTTP, as another client of the API would. */
+async function post(token, room, body) {
+  const response = await fetch(`${SERVER}/graphql`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    body: JSON.stringify({
+      query: "mutation($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id } }",
+      variables: { room, body },
+    }),
+  });
+  const result = await response.json();
+  assert.ok(result.data?.createMessage, JSON.stringify(result));
+}
+
+const seqsOf = (page) =>
+  page.getByTestId("messages").locator("li").evaluateAll((items) => items.map((li) => Number(li.dataset.seq)));
+const upTo = (n) => Array.from({ length: n }, (_, i) => i + 1);
+
+async function say(page, body) {
+  await page.getByTestId("draft").fill(body);
+  await page.getByTestId("send").click();
+}
+
+const seen = (page, body) => page.getByTestId("messages").getByText(body, { exact: true }).waitFor({ timeout: 15000 });
+
+test("two users chat live, a page resumes after the server restarts, history pages back", async () => {
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync"],
+  });
+  try {
+    const alice = await (await browser.newContext()).newPage();
+    const bob = await (await browser.newContext()).newPage();
+    const aliceEmail = await signUp(alice, "Alice");
+    await signUp(bob, "Bob");
+
+    await alice.getByTestId("new-room").fill("lobby");
+    await alice.getByTestId("create-room").click();
+    await alice.getByTestId("room-name").filter({ hasText: "lobby" }).waitFor();
+    const room = (await alice.getByTestId("room-id").textContent()).replace("#", "").trim();
+
+    await bob.getByTestId("join-id").fill(room);
+    await bob.getByTestId("join-room").click();
+    await bob.getByTestId("room-name").filter({ hasText: "lobby" }).waitFor();
+    await sleep(500);
+
+    await say(alice, "Hello Bob");
+    await seen(bob, "Hello Bob");
+    await say(bob, "Hi Alice");
+    await seen(alice, "Hi Alice");
+    await alice.getByTestId("members").filter({ hasText: "Alice, Bob" }).waitFor(); // Bob joined after Alice's page loaded
+    await alice.screenshot({ path: `${ARTIFACTS}/alice.png` });
+    await bob.screenshot({ path: `${ARTIFACTS}/bob.png` });
+
+    // A deploy: pytest stops the server these pages talk to, posts as Bob through another
+    // server on the same database and Redis, then starts this one again.
+    const bobToken = await bob.evaluate(() => localStorage.getItem("chat.token"));
+    const { posted } = await ask(JSON.stringify({ restart: true, room, token: bobToken, body: "Sent while you were away" }));
+    assert.equal(posted, true);
+    await alice.getByTestId("connection").filter({ hasText: "connected" }).waitFor({ timeout: 30000 });
+    await seen(alice, "Sent while you were away");
+    await say(alice, "Back again");
+    await seen(bob, "Back again");
+    assert.deepEqual(await seqsOf(alice), upTo(4));
+    await alice.screenshot({ path: `${ARTIFACTS}/alice-after-restart.png` });
+
+    // More than a page of history (30): Alice logs in again elsewhere, opens the room, sees the
+    // newest page, and loads the older messages; the first page, still open, got them all live.
+    for (let i = 1; i <= 35; i++) await post(bobToken, room, `Filler ${i}`);
+    await seen(alice, "Filler 35");
+    const laptop = await (await browser.newContext()).newPage();
+    await logIn(laptop, "Alice", aliceEmail);
+    await laptop.getByTestId("rooms").getByRole("button", { name: /lobby/ }).click();
+    await seen(laptop, "Filler 35");
+    assert.deepEqual(await seqsOf(laptop), upTo(39).slice(-30));
+    await laptop.getByTestId("older").click();
+    await seen(laptop, "Hello Bob");
+    await laptop.getByTestId("older").waitFor({ state: "detached" });
+    assert.deepEqual(await seqsOf(laptop), upTo(39));
+    assert.deepEqual(await seqsOf(alice), upTo(39));
+    await laptop.screenshot({ path: `${ARTIFACTS}/alice-logged-in-history.png`, fullPage: true });
+  } finally {
+    await browser.close();
+    lines.close();
+  }
+});
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));

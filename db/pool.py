@@ -47,9 +47,7 @@ class BoundedWaitConnection(PostgresConnection):
             return super()._compile(query)
         entry = _compiled.get(key.key)
         if entry is None:
-            compiled = query.compile(
-                dialect=self._dialect, cache_key=key, compile_kwargs={"render_postcompile": True}
-            )
+            compiled = query.compile(dialect=self._dialect, cache_key=key, compile_kwargs={"render_postcompile": True})
             names = sorted(compiled.params)
             sql = compiled.string % {name: f"${position}" for position, name in enumerate(names, start=1)}
             if len(_compiled) >= CACHE_SIZE:

@@ -45,7 +45,7 @@ test: install tests/js/node_modules/.installed web chromium
 	$(BIN)/ruff check .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-# Prints figures for the fast stack and the naive baseline side by side (about 10 minutes;
+# Prints figures for the fast stack and the naive baseline side by side (about 4 minutes;
 # `make bench ARGS=--quick` for a smoke run), then memory with 2,000 idle subscribers.
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run $(ARGS)

@@ -47,6 +47,7 @@ class ChatWorker(UvicornWorker):
         **UvicornWorker.CONFIG_KWARGS,
         "loop": "uvloop",
         "http": "httptools",
+        "ws": "realtime.ws_protocol:LeanWebSocketProtocol",
         "lifespan": "on",
         "ws_ping_interval": settings.ws_keepalive_seconds,
         "ws_ping_timeout": settings.ws_keepalive_seconds,

@@ -224,7 +224,9 @@ class RoomFeed:
             subscription.feed = self
             key = subscription.selection.key
             self.groups.setdefault(key, set()).add(subscription)
-            self.selections.setdefault(key, subscription.selection)
+            # The group's one Selection: this subscriber's own copy of the query text and
+            # variables is let go.
+            subscription.selection = self.selections.setdefault(key, subscription.selection)
             return True
 
     def remove(self, subscription: Subscription) -> None:

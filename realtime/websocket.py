@@ -213,7 +213,9 @@ class TransportWSHandler(GraphQLTransportWSHandler):
             return
         client_context.connection_init_received = True
         if client_context.connection_init_timeout_task is not None:
-            client_context.connection_init_timeout_task.cancel()  # it would sleep on, holding memory
+            # It would sleep on, and the finished task would stay on the context: both hold memory.
+            client_context.connection_init_timeout_task.cancel()
+            client_context.connection_init_timeout_task = None
         try:
             await authenticate(websocket, message.get("payload"))
         except WebSocketConnectionError:
@@ -352,6 +354,9 @@ class DualProtocolHandler(GraphQLWebsocketHandlerBase):
         else:
             await websocket.close(code=1002)  # before accept: the handshake is refused (HTTP 403)
             return
+        # Nothing here reads the handshake's headers (the token comes in connection_init): an idle
+        # connection need not keep them for its whole life.
+        websocket.scope["headers"] = []
         try:
             await handler.handle_websocket(websocket)
         finally:

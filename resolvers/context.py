@@ -16,9 +16,10 @@ VIEWER_SCOPE_KEY = "chat.viewer"
 async def get_context(request: HTTPConnection, data: Any = None) -> dict[str, Any]:
     if request.scope["type"] == "websocket":
         # Authenticated at connection_init (see realtime.websocket) and kept on the scope; checked
-        # again for each operation, so a token revoked since then opens nothing new.
+        # again for each operation, so a token revoked since then opens nothing new. The viewer
+        # stays the connection's one object (a user never changes), not a copy per subscription.
         connected = request.scope.get(VIEWER_SCOPE_KEY)
-        viewer = await viewer_for_digest(connected.token_hash) if connected else None
+        viewer = connected if connected and await viewer_for_digest(connected.token_hash) else None
     else:
         viewer = await viewer_for_token(token_from_header(request.headers.get("authorization")))
     return {"request": request, "viewer": viewer, "loaders": Loaders()}

@@ -28,13 +28,20 @@ def _operation_over_get(data: Any) -> OperationType | None:
         return None
 
 
+def _failure_status(errors: list[dict]) -> int:
+    """503 when the server was only too busy (the pool's wait ran out, in the context or in a
+    resolver): clients and Heroku's router retry that; 400 for everything else."""
+    codes = {error.get("extensions", {}).get("code") for error in errors}
+    return 503 if codes == {"SERVICE_UNAVAILABLE"} else 400
+
+
 class JSONErrorsHTTPHandler(GraphQLHTTPHandler):
     async def extract_data_from_multipart_request(self, request: Request) -> Any:
         """The schema has no uploads, so multipart bodies (and their parser) are refused."""
         raise HttpBadRequestError("Posted content must be of type application/json")
 
     async def create_json_response(self, request: Request, result: dict, success: bool) -> Response:
-        return FastJSONResponse(result, status_code=200 if success else 400)
+        return FastJSONResponse(result, status_code=200 if success else _failure_status(result.get("errors", [])))
 
     async def graphql_http_server(self, request: Request) -> Response:
         try:
@@ -52,7 +59,6 @@ class JSONErrorsHTTPHandler(GraphQLHTTPHandler):
     def _context_failure(self, error: Exception) -> Response:
         if isinstance(error, GraphQLError):  # e.g. SERVICE_UNAVAILABLE from a busy pool
             formatted = self.error_formatter(error, self.debug)
-            status = 503 if formatted.get("extensions", {}).get("code") == "SERVICE_UNAVAILABLE" else 400
-            return FastJSONResponse({"errors": [formatted]}, status_code=status)
+            return FastJSONResponse({"errors": [formatted]}, status_code=_failure_status([formatted]))
         log_error(GraphQLError(str(error), original_error=error), self.logger)
         return _error(500, "Internal server error.", "INTERNAL_SERVER_ERROR")

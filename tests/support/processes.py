@@ -22,8 +22,9 @@ POSTGRES_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@
 SHARED_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LOG_DIR = ROOT / "test-artifacts" / "logs"
 # Every test signs up from 127.0.0.1: limits high enough not to get in the way, unless a test
-# sets its own (each Server's env overrides these).
-BASE_ENV = {"RATE_LIMIT_AUTH": "100000/60", "RATE_LIMIT_MESSAGES": "100000/10"}
+# sets its own (each Server's env overrides these). No worker recycling either: a session-long
+# server would restart a worker mid-test (1012 to its WebSockets); the tests of recycling set it.
+BASE_ENV = {"RATE_LIMIT_AUTH": "100000/60", "RATE_LIMIT_MESSAGES": "100000/10", "MAX_REQUESTS": "0"}
 
 
 def free_port() -> int:

@@ -22,6 +22,7 @@ from db import rooms
 from errors import Forbidden, Unauthenticated
 from execution.json import dumps
 from realtime.fanout import Outbox, Protocol, Selection, Subscription, hub
+from resolvers.context import NOT_A_MEMBER, SIGN_IN_FIRST
 from resolvers.subscription import RoomStream
 from settings import settings
 
@@ -121,7 +122,7 @@ async def start_subscription(
 async def _no_longer_allowed(stream: RoomStream) -> GraphQLError | None:
     """Why the viewer may no longer receive the room's messages, if they may not."""
     if await viewer_for_digest(stream.viewer.token_hash) is None:
-        return Unauthenticated("Sign in first: send `Authorization: Bearer <token>`.")
+        return Unauthenticated(SIGN_IN_FIRST)
     if not await rooms.is_member(int(stream.room["id"]), stream.viewer.id):
-        return Forbidden("You are not a member of this room.")
+        return Forbidden(NOT_A_MEMBER)
     return None

@@ -11,6 +11,9 @@ from errors import Forbidden, NotFound, Unauthenticated
 from resolvers.loaders import Loaders
 
 VIEWER_SCOPE_KEY = "chat.viewer"
+# Said wherever a token or a membership is checked: by resolvers, and by a live subscription.
+SIGN_IN_FIRST = "Sign in first: send `Authorization: Bearer <token>`."
+NOT_A_MEMBER = "You are not a member of this room."
 
 
 async def get_context(request: HTTPConnection, data: Any = None) -> dict[str, Any]:
@@ -32,7 +35,7 @@ def viewer_of(info: GraphQLResolveInfo) -> Viewer | None:
 def require_viewer(info: GraphQLResolveInfo) -> Viewer:
     viewer = viewer_of(info)
     if viewer is None:
-        raise Unauthenticated("Sign in first: send `Authorization: Bearer <token>`.")
+        raise Unauthenticated(SIGN_IN_FIRST)
     return viewer
 
 
@@ -53,5 +56,5 @@ async def require_member(info: GraphQLResolveInfo, room_id: int) -> dict:
     if room is None:
         raise NotFound("Room not found.")
     if not await rooms.is_member(room_id, viewer.id):
-        raise Forbidden("You are not a member of this room.")
+        raise Forbidden(NOT_A_MEMBER)
     return room

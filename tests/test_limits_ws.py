@@ -30,7 +30,6 @@ def tight(database_url: str) -> Iterator[Server]:
         "WS_MAX_SUBSCRIPTIONS": "3",
         "WS_MAX_SIZE": "4096",
         "WS_SEND_QUEUE": "16",
-        "MAX_REQUESTS": "0",  # the burst below would otherwise recycle the worker mid-test
     }
     server = Server(env=env, workers=1).start()
     yield server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,10 +30,12 @@ from limits.http import JSONErrorsHTTPHandler
 from limits.query_shape import cost_rule, shape_rule
 from realtime.broadcast import broadcast, redis_reachable
 from realtime.fanout import hub
+from realtime.revocations import revocations
 from realtime.websocket import DualProtocolHandler
 from resolvers import schema
 from resolvers.context import get_context
 from settings import settings
+from viewer_cache import cache as viewer_cache
 
 logs.configure(settings.log_level)
 
@@ -74,8 +77,13 @@ async def no_web_client(_request: Request) -> JSONResponse:
 
 
 async def healthz(_request: Request) -> JSONResponse:
-    """Liveness only: the process answers. Readiness of Postgres and Redis is /readyz."""
-    return JSONResponse({"status": "ok"})
+    """Liveness only: the process answers. Readiness of Postgres and Redis is /readyz.
+
+    Also this worker's viewer cache: `live` false for more than a moment means its heartbeat
+    is not coming back from Redis, and every request reads its token from Postgres."""
+    stats = viewer_cache.stats
+    cache = {"live": viewer_cache.live, "entries": len(viewer_cache), "hits": stats.hits, "misses": stats.misses}
+    return JSONResponse({"status": "ok", "worker": os.getpid(), "viewer_cache": cache})
 
 
 async def readyz(_request: Request) -> JSONResponse:
@@ -101,9 +109,11 @@ async def readyz(_request: Request) -> JSONResponse:
 async def lifespan(_app: Starlette) -> AsyncIterator[None]:
     await database.connect()
     await broadcast.connect()
+    await revocations.start()
     try:
         yield
     finally:
+        await revocations.stop()
         await hub.close()
         await broadcast.disconnect()
         await database.disconnect()

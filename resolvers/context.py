@@ -5,10 +5,11 @@ from typing import Any
 from graphql import GraphQLResolveInfo
 from starlette.requests import HTTPConnection
 
-from auth import Viewer, token_from_header, viewer_for_digest, viewer_for_token
+from auth import Viewer, token_from_header, viewer_for_digest
 from db import rooms
 from errors import Forbidden, NotFound, Unauthenticated
 from resolvers.loaders import Loaders
+from viewer_cache import viewer_for_token
 
 VIEWER_SCOPE_KEY = "chat.viewer"
 # Said wherever a token or a membership is checked: by resolvers, and by a live subscription.
@@ -23,7 +24,7 @@ async def get_context(request: HTTPConnection, data: Any = None) -> dict[str, An
         # stays the connection's one object (a user never changes), not a copy per subscription.
         connected = request.scope.get(VIEWER_SCOPE_KEY)
         viewer = connected if connected and await viewer_for_digest(connected.token_hash) else None
-    else:
+    else:  # remembered while this process would hear of a revocation (see viewer_cache)
         viewer = await viewer_for_token(token_from_header(request.headers.get("authorization")))
     return {"request": request, "viewer": viewer, "loaders": Loaders()}
 

@@ -1,5 +1,7 @@
 """Mutation root: accounts, rooms and messages."""
 
+from functools import partial
+
 from ariadne import MutationType
 from graphql import GraphQLResolveInfo
 
@@ -8,6 +10,7 @@ from db import messages, rooms, users
 from errors import BadUserInput, NotFound, Unauthenticated
 from limits.rate import limiter
 from realtime import events
+from realtime.revocations import revocations
 from resolvers.context import client_address, loaders_of, require_member, require_viewer
 from resolvers.ids import parse_id
 from settings import settings
@@ -65,7 +68,7 @@ async def resolve_log_in(_root: None, info: GraphQLResolveInfo, email: str, pass
 @mutation_type.field("logOut")
 async def resolve_log_out(_root: None, info: GraphQLResolveInfo) -> bool:
     viewer = require_viewer(info)
-    await users.delete_token(viewer.token_hash)
+    await revocations.revoke(viewer.token_hash, partial(users.delete_token, viewer.token_hash))
     await events.publish_token_revoked(await rooms.rooms_of_user(viewer.id), viewer.token_hash)
     return True
 

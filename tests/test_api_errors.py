@@ -28,7 +28,8 @@ def test_queries_work_over_get_and_the_explorer_is_served(any_server: Server) ->
     assert refused.status_code == 405
     explorer = httpx.get(f"{any_server.url}/graphql", headers={"accept": "text/html"})
     assert explorer.status_code == 200 and "<html" in explorer.text.lower()
-    assert httpx.get(f"{any_server.url}/healthz").json() == {"status": "ok"}
+    health = httpx.get(f"{any_server.url}/healthz").json()
+    assert health["status"] == "ok" and health["viewer_cache"]["live"] is True
     assert httpx.get(f"{any_server.url}/readyz").status_code == 200
 
 

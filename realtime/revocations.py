@@ -1,0 +1,128 @@
+"""Telling every process that a token is revoked, and knowing that each one heard in time.
+
+One channel per deployment carries `revoke <digest>` and every process's own heartbeat,
+`beat <process> <sent-at>`. Redis hands a subscriber its messages in the order it received
+them, so a process that hears its own beat, sent at s, has heard every revocation announced
+before s: it trusts its viewer cache until s + LEASE_SECONDS. A logOut announces, deletes the
+token, announces again and then waits out one lease, after which no process can still trust an
+entry for it. A reconnect clears the cache (what was said meanwhile is lost), a lapsed lease
+empties it, and while Redis cannot take the first announcement the logOut is refused, so a
+token is never half revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from broadcaster import Broadcast
+
+from errors import ServiceUnavailable
+from realtime.broadcast import broadcast
+from realtime.redis_backend import RESYNC
+from settings import settings
+from viewer_cache import ViewerCache, cache
+
+logger = logging.getLogger("chat.revocations")
+
+BEAT_SECONDS = 0.1
+LEASE_SECONDS = 0.5
+# Covers clock-rate differences between processes and the loop's own delay in waking up.
+MARGIN_SECONDS = 0.1
+ANNOUNCE_TIMEOUT = 2.0
+
+
+class Revocations:
+    def __init__(self, broadcast: Broadcast, cache: ViewerCache, channel: str, *, shared: bool) -> None:
+        """`shared`: other processes may hold tokens (Redis); otherwise this one alone does."""
+        self._broadcast = broadcast
+        self._cache = cache
+        self._channel = channel
+        self._shared = shared
+        self._process = uuid.uuid4().hex
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="revocations-listener"),
+            asyncio.create_task(self._beat(), name="revocations-heartbeat"),
+        ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._cache.lapse()
+
+    async def revoke(self, digest: str, delete: Callable[[], Awaitable[None]]) -> None:
+        """Delete the token with `delete`; once this returns, no process accepts it."""
+        if not self.running:
+            await delete()  # no process of this deployment caches viewers
+            return
+        if self._shared:
+            await self._announce(digest)  # refused here, nothing has changed yet
+        await delete()
+        self._cache.revoke(digest)
+        if not self._shared:
+            return
+        try:
+            # Again, for lookups that read the token between the first announcement and the delete.
+            await self._announce(digest)
+        except ServiceUnavailable:
+            logger.error("A revocation reached Redis only before the token was deleted")
+        await asyncio.sleep(LEASE_SECONDS + MARGIN_SECONDS)
+
+    async def _announce(self, digest: str) -> None:
+        try:
+            async with asyncio.timeout(ANNOUNCE_TIMEOUT):
+                await self._broadcast.publish(self._channel, f"revoke {digest}")
+        except Exception as error:
+            logger.warning("Announcing a revocation failed (%s)", type(error).__name__)
+            raise ServiceUnavailable("Signing out needs Redis, which is unreachable; try again shortly.") from None
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self._broadcast.subscribe(self._channel) as subscriber:
+                    async for event in subscriber:  # type: ignore[union-attr]
+                        self._hear(event.message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("The revocation listener failed; restarting it")
+            self._cache.lapse()
+            await asyncio.sleep(BEAT_SECONDS)
+
+    def _hear(self, message: str) -> None:
+        kind, _, rest = message.partition(" ")
+        if kind == "revoke":
+            self._cache.revoke(rest)
+        elif kind == "beat":
+            process, _, sent = rest.partition(" ")
+            if process == self._process:
+                self._cache.renew(float(sent) + LEASE_SECONDS)
+        elif message == RESYNC:
+            self._cache.clear()
+
+    async def _beat(self) -> None:
+        while True:
+            sent = time.monotonic()
+            try:
+                async with asyncio.timeout(LEASE_SECONDS):
+                    await self._broadcast.publish(self._channel, f"beat {self._process} {sent!r}")
+            except Exception as error:  # the lease lapses; Redis's own outage is logged by its backend
+                logger.debug("Heartbeat not sent (%s)", type(error).__name__)
+            await asyncio.sleep(BEAT_SECONDS)
+
+
+revocations = Revocations(
+    broadcast, cache, f"{settings.channel_prefix}revocations", shared=settings.redis_url is not None
+)

@@ -1,0 +1,98 @@
+"""Each process remembers which user a token belongs to, so an HTTP request needs no database
+read to know its viewer (that read was half of a plain query's server CPU).
+
+A remembered token may only be trusted while the process is sure it would have heard of that
+token's revocation: `realtime.revocations` renews a lease each time the process hears its own
+heartbeat come back over the revocation channel, and a logOut waits out one lease after it
+announced the revocation. Without a live lease nothing is trusted and the cache empties.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from auth import Viewer, token_digest, viewer_for_digest
+
+MAX_ENTRIES = 20_000
+# A backstop only: revocations, not age, are what ends an entry.
+ENTRY_SECONDS = 300.0
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+
+
+class ViewerCache:
+    def __init__(self, max_entries: int = MAX_ENTRIES, entry_seconds: float = ENTRY_SECONDS) -> None:
+        self._entries: dict[str, tuple[Viewer, float]] = {}
+        self._max_entries = max_entries
+        self._entry_seconds = entry_seconds
+        self._lease_until = 0.0
+        # Bumped by every revocation and clear: a lookup that read the database before one of
+        # those must not store what it read.
+        self.epoch = 0
+        self.stats = CacheStats()
+
+    @property
+    def live(self) -> bool:
+        return time.monotonic() < self._lease_until
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, digest: str) -> Viewer | None:
+        now = time.monotonic()
+        if now >= self._lease_until:
+            if self._entries:
+                self.clear()
+            return None
+        entry = self._entries.get(digest)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    def put(self, digest: str, viewer: Viewer, epoch: int) -> None:
+        now = time.monotonic()
+        if epoch != self.epoch or now >= self._lease_until:
+            return
+        if len(self._entries) >= self._max_entries:
+            del self._entries[next(iter(self._entries))]
+        self._entries[digest] = (viewer, now + self._entry_seconds)
+
+    def revoke(self, digest: str) -> None:
+        self._entries.pop(digest, None)
+        self.epoch += 1
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.epoch += 1
+
+    def renew(self, until: float) -> None:
+        self._lease_until = max(self._lease_until, until)
+
+    def lapse(self) -> None:
+        self._lease_until = 0.0
+        self.clear()
+
+
+cache = ViewerCache()
+
+
+async def viewer_for_token(token: str | None) -> Viewer | None:
+    """The token's viewer, from this process's memory while its lease is live."""
+    if not token:
+        return None
+    digest = token_digest(token)
+    viewer = cache.get(digest)
+    if viewer is not None:
+        cache.stats.hits += 1
+        return viewer
+    cache.stats.misses += 1
+    epoch = cache.epoch
+    viewer = await viewer_for_digest(digest)
+    if viewer is not None:
+        cache.put(digest, viewer, epoch)
+    return viewer

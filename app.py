@@ -31,7 +31,7 @@ from limits.query_shape import cost_rule, shape_rule
 from realtime.broadcast import broadcast, redis_reachable
 from realtime.fanout import hub
 from realtime.revocations import revocations
-from realtime.websocket import DualProtocolHandler
+from realtime.websocket import DualProtocolHandler, StrictWebSocket
 from resolvers import schema
 from resolvers.context import get_context
 from settings import settings
@@ -48,6 +48,11 @@ def validation_rules(_context: Any, _document: DocumentNode, data: dict) -> list
     return [_shape_rule, cost_rule(settings.query_max_cost, variables if isinstance(variables, dict) else None)]
 
 
+websocket_handler = DualProtocolHandler(
+    keepalive=settings.ws_keepalive_seconds,
+    init_timeout=settings.ws_init_timeout_seconds,
+    max_subscriptions=settings.ws_max_subscriptions,
+)
 graphql = GraphQL(
     schema,
     context_value=get_context,
@@ -61,11 +66,7 @@ graphql = GraphQL(
     http_handler=JSONErrorsHTTPHandler(),
     debug=settings.debug,
     logger="chat.graphql",
-    websocket_handler=DualProtocolHandler(
-        keepalive=settings.ws_keepalive_seconds,
-        init_timeout=settings.ws_init_timeout_seconds,
-        max_subscriptions=settings.ws_max_subscriptions,
-    ),
+    websocket_handler=websocket_handler,
 )
 
 
@@ -149,8 +150,9 @@ http_app = Starlette(
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     """WebSockets at /graphql go straight to their handler: a long-lived connection keeps its
-    whole coroutine stack, and Starlette's routing and HTTP middleware are of no use to it."""
+    whole coroutine stack (each frame about 250 bytes), and Starlette's routing and HTTP
+    middleware, Ariadne's dispatch on the scope type, are of no use to it."""
     if scope["type"] == "websocket" and scope["path"] == "/graphql":
-        await graphql(scope, receive, send)
+        await websocket_handler.handle_websocket(StrictWebSocket(scope=scope, receive=receive, send=send))
     else:
         await http_app(scope, receive, send)

@@ -14,9 +14,11 @@ import json
 import logging
 from contextlib import suppress
 from datetime import timedelta
+from inspect import isawaitable
 from typing import Any
 
 from ariadne.asgi.handlers import GraphQLTransportWSHandler, GraphQLWebsocketHandlerBase, GraphQLWSHandler
+from ariadne.asgi.handlers.graphql_transport_ws import ClientContext
 from ariadne.exceptions import WebSocketConnectionError
 from ariadne.types import Operation
 from ariadne.utils import get_operation_type
@@ -162,6 +164,27 @@ class TransportWSHandler(GraphQLTransportWSHandler):
         super().__init__(**kwargs)
         self.keepalive = keepalive
         self.max_subscriptions = max_subscriptions
+
+    async def handle_websocket(self, websocket: WebSocket) -> None:
+        """Ariadne's loop, holding nothing between messages: its frame kept the last message (a
+        subscribe payload) and the init-timeout coroutine for the connection's whole life."""
+        await websocket.accept(TRANSPORT_WS)
+        client_context = ClientContext()
+        client_context.connection_init_timeout_task = asyncio.create_task(
+            self.handle_connection_init_timeout(websocket, client_context)
+        )
+        try:
+            while WebSocketState.DISCONNECTED not in (websocket.client_state, websocket.application_state):
+                await self.handle_websocket_message(websocket, await websocket.receive_json(), client_context)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            for operation_id in list(client_context.operations):
+                await self.stop_websocket_operation(websocket, operation_id, client_context)
+            if self.on_disconnect:
+                result = self.on_disconnect(websocket)
+                if isawaitable(result):
+                    await result
 
     async def handle_websocket_subscribe(
         self, websocket: WebSocket, data: Any, operation_id: str, client_context: Any

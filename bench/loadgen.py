@@ -191,7 +191,7 @@ async def publish(base_url: str, token: str, rooms: list[str], count: int, rate:
                     response = await http.post("/graphql", json={"query": CREATE_MESSAGE, "variables": variables})
                     if (response.json().get("data") or {}).get("createMessage"):
                         acknowledged.add(i)
-                except httpx.HTTPError:
+                except (httpx.HTTPError, ValueError):  # a refusal, or a body that is not JSON (a 500)
                     pass
 
         tasks = []

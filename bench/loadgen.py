@@ -5,7 +5,6 @@ server, not the generator, sets the pace; it shares the machine's two cores all 
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import struct
 import time
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 
 import httpx
 import orjson
+
+from tests.support.rawws import client_frame, upgrade_request
 
 SUBSCRIPTION = (
     "subscription($room: ID!) { messageCreated(room: $room) { id body createdAt sender { id name avatar(size: 32) } } }"
@@ -52,20 +53,6 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def _client_frame(opcode: int, payload: bytes) -> bytes:
-    """A masked client frame (RFC 6455 requires clients to mask)."""
-    mask = os.urandom(4)
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
-    elif length < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return header + mask + masked
-
-
 class Subscriber(asyncio.Protocol):
     """A graphql-transport-ws subscriber on a raw socket. The `websockets` library costs tens of
     microseconds a frame in Python; this parser costs a few, so thousands of subscribers in one
@@ -85,14 +72,7 @@ class Subscriber(asyncio.Protocol):
     async def open(cls, ws_url: str, token: str, room: str) -> Subscriber:
         url = httpx.URL(ws_url)
         _, subscriber = await asyncio.get_running_loop().create_connection(cls, url.host, url.port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        subscriber.send_raw(
-            (
-                f"GET {url.path} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                "Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
-            ).encode()
-        )
+        subscriber.send_raw(upgrade_request(url.host, url.port or 80, url.path, "graphql-transport-ws"))
         await asyncio.wait_for(subscriber.handshake_done, 10)
         subscriber.send_text({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
         await asyncio.wait_for(subscriber.acked, 10)
@@ -108,7 +88,7 @@ class Subscriber(asyncio.Protocol):
         self.transport.write(data)
 
     def send_text(self, message: dict) -> None:
-        self.send_raw(_client_frame(0x1, orjson.dumps(message)))
+        self.send_raw(client_frame(0x1, orjson.dumps(message)))
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -140,7 +120,7 @@ class Subscriber(asyncio.Protocol):
             if opcode == 0x1:
                 self.on_message(payload)
             elif opcode == 0x9:
-                self.send_raw(_client_frame(0xA, payload))
+                self.send_raw(client_frame(0xA, payload))
 
     def on_message(self, payload: bytes) -> None:
         frame = orjson.loads(payload)
@@ -160,7 +140,7 @@ class Subscriber(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None:
-            self.send_raw(_client_frame(0x8, struct.pack("!H", 1000)))
+            self.send_raw(client_frame(0x8, struct.pack("!H", 1000)))
             self.transport.close()
 
 

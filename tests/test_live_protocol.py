@@ -4,9 +4,7 @@ close codes of graphql-transport-ws, keepalives, and legacy graphql-ws stop/repl
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import uuid
 from collections.abc import Iterator
 
@@ -17,6 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests.support.graphql import GraphQLClient, create_room, post_message, sign_up
 from tests.support.processes import SHARED_REDIS_URL, Server
+from tests.support.rawws import client_frame, upgrade_request
 from tests.support.wsclient import LEGACY_WS, MESSAGE_CREATED, PROTOCOLS, TRANSPORT_WS, GraphQLWebSocket
 
 
@@ -201,26 +200,17 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return first & 0x0F, await reader.readexactly(length)
 
 
-def masked_text(text: str) -> bytes:
-    payload, mask = text.encode(), os.urandom(4)
-    assert len(payload) < 126
-    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 async def test_a_client_that_never_answers_websocket_pings_is_closed_with_1011(brisk: Server) -> None:
     """Dead peers are found by WebSocket pings (one timer per process pings every connection):
     a ping still unanswered at the next one closes the connection. Clients that answer, as every
     WebSocket library does by itself, stay (test_keepalives_arrive_on_schedule)."""
     account = sign_up(GraphQLClient(brisk.url), "Mute")
     reader, writer = await asyncio.open_connection("127.0.0.1", brisk.port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        f"GET /graphql HTTP/1.1\r\nHost: 127.0.0.1:{brisk.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Sec-WebSocket-Protocol: {TRANSPORT_WS}\r\n\r\n".encode()
-    )
+    writer.write(upgrade_request("127.0.0.1", brisk.port, "/graphql", TRANSPORT_WS))
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
-    writer.write(masked_text(json.dumps({"type": "connection_init", "payload": {"token": account.token}})))
+    writer.write(
+        client_frame(0x1, json.dumps({"type": "connection_init", "payload": {"token": account.token}}).encode())
+    )
     opcodes = []
     async with asyncio.timeout(10):
         while not opcodes or opcodes[-1] != 0x8:

@@ -51,6 +51,12 @@ bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.idle_memory
 
+# Churn for a few minutes (WebSocket cycles, HTTP with malformed and oversized requests) and
+# print each worker's memory before, at peak and after; `make soak ARGS=--quick` for a smoke run.
+.PHONY: soak
+soak: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.soak $(ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -1,13 +1,16 @@
 """GraphQL errors that carry `extensions.code`, and the formatter that hides everything else.
 
 Clients branch on the code; an unexpected exception is logged with its traceback by Ariadne
-and reaches the client only as a generic INTERNAL_SERVER_ERROR.
+and reaches the client only as a generic INTERNAL_SERVER_ERROR. A database outage is not
+unexpected: it reaches the client as SERVICE_UNAVAILABLE, which clients retry.
 """
 
 from typing import Any
 
 from ariadne.utils import unwrap_graphql_error
 from graphql import GraphQLError
+
+from db.outage import is_database_unavailable, outages
 
 
 class CodedError(GraphQLError):
@@ -36,12 +39,17 @@ class BadUserInput(CodedError):
 def format_error(error: GraphQLError, debug: bool = False) -> dict:
     original = unwrap_graphql_error(error)
     if original is not None and original is not error and not isinstance(original, GraphQLError):
-        formatted: dict[str, Any] = {"message": "Internal server error."}
+        unavailable = as_service_unavailable(original)
+        if unavailable is None:
+            message, code = "Internal server error.", "INTERNAL_SERVER_ERROR"
+        else:
+            message, code = unavailable.message, str(unavailable.code)
+        formatted: dict[str, Any] = {"message": message}
         if error.locations:
             formatted["locations"] = [loc._asdict() for loc in error.locations]
         if error.path:
             formatted["path"] = error.path
-        formatted["extensions"] = {"code": "INTERNAL_SERVER_ERROR"}
+        formatted["extensions"] = {"code": code}
         return formatted
     formatted = dict(error.formatted)
     extensions = dict(formatted.get("extensions") or {})
@@ -63,3 +71,24 @@ def code_for_request_error(error: GraphQLError) -> str:
 
 class ServiceUnavailable(CodedError):
     code = "SERVICE_UNAVAILABLE"
+
+
+DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(DATABASE_UNAVAILABLE)
+        self.__cause__ = cause
+
+
+def as_service_unavailable(error: BaseException) -> ServiceUnavailable | None:
+    """The SERVICE_UNAVAILABLE error a client is shown for `error`, or None when `error` is
+    something else. A database outage found here is counted in the outage log (one warning, not
+    a traceback per request); callers need not log it again."""
+    if isinstance(error, ServiceUnavailable):
+        return error
+    if is_database_unavailable(error):
+        outages.refused(error)
+        return DatabaseUnavailable(error)
+    return None

@@ -8,49 +8,68 @@ import asyncio
 import os
 import struct
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Self, TypeVar
 
 import httpx
 import orjson
 
 from tests.support.rawws import client_frame, upgrade_request
 
-SUBSCRIPTION = (
-    "subscription($room: ID!) { messageCreated(room: $room) { id body createdAt sender { id name avatar(size: 32) } } }"
+MESSAGE_FIELDS = "{ id body createdAt sender { id name avatar(size: 32) } }"
+SUBSCRIPTION = f"subscription($room: ID!) {{ messageCreated(room: $room) {MESSAGE_FIELDS} }}"
+SUBSCRIPTION_AFTER = (
+    f"subscription($room: ID!, $after: ID) {{ messageCreated(room: $room, after: $after) {MESSAGE_FIELDS} }}"
 )
 CREATE_MESSAGE = "mutation($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id } }"
 ME = "{ me { id name avatar(size: 32) } }"
+Label = TypeVar("Label")
+
+
+def children(pid: int) -> list[int]:
+    """A process's live children (a gunicorn master's are its workers); none once it is gone."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            return [int(child) for child in listing.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def process_tree(pid: int) -> list[int]:
+    """A process and its live descendants."""
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children(current))
+    return tree
 
 
 def tree_cpu_seconds(pid: int) -> float:
     """utime + stime of a process and all its descendants (live ones), in seconds."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
+    total = 0
+    for current in process_tree(pid):
         try:
             with open(f"/proc/{current}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
-            with open(f"/proc/{current}/task/{current}/children") as children:
-                pending.extend(int(child) for child in children.read().split())
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return total / ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss(pid: int) -> int:
+    """Resident memory of one process in bytes; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except FileNotFoundError:
+        return 0
 
 
 def tree_rss(pid: int) -> int:
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            with open(f"/proc/{current}/statm") as statm:
-                total += int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            with open(f"/proc/{current}/task/{current}/children") as children:
-                pending.extend(int(child) for child in children.read().split())
-        except FileNotFoundError:
-            continue
-    return total
+    return sum(rss(current) for current in process_tree(pid))
 
 
 class Subscriber(asyncio.Protocol):
@@ -69,14 +88,23 @@ class Subscriber(asyncio.Protocol):
         self.errors = 0
 
     @classmethod
-    async def open(cls, ws_url: str, token: str, room: str) -> Subscriber:
+    async def open(cls, ws_url: str, token: str, room: str, after: str | None = None) -> Self:
+        """Connected, acknowledged and subscribed (replaying history after the message `after`);
+        the socket is dropped if any step fails, so a failure leaves nothing open."""
         url = httpx.URL(ws_url)
         _, subscriber = await asyncio.get_running_loop().create_connection(cls, url.host, url.port)
-        subscriber.send_raw(upgrade_request(url.host, url.port or 80, url.path, "graphql-transport-ws"))
-        await asyncio.wait_for(subscriber.handshake_done, 10)
-        subscriber.send_text({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-        await asyncio.wait_for(subscriber.acked, 10)
-        payload = {"query": SUBSCRIPTION, "variables": {"room": room}}
+        try:
+            subscriber.send_raw(upgrade_request(url.host, url.port or 80, url.path, "graphql-transport-ws"))
+            await asyncio.wait_for(subscriber.handshake_done, 10)
+            subscriber.send_text({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+            await asyncio.wait_for(subscriber.acked, 10)
+        except BaseException:
+            subscriber.abort()
+            raise
+        if after is None:
+            payload = {"query": SUBSCRIPTION, "variables": {"room": room}}
+        else:
+            payload = {"query": SUBSCRIPTION_AFTER, "variables": {"room": room, "after": after}}
         subscriber.send_text({"id": "1", "type": "subscribe", "payload": payload})
         return subscriber
 
@@ -121,6 +149,8 @@ class Subscriber(asyncio.Protocol):
                 self.on_message(payload)
             elif opcode == 0x9:
                 self.send_raw(client_frame(0xA, payload))
+            elif opcode == 0x8:
+                self.on_close(struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else None)
 
     def on_message(self, payload: bytes) -> None:
         frame = orjson.loads(payload)
@@ -132,16 +162,32 @@ class Subscriber(asyncio.Protocol):
                 return
             message = frame["payload"]["data"]["messageCreated"]
             self.seen[message["id"]] = self.seen.get(message["id"], 0) + 1
-            self.latencies.append(received - float(message["body"].split(" ", 1)[0]))
+            sent = float(message["body"].split(" ", 1)[0])
+            self.latencies.append(received - sent)
+            self.on_result(message["id"], sent)
         elif kind == "ping":
             self.send_text({"type": "pong"})
         elif kind == "connection_ack" and not self.acked.done():
             self.acked.set_result(None)
 
+    def on_result(self, message_id: str, sent: float) -> None:
+        """A result arrived (for subclasses)."""
+
+    def on_close(self, code: int | None) -> None:
+        """The server closed the connection, with this code (None: no close frame); for subclasses."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_close(None)
+
     def close(self) -> None:
         if self.transport is not None:
             self.send_raw(client_frame(0x8, struct.pack("!H", 1000)))
             self.transport.close()
+
+    def abort(self) -> None:
+        """Gone without a close frame or a FIN, as a client whose network drops."""
+        if self.transport is not None:
+            self.transport.abort()
 
 
 async def open_subscribers(ws_url: str, tokens: list[str], rooms: list[str], count: int) -> list[Subscriber]:
@@ -192,33 +238,74 @@ class HttpResult:
     errors: int
 
 
-async def http_load(host: str, port: int, token: str, clients: int, seconds: float) -> HttpResult:
-    """`clients` keep-alive connections, each sending the `me` query back to back."""
-    body = orjson.dumps({"query": ME})
-    request = (
-        f"POST /graphql HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.monotonic() + seconds
+def post_request(host: str, port: int, body: bytes, token: str | None = None, chunked: bool = False) -> bytes:
+    """A raw `POST /graphql`, its body declared by Content-Length or sent as one chunk."""
+    head = f"POST /graphql HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    if token is not None:
+        head += f"Authorization: Bearer {token}\r\n"
+    if chunked:
+        return f"{head}Transfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
-    async def client() -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while time.monotonic() < deadline:
+
+async def keep_alive(
+    host: str,
+    port: int,
+    requests: Iterator[tuple[Label, bytes]],
+    answered: Callable[[Label, bytes, bytes, float], None],
+    failed: Callable[[Label, Exception], None] | None = None,
+) -> None:
+    """One client sending `requests` back to back on a kept-alive connection, each as soon as the
+    last is answered: `answered(label, head, payload, seconds)`. A connection the server closes
+    (`connection: close`) is replaced; a request whose connection fails (refused, reset, closed
+    before a whole answer) goes to `failed`, or raises without it. Several clients may share one
+    iterator: each takes the next request."""
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    try:
+        for label, request in requests:
+            try:
+                if reader is None or writer is None:
+                    reader, writer = await asyncio.open_connection(host, port)
                 started = time.perf_counter()
                 writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(head.split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
                 payload = await reader.readexactly(length)
-                latencies.append(time.perf_counter() - started)
-                if not head.startswith(b"HTTP/1.1 200") or b'"errors"' in payload:
-                    errors += 1
-        finally:
+            except (OSError, asyncio.IncompleteReadError, IndexError) as error:  # IndexError: no length
+                if failed is None:
+                    raise
+                failed(label, error)
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+                continue
+            answered(label, head, payload, time.perf_counter() - started)
+            if b"\r\nconnection: close\r\n" in head:
+                writer.close()
+                reader = writer = None
+    finally:
+        if writer is not None:
             writer.close()
 
+
+async def http_load(host: str, port: int, token: str, clients: int, seconds: float) -> HttpResult:
+    """`clients` keep-alive connections, each sending the `me` query back to back."""
+    request = post_request(host, port, orjson.dumps({"query": ME}), token)
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+
+    def until_deadline() -> Iterator[tuple[None, bytes]]:
+        while time.monotonic() < deadline:
+            yield None, request
+
+    def answered(_label: None, head: bytes, payload: bytes, seconds: float) -> None:
+        nonlocal errors
+        latencies.append(seconds)
+        if not head.startswith(b"HTTP/1.1 200") or b'"errors"' in payload:
+            errors += 1
+
     started = time.monotonic()
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(keep_alive(host, port, until_deadline(), answered) for _ in range(clients)))
     return HttpResult(len(latencies), time.monotonic() - started, latencies, errors)

@@ -50,10 +50,10 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 class Stack:
-    """One server (fast or naive) with its accounts."""
+    """One server (fast or naive) with its accounts; `env` adds to or overrides its settings."""
 
-    def __init__(self, kind: str, database_url: str) -> None:
-        env = {
+    def __init__(self, kind: str, database_url: str, env: dict[str, str] | None = None) -> None:
+        settings = {
             "DATABASE_URL": database_url,
             "REDIS_URL": SHARED_REDIS_URL,
             "CHANNEL_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
@@ -63,9 +63,10 @@ class Stack:
             "WS_MAX_SUBSCRIPTIONS": "100",
             "WS_SEND_QUEUE": "100000",
             "LOG_LEVEL": "warning",
+            **(env or {}),
         }
         self.kind = kind
-        self.server = Server(env=env, workers=2, app=APPS[kind]).start(timeout=60)
+        self.server = Server(env=settings, workers=2, app=APPS[kind]).start(timeout=60)
         assert self.server.process is not None
         self.pid = self.server.process.pid
         self.http = httpx.Client(base_url=self.server.url, timeout=60)

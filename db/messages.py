@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from db.connection import database
 from db.records import Row, as_row, as_rows, now
-from db.tables import messages, rooms
+from db.tables import messages, rooms, users
 
 MESSAGE_COLUMNS = (
     messages.c.id,
@@ -60,15 +60,39 @@ async def newest_first(room_ids: list[int], limit: int, before_seq: int | None) 
     return pages
 
 
+SENDER_COLUMNS = (users.c.name.label("sender_name"), users.c.email_hash.label("sender_email_hash"))
+
+
+def _with_sender(row: Row) -> Row:
+    """A message as live events carry it: its sender's public fields beside it, not a second read."""
+    row["sender"] = {"id": row["sender_id"], "name": row.pop("sender_name"), "email_hash": row.pop("sender_email_hash")}
+    return row
+
+
 async def after_seq(room_id: int, seq: int, limit: int) -> list[Row]:
-    """Messages of a room after `seq`, oldest first: what a resuming subscriber missed."""
+    """Messages of a room after `seq`, oldest first, each with its sender: what a resuming
+    subscriber missed."""
     query = (
-        sa.select(*MESSAGE_COLUMNS)
+        sa.select(*MESSAGE_COLUMNS, *SENDER_COLUMNS)
+        .select_from(messages.join(users, users.c.id == messages.c.sender_id))
         .where(messages.c.room_id == room_id, messages.c.seq > seq)
         .order_by(messages.c.seq)
         .limit(limit)
     )
-    return as_rows(await database.fetch_all(query))
+    return [_with_sender(row) for row in as_rows(await database.fetch_all(query))]
+
+
+async def newest(room_id: int, limit: int) -> list[Row]:
+    """The room's last `limit` messages, oldest first, each with its sender. The last one's seq
+    is the room's `last_seq`: both change in one transaction."""
+    query = (
+        sa.select(*MESSAGE_COLUMNS, *SENDER_COLUMNS)
+        .select_from(messages.join(users, users.c.id == messages.c.sender_id))
+        .where(messages.c.room_id == room_id)
+        .order_by(messages.c.seq.desc())
+        .limit(limit)
+    )
+    return [_with_sender(row) for row in reversed(as_rows(await database.fetch_all(query)))]
 
 
 async def last_seq(room_id: int) -> int:

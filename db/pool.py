@@ -2,6 +2,9 @@
 
 - The pool waits a bounded time for a connection: `databases` acquires with no timeout, so a
   request beyond the pool would wait forever; here it gets SERVICE_UNAVAILABLE instead.
+- A database outage (see db.outage) becomes SERVICE_UNAVAILABLE here, where every query
+  passes: resolvers, the request context and batched loaders all raise an error clients are
+  meant to see, and a worker that starts during an outage still starts.
 - Compiled statements are cached by SQLAlchemy's own cache key: `databases` compiles every
   statement on every call, which cost more than the query itself on the hot paths.
 - Releasing a connection skips asyncpg's reset query (advisory locks, LISTEN, cursors, SET):
@@ -15,11 +18,13 @@ from typing import Any
 
 import asyncpg
 from databases import Database
-from databases.backends.postgres import PostgresBackend, PostgresConnection
+from databases.backends.postgres import PostgresBackend, PostgresConnection, PostgresTransaction
+from databases.interfaces import Record, TransactionBackend
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.ddl import DDLElement
 
-from errors import ServiceUnavailable
+from db.outage import QuietPoolRetries, is_database_unavailable, outages
+from errors import ServiceUnavailable, as_service_unavailable
 
 CACHE_SIZE = 512
 _compiled: dict[Any, tuple[Any, str, list[str]]] = {}
@@ -40,6 +45,48 @@ class BoundedWaitConnection(PostgresConnection):
             self._connection = await self._database._pool.acquire(timeout=self._database.acquire_timeout)
         except TimeoutError:
             raise ServiceUnavailable("The server is busy; try again shortly.") from None
+        except Exception as error:
+            raise _translated(error)  # noqa: B904 (the outage is its cause, or it is the error itself)
+
+    async def release(self) -> None:
+        try:
+            await super().release()
+        except Exception as error:
+            raise _translated(error)  # noqa: B904
+
+    async def fetch_all(self, query: ClauseElement) -> list[Record]:
+        try:
+            rows = await super().fetch_all(query)
+        except Exception as error:
+            raise _translated(error)  # noqa: B904
+        outages.answered()
+        return rows
+
+    async def fetch_one(self, query: ClauseElement) -> Record | None:
+        try:
+            row = await super().fetch_one(query)
+        except Exception as error:
+            raise _translated(error)  # noqa: B904
+        outages.answered()
+        return row
+
+    async def execute(self, query: ClauseElement) -> Any:
+        try:
+            result = await super().execute(query)
+        except Exception as error:
+            raise _translated(error)  # noqa: B904
+        outages.answered()
+        return result
+
+    async def execute_many(self, queries: list[ClauseElement]) -> None:
+        try:
+            await super().execute_many(queries)
+        except Exception as error:
+            raise _translated(error)  # noqa: B904
+        outages.answered()
+
+    def transaction(self) -> TransactionBackend:
+        return OutageAwareTransaction(connection=self)
 
     def _compile(self, query: ClauseElement) -> tuple[str, list, tuple]:
         key = None if isinstance(query, DDLElement) else query._generate_cache_key()
@@ -60,10 +107,51 @@ class BoundedWaitConnection(PostgresConnection):
         return sql, args, compiled._result_columns
 
 
+class OutageAwareTransaction(PostgresTransaction):
+    """BEGIN, COMMIT and ROLLBACK go to asyncpg directly, past the connection's methods."""
+
+    async def start(self, is_root: bool, extra_options: dict[Any, Any]) -> None:
+        try:
+            await super().start(is_root, extra_options)
+        except Exception as error:
+            raise _translated(error)  # noqa: B904
+
+    async def commit(self) -> None:
+        try:
+            await super().commit()
+        except Exception as error:
+            raise _translated(error)  # noqa: B904
+
+    async def rollback(self) -> None:
+        try:
+            await super().rollback()
+        except Exception as error:
+            raise _translated(error)  # noqa: B904
+
+
+def _translated(error: Exception) -> Exception:
+    """SERVICE_UNAVAILABLE (caused by `error`) for an outage; any other error as it is."""
+    return as_service_unavailable(error) or error
+
+
 class BoundedWaitBackend(PostgresBackend):
     def __init__(self, database_url: Any, *, acquire_timeout: float = 5.0, **options: Any) -> None:
         super().__init__(database_url, connection_class=NoResetQueryConnection, **options)
         self.acquire_timeout = acquire_timeout
+
+    async def connect(self) -> None:
+        """A worker that starts while the database is away starts anyway, with an empty pool
+        that connects on first use: gunicorn stops the whole server when a worker fails to boot,
+        so one worker recycled during an outage would otherwise take the others down with it."""
+        QuietPoolRetries.install()
+        try:
+            await super().connect()
+        except Exception as error:
+            if not is_database_unavailable(error):
+                raise
+            outages.refused(error)
+            self._options = {**self._options, "min_size": 0}
+            await super().connect()
 
     def connection(self) -> BoundedWaitConnection:
         return BoundedWaitConnection(self, self._dialect)

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from functools import lru_cache
 from typing import Any
 
-from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse, validate
+from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, GraphQLSyntaxError, parse, validate
 
 CACHE_SIZE = 1024
 
@@ -21,14 +21,22 @@ def _parse(text: str) -> DocumentNode | GraphQLError:
     try:
         return parse(text)
     except GraphQLError as error:
-        return error
+        return error.with_traceback(None)  # the cache must not keep the first request's frames
+
+
+def _fresh(error: GraphQLError) -> GraphQLError:
+    """A new instance of the cached error: raising the cached one again would grow its
+    traceback (and chain its context) with every request, keeping their frames alive."""
+    if isinstance(error, GraphQLSyntaxError) and error.source is not None and error.positions:
+        return GraphQLSyntaxError(error.source, error.positions[0], error.description)
+    return GraphQLError(error.message, source=error.source, positions=error.positions, extensions=error.extensions)
 
 
 def parse_document(text: str) -> DocumentNode:
-    """Raises the (cached) syntax error for a malformed text."""
+    """Raises the syntax error for a malformed text, parsed once."""
     document = _parse(text)
     if isinstance(document, GraphQLError):
-        raise document
+        raise _fresh(document)
     return document
 
 

@@ -12,8 +12,12 @@ from graphql import GraphQLError, OperationType
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from errors import as_service_unavailable
 from execution.documents import parse_document
 from execution.json import FastJSONResponse
+
+# Sent with every 503: the pool's wait ran out or the database is away (restarting, failing over).
+RETRY_AFTER_SECONDS = 2
 
 
 def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -28,11 +32,23 @@ def _operation_over_get(data: Any) -> OperationType | None:
         return None
 
 
-def _failure_status(errors: list[dict]) -> int:
-    """503 when the server was only too busy (the pool's wait ran out, in the context or in a
-    resolver): clients and Heroku's router retry that; 400 for everything else."""
-    codes = {error.get("extensions", {}).get("code") for error in errors}
-    return 503 if codes == {"SERVICE_UNAVAILABLE"} else 400
+def _only_unavailable(errors: list[dict]) -> bool:
+    """The server could only not answer now (the pool's wait ran out, the database is away; in
+    the context or in a resolver): clients and Heroku's router retry a 503."""
+    return {error.get("extensions", {}).get("code") for error in errors} == {"SERVICE_UNAVAILABLE"}
+
+
+def _status(success: bool, errors: list[dict]) -> int:
+    """503 whenever SERVICE_UNAVAILABLE is the only error, even beside partial data (a nullable
+    field that could not be read now); otherwise 200 for a result with data, 400 without."""
+    if errors and _only_unavailable(errors):
+        return 503
+    return 200 if success else 400
+
+
+def _graphql_response(result: dict, status: int) -> Response:
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+    return FastJSONResponse(result, status_code=status, headers=headers)
 
 
 class JSONErrorsHTTPHandler(GraphQLHTTPHandler):
@@ -41,7 +57,7 @@ class JSONErrorsHTTPHandler(GraphQLHTTPHandler):
         raise HttpBadRequestError("Posted content must be of type application/json")
 
     async def create_json_response(self, request: Request, result: dict, success: bool) -> Response:
-        return FastJSONResponse(result, status_code=200 if success else _failure_status(result.get("errors", [])))
+        return _graphql_response(result, _status(success, result.get("errors") or []))
 
     async def graphql_http_server(self, request: Request) -> Response:
         try:
@@ -57,8 +73,10 @@ class JSONErrorsHTTPHandler(GraphQLHTTPHandler):
         return await self.create_json_response(request, result, success)
 
     def _context_failure(self, error: Exception) -> Response:
-        if isinstance(error, GraphQLError):  # e.g. SERVICE_UNAVAILABLE from a busy pool
+        if not isinstance(error, GraphQLError):  # a database outage is counted in its own log
+            error = as_service_unavailable(error) or error
+        if isinstance(error, GraphQLError):  # e.g. SERVICE_UNAVAILABLE from a busy pool or an outage
             formatted = self.error_formatter(error, self.debug)
-            return FastJSONResponse({"errors": [formatted]}, status_code=_failure_status([formatted]))
+            return _graphql_response({"errors": [formatted]}, _status(False, [formatted]))
         log_error(GraphQLError(str(error), original_error=error), self.logger)
         return _error(500, "Internal server error.", "INTERNAL_SERVER_ERROR")

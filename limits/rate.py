@@ -20,6 +20,10 @@ from settings import Rate, settings
 logger = logging.getLogger("chat.ratelimit")
 
 
+MEMORY_ENTRIES = 10_000
+PRUNE_SECONDS = 1.0
+
+
 class RateLimited(CodedError):
     code = "RATE_LIMITED"
 
@@ -28,19 +32,21 @@ class RateLimiter:
     def __init__(self, redis: aioredis.Redis | None, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
-        self._memory: dict[str, int] = {}
+        # name -> (hits, when its window ends): each limit's entries expire on their own clock.
+        self._memory: dict[str, tuple[int, float]] = {}
+        self._pruned_at = 0.0
 
     async def check(self, bucket: str, key: str, rate: Rate) -> None:
         """Count one hit; raise RATE_LIMITED (with `retryAfter` seconds) past the rate."""
         now = time.time()
         window = int(now // rate.seconds)
         name = f"{self._prefix}rate:{bucket}:{key}:{window}"
-        count = await self._count(name, math.ceil(rate.seconds) + 1, window)
+        count = await self._count(name, math.ceil(rate.seconds) + 1, (window + 1) * rate.seconds)
         if count > rate.count:
             retry_after = max(1, math.ceil((window + 1) * rate.seconds - now))
             raise RateLimited(f"Too many requests; retry in {retry_after} s.", retryAfter=retry_after)
 
-    async def _count(self, name: str, ttl: int, window: int) -> int:
+    async def _count(self, name: str, ttl: int, ends: float) -> int:
         if self._redis is not None:
             try:
                 async with self._redis.pipeline(transaction=True) as pipe:
@@ -48,10 +54,19 @@ class RateLimiter:
                 return int(count)
             except RedisError as error:
                 logger.warning("Rate limiting in memory: Redis failed (%s)", type(error).__name__)
-        if len(self._memory) > 10_000:  # drop windows that have passed
-            self._memory = {k: v for k, v in self._memory.items() if k.endswith(f":{window}")}
-        self._memory[name] = self._memory.get(name, 0) + 1
-        return self._memory[name]
+        return self._count_in_memory(name, ends)
+
+    def _count_in_memory(self, name: str, ends: float) -> int:
+        now = time.time()
+        if len(self._memory) > MEMORY_ENTRIES and now - self._pruned_at >= PRUNE_SECONDS:
+            # Only windows that have ended: a live counter of any limit (sign-in's included)
+            # must survive however many keys another limit adds. At most once a second, so a
+            # table of live entries is not rescanned on every hit.
+            self._pruned_at = now
+            self._memory = {key: entry for key, entry in self._memory.items() if entry[1] > now}
+        count = self._memory.get(name, (0, ends))[0] + 1
+        self._memory[name] = (count, ends)
+        return count
 
 
 limiter = RateLimiter(create_redis(settings.redis_url) if settings.redis_url else None, settings.channel_prefix)

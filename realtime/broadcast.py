@@ -28,27 +28,42 @@ class ChannelBroadcast(Broadcast):
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
+        async with self.subscribe_many(channel) as subscriber:
+            yield subscriber
+
+    @asynccontextmanager
+    async def subscribe_many(self, *channels: str) -> AsyncIterator[Subscriber]:
+        """One queue for several channels, so its reader sees their events interleaved as the
+        backend delivered them; one subscription per channel, read by one task, loses that order.
+        The channels' backend subscriptions are made in the order given."""
         queue: asyncio.Queue = asyncio.Queue()
-        queues = self._subscribers.setdefault(channel, set())
-        queues.add(queue)
+        joined: list[tuple[str, set[asyncio.Queue]]] = []
         try:
-            ready = self._ready.get(channel)
-            if ready is None:
-                ready = self._ready[channel] = asyncio.get_running_loop().create_future()
-                try:
-                    await self._backend.subscribe(channel)
-                    ready.set_result(None)
-                except BaseException as error:
-                    del self._ready[channel]
-                    ready.set_exception(error)
-                    raise
-            await asyncio.shield(ready)
+            for channel in channels:
+                queues = self._subscribers.setdefault(channel, set())
+                queues.add(queue)
+                joined.append((channel, queues))
+                ready = self._ready.get(channel)
+                if ready is None:
+                    ready = self._ready[channel] = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._backend.subscribe(channel)
+                        ready.set_result(None)
+                    except BaseException as error:
+                        del self._ready[channel]
+                        ready.set_exception(error)
+                        raise
+                await asyncio.shield(ready)
             yield Subscriber(queue)
         finally:
-            queues.discard(queue)
-            if not queues and self._subscribers.get(channel) is queues:
-                del self._subscribers[channel]
-                self._ready.pop(channel, None)
+            emptied = []
+            for channel, queues in joined:  # leave every channel before awaiting anything
+                queues.discard(queue)
+                if not queues and self._subscribers.get(channel) is queues:
+                    del self._subscribers[channel]
+                    self._ready.pop(channel, None)
+                    emptied.append(channel)
+            for channel in emptied:
                 await self._backend.unsubscribe(channel)
 
 

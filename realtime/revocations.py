@@ -1,13 +1,18 @@
 """Telling every process that a token is revoked, and knowing that each one heard in time.
 
-One channel per deployment carries `revoke <digest>` and every process's own heartbeat,
-`beat <process> <sent-at>`. Redis hands a subscriber its messages in the order it received
-them, so a process that hears its own beat, sent at s, has heard every revocation announced
-before s: it trusts its viewer cache until s + LEASE_SECONDS. A logOut announces, deletes the
-token, announces again and then waits out one lease, after which no process can still trust an
-entry for it. A reconnect clears the cache (what was said meanwhile is lost), a lapsed lease
-empties it, and while Redis cannot take the first announcement the logOut is refused, so a
-token is never half revoked.
+One channel per deployment carries `revoke <digest>`; each process also has a heartbeat channel
+of its own, `<revocations>:beat:<process>`, on which only it publishes and only it listens, the
+time it sent the beat. Its one Redis connection carries both subscriptions, and Redis hands a
+connection its messages in the order it received them, across channels: a process that hears
+its own beat, sent at s, has heard every revocation announced before s, so it trusts its viewer
+cache until s + LEASE_SECONDS. Both channels feed one queue (`subscribe_many`), or the order
+would be lost on our side. So each beat costs Redis one delivery, not one per process: the
+traffic grows with the number of processes, not with its square.
+
+A logOut announces, deletes the token, announces again and then waits out one lease, after
+which no process can still trust an entry for it. A reconnect clears the cache (what was said
+meanwhile is lost), a lapsed lease empties it, and while Redis cannot take the first
+announcement the logOut is refused, so a token is never half revoked.
 """
 
 from __future__ import annotations
@@ -18,10 +23,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from broadcaster import Broadcast
-
 from errors import ServiceUnavailable
-from realtime.broadcast import broadcast
+from realtime.broadcast import ChannelBroadcast, broadcast
 from realtime.redis_backend import RESYNC
 from settings import settings
 from viewer_cache import ViewerCache, cache
@@ -36,13 +39,13 @@ ANNOUNCE_TIMEOUT = 2.0
 
 
 class Revocations:
-    def __init__(self, broadcast: Broadcast, cache: ViewerCache, channel: str, *, shared: bool) -> None:
+    def __init__(self, broadcast: ChannelBroadcast, cache: ViewerCache, channel: str, *, shared: bool) -> None:
         """`shared`: other processes may hold tokens (Redis); otherwise this one alone does."""
         self._broadcast = broadcast
         self._cache = cache
         self._channel = channel
+        self._beat_channel = f"{channel}:beat:{uuid.uuid4().hex}"
         self._shared = shared
-        self._process = uuid.uuid4().hex
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -91,9 +94,10 @@ class Revocations:
     async def _listen(self) -> None:
         while True:
             try:
-                async with self._broadcast.subscribe(self._channel) as subscriber:
+                # Revocations first: a beat heard must never precede the subscription to them.
+                async with self._broadcast.subscribe_many(self._channel, self._beat_channel) as subscriber:
                     async for event in subscriber:  # type: ignore[union-attr]
-                        self._hear(event.message)
+                        self._hear(event.channel, event.message)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -101,23 +105,22 @@ class Revocations:
             self._cache.lapse()
             await asyncio.sleep(BEAT_SECONDS)
 
-    def _hear(self, message: str) -> None:
-        kind, _, rest = message.partition(" ")
-        if kind == "revoke":
-            self._cache.revoke(rest)
-        elif kind == "beat":
-            process, _, sent = rest.partition(" ")
-            if process == self._process:
-                self._cache.renew(float(sent) + LEASE_SECONDS)
-        elif message == RESYNC:
+    def _hear(self, channel: str, message: str) -> None:
+        if message == RESYNC:
             self._cache.clear()
+        elif channel == self._beat_channel:
+            self._cache.renew(float(message) + LEASE_SECONDS)
+        else:
+            kind, _, digest = message.partition(" ")
+            if kind == "revoke":
+                self._cache.revoke(digest)
 
     async def _beat(self) -> None:
         while True:
             sent = time.monotonic()
             try:
                 async with asyncio.timeout(LEASE_SECONDS):
-                    await self._broadcast.publish(self._channel, f"beat {self._process} {sent!r}")
+                    await self._broadcast.publish(self._beat_channel, repr(sent))
             except Exception as error:  # the lease lapses; Redis's own outage is logged by its backend
                 logger.debug("Heartbeat not sent (%s)", type(error).__name__)
             await asyncio.sleep(BEAT_SECONDS)

@@ -29,8 +29,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from auth import token_from_header, viewer_for_token
 from execution.documents import parse_document
 from realtime import fanout
+from realtime.fanout import CLOSE_TRY_AGAIN_LATER
 from realtime.keepalive import Keepalive
-from realtime.operations import close_outbox, is_subscription, outbox_of, start_subscription
+from realtime.operations import TryAgainLater, close_outbox, is_subscription, outbox_of, start_subscription
 from resolvers.context import VIEWER_SCOPE_KEY
 
 logger = logging.getLogger("chat.websocket")
@@ -44,7 +45,6 @@ CLOSE_INVALID_MESSAGE = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_INIT_TIMEOUT = 4408
 INIT_DEADLINE_SCOPE_KEY = "chat.init_deadline"
-CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class InvalidMessage(Exception):
@@ -203,7 +203,11 @@ class TransportWSHandler(GraphQLTransportWSHandler):
             error = _too_many(self.max_subscriptions)
             await websocket.send_json({"type": self.GQL_ERROR, "id": operation_id, "payload": [error]})
             return
-        outcome = await start_subscription(self, websocket, data, document, operation_id, fanout.TRANSPORT_WS)
+        try:
+            outcome = await start_subscription(self, websocket, data, document, operation_id, fanout.TRANSPORT_WS)
+        except TryAgainLater:
+            await close_quietly(websocket, CLOSE_TRY_AGAIN_LATER, "Try again later")
+            return
         if outcome is None:  # ended while starting, and told so
             return
         if isinstance(outcome, list):
@@ -331,9 +335,13 @@ class LegacyWSHandler(GraphQLWSHandler):
         operation_id: str,
         operations: dict,
     ) -> None:
-        outcome = await start_subscription(
-            self, websocket, data, query_document, operation_id, fanout.LEGACY_WS, context_value
-        )
+        try:
+            outcome = await start_subscription(
+                self, websocket, data, query_document, operation_id, fanout.LEGACY_WS, context_value
+            )
+        except TryAgainLater:
+            await close_quietly(websocket, CLOSE_TRY_AGAIN_LATER, "Try again later")
+            return
         if outcome is None:  # ended while starting, and told so
             return
         if isinstance(outcome, list):

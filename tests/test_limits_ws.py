@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.graphql import GraphQLClient, create_room, join_room, post_message, sign_up
+from tests.support.graphql import GraphQLClient, create_room, join_room, post_many, post_message, sign_up
 from tests.support.processes import SHARED_REDIS_URL, Server
 
 SUBSCRIPTION = "subscription($r: ID!) { messageCreated(room: $r) { id seq body } }"
@@ -41,21 +41,6 @@ async def open_ws(server: Server, token: str, protocol: str, sock: socket.socket
     await ws.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
     assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "connection_ack"
     return ws
-
-
-async def post_many(server: Server, token: str, room: str, bodies: list[str], concurrency: int = 16) -> None:
-    query = "mutation($r: ID!, $b: String!) { createMessage(room: $r, body: $b) { id } }"
-    headers = {"Authorization": f"Bearer {token}"}
-    queue = list(reversed(bodies))
-    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
-
-        async def worker() -> None:
-            while queue:
-                body = queue.pop()
-                response = await http.post("/graphql", json={"query": query, "variables": {"r": room, "b": body}})
-                assert "errors" not in response.json(), response.text
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 async def next_message(ws: ClientConnection) -> dict:
@@ -133,7 +118,7 @@ async def test_a_slow_consumer_is_disconnected_and_does_not_stall_its_room(tight
             seqs.append((await next_message(fast))["payload"]["data"]["messageCreated"]["seq"])
 
     reader = asyncio.create_task(read_fast())
-    await post_many(tight, alice.token, room, [f"{i} {body}" for i in range(count)])
+    await post_many(tight.url, alice.token, room, [f"{i} {body}" for i in range(count)])
     await asyncio.wait_for(reader, 60)
     assert seqs == list(range(1, count + 1))  # the fast subscriber got everything, in order
     assert time.monotonic() - started < 90

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -84,3 +85,22 @@ def join_room(client: GraphQLClient, account: Account, room: str) -> None:
 
 def post_message(client: GraphQLClient, account: Account, room: str, body: str) -> dict:
     return client.data(CREATE_MESSAGE, {"room": room, "body": body}, account.token)["createMessage"]
+
+
+async def post_many(url: str, token: str, room: str, bodies: list[str], concurrency: int = 16) -> list[dict]:
+    """Post every body (several at once, as busy rooms see); the created messages, in seq order."""
+    headers = {"Authorization": f"Bearer {token}"}
+    queue = list(reversed(bodies))
+    created: list[dict] = []
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                variables = {"room": room, "body": body}
+                response = await http.post("/graphql", json={"query": CREATE_MESSAGE, "variables": variables})
+                assert "errors" not in response.json(), response.text
+                created.append(response.json()["data"]["createMessage"])
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return sorted(created, key=lambda message: message["seq"])

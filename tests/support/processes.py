@@ -166,9 +166,45 @@ class PrivatePostgres:
         )
         return self
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "immediate") -> None:
+        """`immediate` is a crash (no checkpoint, sessions just end); `fast` is an orderly
+        shutdown that tells every session "terminating connection due to administrator command"."""
         subprocess.run(
-            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "immediate", "stop"),
+            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.directory / "data"), "-m", mode, "stop"),
+            capture_output=True,
+        )
+
+    def sql(self, statement: str) -> str:
+        """One statement as the superuser, over TCP; its output unaligned, without headers."""
+        result = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-Atqc", statement],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return result.stdout.strip()
+
+    def standby(self) -> PrivatePostgres:
+        """A streaming replica of this running cluster (`pg_basebackup -R`) on a port of its own,
+        started: what a high-availability plan keeps ready to promote."""
+        replica = PrivatePostgres(settings=self.settings)
+        if os.geteuid() == 0:
+            shutil.chown(replica.directory, "postgres")
+        subprocess.run(
+            _as_postgres(
+                *(str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"),
+                *("-D", str(replica.directory / "data"), "-R", "-X", "stream", "-c", "fast"),
+            ),
+            check=True,
+            capture_output=True,
+        )
+        return replica.start()
+
+    def promote(self) -> None:
+        """End recovery on a standby: it takes writes from now on."""
+        subprocess.run(
+            _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.directory / "data"), "-w", "promote"),
+            check=True,
             capture_output=True,
         )
 

@@ -1,17 +1,22 @@
-"""The ASGI application: GraphQL over HTTP and WebSocket at /graphql, health checks, lifespan."""
+"""The ASGI application, built by `create_app` from the settings: GraphQL over HTTP and both
+WebSocket protocols at /graphql, health checks, and the web client at /.
+
+Building the app connects to nothing: the database pool, Redis, the broadcast and the live
+engine are opened by its lifespan and reached through the app (`app.state`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from ariadne.asgi import GraphQL
 from ariadne.explorer import ExplorerGraphiQL, ExplorerHttp405
-from graphql import DocumentNode
+from graphql import ASTValidationRule, DocumentNode
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -22,137 +27,187 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 import logs
-from db.connection import database
-from errors import format_error
+from auth import Viewer, viewer_for_digest, viewer_for_token
+from errors import Unauthenticated, format_error
 from execution.documents import query_parser, query_validator
 from limits.body_size import BodySizeLimitMiddleware
 from limits.http import JSONErrorsHTTPHandler
 from limits.query_shape import cost_rule, shape_rule
-from realtime.broadcast import broadcast, redis_reachable
-from realtime.fanout import hub
-from realtime.revocations import revocations
-from realtime.websocket import DualProtocolHandler, StrictWebSocket
-from resolvers import schema
-from resolvers.context import get_context
-from settings import settings
-from viewer_cache import cache as viewer_cache
-
-logs.configure(settings.log_level)
-
-_shape_rule = shape_rule(settings.query_max_depth, settings.query_max_fields, settings.query_max_aliases)
-
-
-def validation_rules(_context: Any, _document: DocumentNode, data: dict) -> list:
-    """The cost depends on the variables (`first: $n`), so these rules are built per request."""
-    variables = data.get("variables") if isinstance(data, dict) else None
-    return [_shape_rule, cost_rule(settings.query_max_cost, variables if isinstance(variables, dict) else None)]
-
-
-websocket_handler = DualProtocolHandler(
-    keepalive=settings.ws_keepalive_seconds,
-    init_timeout=settings.ws_init_timeout_seconds,
-    max_subscriptions=settings.ws_max_subscriptions,
-)
-graphql = GraphQL(
-    schema,
-    context_value=get_context,
-    error_formatter=format_error,
-    execute_get_queries=True,
-    validation_rules=validation_rules,
-    query_parser=query_parser,
-    query_validator=query_validator,
-    introspection=settings.introspection,
-    explorer=ExplorerGraphiQL() if settings.explorer else ExplorerHttp405(),
-    http_handler=JSONErrorsHTTPHandler(),
-    debug=settings.debug,
-    logger="chat.graphql",
-    websocket_handler=websocket_handler,
-)
-
+from realtime.broadcast import redis_reachable
+from realtime.engine import Engine
+from realtime.keepalive import Keepalive
+from realtime.operations import LiveServer
+from realtime.websocket import WebSocketEndpoint
+from realtime.ws_protocol import LeanWebSocketProtocol
+from resolvers import VIEWER_FIELDS, build_schema
+from resolvers.context import http_context, make_context
+from services import Services, running
+from settings import Settings, load
 
 WEB_DIST = Path(__file__).resolve().parent / "web" / "dist"
+SIGNED_OUT = "Signed out."
+
+
+class ChatApp:
+    """WebSockets at /graphql go straight to the live endpoint: a long-lived connection keeps
+    its whole coroutine stack, and Starlette's routing and HTTP middleware are of no use to it.
+    Everything else goes to the Starlette app."""
+
+    def __init__(self, settings: Settings) -> None:
+        logs.configure(settings.log_level)
+        self.settings = settings
+        self.schema = build_schema()
+        shape = shape_rule(settings.query_max_depth, settings.query_max_fields, settings.query_max_aliases)
+
+        def rules(variables: dict[str, Any] | None) -> Collection[type[ASTValidationRule]]:
+            """The cost depends on the variables (`first: $n`), so these rules are built per request."""
+            return [shape, cost_rule(settings.query_max_cost, variables if isinstance(variables, dict) else None)]
+
+        def ariadne_rules(_context: Any, _document: DocumentNode, data: dict) -> list:
+            return list(rules(data.get("variables") if isinstance(data, dict) else None))
+
+        self.validation_rules = rules
+        graphql = GraphQL(
+            self.schema,
+            context_value=http_context,
+            error_formatter=format_error,
+            execute_get_queries=True,
+            validation_rules=ariadne_rules,
+            query_parser=query_parser,
+            query_validator=query_validator,  # type: ignore[arg-type]  # its `rules` is a Collection
+            introspection=settings.introspection,
+            explorer=ExplorerGraphiQL() if settings.explorer else ExplorerHttp405(),
+            http_handler=JSONErrorsHTTPHandler(),
+            debug=settings.debug,
+            logger="chat.graphql",
+        )
+        self.http = Starlette(
+            routes=[
+                Route("/healthz", self.healthz),
+                Route("/readyz", self.readyz),
+                Route("/graphql", graphql, methods=["GET", "POST"]),
+                # The reference web client (web/), built by `make run`, `make test` and Heroku's Node buildpack.
+                Mount("/", StaticFiles(directory=WEB_DIST, html=True))
+                if WEB_DIST.is_dir()
+                else Route("/", no_web_client),
+            ],
+            middleware=[Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes), *_cors(settings)],
+            lifespan=self.lifespan,
+        )
+        self.websocket: WebSocketEndpoint | None = None
+
+    @property
+    def state(self) -> Any:
+        return self.http.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/graphql" and self.websocket is not None:
+            await self.websocket(scope, receive, send)
+        else:
+            await self.http(scope, receive, send)
+
+    @asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        settings = self.settings
+        async with running(settings) as services:
+            engine = Engine(
+                self.schema,
+                services.broadcast,
+                channel_prefix=settings.channel_prefix,
+                context=lambda viewer: make_context(services, viewer),
+                viewer_fields=VIEWER_FIELDS,
+                error_formatter=format_error,
+                debug=settings.debug,
+            )
+            services.revocations.on_revoke.append(lambda digest: engine.end_token(digest, Unauthenticated(SIGNED_OUT)))
+            services.revocations.on_resync.append(engine.recheck_all)
+            self.state.services = services
+            self.state.engine = engine
+            self.websocket = WebSocketEndpoint(self._live_server(services, engine))
+            try:
+                yield
+            finally:
+                self.websocket = None
+                await engine.close()
+
+    def _live_server(self, services: Services, engine: Engine) -> LiveServer:
+        settings = self.settings
+
+        async def authenticate(token: str | None) -> Viewer | None:
+            return await viewer_for_token(services.db, token)  # always read: a WebSocket lives long
+
+        async def revalidate(viewer: Viewer) -> Viewer | None:
+            return viewer if await viewer_for_digest(services.db, viewer.token_hash) else None
+
+        return LiveServer(
+            schema=self.schema,
+            engine=engine,
+            context=lambda viewer, connection: make_context(services, viewer, connection),
+            authenticate=authenticate,
+            revalidate=revalidate,
+            validation_rules=self.validation_rules,
+            error_formatter=format_error,
+            keepalive=Keepalive(settings.ws_keepalive_seconds),
+            init_timeout=settings.ws_init_timeout_seconds,
+            max_subscriptions=settings.ws_max_subscriptions,
+            send_queue=settings.ws_send_queue,
+            introspection=settings.introspection,
+            debug=settings.debug,
+        )
+
+    async def healthz(self, request: Request) -> JSONResponse:
+        """Liveness only: the process answers. Readiness of Postgres and Redis is /readyz.
+
+        Also this worker's viewer cache: `live` false for more than a moment means its heartbeat
+        is not coming back from Redis, and every request reads its token from Postgres."""
+        services: Services = request.app.state.services
+        viewers, stats = services.viewers, services.viewers.stats
+        cache = {"live": viewers.live, "entries": len(viewers), "hits": stats.hits, "misses": stats.misses}
+        live = {"frames_written_directly": LeanWebSocketProtocol.frames_written}
+        return JSONResponse({"status": "ok", "worker": os.getpid(), "viewer_cache": cache, "websocket": live})
+
+    async def readyz(self, request: Request) -> JSONResponse:
+        """Readiness: Postgres answers a query and Redis (when configured) answers a PING."""
+        services: Services = request.app.state.services
+        checks: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(3):
+                await services.db.fetch_val("SELECT 1")
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = f"unavailable: {type(error).__name__}"
+        try:
+            async with asyncio.timeout(3):
+                reachable = await redis_reachable(services.broadcast)
+            checks["redis"] = "not configured" if reachable is None else "ok"
+        except Exception as error:
+            checks["redis"] = f"unavailable: {type(error).__name__}"
+        ready = all(value in ("ok", "not configured") for value in checks.values())
+        body = {"status": "ready" if ready else "unavailable", **checks}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def no_web_client(_request: Request) -> JSONResponse:
     return JSONResponse({"graphql": "/graphql", "web client": "not built: run `make run` with Node.js installed"})
 
 
-async def healthz(_request: Request) -> JSONResponse:
-    """Liveness only: the process answers. Readiness of Postgres and Redis is /readyz.
-
-    Also this worker's viewer cache: `live` false for more than a moment means its heartbeat
-    is not coming back from Redis, and every request reads its token from Postgres."""
-    stats = viewer_cache.stats
-    cache = {"live": viewer_cache.live, "entries": len(viewer_cache), "hits": stats.hits, "misses": stats.misses}
-    return JSONResponse({"status": "ok", "worker": os.getpid(), "viewer_cache": cache})
-
-
-async def readyz(_request: Request) -> JSONResponse:
-    """Readiness: Postgres answers a query and Redis (when configured) answers a PING."""
-    checks: dict[str, str] = {}
-    try:
-        async with asyncio.timeout(3):
-            await database.fetch_val("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as error:
-        checks["database"] = f"unavailable: {type(error).__name__}"
-    try:
-        async with asyncio.timeout(3):
-            reachable = await redis_reachable()
-        checks["redis"] = "not configured" if reachable is None else "ok"
-    except Exception as error:
-        checks["redis"] = f"unavailable: {type(error).__name__}"
-    ready = all(value in ("ok", "not configured") for value in checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", **checks}, status_code=200 if ready else 503)
+def _cors(settings: Settings) -> list[Middleware]:
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+            max_age=600,
+        )
+    ]
 
 
-@asynccontextmanager
-async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-    await database.connect()
-    await broadcast.connect()
-    await revocations.start()
-    try:
-        yield
-    finally:
-        await revocations.stop()
-        await hub.close()
-        await broadcast.disconnect()
-        await database.disconnect()
+def create_app(settings: Settings | None = None) -> ChatApp:
+    """The app for `settings` (the environment's by default)."""
+    return ChatApp(settings or load())
 
 
-http_app = Starlette(
-    routes=[
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/graphql", graphql, methods=["GET", "POST"]),
-        # The reference web client (web/), built by `make run`, `make test` and Heroku's Node buildpack.
-        Mount("/", StaticFiles(directory=WEB_DIST, html=True)) if WEB_DIST.is_dir() else Route("/", no_web_client),
-    ],
-    middleware=[
-        Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
-        *(
-            [
-                Middleware(
-                    CORSMiddleware,
-                    allow_origins=settings.cors_origins,
-                    allow_methods=["GET", "POST"],
-                    allow_headers=["authorization", "content-type"],
-                    max_age=600,
-                )
-            ]
-            if settings.cors_origins
-            else []
-        ),
-    ],
-    lifespan=lifespan,
-)
-
-
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    """WebSockets at /graphql go straight to their handler: a long-lived connection keeps its
-    whole coroutine stack (each frame about 250 bytes), and Starlette's routing and HTTP
-    middleware, Ariadne's dispatch on the scope type, are of no use to it."""
-    if scope["type"] == "websocket" and scope["path"] == "/graphql":
-        await websocket_handler.handle_websocket(StrictWebSocket(scope=scope, receive=receive, send=send))
-    else:
-        await http_app(scope, receive, send)
+app = create_app()

@@ -14,7 +14,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from settings import settings
+from settings import load
 
 logger = logging.getLogger("uvicorn.error")
 RESTARTING = b"Restarting, retry"
@@ -110,9 +110,7 @@ class DrainingServer(Server):
         loop = asyncio.get_running_loop()
         for connection in backlog:
             await loop.connect_accepted_socket(self.create_protocol, connection)
-        logger.info(
-            "Draining %d connections (%d from the backlog)", len(self.server_state.connections), len(backlog)
-        )
+        logger.info("Draining %d connections (%d from the backlog)", len(self.server_state.connections), len(backlog))
         await super().shutdown(sockets)
 
     def create_protocol(self) -> asyncio.Protocol:
@@ -122,20 +120,23 @@ class DrainingServer(Server):
 
 
 class ChatWorker(UvicornWorker):
-    CONFIG_KWARGS: dict[str, Any] = {
-        **UvicornWorker.CONFIG_KWARGS,
-        "loop": "uvloop",
-        "http": DrainingHttpProtocol,
-        "ws": "realtime.ws_protocol:LeanWebSocketProtocol",
-        "lifespan": "on",
-        "ws_ping_interval": settings.ws_keepalive_seconds,
-        "ws_ping_timeout": settings.ws_keepalive_seconds,
-        "ws_max_size": settings.ws_max_size,
-        # zlib state costs ~50 KiB per connection; chat frames are too small to gain from it.
-        "ws_per_message_deflate": False,
-        # A recycling worker's own bound (gunicorn enforces graceful_timeout only after SIGTERM).
-        "timeout_graceful_shutdown": settings.graceful_timeout,
-    }
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        settings = load()
+        self.CONFIG_KWARGS = {
+            **UvicornWorker.CONFIG_KWARGS,
+            "loop": "uvloop",
+            "http": DrainingHttpProtocol,
+            "ws": "realtime.ws_protocol:LeanWebSocketProtocol",
+            "lifespan": "on",
+            "ws_ping_interval": settings.ws_keepalive_seconds,
+            "ws_ping_timeout": settings.ws_keepalive_seconds,
+            "ws_max_size": settings.ws_max_size,
+            # zlib state costs ~50 KiB per connection; chat frames are too small to gain from it.
+            "ws_per_message_deflate": False,
+            # A recycling worker's own bound (gunicorn enforces graceful_timeout only after SIGTERM).
+            "timeout_graceful_shutdown": settings.graceful_timeout,
+        }
+        super().__init__(*args, **kwargs)
 
     async def _serve(self) -> None:
         """UvicornWorker._serve with DrainingServer in place of uvicorn's Server."""

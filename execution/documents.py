@@ -28,7 +28,7 @@ def _fresh(error: GraphQLError) -> GraphQLError:
     """A new instance of the cached error: raising the cached one again would grow its
     traceback (and chain its context) with every request, keeping their frames alive."""
     if isinstance(error, GraphQLSyntaxError) and error.source is not None and error.positions:
-        return GraphQLSyntaxError(error.source, error.positions[0], error.description)
+        return GraphQLSyntaxError(error.source, next(iter(error.positions)), error.description)
     return GraphQLError(error.message, source=error.source, positions=error.positions, extensions=error.extensions)
 
 

@@ -30,9 +30,12 @@ COST_MAP: dict[str, dict[str, Any]] = {
     "Room": {
         "members": {"complexity": 10},
         "messages": {"complexity": 1, "multipliers": ["first"]},
+        "events": {"complexity": 1, "multipliers": ["first"]},
     },
     "MessageConnection": {"edges": {"complexity": 1}},
     "MessageEdge": {"node": {"complexity": 1}},
+    "RoomEventConnection": {"edges": {"complexity": 1}},
+    "RoomEventEdge": {"node": {"complexity": 1}},
     "Message": {"room": {"complexity": 1}, "sender": {"complexity": 1}},
 }
 

@@ -45,10 +45,10 @@ class ResilientRedisBackend(BroadcastBackend):
             logger.warning("Redis is not reachable yet; live delivery starts when it is")
 
     async def disconnect(self) -> None:
+        """The client is not ours to close: its owner shares it with other users."""
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
-        await self._redis.aclose()
 
     async def subscribe(self, channel: str) -> None:
         async with self._lock:

@@ -1,4 +1,6 @@
-"""uvicorn's WebSocket protocol, keeping less for each idle connection.
+"""uvicorn's WebSocket protocol, keeping less for each idle connection and taking ready-made
+frames: the one place this project reaches into uvicorn's internals (written against uvicorn
+0.54.0, pinned in requirements.txt; tests/test_library_reaches.py fails loudly when it changes).
 
 Measured with tracemalloc on 1,000 idle subscribers: uvicorn's protocol holds about 29 KiB of
 Python objects per connection. Two parts of that it never needs again once the connection is
@@ -7,6 +9,10 @@ deques (760 bytes each) inside an `asyncio.Queue` and an `asyncio.Event` that on
 one waiter. This subclass lets go of the first and swaps the second for slot-based equivalents
 (together about 8 KiB less per connection), and pings from one timer per process instead of
 two timer handles per connection.
+
+It also takes whole text frames from the live engine (`write_text`): a result fanned out to a
+thousand sockets is written to each transport as it is, where uvicorn's `send` would await,
+re-encode the text and let websockets build the frame again for every socket.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ import struct
 from collections import deque
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+WRITTEN_AGAINST = "0.54.0"
 
 
 class ReceiveQueue:
@@ -63,6 +72,9 @@ class WritableFlag:
     def __init__(self) -> None:
         self._set = False
         self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
 
     def set(self) -> None:
         self._set = True
@@ -114,6 +126,8 @@ pings = PingWheel()
 
 
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
+    frames_written = 0  # by `write_text`, in this process (shown by /healthz)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = ReceiveQueue()  # type: ignore[assignment]
@@ -149,3 +163,45 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             # headers are emptied in place rather than only let go of.
             self.request.headers.clear()
             self.request = self.response = None  # type: ignore[assignment]
+
+    def write_text(self, frame: bytes) -> bool:
+        """Write one text message (UTF-8 `frame`) as a single frame now; False when the
+        connection is closing or the transport's buffer is over its high-water mark (then wait
+        on `wait_writable`). Server frames are unmasked and never fragmented here."""
+        if (
+            self.close_sent
+            or self.disconnected
+            or not self.handshake_complete
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+        ):
+            return False
+        length = len(frame)
+        if length < 126:
+            header = bytes((0x81, length))
+        elif length < 65536:
+            header = struct.pack("!BBH", 0x81, 126, length)
+        else:
+            header = struct.pack("!BBQ", 0x81, 127, length)
+        self.transport.write(header + frame)
+        LeanWebSocketProtocol.frames_written += 1
+        return True
+
+    @property
+    def open(self) -> bool:
+        return not (self.close_sent or self.disconnected)
+
+    async def wait_writable(self) -> None:
+        await self.writable.wait()
+
+
+def frame_writer(send: Any) -> LeanWebSocketProtocol | None:
+    """The protocol behind an ASGI `send` callable (uvicorn passes its bound method), when it is
+    ours; None otherwise (another server, or uvicorn changed): frames then go through `send`."""
+    protocol = getattr(send, "__self__", None)
+    return protocol if isinstance(protocol, LeanWebSocketProtocol) else None
+
+
+def running_against_written_version() -> bool:
+    return uvicorn.__version__ == WRITTEN_AGAINST

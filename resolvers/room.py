@@ -3,13 +3,21 @@
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
+from db import room_events
 from errors import BadUserInput
-from resolvers.context import loaders_of
-from resolvers.ids import decode_cursor, encode_cursor
+from resolvers.context import db_of, loaders_of
+from resolvers.ids import decode_cursor, decode_event_cursor, encode_cursor
+from resolvers.room_event import cursor_of
 
 MAX_PAGE = 100
 
 room_type = ObjectType("Room")
+
+
+def _first(first: int) -> int:
+    if first < 0 or first > MAX_PAGE:
+        raise BadUserInput(f"`first` must be between 0 and {MAX_PAGE}.", argument="first")
+    return first
 
 
 @room_type.field("members")
@@ -19,8 +27,7 @@ async def resolve_members(room: dict, info: GraphQLResolveInfo) -> list[dict]:
 
 @room_type.field("messages")
 async def resolve_messages(room: dict, info: GraphQLResolveInfo, first: int = 50, after: str | None = None) -> dict:
-    if first < 0 or first > MAX_PAGE:
-        raise BadUserInput(f"`first` must be between 0 and {MAX_PAGE}.", argument="first")
+    first = _first(first)
     before = decode_cursor(after) if after is not None else None
     rows = await loaders_of(info).pages.load((room["id"], first + 1, before))
     page = rows[:first]
@@ -31,4 +38,17 @@ async def resolve_messages(room: dict, info: GraphQLResolveInfo, first: int = 50
             "hasNextPage": len(rows) > first,
             "endCursor": edges[-1]["cursor"] if edges else after,
         },
+    }
+
+
+@room_type.field("events")
+async def resolve_events(room: dict, info: GraphQLResolveInfo, first: int = 100, after: str | None = None) -> dict:
+    """Oldest first: the same log `roomEvents` replays, so a client can page and then go live."""
+    first = _first(first)
+    start = decode_event_cursor(after, room["id"]) if after is not None else 0
+    events = await room_events.after(db_of(info), room, start, first + 1)
+    edges = [{"cursor": cursor_of(event), "node": event} for event in events[:first]]
+    return {
+        "edges": edges,
+        "pageInfo": {"hasNextPage": len(events) > first, "endCursor": edges[-1]["cursor"] if edges else after},
     }

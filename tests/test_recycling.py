@@ -89,7 +89,9 @@ async def test_recycling_under_pooled_keep_alive_load_drops_no_request(database_
         server.stop()
     took = time.monotonic() - started
     recycles = [m.group(1) for line in server.log().splitlines() if (m := RECYCLED.search(line))]
-    print(f"{REQUESTS} requests in {took:.1f} s, {len(recycles)} recycles; {dict(tally.statuses)}, {dict(tally.failures)}")
+    print(
+        f"{REQUESTS} requests in {took:.1f} s, {len(recycles)} recycles; {dict(tally.statuses)}, {dict(tally.failures)}"
+    )
     assert len(recycles) >= 10
     assert len(set(recycles)) == len(recycles)  # each a different worker process
     assert tally.failures == Counter()

@@ -46,7 +46,9 @@ async def test_a_client_thousands_behind_gets_everything_in_order_then_live(resu
     first = post_message(client, ann, room, "first")
     await post_many(resumable.url, ann.token, room, [f"message {i}" for i in range(2999)])
 
-    subscribers = [await GraphQLWebSocket.open(resumable.ws_url, p, ann.token) for p in (TRANSPORT_WS, TRANSPORT_WS, LEGACY_WS)]
+    subscribers = [
+        await GraphQLWebSocket.open(resumable.ws_url, p, ann.token) for p in (TRANSPORT_WS, TRANSPORT_WS, LEGACY_WS)
+    ]
     for subscriber in subscribers:
         await subscriber.subscribe("r", MESSAGE_CREATED, {"room": room, "after": first["id"]})
     histories = await asyncio.gather(*(seqs(subscriber, 2999) for subscriber in subscribers))

@@ -43,6 +43,7 @@ chromium:
 
 test: install tests/js/node_modules/.installed web chromium
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 # Prints figures for the fast stack and the naive baseline side by side (about 4 minutes;

@@ -38,11 +38,11 @@ from realtime.engine import Engine
 from realtime.keepalive import Keepalive
 from realtime.operations import LiveServer
 from realtime.websocket import WebSocketEndpoint
-from realtime.ws_protocol import LeanWebSocketProtocol
 from resolvers import VIEWER_FIELDS, build_schema
 from resolvers.context import http_context, make_context
 from services import Services, running
 from settings import Settings, load
+from uvicorn_protocols import LeanWebSocketProtocol
 
 WEB_DIST = Path(__file__).resolve().parent / "web" / "dist"
 SIGNED_OUT = "Signed out."

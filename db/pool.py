@@ -26,6 +26,9 @@ from sqlalchemy.sql.ddl import DDLElement
 from errors import ServiceUnavailable, as_service_unavailable
 from outages import QuietPoolRetries, is_database_unavailable, outages
 
+# The one module reaching into `databases` (its backend and connection classes) and into the
+# compiled statements of SQLAlchemy; tests/test_library_reaches.py fails loudly when either changes.
+WRITTEN_AGAINST = {"databases": "0.9.0", "sqlalchemy": "2.1.9"}
 CACHE_SIZE = 512
 _compiled: dict[Any, tuple[Any, str, list[str]]] = {}
 

@@ -44,7 +44,7 @@ from realtime.operations import (
     valid_payload,
 )
 from realtime.outbox import OperationSink, WebSocketOutbox
-from realtime.ws_protocol import LeanWebSocketProtocol
+from uvicorn_protocols import LeanWebSocketProtocol
 
 logger = logging.getLogger("chat.websocket")
 

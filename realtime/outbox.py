@@ -19,7 +19,7 @@ import orjson
 from starlette.websockets import WebSocket
 
 from realtime import close_codes
-from realtime.ws_protocol import LeanWebSocketProtocol
+from uvicorn_protocols import LeanWebSocketProtocol
 
 logger = logging.getLogger("chat.live")
 

@@ -12,7 +12,7 @@ from starlette.websockets import WebSocket
 
 from realtime import close_codes, legacy_ws, transport_ws
 from realtime.operations import LiveServer
-from realtime.ws_protocol import frame_writer
+from uvicorn_protocols import frame_writer
 
 
 class WebSocketEndpoint:

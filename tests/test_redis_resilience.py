@@ -140,7 +140,11 @@ async def test_room_events_lose_nothing_across_a_redis_restart_and_a_leave_meanw
     for leaver in leavers:
         message = await leaver.receive(timeout=20)
         while "errors" not in message.get("payload", {}):  # what happened until it left, filled in
-            assert message["payload"]["data"]["roomEvents"]["__typename"] in ("MessageCreated", "MemberJoined", "MemberLeft")
+            assert message["payload"]["data"]["roomEvents"]["__typename"] in (
+                "MessageCreated",
+                "MemberJoined",
+                "MemberLeft",
+            )
             message = await leaver.receive(timeout=20)
         assert message["payload"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"
         assert await leaver.receive() == {"type": "complete", "id": "s"}

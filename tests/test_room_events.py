@@ -97,7 +97,9 @@ def test_a_cursor_of_another_room_or_garbage_is_refused(api: GraphQLClient) -> N
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_room_events_replay_after_a_cursor_then_go_live(server: Server, api: GraphQLClient, protocol: str) -> None:
+async def test_room_events_replay_after_a_cursor_then_go_live(
+    server: Server, api: GraphQLClient, protocol: str
+) -> None:
     ann, bob, cat = sign_up(api, "Ann"), sign_up(api, "Bob"), sign_up(api, "Cat")
     room = create_room(api, ann)
     join_room(api, bob, room)
@@ -113,7 +115,11 @@ async def test_room_events_replay_after_a_cursor_then_go_live(server: Server, ap
     post_message(api, cat, room, "two")
     api.data(LEAVE, {"r": room}, bob.token)
     live = await ws.events("e", 3)
-    assert [summary(event) for event in live] == [("MemberJoined", "Cat"), ("MessageCreated", "two"), ("MemberLeft", "Bob")]
+    assert [summary(event) for event in live] == [
+        ("MemberJoined", "Cat"),
+        ("MessageCreated", "two"),
+        ("MemberLeft", "Bob"),
+    ]
     assert all(event["room"] == {"id": room} for event in live)
     history = [edge["node"]["cursor"] for edge in page(api, ann, room)["edges"]]
     assert [event["cursor"] for event in live] == history[-3:]
@@ -142,7 +148,10 @@ async def test_resuming_room_events_while_others_post_and_join_has_no_gap_and_no
         async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ann.token}"}) as http:
             for i in range(40):
                 variables = {"room": room, "body": f"m{i}"}
-                assert "errors" not in (await http.post("/graphql", json={"query": CREATE_MESSAGE, "variables": variables})).json()
+                assert (
+                    "errors"
+                    not in (await http.post("/graphql", json={"query": CREATE_MESSAGE, "variables": variables})).json()
+                )
                 if i % 8 == 0:
                     await asyncio.to_thread(join_room, api, newcomers[i // 8], room)
 
@@ -152,7 +161,9 @@ async def test_resuming_room_events_while_others_post_and_join_has_no_gap_and_no
     await ws.subscribe("e", ROOM_EVENTS, {"room": room, "after": start})
     await busy
     received = await ws.events("e", 45)
-    assert [event["cursor"] for event in received] == [edge["cursor"] for edge in page(api, ann, room, after=start)["edges"]]
+    assert [event["cursor"] for event in received] == [
+        edge["cursor"] for edge in page(api, ann, room, after=start)["edges"]
+    ]
     assert sorted(summary(event) for event in received) == sorted(
         [("MessageCreated", f"m{i}") for i in range(40)] + [("MemberJoined", f"New{i}") for i in range(5)]
     )

@@ -68,6 +68,14 @@ def public_user(row: Row) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "email_hash": row["email_hash"]}
 
 
+ROOM_FIELDS = ("id", "name", "created_by", "created_at")
+
+
+def public_room(row: Row) -> dict[str, Any]:
+    """The room as an event carries it: what does not change, not its counters of the moment."""
+    return {name: row[name] for name in ROOM_FIELDS}
+
+
 def event(
     seq: int,
     kind: str,
@@ -83,7 +91,7 @@ def event(
         "seq": seq,
         "kind": kind,
         "at": at,
-        "room": room,
+        "room": public_room(room),
         "user": public_user(user) if user is not None else None,
         "message": message,
     }

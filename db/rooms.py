@@ -10,7 +10,7 @@ from db.records import Row, as_row, as_rows, now
 from db.tables import memberships, rooms, users
 from db.users import PUBLIC_COLUMNS as USER_COLUMNS
 
-ROOM_COLUMNS = (rooms.c.id, rooms.c.name, rooms.c.created_by, rooms.c.created_at)
+ROOM_COLUMNS = (rooms.c.id, rooms.c.name, rooms.c.created_by, rooms.c.created_at, rooms.c.last_event_seq)
 
 
 async def create_room(db: Database, name: str, creator: Row) -> tuple[Row, room_events.Event]:

@@ -6,7 +6,7 @@ from graphql import GraphQLResolveInfo
 from db import room_events
 from errors import BadUserInput
 from resolvers.context import db_of, loaders_of
-from resolvers.ids import decode_cursor, decode_event_cursor, encode_cursor
+from resolvers.ids import decode_cursor, decode_event_cursor, encode_cursor, encode_event_cursor
 from resolvers.room_event import cursor_of
 
 MAX_PAGE = 100
@@ -52,3 +52,13 @@ async def resolve_events(room: dict, info: GraphQLResolveInfo, first: int = 100,
         "edges": edges,
         "pageInfo": {"hasNextPage": len(events) > first, "endCursor": edges[-1]["cursor"] if edges else after},
     }
+
+
+@room_type.field("latestEventCursor")
+async def resolve_latest_event_cursor(room: dict, info: GraphQLResolveInfo) -> str | None:
+    """From the room's row, read before any of its fields: history read after it can only be newer.
+    (An event's room carries no counters: then the row is read now.)"""
+    if "last_event_seq" not in room:
+        room = await loaders_of(info).rooms.load(room["id"]) or room
+    seq = room.get("last_event_seq") or 0
+    return encode_event_cursor(room["id"], seq) if seq else None

@@ -8,6 +8,7 @@ engine are opened by its lifespan and reached through the app (`app.state`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -124,6 +125,10 @@ class ChatApp:
             self.state.services = services
             self.state.engine = engine
             self.websocket = WebSocketEndpoint(self._live_server(services, engine))
+            # What start-up built lives as long as the process: the collector need not scan it
+            # again (a full collection of it paused every live delivery, see the README).
+            gc.collect()
+            gc.freeze()
             try:
                 yield
             finally:

@@ -302,5 +302,3 @@ def frame_writer(send: Any) -> LeanWebSocketProtocol | None:
     ours; None otherwise (another server, or uvicorn changed): frames then go through `send`."""
     protocol = getattr(send, "__self__", None)
     return protocol if isinstance(protocol, LeanWebSocketProtocol) else None
-
-

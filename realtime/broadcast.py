@@ -12,7 +12,6 @@ from redis import asyncio as aioredis
 
 from realtime.redis_backend import ResilientRedisBackend
 
-
 # The one module reaching into broadcaster's internals (its subscriber table, its backend, its
 # Subscriber class); tests/test_library_reaches.py fails loudly when broadcaster changes.
 WRITTEN_AGAINST = "0.3.1"

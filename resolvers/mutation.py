@@ -8,7 +8,15 @@ from graphql import GraphQLResolveInfo
 import auth
 from db import messages, rooms, users
 from errors import BadUserInput, Forbidden, NotFound, Unauthenticated, format_error
-from resolvers.context import client_address, db_of, loaders_of, require_member, require_viewer, services_of
+from resolvers.context import (
+    NOT_A_MEMBER,
+    client_address,
+    db_of,
+    loaders_of,
+    require_member,
+    require_viewer,
+    services_of,
+)
 from resolvers.ids import parse_id
 from resolvers.topics import room_topic
 
@@ -118,9 +126,12 @@ async def resolve_create_message(_root: None, info: GraphQLResolveInfo, room: st
     viewer = require_viewer(info)
     services = services_of(info)
     await services.limiter.check("messages", str(viewer.id), services.settings.rate_messages)
-    found = await require_member(info, parse_id(room, "Room"))
+    room_id = parse_id(room, "Room")
     body = _trimmed(body, "body", MAX_BODY)
-    created = await messages.create_message(services.db, found, viewer.user, body)
+    created = await messages.create_message(services.db, room_id, viewer.user, body)
+    if created is None:
+        await require_member(info, room_id)  # raises NOT_FOUND or FORBIDDEN, as for any room
+        raise Forbidden(NOT_A_MEMBER)  # left just now
     # Only after the commit: a subscriber never hears of a message it could not read back.
-    await services.publisher.event(room_topic(found["id"]), created)
-    return created["message"]
+    await services.publisher.event(room_topic(room_id), created)
+    return {**created["message"], "room": created["room"]}

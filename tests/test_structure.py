@@ -82,7 +82,7 @@ def test_the_cycle_finder_finds_cycles() -> None:
 def test_importing_everything_connects_nothing_and_starts_nothing() -> None:
     """Run in a fresh interpreter: pools, Redis clients, the broadcast and the engine are made by
     the app's lifespan, never by an import."""
-    modules = sorted({*MODULES, *PACKAGES} - {"worker"}) + ["worker"]
+    modules = [*sorted({*MODULES, *PACKAGES} - {"worker"}), "worker"]
     script = textwrap.dedent(
         f"""
         import asyncio, importlib, os, pkgutil, threading
@@ -105,7 +105,11 @@ def test_importing_everything_connects_nothing_and_starts_nothing() -> None:
             print("no loop")
         """
     )
-    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": "postgres://nobody@127.0.0.1:1/x", "REDIS_URL": "redis://127.0.0.1:1"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": "postgres://nobody@127.0.0.1:1/x",
+        "REDIS_URL": "redis://127.0.0.1:1",
+    }
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0", "1", "no", "loop"], result.stdout

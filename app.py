@@ -15,24 +15,22 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from ariadne.asgi import GraphQL
-from ariadne.explorer import ExplorerGraphiQL, ExplorerHttp405
-from graphql import ASTValidationRule, DocumentNode
+from ariadne.explorer import ExplorerGraphiQL
+from graphql import ASTValidationRule
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import logs
-from auth import Viewer, viewer_for_digest, viewer_for_token
+from auth import Viewer, token_from_header, viewer_for_digest, viewer_for_token
 from errors import Unauthenticated, format_error
-from execution.documents import query_parser, query_validator
+from execution.http import GraphQLOverHTTP
+from execution.operations import Operations
 from limits.body_size import BodySizeLimitMiddleware
-from limits.http import JSONErrorsHTTPHandler
 from limits.query_shape import cost_rule, shape_rule
 from realtime.broadcast import redis_reachable
 from realtime.engine import Engine
@@ -40,7 +38,7 @@ from realtime.keepalive import Keepalive
 from realtime.operations import LiveServer
 from realtime.websocket import WebSocketEndpoint
 from resolvers import VIEWER_FIELDS, build_schema
-from resolvers.context import http_context, make_context
+from resolvers.context import make_context
 from services import Services, running
 from settings import Settings, load
 from uvicorn_protocols import LeanWebSocketProtocol
@@ -50,9 +48,10 @@ SIGNED_OUT = "Signed out."
 
 
 class ChatApp:
-    """WebSockets at /graphql go straight to the live endpoint: a long-lived connection keeps
-    its whole coroutine stack, and Starlette's routing and HTTP middleware are of no use to it.
-    Everything else goes to the Starlette app."""
+    """GraphQL at /graphql goes straight to its handlers (WebSockets to the live endpoint, HTTP
+    through the body limit and CORS to GraphQLOverHTTP): Starlette's routing and middleware
+    stack cost more than a plain query, and a long-lived WebSocket would keep them on its stack.
+    Everything else (health checks, the web client) goes to the Starlette app."""
 
     def __init__(self, settings: Settings) -> None:
         logs.configure(settings.log_level)
@@ -64,35 +63,27 @@ class ChatApp:
             """The cost depends on the variables (`first: $n`), so these rules are built per request."""
             return [shape, cost_rule(settings.query_max_cost, variables if isinstance(variables, dict) else None)]
 
-        def ariadne_rules(_context: Any, _document: DocumentNode, data: dict) -> list:
-            return list(rules(data.get("variables") if isinstance(data, dict) else None))
-
-        self.validation_rules = rules
-        graphql = GraphQL(
+        self.operations = Operations(
             self.schema,
-            context_value=http_context,
+            validation_rules=rules,
             error_formatter=format_error,
-            execute_get_queries=True,
-            validation_rules=ariadne_rules,
-            query_parser=query_parser,
-            query_validator=query_validator,  # type: ignore[arg-type]  # its `rules` is a Collection
             introspection=settings.introspection,
-            explorer=ExplorerGraphiQL() if settings.explorer else ExplorerHttp405(),
-            http_handler=JSONErrorsHTTPHandler(),
             debug=settings.debug,
-            logger="chat.graphql",
+        )
+        explorer = ExplorerGraphiQL().html(None) if settings.explorer else None
+        graphql = GraphQLOverHTTP(self.operations, self._http_context, explorer)
+        self.graphql_http: ASGIApp = BodySizeLimitMiddleware(
+            _cors(settings, graphql), max_bytes=settings.max_body_bytes
         )
         self.http = Starlette(
             routes=[
                 Route("/healthz", self.healthz),
                 Route("/readyz", self.readyz),
-                Route("/graphql", graphql, methods=["GET", "POST"]),
                 # The reference web client (web/), built by `make run`, `make test` and Heroku's Node buildpack.
                 Mount("/", StaticFiles(directory=WEB_DIST, html=True))
                 if WEB_DIST.is_dir()
                 else Route("/", no_web_client),
             ],
-            middleware=[Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes), *_cors(settings)],
             lifespan=self.lifespan,
         )
         self.websocket: WebSocketEndpoint | None = None
@@ -102,10 +93,20 @@ class ChatApp:
         return self.http.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/graphql" and self.websocket is not None:
-            await self.websocket(scope, receive, send)
-        else:
-            await self.http(scope, receive, send)
+        if scope.get("path") == "/graphql":
+            if scope["type"] == "http":
+                await self.graphql_http(scope, receive, send)
+                return
+            if scope["type"] == "websocket" and self.websocket is not None:
+                await self.websocket(scope, receive, send)
+                return
+        await self.http(scope, receive, send)
+
+    async def _http_context(self, request: Request) -> dict[str, Any]:
+        """The viewer remembered while this process would hear of a revocation (see viewer_cache)."""
+        services: Services = self.state.services
+        token = token_from_header(request.headers.get("authorization"))
+        return make_context(services, await services.viewers.viewer_for_token(services.db, token), request)
 
     @asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -145,19 +146,15 @@ class ChatApp:
             return viewer if await viewer_for_digest(services.db, viewer.token_hash) else None
 
         return LiveServer(
-            schema=self.schema,
+            operations=self.operations,
             engine=engine,
             context=lambda viewer, connection: make_context(services, viewer, connection),
             authenticate=authenticate,
             revalidate=revalidate,
-            validation_rules=self.validation_rules,
-            error_formatter=format_error,
             keepalive=Keepalive(settings.ws_keepalive_seconds),
             init_timeout=settings.ws_init_timeout_seconds,
             max_subscriptions=settings.ws_max_subscriptions,
             send_queue=settings.ws_send_queue,
-            introspection=settings.introspection,
-            debug=settings.debug,
         )
 
     async def healthz(self, request: Request) -> JSONResponse:
@@ -196,18 +193,16 @@ async def no_web_client(_request: Request) -> JSONResponse:
     return JSONResponse({"graphql": "/graphql", "web client": "not built: run `make run` with Node.js installed"})
 
 
-def _cors(settings: Settings) -> list[Middleware]:
+def _cors(settings: Settings, app: ASGIApp) -> ASGIApp:
     if not settings.cors_origins:
-        return []
-    return [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type"],
-            max_age=600,
-        )
-    ]
+        return app
+    return CORSMiddleware(
+        app,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["authorization", "content-type"],
+        max_age=600,
+    )
 
 
 def create_app(settings: Settings | None = None) -> ChatApp:

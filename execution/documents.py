@@ -40,11 +40,6 @@ def parse_document(text: str) -> DocumentNode:
     return document
 
 
-def query_parser(_context: Any, data: dict) -> DocumentNode:
-    """Ariadne's `query_parser` hook."""
-    return parse_document(data["query"])
-
-
 def per_request(rule: type[ASTValidationRule], cache_key: Any = None) -> type[ASTValidationRule]:
     """Mark a rule whose verdict depends on more than the document: on `cache_key` (hashable)
     when given, e.g. the variables it reads, or on everything when None."""

@@ -27,21 +27,18 @@ from graphql import OperationType
 from starlette.websockets import WebSocket
 
 from auth import Viewer
+from execution.operations import Request, is_unavailable, valid_payload
 from realtime import close_codes
 from realtime.operations import (
     INTERNAL_ERROR,
     LiveServer,
     Operation,
-    Request,
     TryAgainLater,
     decode,
     execute_single,
-    is_unavailable,
-    prepare,
     start_subscription,
     token_in,
     too_many,
-    valid_payload,
 )
 from realtime.outbox import OperationSink, WebSocketOutbox
 from uvicorn_protocols import LeanWebSocketProtocol
@@ -139,7 +136,7 @@ class LegacyWSConnection:
 
     async def _run(self, operation_id: str, operation: Operation, payload: dict[str, Any]) -> None:
         try:
-            request = prepare(self.server, payload)
+            request = self.server.operations.prepare(payload)
             if isinstance(request, list):
                 self._refuse(operation_id, request)
             elif request.kind == OperationType.SUBSCRIPTION:

@@ -25,6 +25,7 @@ from graphql import OperationType
 from starlette.websockets import WebSocket
 
 from auth import Viewer
+from execution.operations import Request, is_unavailable, valid_payload
 from realtime import close_codes
 from realtime.operations import (
     INTERNAL_ERROR,
@@ -33,12 +34,9 @@ from realtime.operations import (
     TryAgainLater,
     decode,
     execute_single,
-    is_unavailable,
-    prepare,
     start_subscription,
     token_in,
     too_many,
-    valid_payload,
 )
 from realtime.outbox import OperationSink, WebSocketOutbox
 from uvicorn_protocols import LeanWebSocketProtocol
@@ -140,7 +138,7 @@ class TransportWSConnection:
 
     async def _run(self, operation_id: str, operation: Operation, payload: dict[str, Any]) -> None:
         try:
-            request = prepare(self.server, payload)
+            request = self.server.operations.prepare(payload)
             if isinstance(request, list):
                 self._error(operation_id, request)
             elif request.kind == OperationType.SUBSCRIPTION:
@@ -165,7 +163,7 @@ class TransportWSConnection:
         if self.operations.get(operation_id) is operation:
             del self.operations[operation_id]
 
-    async def _subscribe(self, operation_id: str, operation: Operation, request: Any) -> None:
+    async def _subscribe(self, operation_id: str, operation: Operation, request: Request) -> None:
         def ended() -> None:
             if self.operations.get(operation_id) is operation:
                 del self.operations[operation_id]

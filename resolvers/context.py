@@ -7,9 +7,8 @@ from typing import Any
 
 from databases import Database
 from graphql import GraphQLResolveInfo
-from starlette.requests import HTTPConnection
 
-from auth import Viewer, token_from_header
+from auth import Viewer
 from db import rooms
 from errors import Forbidden, NotFound, Unauthenticated
 from resolvers.loaders import Loaders
@@ -22,14 +21,6 @@ NOT_A_MEMBER = "You are not a member of this room."
 
 def make_context(services: Services, viewer: Viewer | None, request: Any = None) -> dict[str, Any]:
     return {"request": request, "viewer": viewer, "loaders": Loaders(services.db), "services": services}
-
-
-async def http_context(request: HTTPConnection, _data: Any = None) -> dict[str, Any]:
-    """Ariadne's context for HTTP: the viewer remembered while this process would hear of a
-    revocation (see viewer_cache)."""
-    services: Services = request.app.state.services
-    token = token_from_header(request.headers.get("authorization"))
-    return make_context(services, await services.viewers.viewer_for_token(services.db, token), request)
 
 
 def services_of(info: GraphQLResolveInfo) -> Services:

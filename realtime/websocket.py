@@ -23,9 +23,9 @@ class WebSocketEndpoint:
         websocket = WebSocket(scope, receive=receive, send=send)
         offered = scope.get("subprotocols") or []
         connection: transport_ws.TransportWSConnection | legacy_ws.LegacyWSConnection
-        if transport_ws.SUBPROTOCOL in offered:
+        if transport_ws.TransportWSConnection.SUBPROTOCOL in offered:
             connection = transport_ws.TransportWSConnection(self.server, websocket, frame_writer(send))
-        elif legacy_ws.SUBPROTOCOL in offered:
+        elif legacy_ws.LegacyWSConnection.SUBPROTOCOL in offered:
             connection = legacy_ws.LegacyWSConnection(self.server, websocket, frame_writer(send))
         else:
             await websocket.close(code=close_codes.REFUSED)  # before accept: HTTP 403

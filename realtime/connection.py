@@ -38,6 +38,8 @@ class Connection:
     SUBPROTOCOL: str
     RESULT: str  # the type of a result message: `next` or `data`
 
+    __slots__ = ("_init_timer", "acknowledged", "operations", "outbox", "server", "viewer", "websocket")
+
     def __init__(self, server: LiveServer, websocket: WebSocket, direct: LeanWebSocketProtocol | None) -> None:
         self.server = server
         self.websocket = websocket

@@ -94,7 +94,8 @@ class Selection:
         self.query = query
         self.operation_name = operation_name
         self.variables = variables or {}
-        self.variables_key = orjson.dumps(self.variables, option=orjson.OPT_SORT_KEYS)
+        # A str: orjson's bytes keep a buffer of a few KiB, and every subscriber's key holds this.
+        self.variables_key = orjson.dumps(self.variables, option=orjson.OPT_SORT_KEYS).decode()
         self._executor: Executor | None = None
 
     @classmethod
@@ -116,7 +117,7 @@ class Selection:
         return executor
 
 
-GroupKey = tuple[str, str | None, bytes, int | None]
+GroupKey = tuple[str, str | None, str, int | None]
 
 
 class Subscription:
@@ -161,10 +162,11 @@ class Subscription:
 
 
 class Group:
-    __slots__ = ("event_id", "kinds", "selection", "subscriptions", "viewer")
+    __slots__ = ("event_id", "key", "kinds", "selection", "subscriptions", "viewer")
 
     def __init__(self, subscription: Subscription) -> None:
         source = subscription.source
+        self.key = subscription.key
         self.selection = subscription.selection
         self.viewer = subscription.viewer if subscription.key[3] is not None else None
         self.kinds = source.kinds
@@ -293,8 +295,10 @@ class Feed:
         if group is None:
             group = self.groups[subscription.key] = Group(subscription)
         group.subscriptions.add(subscription)
-        # The group's one Selection: this subscriber's own copy of the query and variables goes.
+        # The group's one Selection and key: this subscriber's own copies of the query text and
+        # variables go.
         subscription.selection = group.selection
+        subscription.key = group.key
 
     def remove(self, subscription: Subscription) -> None:
         if subscription in self.joining:

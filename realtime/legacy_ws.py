@@ -36,6 +36,7 @@ UNAUTHENTICATED = {"message": "A valid token is required.", "extensions": {"code
 class LegacyWSConnection(Connection):
     SUBPROTOCOL = "graphql-ws"
     RESULT = "data"
+    __slots__ = ()
 
     async def handle(self, received: Mapping[str, Any]) -> None:
         message = decode(received)

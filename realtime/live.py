@@ -31,7 +31,7 @@ class TopicLog(Protocol):
         ...
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class LiveSource:
     topic: str
     viewer: Viewer

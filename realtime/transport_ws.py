@@ -34,7 +34,11 @@ PONG = b'{"type":"pong"}'
 class TransportWSConnection(Connection):
     SUBPROTOCOL = "graphql-transport-ws"
     RESULT = "next"
-    init_received = False
+    __slots__ = ("init_received",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.init_received = False
 
     async def handle(self, received: Mapping[str, Any]) -> None:
         message = decode(received)

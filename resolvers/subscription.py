@@ -16,12 +16,20 @@ from db import room_events
 from errors import BadUserInput, NotFound
 from realtime.live import Event, LiveSource
 from resolvers.context import require_viewer, services_of
-from resolvers.ids import decode_event_cursor, encode_event_cursor, parse_id
+from resolvers.ids import decode_event_cursor, parse_id
+from resolvers.room_event import cursor_of
 from resolvers.topics import room_access, room_source
 
 subscription_type = SubscriptionType()
 
 MESSAGE_KINDS = frozenset({room_events.MESSAGE_CREATED})
+
+
+def from_now(room: dict) -> int:
+    """Without `after`, a subscription starts where the room's log stood when its subscribe was
+    handled (the access check read the room): what happens after it arrived is delivered, even
+    while it is still being set up."""
+    return int(room["last_event_seq"])
 
 
 @subscription_type.source("messageCreated")  # type: ignore[arg-type]  # a LiveSource, not a generator
@@ -31,7 +39,7 @@ async def message_created_source(
     viewer = require_viewer(info)
     services = services_of(info)
     found = await room_access(services, viewer, parse_id(room, "Room"))
-    start = None
+    start = from_now(found)
     if after is not None:
         try:
             position = await services.access.message_position(parse_id(after, "Message"))
@@ -40,9 +48,12 @@ async def message_created_source(
         if position is None or position.room_id != found["id"]:
             raise BadUserInput("`after` is not a message of this room.", argument="after")
         start = position.event_seq
-    return room_source(
-        services, viewer, found, after=start, kinds=MESSAGE_KINDS, event_id=lambda event: str(event["message"]["id"])
-    )
+    return room_source(services, viewer, found, after=start, kinds=MESSAGE_KINDS, event_id=message_id_of)
+
+
+def message_id_of(event: Event) -> str:
+    """A messageCreated result's id for transports that give one (SSE): what `after` takes."""
+    return str(event["message"]["id"])
 
 
 @subscription_type.field("messageCreated")
@@ -56,10 +67,8 @@ async def room_events_source(_root: None, info: GraphQLResolveInfo, room: str, a
     services = services_of(info)
     room_id = parse_id(room, "Room")
     found = await room_access(services, viewer, room_id)
-    start = None if after is None else decode_event_cursor(after, room_id)
-    return room_source(
-        services, viewer, found, after=start, event_id=lambda event: encode_event_cursor(room_id, event["seq"])
-    )
+    start = from_now(found) if after is None else decode_event_cursor(after, room_id)
+    return room_source(services, viewer, found, after=start, event_id=cursor_of)
 
 
 @subscription_type.field("roomEvents")

@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import logs
-from auth import Viewer, token_from_header, viewer_for_digest, viewer_for_token
+from auth import Viewer, token_digest, token_from_header
 from errors import Unauthenticated, format_error
 from execution.http import GraphQLOverHTTP
 from execution.operations import Operations
@@ -138,10 +138,15 @@ class ChatApp:
         settings = self.settings
 
         async def authenticate(token: str | None) -> Viewer | None:
-            return await viewer_for_token(services.db, token)  # always read: a WebSocket lives long
+            """Read every time (a WebSocket lives long), batched with the other connections'."""
+            return await revalidate_digest(token_digest(token)) if token else None
+
+        async def revalidate_digest(digest: str) -> Viewer | None:
+            user = await services.access.user_for_token(digest)
+            return None if user is None else Viewer(user=user, token_hash=digest)
 
         async def revalidate(viewer: Viewer) -> Viewer | None:
-            return viewer if await viewer_for_digest(services.db, viewer.token_hash) else None
+            return viewer if await services.access.user_for_token(viewer.token_hash) else None
 
         return LiveServer(
             operations=self.operations,

@@ -16,6 +16,7 @@ from db.batching import GroupedLoader
 from db.records import Row, as_rows
 from db.rooms import rooms_by_ids
 from db.tables import memberships, messages, tokens
+from db.users import users_for_tokens
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,22 @@ class AccessReads:
         self._positions: GroupedLoader[int, Position | None] = GroupedLoader(
             self._load_positions, name="message position"
         )
+        self._users: GroupedLoader[str, Row | None] = GroupedLoader(self._load_users, name="token")
 
     async def room_access(self, token_hash: str, room_id: int) -> Access:
         return await self._access.load((token_hash, room_id))
 
     async def message_position(self, message_id: int) -> Position | None:
         return await self._positions.load(message_id)
+
+    async def user_for_token(self, token_hash: str) -> Row | None:
+        """The token's user (None once it is revoked): a reconnect storm's connection_init checks
+        go in batches too."""
+        return await self._users.load(token_hash)
+
+    async def _load_users(self, digests: list[str]) -> dict[str, Row | None]:
+        found = await users_for_tokens(self._db, digests)
+        return {digest: found.get(digest) for digest in digests}
 
     async def _load_access(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], Access]:
         room_ids = sorted({room_id for _, room_id in keys})

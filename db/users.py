@@ -61,5 +61,14 @@ async def user_for_token(db: Database, token_hash: str) -> Row | None:
     return as_row(await db.fetch_one(query))
 
 
+async def users_for_tokens(db: Database, token_hashes: list[str]) -> dict[str, Row]:
+    query = (
+        sa.select(tokens.c.token_hash, *PUBLIC_COLUMNS)
+        .select_from(tokens.join(users, tokens.c.user_id == users.c.id))
+        .where(tokens.c.token_hash.in_(token_hashes))
+    )
+    return {row.pop("token_hash"): row for row in as_rows(await db.fetch_all(query))}
+
+
 async def delete_token(db: Database, token_hash: str) -> None:
     await db.execute(tokens.delete().where(tokens.c.token_hash == token_hash))

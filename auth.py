@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from databases import Database
 
 from db import users
 
@@ -78,11 +79,11 @@ def token_from_header(value: str | None) -> str | None:
     return value or None
 
 
-async def viewer_for_token(token: str | None) -> Viewer | None:
-    return await viewer_for_digest(token_digest(token)) if token else None
+async def viewer_for_token(db: Database, token: str | None) -> Viewer | None:
+    return await viewer_for_digest(db, token_digest(token)) if token else None
 
 
-async def viewer_for_digest(digest: str) -> Viewer | None:
+async def viewer_for_digest(db: Database, digest: str) -> Viewer | None:
     """None once the token is revoked."""
-    user = await users.user_for_token(digest)
+    user = await users.user_for_token(db, digest)
     return None if user is None else Viewer(user=user, token_hash=digest)

@@ -10,7 +10,7 @@ from typing import Any
 from ariadne.utils import unwrap_graphql_error
 from graphql import GraphQLError
 
-from db.outage import is_database_unavailable, outages
+from outages import is_database_unavailable, outages
 
 
 class CodedError(GraphQLError):
@@ -62,7 +62,7 @@ def code_for_request_error(error: GraphQLError) -> str:
     """Codes for errors graphql-core raises before any resolver runs (Apollo's names)."""
     if error.message.startswith("Syntax Error"):
         return "GRAPHQL_PARSE_FAILED"
-    if error.message.startswith("Variable ") or "not provided a runtime value" in error.message:
+    if error.message.startswith("Variable ") or "runtime value" in error.message:
         return "BAD_USER_INPUT"  # the second is the cost rule's word for a missing variable
     if error.message.startswith("The query exceeds the maximum cost"):
         return "QUERY_TOO_COMPLEX"

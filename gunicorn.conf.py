@@ -1,6 +1,8 @@
 """gunicorn settings for Heroku and for `make run`. GUNICORN_CMD_ARGS still overrides these."""
 
-from settings import settings
+from settings import load
+
+settings = load()
 
 bind = f"0.0.0.0:{settings.port}"
 # WEB_CONCURRENCY, never the CPU count: a dyno reports the host's cores, not its share.

@@ -7,27 +7,33 @@ same code runs on a laptop with no servers and on a dyno with add-ons attached.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 DEFAULT_SQLITE_URL = "sqlite:///chat.db"
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
+class _Environment:
+    """Typed reads of one environment mapping."""
 
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    return float(raw) if raw else default
+    def text(self, name: str, default: str = "") -> str:
+        return self.environ.get(name, "").strip() or default
 
+    def integer(self, name: str, default: int) -> int:
+        raw = self.text(name)
+        return int(raw) if raw else default
 
-def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    return raw in ("1", "true", "yes", "on")
+    def number(self, name: str, default: float) -> float:
+        raw = self.text(name)
+        return float(raw) if raw else default
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name).lower()
+        return raw in ("1", "true", "yes", "on") if raw else default
 
 
 def normalize_database_url(url: str) -> str:
@@ -134,48 +140,47 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
 
-def load() -> Settings:
-    redis_url = os.environ.get("REDIS_URL") or None
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings in `environ` (the process's environment by default)."""
+    env = _Environment(os.environ if environ is None else environ)
+    redis_url = env.text("REDIS_URL") or None
     # Without Redis the broadcast is in-process: only one worker can see every message.
-    workers = max(1, _int("WEB_CONCURRENCY", 2)) if redis_url else 1
-    limit = os.environ.get("DATABASE_CONNECTION_LIMIT", "").strip()
-    requested = os.environ.get("DATABASE_POOL_MAX", "").strip()
+    workers = max(1, env.integer("WEB_CONCURRENCY", 2)) if redis_url else 1
+    limit = env.text("DATABASE_CONNECTION_LIMIT")
+    requested = env.text("DATABASE_POOL_MAX")
     return Settings(
-        database_url=normalize_database_url(os.environ.get("DATABASE_URL") or DEFAULT_SQLITE_URL),
+        database_url=normalize_database_url(env.text("DATABASE_URL", DEFAULT_SQLITE_URL)),
         redis_url=redis_url,
-        channel_prefix=os.environ.get("CHANNEL_PREFIX", "chat:"),
-        port=_int("PORT", 8000),
+        channel_prefix=env.environ.get("CHANNEL_PREFIX", "chat:"),
+        port=env.integer("PORT", 8000),
         web_concurrency=workers,
         db_pool_max=pool_size_per_worker(
             limit=int(limit) if limit else None,
-            reserve=_int("DATABASE_CONNECTION_RESERVE", 3),
+            reserve=env.integer("DATABASE_CONNECTION_RESERVE", 3),
             workers=workers,
-            dynos=max(1, _int("WEB_DYNOS", 1)),
+            dynos=max(1, env.integer("WEB_DYNOS", 1)),
             requested=int(requested) if requested else None,
         ),
-        db_acquire_timeout=_float("DATABASE_ACQUIRE_TIMEOUT", 5.0),
-        redis_ssl_cert_reqs=os.environ.get("REDIS_SSL_CERT_REQS", "none"),
-        ws_keepalive_seconds=_float("WS_KEEPALIVE_SECONDS", 20.0),
-        ws_init_timeout_seconds=_float("WS_INIT_TIMEOUT_SECONDS", 10.0),
-        ws_max_size=_int("WS_MAX_SIZE", 64 * 1024),
-        ws_max_subscriptions=_int("WS_MAX_SUBSCRIPTIONS", 20),
-        ws_send_queue=_int("WS_SEND_QUEUE", 256),
-        max_requests=_int("MAX_REQUESTS", 1000),
-        max_requests_jitter=_int("MAX_REQUESTS_JITTER", 200),
-        graceful_timeout=_int("GRACEFUL_TIMEOUT", 20),
-        log_level=os.environ.get("LOG_LEVEL", "info").upper(),
-        debug=_bool("DEBUG", False),
-        max_body_bytes=_int("MAX_BODY_BYTES", 1_000_000),
-        query_max_depth=_int("QUERY_MAX_DEPTH", 10),
-        query_max_fields=_int("QUERY_MAX_FIELDS", 200),
-        query_max_aliases=_int("QUERY_MAX_ALIASES", 30),
-        query_max_cost=_int("QUERY_MAX_COST", 5000),
-        introspection=_bool("INTROSPECTION", True),
-        explorer=_bool("EXPLORER", True),
-        cors_origins=tuple(o.strip() for o in os.environ.get("CORS_ORIGINS", "").split(",") if o.strip()),
-        rate_messages=Rate.parse(os.environ.get("RATE_LIMIT_MESSAGES", "30/10")),
-        rate_auth=Rate.parse(os.environ.get("RATE_LIMIT_AUTH", "10/60")),
+        db_acquire_timeout=env.number("DATABASE_ACQUIRE_TIMEOUT", 5.0),
+        redis_ssl_cert_reqs=env.text("REDIS_SSL_CERT_REQS", "none"),
+        ws_keepalive_seconds=env.number("WS_KEEPALIVE_SECONDS", 20.0),
+        ws_init_timeout_seconds=env.number("WS_INIT_TIMEOUT_SECONDS", 10.0),
+        ws_max_size=env.integer("WS_MAX_SIZE", 64 * 1024),
+        ws_max_subscriptions=env.integer("WS_MAX_SUBSCRIPTIONS", 20),
+        ws_send_queue=env.integer("WS_SEND_QUEUE", 256),
+        max_requests=env.integer("MAX_REQUESTS", 1000),
+        max_requests_jitter=env.integer("MAX_REQUESTS_JITTER", 200),
+        graceful_timeout=env.integer("GRACEFUL_TIMEOUT", 20),
+        log_level=env.text("LOG_LEVEL", "info").upper(),
+        debug=env.flag("DEBUG", False),
+        max_body_bytes=env.integer("MAX_BODY_BYTES", 1_000_000),
+        query_max_depth=env.integer("QUERY_MAX_DEPTH", 10),
+        query_max_fields=env.integer("QUERY_MAX_FIELDS", 200),
+        query_max_aliases=env.integer("QUERY_MAX_ALIASES", 30),
+        query_max_cost=env.integer("QUERY_MAX_COST", 5000),
+        introspection=env.flag("INTROSPECTION", True),
+        explorer=env.flag("EXPLORER", True),
+        cors_origins=tuple(o.strip() for o in env.text("CORS_ORIGINS").split(",") if o.strip()),
+        rate_messages=Rate.parse(env.text("RATE_LIMIT_MESSAGES", "30/10")),
+        rate_auth=Rate.parse(env.text("RATE_LIMIT_AUTH", "10/60")),
     )
-
-
-settings = load()

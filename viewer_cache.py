@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from databases import Database
+
 from auth import Viewer, token_digest, viewer_for_digest
 
 MAX_ENTRIES = 20_000
@@ -77,22 +79,18 @@ class ViewerCache:
         self._lease_until = 0.0
         self.clear()
 
-
-cache = ViewerCache()
-
-
-async def viewer_for_token(token: str | None) -> Viewer | None:
-    """The token's viewer, from this process's memory while its lease is live."""
-    if not token:
-        return None
-    digest = token_digest(token)
-    viewer = cache.get(digest)
-    if viewer is not None:
-        cache.stats.hits += 1
+    async def viewer_for_token(self, db: Database, token: str | None) -> Viewer | None:
+        """The token's viewer, from this process's memory while its lease is live."""
+        if not token:
+            return None
+        digest = token_digest(token)
+        viewer = self.get(digest)
+        if viewer is not None:
+            self.stats.hits += 1
+            return viewer
+        self.stats.misses += 1
+        epoch = self.epoch
+        viewer = await viewer_for_digest(db, digest)
+        if viewer is not None:
+            self.put(digest, viewer, epoch)
         return viewer
-    cache.stats.misses += 1
-    epoch = cache.epoch
-    viewer = await viewer_for_digest(digest)
-    if viewer is not None:
-        cache.put(digest, viewer, epoch)
-    return viewer

@@ -18,10 +18,15 @@ import orjson
 from tests.support.rawws import client_frame, upgrade_request
 
 MESSAGE_FIELDS = "{ id body createdAt sender { id name avatar(size: 32) } }"
-SUBSCRIPTION = f"subscription($room: ID!) {{ messageCreated(room: $room) {MESSAGE_FIELDS} }}"
-SUBSCRIPTION_AFTER = (
-    f"subscription($room: ID!, $after: ID) {{ messageCreated(room: $room, after: $after) {MESSAGE_FIELDS} }}"
-)
+SUBSCRIPTIONS = {
+    "messageCreated": (
+        f"subscription($room: ID!, $after: ID) {{ messageCreated(room: $room, after: $after) {MESSAGE_FIELDS} }}"
+    ),
+    "roomEvents": (
+        "subscription($room: ID!, $after: String) { roomEvents(room: $room, after: $after) "
+        f"{{ cursor ... on MessageCreated {{ message {MESSAGE_FIELDS} }} }} }}"
+    ),
+}
 CREATE_MESSAGE = "mutation($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id } }"
 ME = "{ me { id name avatar(size: 32) } }"
 Label = TypeVar("Label")
@@ -88,9 +93,12 @@ class Subscriber(asyncio.Protocol):
         self.errors = 0
 
     @classmethod
-    async def open(cls, ws_url: str, token: str, room: str, after: str | None = None) -> Self:
-        """Connected, acknowledged and subscribed (replaying history after the message `after`);
-        the socket is dropped if any step fails, so a failure leaves nothing open."""
+    async def open(
+        cls, ws_url: str, token: str, room: str, after: str | None = None, field: str = "messageCreated"
+    ) -> Self:
+        """Connected, acknowledged and subscribed to `field` (replaying history after `after`: a
+        message id for messageCreated, a cursor for roomEvents); the socket is dropped if any step
+        fails, so a failure leaves nothing open."""
         url = httpx.URL(ws_url)
         _, subscriber = await asyncio.get_running_loop().create_connection(cls, url.host, url.port)
         try:
@@ -101,10 +109,7 @@ class Subscriber(asyncio.Protocol):
         except BaseException:
             subscriber.abort()
             raise
-        if after is None:
-            payload = {"query": SUBSCRIPTION, "variables": {"room": room}}
-        else:
-            payload = {"query": SUBSCRIPTION_AFTER, "variables": {"room": room, "after": after}}
+        payload = {"query": SUBSCRIPTIONS[field], "variables": {"room": room, "after": after}}
         subscriber.send_text({"id": "1", "type": "subscribe", "payload": payload})
         return subscriber
 
@@ -157,10 +162,11 @@ class Subscriber(asyncio.Protocol):
         kind = frame["type"]
         if kind == "next":
             received = time.time()
-            if not (frame["payload"].get("data") or {}).get("messageCreated"):
+            data = frame["payload"].get("data") or {}
+            message = data.get("messageCreated") or (data.get("roomEvents") or {}).get("message")
+            if not message:
                 self.errors += 1
                 return
-            message = frame["payload"]["data"]["messageCreated"]
             self.seen[message["id"]] = self.seen.get(message["id"], 0) + 1
             sent = float(message["body"].split(" ", 1)[0])
             self.latencies.append(received - sent)
@@ -190,12 +196,14 @@ class Subscriber(asyncio.Protocol):
             self.transport.abort()
 
 
-async def open_subscribers(ws_url: str, tokens: list[str], rooms: list[str], count: int) -> list[Subscriber]:
+async def open_subscribers(
+    ws_url: str, tokens: list[str], rooms: list[str], count: int, field: str = "messageCreated"
+) -> list[Subscriber]:
     subscribers: list[Subscriber] = []
     for start in range(0, count, 100):
         batch = range(start, min(count, start + 100))
         subscribers += await asyncio.gather(
-            *(Subscriber.open(ws_url, tokens[i % len(tokens)], rooms[i % len(rooms)]) for i in batch)
+            *(Subscriber.open(ws_url, tokens[i % len(tokens)], rooms[i % len(rooms)], None, field) for i in batch)
         )
     return subscribers
 

@@ -1,38 +1,177 @@
-"""The baseline the benchmark compares with: the same schema and resolvers, served the way
-Ariadne and broadcaster are used out of the box. Stock GraphQLTransportWSHandler (every
-subscriber executes its own selection set for every event), stock broadcaster (a queue per
-subscriber), graphql-core parsing and validating every request, the standard JSON encoder.
+"""The baseline the benchmark compares with: the same schema, resolvers and database, served the
+way Ariadne and broadcaster are used out of the box. Stock GraphQLTransportWSHandler (every
+subscriber executes its own selection set for every event), stock broadcaster's Broadcast (a
+queue per subscriber), a source per subscriber that orders and fills its own stream,
+graphql-core parsing and validating every request, the standard JSON encoder, and no viewer
+cache (no revocation listener, so every request reads its token from Postgres).
+
+broadcaster's own Redis backend delivers nothing with redis-py 8 (measured): the Broadcast runs
+over our Redis backend, which only carries the messages.
 
     gunicorn -c gunicorn.conf.py bench.naive_app:app
 """
 
+from __future__ import annotations
+
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import orjson
+from ariadne import SubscriptionType, load_schema_from_path, make_executable_schema
 from ariadne.asgi import GraphQL
 from ariadne.asgi.handlers import GraphQLTransportWSHandler
+from ariadne.exceptions import WebSocketConnectionError
 from broadcaster import Broadcast
+from graphql import GraphQLResolveInfo
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-import realtime.broadcast as broadcasting
-from settings import settings
+from auth import Viewer, token_from_header, viewer_for_token
+from db import room_events
+from db.access import AccessReads
+from db.connection import open_database
+from errors import BadUserInput, Forbidden
+from limits.rate import RateLimiter
+from realtime.operations import token_in
+from realtime.publisher import Publisher
+from realtime.redis_backend import RESYNC, ResilientRedisBackend
+from realtime.revocations import Revocations
+from redis_client import create_redis
+from resolvers import SCHEMA_PATH
+from resolvers.context import make_context
+from resolvers.ids import decode_event_cursor, parse_id
+from resolvers.message import message_type
+from resolvers.mutation import mutation_type
+from resolvers.query import query_type
+from resolvers.room import room_type
+from resolvers.room_event import room_event_interface, room_event_types
+from resolvers.scalars import datetime_scalar
+from resolvers.topics import room_access, room_topic
+from resolvers.user import user_type
+from services import Services
+from settings import load
+from viewer_cache import ViewerCache
 
-# Before the resolvers import it: publishers and per-subscriber streams use the stock Broadcast.
-broadcasting.broadcast = Broadcast(settings.redis_url or "memory://")
+VIEWER = "naive.viewer"
+CATCH_UP_BATCH = 500
 
-from db.connection import database  # noqa: E402
-from realtime.websocket import authenticate  # noqa: E402
-from resolvers import schema  # noqa: E402
-from resolvers.context import get_context  # noqa: E402
+settings = load()
+subscription_type = SubscriptionType()
+state: dict[str, Services] = {}
 
-graphql = GraphQL(
-    schema,
-    context_value=get_context,
-    websocket_handler=GraphQLTransportWSHandler(on_connect=authenticate),
+
+async def _stream(
+    info: GraphQLResolveInfo, room_id: int, after: int | None, kinds: frozenset[str] | None
+) -> AsyncIterator[dict]:
+    """One subscriber's own stream: subscribe, read what it missed, then live events in order,
+    filling gaps from the database, ending when its viewer leaves."""
+    services: Services = info.context["services"]
+    viewer: Viewer = info.context["viewer"]
+    room = await room_access(services, viewer, room_id)
+    async with services.broadcast.subscribe(settings.channel_prefix + room_topic(room_id)) as subscriber:
+        if after is None:
+            newest = await room_events.newest(services.db, room, 1)
+            after = newest[-1]["seq"] if newest else 0
+        last = after
+
+        async def history(upto: int | None) -> AsyncIterator[dict]:
+            nonlocal last
+            while upto is None or last < upto:
+                events = await room_events.after(services.db, room, last, CATCH_UP_BATCH)
+                events = [event for event in events if upto is None or event["seq"] <= upto]
+                if not events:
+                    return
+                for event in events:
+                    last = event["seq"]
+                    if kinds is None or event["kind"] in kinds:
+                        yield event
+
+        async for event in history(None):
+            yield event
+        async for message in subscriber:  # type: ignore[union-attr]
+            if message.message == RESYNC:
+                async for event in history(None):
+                    yield event
+                continue
+            data = orjson.loads(message.message)
+            if data.get("control") == "end":
+                if data["user"] == viewer.id:
+                    raise Forbidden(data["error"]["message"])
+                continue
+            if data["seq"] <= last:
+                continue
+            if data["seq"] > last + 1:
+                async for event in history(data["seq"] - 1):
+                    yield event
+            last = data["seq"]
+            if kinds is None or data["kind"] in kinds:
+                yield {**data, "room": room}
+
+
+@subscription_type.source("messageCreated")
+async def message_created_source(
+    _root: None, info: GraphQLResolveInfo, room: str, after: str | None = None
+) -> AsyncIterator[dict]:
+    room_id = parse_id(room, "Room")
+    start = None
+    if after is not None:
+        position = await info.context["services"].access.message_position(parse_id(after, "Message"))
+        if position is None or position.room_id != room_id:
+            raise BadUserInput("`after` is not a message of this room.", argument="after")
+        start = position.event_seq
+    return _stream(info, room_id, start, frozenset({room_events.MESSAGE_CREATED}))
+
+
+@subscription_type.field("messageCreated")
+def resolve_message_created(event: dict, _info: GraphQLResolveInfo, **_args: Any) -> dict:
+    return {**event["message"], "room": event["room"]}
+
+
+@subscription_type.source("roomEvents")
+async def room_events_source(
+    _root: None, info: GraphQLResolveInfo, room: str, after: str | None = None
+) -> AsyncIterator[dict]:
+    room_id = parse_id(room, "Room")
+    return _stream(info, room_id, None if after is None else decode_event_cursor(after, room_id), None)
+
+
+@subscription_type.field("roomEvents")
+def resolve_room_events(event: dict, _info: GraphQLResolveInfo, **_args: Any) -> dict:
+    return event
+
+
+schema = make_executable_schema(
+    load_schema_from_path(str(SCHEMA_PATH)),
+    query_type,
+    mutation_type,
+    subscription_type,
+    room_type,
+    message_type,
+    user_type,
+    room_event_interface,
+    *room_event_types,
+    datetime_scalar,
 )
+
+
+async def context(request: HTTPConnection, _data: Any = None) -> dict[str, Any]:
+    services = state["services"]
+    if request.scope["type"] == "websocket":
+        viewer = request.scope.get(VIEWER)
+    else:
+        token = token_from_header(request.headers.get("authorization"))
+        viewer = await services.viewers.viewer_for_token(services.db, token)
+    return make_context(services, viewer, request)
+
+
+async def authenticate(websocket: Any, payload: Any) -> None:
+    viewer = await viewer_for_token(state["services"].db, token_in(payload))
+    if viewer is None:
+        raise WebSocketConnectionError({"message": "A valid token is required."})
+    websocket.scope[VIEWER] = viewer
 
 
 async def healthz(_request: Request) -> JSONResponse:
@@ -41,15 +180,33 @@ async def healthz(_request: Request) -> JSONResponse:
 
 @asynccontextmanager
 async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-    await database.connect()
-    await broadcasting.broadcast.connect()
+    redis = create_redis(settings.redis_url) if settings.redis_url else None
+    broadcast = Broadcast(backend=ResilientRedisBackend(redis)) if redis else Broadcast("memory://")
+    db = open_database(settings)
+    viewers = ViewerCache()
+    state["services"] = Services(
+        settings=settings,
+        db=db,
+        redis=redis,
+        broadcast=broadcast,  # type: ignore[arg-type]
+        viewers=viewers,
+        revocations=Revocations(broadcast, viewers, "", shared=False),  # type: ignore[arg-type]
+        limiter=RateLimiter(redis, settings.channel_prefix),
+        access=AccessReads(db),
+        publisher=Publisher(broadcast, settings.channel_prefix),  # type: ignore[arg-type]
+    )
+    await db.connect()
+    await broadcast.connect()
     try:
         yield
     finally:
-        await broadcasting.broadcast.disconnect()
-        await database.disconnect()
+        await broadcast.disconnect()
+        await db.disconnect()
+        if redis is not None:
+            await redis.aclose()
 
 
+graphql = GraphQL(schema, context_value=context, websocket_handler=GraphQLTransportWSHandler(on_connect=authenticate))
 app = Starlette(
     routes=[Route("/healthz", healthz), Route("/graphql", graphql), WebSocketRoute("/graphql", graphql)],
     lifespan=lifespan,

@@ -24,17 +24,22 @@ from tests.support.processes import create_database, drop_database, migrate, uni
 
 
 def seed_history(database_url: str, room: str, sender: str, count: int) -> str:
-    """`count` messages in one statement, as if posted one by one (seq 1..count, the room's
-    last_seq kept); the id of the first."""
+    """`count` messages in one statement, as if posted one by one (each with its event on the
+    room's log, the room's counters kept); the id of the first."""
+    r, s = int(room), int(sender)
     sql = f"""
-        INSERT INTO messages (room_id, seq, sender_id, body, created_at)
-        SELECT {int(room)}, g, {int(sender)}, '0 history ' || g, now() FROM generate_series(1, {count}) AS g;
-        UPDATE rooms SET last_seq = {count} WHERE id = {int(room)};
-        SELECT id FROM messages WHERE room_id = {int(room)} AND seq = 1;
+        INSERT INTO messages (room_id, seq, sender_id, body, created_at, event_seq)
+        SELECT {r}, rooms.last_seq + g, {s}, '0 history ' || g, now(), rooms.last_event_seq + g
+        FROM rooms, generate_series(1, {count}) AS g WHERE rooms.id = {r};
+        INSERT INTO room_events (room_id, seq, kind, at, user_id, message_id)
+        SELECT room_id, event_seq, 'message_created', created_at, sender_id, id FROM messages
+        WHERE room_id = {r} AND event_seq > (SELECT last_event_seq FROM rooms WHERE id = {r});
+        SELECT id FROM messages WHERE room_id = {r} AND seq = (SELECT last_seq + 1 FROM rooms WHERE id = {r});
+        UPDATE rooms SET last_seq = last_seq + {count}, last_event_seq = last_event_seq + {count} WHERE id = {r};
     """
     url = database_url.replace("postgres://", "postgresql://", 1)
     command = ["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-At", "-c", sql]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[0]
 
 
 @dataclass
@@ -132,7 +137,7 @@ class Client:
                     await asyncio.sleep(0.05)
                     continue
             self.connection = connection
-            code = await connection.closed
+            code = await asyncio.shield(connection.closed)  # cancelling the session must not end it
             self.closes[code] += 1
             self.seen.update(connection.seen)
             connection.abort()

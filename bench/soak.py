@@ -293,7 +293,9 @@ def report(load: Load, soak: Soak, seconds: float, memory: dict[str, dict[int, i
     if tally.stopped_early:
         print("  STOPPED AT THE TIME LIMIT: the counts below are what was done by then")
     print("\nWorker RSS (MiB): before = after a warm-up round and 2 s; middle and after = 2 s after each half;")
-    print("peak = highest of samples every 0.25 s during both halves")
+    print("peak = highest of samples every 0.25 s during both halves. The first half fills the bounded caches")
+    print("(documents, validation verdicts, compiled statements) and the collector's young generations: the")
+    print("growth after that warm-up, the 2nd half's, is what would go on with the traffic")
     print(f"  {'worker pid':>10} {'before':>8} {'middle':>8} {'peak':>8} {'after':>8} {'growth':>8} {'2nd half':>9}")
     for pid, before in memory["before"].items():
         middle, after, peak = memory["middle"].get(pid, 0), memory["after"].get(pid, 0), memory["peak"].get(pid, 0)

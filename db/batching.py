@@ -40,6 +40,9 @@ class GroupedLoader(Generic[K, V]):
         self._concurrency = concurrency
         self._waiting: dict[K, asyncio.Future[V]] = {}
         self._drains: set[asyncio.Task[None]] = set()
+        # Counted by the drains themselves, not by their tasks' done callbacks: a callback runs a
+        # turn after its drain stopped looking, and a key asked for in between would wait forever.
+        self._draining = 0
 
     async def load(self, key: K) -> V:
         future = self._waiting.get(key)
@@ -47,14 +50,21 @@ class GroupedLoader(Generic[K, V]):
             if len(self._waiting) >= self.max_pending:
                 raise ServiceUnavailable("The server is busy; try again shortly.")
             future = self._waiting[key] = asyncio.get_running_loop().create_future()
-            if len(self._drains) < self._concurrency:
+            if self._draining < self._concurrency:
+                self._draining += 1
                 task = asyncio.create_task(self._drain(), name=f"batch-{self._name}")
-                self._drains.add(task)
+                self._drains.add(task)  # a reference until it is done
                 task.add_done_callback(self._drains.discard)
         # Shielded: a caller that gives up must not cancel the answer others share.
         return await asyncio.shield(future)
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_waiting()
+        finally:
+            self._draining -= 1  # with nothing waiting: no await between the last look and here
+
+    async def _drain_waiting(self) -> None:
         while self._waiting:
             keys = list(self._waiting)[: self._max_batch]
             futures = [self._waiting.pop(key) for key in keys]

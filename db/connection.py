@@ -1,12 +1,13 @@
-"""The process-wide `databases` connection, built from the settings."""
+"""The process's `databases` connection, built from the settings (connected in the lifespan)."""
 
 from databases import Database
 
 from db.pool import ChatDatabase
-from settings import settings
+from settings import Settings
 
 
-def _database() -> Database:
+def open_database(settings: Settings) -> Database:
+    """Not connected yet: the app's lifespan connects it, so importing builds nothing."""
     if settings.is_sqlite:
         # sqlite3 waits this long for another writer's lock instead of failing at once.
         return Database(settings.database_url, timeout=15)
@@ -16,6 +17,3 @@ def _database() -> Database:
         max_size=settings.db_pool_max,
         acquire_timeout=settings.db_acquire_timeout,
     )
-
-
-database = _database()

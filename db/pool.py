@@ -2,7 +2,7 @@
 
 - The pool waits a bounded time for a connection: `databases` acquires with no timeout, so a
   request beyond the pool would wait forever; here it gets SERVICE_UNAVAILABLE instead.
-- A database outage (see db.outage) becomes SERVICE_UNAVAILABLE here, where every query
+- A database outage (see outages.py) becomes SERVICE_UNAVAILABLE here, where every query
   passes: resolvers, the request context and batched loaders all raise an error clients are
   meant to see, and a worker that starts during an outage still starts.
 - Compiled statements are cached by SQLAlchemy's own cache key: `databases` compiles every
@@ -23,9 +23,12 @@ from databases.interfaces import Record, TransactionBackend
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.ddl import DDLElement
 
-from db.outage import QuietPoolRetries, is_database_unavailable, outages
 from errors import ServiceUnavailable, as_service_unavailable
+from outages import QuietPoolRetries, is_database_unavailable, outages
 
+# The one module reaching into `databases` (its backend and connection classes) and into the
+# compiled statements of SQLAlchemy; tests/test_library_reaches.py fails loudly when either changes.
+WRITTEN_AGAINST = {"databases": "0.9.0", "sqlalchemy": "2.1.9"}
 CACHE_SIZE = 512
 _compiled: dict[Any, tuple[Any, str, list[str]]] = {}
 
@@ -102,9 +105,9 @@ class BoundedWaitConnection(PostgresConnection):
             entry = _compiled[key.key] = (compiled, sql, names)
         compiled, sql, names = entry
         values = compiled.construct_params(extracted_parameters=key.bindparams)
-        processors = compiled._bind_processors
-        args = [processors[name](values[name]) if name in processors else values[name] for name in names]
-        return sql, args, compiled._result_columns
+        processors = compiled._bind_processors  # type: ignore[union-attr]
+        args = [processors[name](values[name]) if name in processors else values[name] for name in names]  # type: ignore[index]
+        return sql, args, compiled._result_columns  # type: ignore[return-value]
 
 
 class OutageAwareTransaction(PostgresTransaction):

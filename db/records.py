@@ -1,6 +1,6 @@
 """Rows come back from `databases` as Records; the rest of the app works with plain dicts."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,11 +11,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def as_row(record: Mapping[str, Any] | None) -> Row | None:
+def as_row(record: Any) -> Row | None:
+    """A `databases` Record (or any mapping) as a plain dict, or None."""
     return None if record is None else _utc(dict(record._mapping if hasattr(record, "_mapping") else record))
 
 
-def as_rows(records: Iterable[Mapping[str, Any]]) -> list[Row]:
+def as_rows(records: Iterable[Any]) -> list[Row]:
     return [as_row(record) for record in records]  # type: ignore[misc]
 
 

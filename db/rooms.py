@@ -1,42 +1,45 @@
-"""Rooms and who belongs to them."""
+"""Rooms and who belongs to them. Joining and leaving are events on the room's log."""
 
 from collections import defaultdict
 
 import sqlalchemy as sa
+from databases import Database
 
-from db.connection import database
+from db import room_events
 from db.records import Row, as_row, as_rows, now
 from db.tables import memberships, rooms, users
 from db.users import PUBLIC_COLUMNS as USER_COLUMNS
 
-ROOM_COLUMNS = (rooms.c.id, rooms.c.name, rooms.c.created_by, rooms.c.created_at)
+ROOM_COLUMNS = (rooms.c.id, rooms.c.name, rooms.c.created_by, rooms.c.created_at, rooms.c.last_event_seq)
 
 
-async def create_room(name: str, creator_id: int) -> Row:
-    """The room and its creator's membership commit together."""
-    async with database.transaction():
+async def create_room(db: Database, name: str, creator: Row) -> tuple[Row, room_events.Event]:
+    """The room, its creator's membership and the log's first event (the creator joined) commit
+    together."""
+    async with db.transaction():
         created = now()
         room = as_row(
-            await database.fetch_one(
+            await db.fetch_one(
                 rooms.insert()
-                .values(name=name, created_by=creator_id, last_seq=0, created_at=created)
+                .values(name=name, created_by=creator["id"], last_seq=0, last_event_seq=1, created_at=created)
                 .returning(*ROOM_COLUMNS)
             )
         )
         assert room is not None
-        await database.execute(memberships.insert().values(room_id=room["id"], user_id=creator_id, joined_at=created))
-    return room
+        await db.execute(memberships.insert().values(room_id=room["id"], user_id=creator["id"], joined_at=created))
+        await room_events.append(db, room["id"], 1, room_events.MEMBER_JOINED, created, user_id=creator["id"])
+    return room, room_events.event(1, room_events.MEMBER_JOINED, created, room, user=creator)
 
 
-async def room_by_id(room_id: int) -> Row | None:
-    return as_row(await database.fetch_one(sa.select(*ROOM_COLUMNS).where(rooms.c.id == room_id)))
+async def room_by_id(db: Database, room_id: int) -> Row | None:
+    return as_row(await db.fetch_one(sa.select(*ROOM_COLUMNS).where(rooms.c.id == room_id)))
 
 
-async def rooms_by_ids(ids: list[int]) -> list[Row]:
-    return as_rows(await database.fetch_all(sa.select(*ROOM_COLUMNS).where(rooms.c.id.in_(ids))))
+async def rooms_by_ids(db: Database, ids: list[int]) -> list[Row]:
+    return as_rows(await db.fetch_all(sa.select(*ROOM_COLUMNS).where(rooms.c.id.in_(ids))))
 
 
-async def rooms_of_user(user_id: int) -> list[Row]:
+async def rooms_of_user(db: Database, user_id: int) -> list[Row]:
     """The user's rooms, oldest membership first."""
     query = (
         sa.select(*ROOM_COLUMNS)
@@ -44,36 +47,49 @@ async def rooms_of_user(user_id: int) -> list[Row]:
         .where(memberships.c.user_id == user_id)
         .order_by(memberships.c.joined_at, rooms.c.id)
     )
-    return as_rows(await database.fetch_all(query))
+    return as_rows(await db.fetch_all(query))
 
 
-async def is_member(room_id: int, user_id: int) -> bool:
+async def is_member(db: Database, room_id: int, user_id: int) -> bool:
     query = sa.select(memberships.c.room_id).where(memberships.c.room_id == room_id, memberships.c.user_id == user_id)
-    return await database.fetch_one(query) is not None
+    return await db.fetch_one(query) is not None
 
 
-async def add_member(room_id: int, user_id: int) -> None:
-    """Idempotent: joining a room twice leaves one membership."""
-    if await is_member(room_id, user_id):
-        return
+async def add_member(db: Database, room: Row, user: Row) -> room_events.Event | None:
+    """Idempotent: joining a room twice leaves one membership. The `member_joined` event, or
+    None when the user was a member already."""
+    if await is_member(db, room["id"], user["id"]):
+        return None
     try:
-        await database.execute(memberships.insert().values(room_id=room_id, user_id=user_id, joined_at=now()))
+        async with db.transaction():
+            joined = now()
+            await db.execute(memberships.insert().values(room_id=room["id"], user_id=user["id"], joined_at=joined))
+            seq = await room_events.next_seq(db, room["id"])
+            await room_events.append(db, room["id"], seq, room_events.MEMBER_JOINED, joined, user_id=user["id"])
     except Exception:
-        if not await is_member(room_id, user_id):  # lost a race with a concurrent join: fine
-            raise
+        if await is_member(db, room["id"], user["id"]):  # lost a race with a concurrent join: fine
+            return None
+        raise
+    return room_events.event(seq, room_events.MEMBER_JOINED, joined, room, user=user)
 
 
-async def remove_member(room_id: int, user_id: int) -> bool:
-    """True when there was a membership to remove."""
-    if not await is_member(room_id, user_id):
-        return False
-    await database.execute(
-        memberships.delete().where(memberships.c.room_id == room_id, memberships.c.user_id == user_id)
-    )
-    return True
+async def remove_member(db: Database, room: Row, user: Row) -> room_events.Event | None:
+    """The `member_left` event, or None when there was no membership to remove."""
+    async with db.transaction():
+        removed = await db.fetch_one(
+            memberships.delete()
+            .where(memberships.c.room_id == room["id"], memberships.c.user_id == user["id"])
+            .returning(memberships.c.user_id)
+        )
+        if removed is None:
+            return None
+        left = now()
+        seq = await room_events.next_seq(db, room["id"])
+        await room_events.append(db, room["id"], seq, room_events.MEMBER_LEFT, left, user_id=user["id"])
+    return room_events.event(seq, room_events.MEMBER_LEFT, left, room, user=user)
 
 
-async def members_by_room_ids(room_ids: list[int]) -> dict[int, list[Row]]:
+async def members_by_room_ids(db: Database, room_ids: list[int]) -> dict[int, list[Row]]:
     """Members of each room, in order of joining."""
     query = (
         sa.select(memberships.c.room_id, *USER_COLUMNS)
@@ -82,6 +98,6 @@ async def members_by_room_ids(room_ids: list[int]) -> dict[int, list[Row]]:
         .order_by(memberships.c.joined_at, users.c.id)
     )
     grouped: dict[int, list[Row]] = defaultdict(list)
-    for row in as_rows(await database.fetch_all(query)):
+    for row in as_rows(await db.fetch_all(query)):
         grouped[row.pop("room_id")].append(row)
     return grouped

@@ -31,6 +31,8 @@ rooms = sa.Table(
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("created_by", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
     sa.Column("last_seq", sa.Integer, nullable=False, server_default="0"),
+    # The room's event log: every logged event (messages, joins, leaves...) takes the next one.
+    sa.Column("last_event_seq", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
@@ -52,5 +54,21 @@ messages = sa.Table(
     sa.Column("sender_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # The seq of its `message_created` event in the room's log, where a resume after it starts.
+    sa.Column("event_seq", sa.Integer, nullable=True),
     sa.UniqueConstraint("room_id", "seq", name="uq_messages_room_seq"),
+)
+
+room_events = sa.Table(
+    "room_events",
+    metadata,
+    sa.Column("room_id", sa.Integer, sa.ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    # Who the event is about (the member who joined, the reactor...), and the message, if any.
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=True),
+    # The kind's own fields, as JSON text.
+    sa.Column("data", sa.Text, nullable=True),
 )

@@ -1,8 +1,8 @@
 """Users and their login tokens (stored only as hashes)."""
 
 import sqlalchemy as sa
+from databases import Database
 
-from db.connection import database
 from db.records import Row, as_row, as_rows, now
 from db.tables import tokens, users
 
@@ -13,7 +13,7 @@ class EmailTaken(Exception):
     pass
 
 
-async def create_user(name: str, email: str, email_hash: str, password_hash: str) -> Row:
+async def create_user(db: Database, name: str, email: str, email_hash: str, password_hash: str) -> Row:
     """Insert a user; a taken email (compared lower-cased) raises EmailTaken."""
     query = (
         users.insert()
@@ -21,7 +21,7 @@ async def create_user(name: str, email: str, email_hash: str, password_hash: str
         .returning(*PUBLIC_COLUMNS)
     )
     try:
-        return as_row(await database.fetch_one(query))  # type: ignore[return-value]
+        return as_row(await db.fetch_one(query))  # type: ignore[return-value]
     except Exception as error:
         if _is_unique_violation(error):
             raise EmailTaken(email) from error
@@ -34,32 +34,41 @@ def _is_unique_violation(error: Exception) -> bool:
     return name in ("UniqueViolationError", "IntegrityError") or "UNIQUE constraint" in str(error)
 
 
-async def user_with_password(email: str) -> Row | None:
+async def user_with_password(db: Database, email: str) -> Row | None:
     query = sa.select(*PUBLIC_COLUMNS, users.c.password_hash).where(users.c.email == email)
-    return as_row(await database.fetch_one(query))
+    return as_row(await db.fetch_one(query))
 
 
-async def set_password_hash(user_id: int, password_hash: str) -> None:
-    await database.execute(users.update().where(users.c.id == user_id).values(password_hash=password_hash))
+async def set_password_hash(db: Database, user_id: int, password_hash: str) -> None:
+    await db.execute(users.update().where(users.c.id == user_id).values(password_hash=password_hash))
 
 
-async def users_by_ids(ids: list[int]) -> list[Row]:
+async def users_by_ids(db: Database, ids: list[int]) -> list[Row]:
     query = sa.select(*PUBLIC_COLUMNS).where(users.c.id.in_(ids))
-    return as_rows(await database.fetch_all(query))
+    return as_rows(await db.fetch_all(query))
 
 
-async def create_token(user_id: int, token_hash: str) -> None:
-    await database.execute(tokens.insert().values(user_id=user_id, token_hash=token_hash, created_at=now()))
+async def create_token(db: Database, user_id: int, token_hash: str) -> None:
+    await db.execute(tokens.insert().values(user_id=user_id, token_hash=token_hash, created_at=now()))
 
 
-async def user_for_token(token_hash: str) -> Row | None:
+async def user_for_token(db: Database, token_hash: str) -> Row | None:
     query = (
         sa.select(*PUBLIC_COLUMNS)
         .select_from(tokens.join(users, tokens.c.user_id == users.c.id))
         .where(tokens.c.token_hash == token_hash)
     )
-    return as_row(await database.fetch_one(query))
+    return as_row(await db.fetch_one(query))
 
 
-async def delete_token(token_hash: str) -> None:
-    await database.execute(tokens.delete().where(tokens.c.token_hash == token_hash))
+async def users_for_tokens(db: Database, token_hashes: list[str]) -> dict[str, Row]:
+    query = (
+        sa.select(tokens.c.token_hash, *PUBLIC_COLUMNS)
+        .select_from(tokens.join(users, tokens.c.user_id == users.c.id))
+        .where(tokens.c.token_hash.in_(token_hashes))
+    )
+    return {row.pop("token_hash"): row for row in as_rows(await db.fetch_all(query))}
+
+
+async def delete_token(db: Database, token_hash: str) -> None:
+    await db.execute(tokens.delete().where(tokens.c.token_hash == token_hash))

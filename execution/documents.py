@@ -1,16 +1,14 @@
-"""Parse and validate each distinct query text once.
-
-Parsing and validating a small query costs graphql-core about 2 ms, most of a plain request.
-Documents are cached by their text, and so are the results of the rules that depend only on
-the document; rules marked `per_request` (the cost rule reads the variables) run every time.
+"""Parse and validate each distinct query text once: graphql-core's validation costs more than
+executing a small query. Documents are cached by their text, and so are validation's verdicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, GraphQLSyntaxError, parse, validate
 
 CACHE_SIZE = 1024
@@ -28,7 +26,7 @@ def _fresh(error: GraphQLError) -> GraphQLError:
     """A new instance of the cached error: raising the cached one again would grow its
     traceback (and chain its context) with every request, keeping their frames alive."""
     if isinstance(error, GraphQLSyntaxError) and error.source is not None and error.positions:
-        return GraphQLSyntaxError(error.source, error.positions[0], error.description)
+        return GraphQLSyntaxError(error.source, next(iter(error.positions)), error.description)
     return GraphQLError(error.message, source=error.source, positions=error.positions, extensions=error.extensions)
 
 
@@ -40,57 +38,41 @@ def parse_document(text: str) -> DocumentNode:
     return document
 
 
-def query_parser(_context: Any, data: dict) -> DocumentNode:
-    """Ariadne's `query_parser` hook."""
-    return parse_document(data["query"])
+class Validator:
+    """Each distinct text validated once: the rules that read only the document once per text,
+    the rule that also reads the variables (the cost of `first: $n`) once per text and variables;
+    the rule itself is built only then."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        rules: Sequence[type[ASTValidationRule]],
+        variable_rule: Callable[[dict[str, Any]], type[ASTValidationRule]] | None = None,
+    ) -> None:
+        self._schema = schema
+        self._rules = tuple(rules)
+        self._variable_rule = variable_rule
+        self._by_text: dict[str, tuple[GraphQLError, ...]] = {}
+        self._by_variables: dict[tuple[str, bytes], tuple[GraphQLError, ...]] = {}
+
+    def errors(self, text: str, document: DocumentNode, variables: dict[str, Any] | None) -> tuple[GraphQLError, ...]:
+        errors = self._by_text.get(text)
+        if errors is None:
+            errors = _remember(self._by_text, text, tuple(validate(self._schema, document, self._rules)))
+        if errors or self._variable_rule is None:
+            return errors
+        key = (text, orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS))
+        errors = self._by_variables.get(key)
+        if errors is None:
+            rule = self._variable_rule(variables or {})
+            errors = _remember(self._by_variables, key, tuple(validate(self._schema, document, [rule])))
+        return errors
 
 
-def per_request(rule: type[ASTValidationRule], cache_key: Any = None) -> type[ASTValidationRule]:
-    """Mark a rule whose verdict depends on more than the document: on `cache_key` (hashable)
-    when given, e.g. the variables it reads, or on everything when None."""
-    rule.per_request = True  # type: ignore[attr-defined]
-    rule.cache_key = cache_key  # type: ignore[attr-defined]
-    return rule
-
-
-_validated: dict[tuple[Any, ...], tuple[GraphQLError, ...]] = {}
-
-
-def query_validator(
-    schema: GraphQLSchema,
-    document_ast: DocumentNode,
-    rules: Collection[type[ASTValidationRule]] | None = None,
-    max_errors: int | None = None,
-    **_kwargs: Any,
-) -> list[GraphQLError]:
-    """Ariadne's `query_validator` hook, keyed by the document's source text (hashing a
-    graphql-core document walks the whole tree)."""
-    rules = tuple(rules or ())
-    cached = tuple(rule for rule in rules if not getattr(rule, "per_request", False))
-    fresh = [rule for rule in rules if getattr(rule, "per_request", False)]
-    text = document_ast.loc.source.body if document_ast.loc else None
-    errors = _run(schema, document_ast, text, cached, max_errors, ())
-    if errors or not fresh:
-        return list(errors)
-    keys = tuple(getattr(rule, "cache_key", None) for rule in fresh)
-    return list(_run(schema, document_ast, text if None not in keys else None, tuple(fresh), max_errors, keys))
-
-
-def _run(
-    schema: GraphQLSchema,
-    document: DocumentNode,
-    text: str | None,
-    rules: tuple[type[ASTValidationRule], ...],
-    max_errors: int | None,
-    keys: tuple[Any, ...],
+def _remember(
+    cache: dict[Any, tuple[GraphQLError, ...]], key: Any, errors: tuple[GraphQLError, ...]
 ) -> tuple[GraphQLError, ...]:
-    """Validate, remembering the verdict under the text (and the rules' own keys) when it has one."""
-    key = (id(schema), text, keys or rules, max_errors)
-    errors = _validated.get(key) if text is not None else None
-    if errors is None:
-        errors = tuple(validate(schema, document, rules=rules, max_errors=max_errors))
-        if text is not None:
-            if len(_validated) >= CACHE_SIZE:
-                _validated.clear()
-            _validated[key] = errors
+    if len(cache) >= CACHE_SIZE:
+        cache.clear()
+    cache[key] = errors
     return errors

@@ -6,9 +6,9 @@ reads `first` from the variables and so must run per request.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import orjson
 from ariadne.validation import cost_validator
 from graphql import GraphQLError, ValidationRule
 from graphql.language import (
@@ -21,8 +21,6 @@ from graphql.language import (
     SelectionSetNode,
 )
 
-from execution.documents import per_request
-
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 
 COST_MAP: dict[str, dict[str, Any]] = {
@@ -30,9 +28,12 @@ COST_MAP: dict[str, dict[str, Any]] = {
     "Room": {
         "members": {"complexity": 10},
         "messages": {"complexity": 1, "multipliers": ["first"]},
+        "events": {"complexity": 1, "multipliers": ["first"]},
     },
     "MessageConnection": {"edges": {"complexity": 1}},
     "MessageEdge": {"node": {"complexity": 1}},
+    "RoomEventConnection": {"edges": {"complexity": 1}},
+    "RoomEventEdge": {"node": {"complexity": 1}},
     "Message": {"room": {"complexity": 1}, "sender": {"complexity": 1}},
 }
 
@@ -102,9 +103,10 @@ def shape_rule(max_depth: int, max_fields: int, max_aliases: int) -> type[Valida
     return QueryShapeRule
 
 
-def cost_rule(maximum_cost: int, variables: dict[str, Any] | None) -> type[ValidationRule]:
-    """Per request: `first: $n` makes the cost depend on the variables."""
-    variables = variables or {}
-    rule = cost_validator(maximum_cost, default_cost=1, variables=variables, cost_map=COST_MAP)
-    key = ("cost", maximum_cost, orjson.dumps(variables, option=orjson.OPT_SORT_KEYS))
-    return per_request(rule, key)  # type: ignore[return-value]
+def cost_rule(maximum_cost: int) -> Callable[[dict[str, Any]], type[ValidationRule]]:
+    """The cost rule for some variables: `first: $n` makes the cost depend on them."""
+
+    def for_variables(variables: dict[str, Any]) -> type[ValidationRule]:
+        return cost_validator(maximum_cost, default_cost=1, variables=variables, cost_map=COST_MAP)  # type: ignore[return-value]
+
+    return for_variables

@@ -14,8 +14,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from errors import CodedError
-from redis_client import create_redis
-from settings import Rate, settings
+from settings import Rate
 
 logger = logging.getLogger("chat.ratelimit")
 
@@ -50,7 +49,9 @@ class RateLimiter:
         if self._redis is not None:
             try:
                 async with self._redis.pipeline(transaction=True) as pipe:
-                    count, _ = await pipe.incr(name).expire(name, ttl).execute()
+                    pipe.incr(name)
+                    pipe.expire(name, ttl)
+                    count, _ = await pipe.execute()
                 return int(count)
             except RedisError as error:
                 logger.warning("Rate limiting in memory: Redis failed (%s)", type(error).__name__)
@@ -67,6 +68,3 @@ class RateLimiter:
         count = self._memory.get(name, (0, ends))[0] + 1
         self._memory[name] = (count, ends)
         return count
-
-
-limiter = RateLimiter(create_redis(settings.redis_url) if settings.redis_url else None, settings.channel_prefix)

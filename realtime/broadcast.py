@@ -8,10 +8,13 @@ from contextlib import asynccontextmanager
 
 from broadcaster import Broadcast
 from broadcaster._base import Subscriber
+from redis import asyncio as aioredis
 
 from realtime.redis_backend import ResilientRedisBackend
-from redis_client import create_redis
-from settings import settings
+
+# The one module reaching into broadcaster's internals (its subscriber table, its backend, its
+# Subscriber class); tests/test_library_reaches.py fails loudly when broadcaster changes.
+WRITTEN_AGAINST = "0.3.1"
 
 
 class ChannelBroadcast(Broadcast):
@@ -67,20 +70,15 @@ class ChannelBroadcast(Broadcast):
                 await self._backend.unsubscribe(channel)
 
 
-def room_channel(room_id: int) -> str:
-    return f"{settings.channel_prefix}room:{room_id}"
-
-
-def _broadcast() -> ChannelBroadcast:
-    if not settings.redis_url:
+def open_broadcast(redis: aioredis.Redis | None) -> ChannelBroadcast:
+    """Over `redis` (its own pub/sub connection), or in this process's memory without it.
+    Not connected yet: the app's lifespan connects it."""
+    if redis is None:
         return ChannelBroadcast("memory://")
-    return ChannelBroadcast(backend=ResilientRedisBackend(create_redis(settings.redis_url)))
+    return ChannelBroadcast(backend=ResilientRedisBackend(redis))
 
 
-broadcast = _broadcast()
-
-
-async def redis_reachable() -> bool | None:
+async def redis_reachable(broadcast: Broadcast) -> bool | None:
     """None when there is no Redis to reach (the in-process broadcast)."""
     backend = broadcast._backend
     if not isinstance(backend, ResilientRedisBackend):

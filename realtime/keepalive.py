@@ -9,24 +9,22 @@ connection's outbox, so a slow socket never holds up the others.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-
-from starlette.websockets import WebSocket
+from collections.abc import Callable, Hashable
 
 
 class Keepalive:
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self._members: dict[WebSocket, tuple[Callable[[str], None], str]] = {}
+        self._members: dict[Hashable, tuple[Callable[[bytes], None], bytes]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, websocket: WebSocket, send: Callable[[str], None], frame: str) -> None:
-        self._members[websocket] = (send, frame)
+    def add(self, key: Hashable, send: Callable[[bytes], None], frame: bytes) -> None:
+        self._members[key] = (send, frame)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="keepalive")
 
-    def discard(self, websocket: WebSocket) -> None:
-        self._members.pop(websocket, None)
+    def discard(self, key: Hashable) -> None:
+        self._members.pop(key, None)
 
     async def _run(self) -> None:
         while self._members:

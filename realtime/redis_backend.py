@@ -4,6 +4,9 @@ broadcaster's stock backend dies silently when Redis drops its connection (broad
 this one reconnects with backoff, resubscribes every channel it had, serializes
 SUBSCRIBE/UNSUBSCRIBE (two at once on a fresh connection can lose one), and tells the
 listeners on each channel that they may have missed messages while it was away.
+
+A subscribe returns once Redis has confirmed it: a listener that subscribes and then reads what
+was already said (a log) must not miss what is published in between.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ RESYNC = '{"type":"resync"}'
 """Put on every channel after a reconnect: subscribers re-read what they missed from Postgres."""
 
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# Past this, a subscribe is left to the reconnect that must be under way (it resyncs the channel).
+CONFIRM_SECONDS = 5.0
 
 
 class ResilientRedisBackend(BroadcastBackend):
@@ -36,6 +41,7 @@ class ResilientRedisBackend(BroadcastBackend):
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._confirming: dict[str, list[asyncio.Future[None]]] = {}
 
     async def connect(self) -> None:
         self._reader = asyncio.create_task(self._read_forever(), name="redis-pubsub-reader")
@@ -45,15 +51,25 @@ class ResilientRedisBackend(BroadcastBackend):
             logger.warning("Redis is not reachable yet; live delivery starts when it is")
 
     async def disconnect(self) -> None:
+        """The client is not ours to close: its owner shares it with other users."""
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
-        await self._redis.aclose()
 
     async def subscribe(self, channel: str) -> None:
         async with self._lock:
             self._channels.add(channel)
+            if self._pubsub is None:  # not connected: the reconnect subscribes it and resyncs
+                return
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirming.setdefault(channel, []).append(confirmed)
             await self._send(self._pubsub, "subscribe", channel)
+        try:
+            await asyncio.wait_for(asyncio.shield(confirmed), CONFIRM_SECONDS)
+        except TimeoutError:
+            logger.warning(
+                "Redis has not confirmed a subscription in %.0f s; the reconnect resyncs it", CONFIRM_SECONDS
+            )
 
     async def unsubscribe(self, channel: str) -> None:
         async with self._lock:
@@ -82,7 +98,7 @@ class ResilientRedisBackend(BroadcastBackend):
     async def _read_forever(self) -> None:
         attempt = 0
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
             try:
                 async with self._lock:
                     await pubsub.connect()
@@ -97,15 +113,26 @@ class ResilientRedisBackend(BroadcastBackend):
                 self._connected.set()
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
-                    if message is not None and message["type"] == "message":
+                    if message is None:
+                        continue
+                    if message["type"] == "message":
                         channel, data = message["channel"].decode(), message["data"].decode()
                         self._queue.put_nowait(Event(channel=channel, message=data))
+                    elif message["type"] == "subscribe":
+                        for confirmed in self._confirming.pop(message["channel"].decode(), ()):
+                            if not confirmed.done():
+                                confirmed.set_result(None)
             except asyncio.CancelledError:
                 await asyncio.shield(pubsub.aclose())
                 raise
             except _REDIS_ERRORS as error:
                 self._pubsub = None
                 self._connected.clear()
+                # The channels are subscribed again, and resynced, when Redis is back.
+                confirming, self._confirming = self._confirming, {}
+                for confirmed in (future for futures in confirming.values() for future in futures):
+                    if not confirmed.done():
+                        confirmed.set_result(None)
                 attempt += 1
                 delay = min(self._max_backoff, 0.1 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
                 logger.warning("Redis pub/sub connection lost (%s); retrying in %.2fs", error, delay)

@@ -24,10 +24,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from errors import ServiceUnavailable
-from realtime.broadcast import ChannelBroadcast, broadcast
+from realtime.broadcast import ChannelBroadcast
 from realtime.redis_backend import RESYNC
-from settings import settings
-from viewer_cache import ViewerCache, cache
+from viewer_cache import ViewerCache
 
 logger = logging.getLogger("chat.revocations")
 
@@ -47,6 +46,10 @@ class Revocations:
         self._beat_channel = f"{channel}:beat:{uuid.uuid4().hex}"
         self._shared = shared
         self._tasks: list[asyncio.Task[None]] = []
+        # Told of every revocation this process hears, and of every reconnect (after which
+        # revocations may have been missed): the live engine ends or re-checks subscriptions.
+        self.on_revoke: list[Callable[[str], None]] = []
+        self.on_resync: list[Callable[[], None]] = []
 
     @property
     def running(self) -> bool:
@@ -73,7 +76,7 @@ class Revocations:
         if self._shared:
             await self._announce(digest)  # refused here, nothing has changed yet
         await delete()
-        self._cache.revoke(digest)
+        self._revoked(digest)
         if not self._shared:
             return
         try:
@@ -97,23 +100,34 @@ class Revocations:
                 # Revocations first: a beat heard must never precede the subscription to them.
                 async with self._broadcast.subscribe_many(self._channel, self._beat_channel) as subscriber:
                     async for event in subscriber:  # type: ignore[union-attr]
-                        self._hear(event.channel, event.message)
+                        if event is not None:
+                            self._hear(event.channel, event.message)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("The revocation listener failed; restarting it")
             self._cache.lapse()
+            for listener in self.on_resync:  # what was announced meanwhile is lost
+                listener()
             await asyncio.sleep(BEAT_SECONDS)
 
     def _hear(self, channel: str, message: str) -> None:
         if message == RESYNC:
             self._cache.clear()
+            if channel == self._channel:
+                for listener in self.on_resync:
+                    listener()
         elif channel == self._beat_channel:
             self._cache.renew(float(message) + LEASE_SECONDS)
         else:
             kind, _, digest = message.partition(" ")
             if kind == "revoke":
-                self._cache.revoke(digest)
+                self._revoked(digest)
+
+    def _revoked(self, digest: str) -> None:
+        self._cache.revoke(digest)
+        for listener in self.on_revoke:
+            listener(digest)
 
     async def _beat(self) -> None:
         while True:
@@ -124,8 +138,3 @@ class Revocations:
             except Exception as error:  # the lease lapses; Redis's own outage is logged by its backend
                 logger.debug("Heartbeat not sent (%s)", type(error).__name__)
             await asyncio.sleep(BEAT_SECONDS)
-
-
-revocations = Revocations(
-    broadcast, cache, f"{settings.channel_prefix}revocations", shared=settings.redis_url is not None
-)

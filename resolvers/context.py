@@ -1,47 +1,34 @@
-"""The context every resolver sees: the request, the signed-in viewer and the loaders."""
+"""The context every resolver sees: the request, the signed-in viewer, the loaders and the
+process's services (database, publisher, rate limiter...)."""
+
+from __future__ import annotations
 
 from typing import Any
 
-from ariadne.utils import get_operation_type
-from graphql import GraphQLError, GraphQLResolveInfo, OperationType
-from starlette.requests import HTTPConnection
+from databases import Database
+from graphql import GraphQLResolveInfo
 
-from auth import Viewer, token_from_header, viewer_for_digest
+from auth import Viewer
 from db import rooms
 from errors import Forbidden, NotFound, Unauthenticated
-from execution.documents import parse_document
 from resolvers.loaders import Loaders
-from viewer_cache import viewer_for_token
+from services import Services
 
-VIEWER_SCOPE_KEY = "chat.viewer"
 # Said wherever a token or a membership is checked: by resolvers, and by a live subscription.
 SIGN_IN_FIRST = "Sign in first: send `Authorization: Bearer <token>`."
 NOT_A_MEMBER = "You are not a member of this room."
 
 
-async def get_context(request: HTTPConnection, data: Any = None) -> dict[str, Any]:
-    if request.scope["type"] == "websocket":
-        # Authenticated at connection_init (see realtime.websocket) and kept on the scope; checked
-        # again for each operation, so a token revoked since then opens nothing new: a
-        # subscription's own access check reads the token with the membership, batched with the
-        # other subscriptions starting at once. The viewer stays the connection's one object (a
-        # user never changes), not a copy per subscription.
-        connected = request.scope.get(VIEWER_SCOPE_KEY)
-        if connected is None or _is_subscription(data):
-            viewer = connected
-        else:
-            viewer = connected if await viewer_for_digest(connected.token_hash) else None
-    else:  # remembered while this process would hear of a revocation (see viewer_cache)
-        viewer = await viewer_for_token(token_from_header(request.headers.get("authorization")))
-    return {"request": request, "viewer": viewer, "loaders": Loaders()}
+def make_context(services: Services, viewer: Viewer | None, request: Any = None) -> dict[str, Any]:
+    return {"request": request, "viewer": viewer, "loaders": Loaders(services.db), "services": services}
 
 
-def _is_subscription(data: Any) -> bool:
-    try:
-        document = parse_document(data["query"])
-        return get_operation_type(document, data.get("operationName")) == OperationType.SUBSCRIPTION
-    except (GraphQLError, RuntimeError, KeyError, TypeError):  # refused elsewhere, before anything runs
-        return False
+def services_of(info: GraphQLResolveInfo) -> Services:
+    return info.context["services"]
+
+
+def db_of(info: GraphQLResolveInfo) -> Database:
+    return info.context["services"].db
 
 
 def viewer_of(info: GraphQLResolveInfo) -> Viewer | None:
@@ -71,6 +58,6 @@ async def require_member(info: GraphQLResolveInfo, room_id: int) -> dict:
     room = await loaders_of(info).rooms.load(room_id)
     if room is None:
         raise NotFound("Room not found.")
-    if not await rooms.is_member(room_id, viewer.id):
+    if not await rooms.is_member(db_of(info), room_id, viewer.id):
         raise Forbidden(NOT_A_MEMBER)
     return room

@@ -31,3 +31,25 @@ def decode_cursor(cursor: str) -> int:
         return int(text[len(_CURSOR_PREFIX) :])
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadUserInput("Invalid cursor.", argument="after") from None
+
+
+_EVENT_PREFIX = "event:"
+
+
+def encode_event_cursor(room_id: int, seq: int) -> str:
+    """A room event's cursor: its place in the room's log (opaque to clients)."""
+    return base64.urlsafe_b64encode(f"{_EVENT_PREFIX}{room_id}:{seq}".encode()).decode()
+
+
+def decode_event_cursor(cursor: str, room_id: int, argument: str = "after") -> int:
+    """The seq a cursor of this room's log stands for; BAD_USER_INPUT for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        if not text.startswith(_EVENT_PREFIX):
+            raise ValueError(text)
+        room, _, seq = text[len(_EVENT_PREFIX) :].partition(":")
+        if int(room) == room_id and int(seq) >= 0:
+            return int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        pass
+    raise BadUserInput("Not a cursor of this room's events.", argument=argument)

@@ -1,30 +1,40 @@
 """Per-request batching of users, rooms and room members (no N+1 queries)."""
 
+from functools import cached_property
+from typing import Any
+
 from aiodataloader import DataLoader
+from databases import Database
 
 from db import messages, rooms, users
 from db.records import Row
 
 
-class UserLoader(DataLoader[int, Row | None]):
+class DatabaseLoader(DataLoader):
+    def __init__(self, db: Database, **options: Any) -> None:
+        super().__init__(**options)
+        self.db = db
+
+
+class UserLoader(DatabaseLoader):
     async def batch_load_fn(self, keys: list[int]) -> list[Row | None]:
-        found = {row["id"]: row for row in await users.users_by_ids(list(keys))}
+        found = {row["id"]: row for row in await users.users_by_ids(self.db, list(keys))}
         return [found.get(key) for key in keys]
 
 
-class RoomLoader(DataLoader[int, Row | None]):
+class RoomLoader(DatabaseLoader):
     async def batch_load_fn(self, keys: list[int]) -> list[Row | None]:
-        found = {row["id"]: row for row in await rooms.rooms_by_ids(list(keys))}
+        found = {row["id"]: row for row in await rooms.rooms_by_ids(self.db, list(keys))}
         return [found.get(key) for key in keys]
 
 
-class MembersLoader(DataLoader[int, list[Row]]):
+class MembersLoader(DatabaseLoader):
     async def batch_load_fn(self, keys: list[int]) -> list[list[Row]]:
-        grouped = await rooms.members_by_room_ids(list(keys))
+        grouped = await rooms.members_by_room_ids(self.db, list(keys))
         return [grouped.get(key, []) for key in keys]
 
 
-class PageLoader(DataLoader[tuple[int, int, int | None], list[Row]]):
+class PageLoader(DatabaseLoader):
     """Keys are (room, limit, before): pages asked with the same limit and cursor share a query,
     so every room of a request pages together and their senders batch together too."""
 
@@ -34,16 +44,30 @@ class PageLoader(DataLoader[tuple[int, int, int | None], list[Row]]):
             groups.setdefault((limit, before), []).append(room_id)
         pages: dict[tuple[int, int, int | None], list[Row]] = {}
         for (limit, before), room_ids in groups.items():
-            for room_id, rows in (await messages.newest_first(room_ids, limit, before)).items():
+            for room_id, rows in (await messages.newest_first(self.db, room_ids, limit, before)).items():
                 pages[(room_id, limit, before)] = rows
         return [pages[key] for key in keys]
 
 
 class Loaders:
-    """A fresh set per request; subscriptions make a fresh set per event, so nothing goes stale."""
+    """A fresh set per request, and per event for the live engine, so nothing goes stale; each
+    loader is made when first used (an event's execution rarely needs any)."""
 
-    def __init__(self) -> None:
-        self.users = UserLoader()
-        self.rooms = RoomLoader()
-        self.members = MembersLoader()
-        self.pages = PageLoader()
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @cached_property
+    def users(self) -> UserLoader:
+        return UserLoader(self._db)
+
+    @cached_property
+    def rooms(self) -> RoomLoader:
+        return RoomLoader(self._db)
+
+    @cached_property
+    def members(self) -> MembersLoader:
+        return MembersLoader(self._db)
+
+    @cached_property
+    def pages(self) -> PageLoader:
+        return PageLoader(self._db)

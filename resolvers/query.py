@@ -4,7 +4,7 @@ from ariadne import QueryType
 from graphql import GraphQLResolveInfo
 
 from db import rooms
-from resolvers.context import require_member, require_viewer, viewer_of
+from resolvers.context import db_of, require_member, require_viewer, viewer_of
 from resolvers.ids import parse_id
 
 query_type = QueryType()
@@ -18,7 +18,7 @@ def resolve_me(_root: None, info: GraphQLResolveInfo) -> dict | None:
 
 @query_type.field("rooms")
 async def resolve_rooms(_root: None, info: GraphQLResolveInfo) -> list[dict]:
-    return await rooms.rooms_of_user(require_viewer(info).id)
+    return await rooms.rooms_of_user(db_of(info), require_viewer(info).id)
 
 
 @query_type.field("room")

@@ -3,13 +3,21 @@
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
+from db import room_events
 from errors import BadUserInput
-from resolvers.context import loaders_of
-from resolvers.ids import decode_cursor, encode_cursor
+from resolvers.context import db_of, loaders_of
+from resolvers.ids import decode_cursor, decode_event_cursor, encode_cursor, encode_event_cursor
+from resolvers.room_event import cursor_of
 
 MAX_PAGE = 100
 
 room_type = ObjectType("Room")
+
+
+def _first(first: int) -> int:
+    if first < 0 or first > MAX_PAGE:
+        raise BadUserInput(f"`first` must be between 0 and {MAX_PAGE}.", argument="first")
+    return first
 
 
 @room_type.field("members")
@@ -19,8 +27,7 @@ async def resolve_members(room: dict, info: GraphQLResolveInfo) -> list[dict]:
 
 @room_type.field("messages")
 async def resolve_messages(room: dict, info: GraphQLResolveInfo, first: int = 50, after: str | None = None) -> dict:
-    if first < 0 or first > MAX_PAGE:
-        raise BadUserInput(f"`first` must be between 0 and {MAX_PAGE}.", argument="first")
+    first = _first(first)
     before = decode_cursor(after) if after is not None else None
     rows = await loaders_of(info).pages.load((room["id"], first + 1, before))
     page = rows[:first]
@@ -32,3 +39,26 @@ async def resolve_messages(room: dict, info: GraphQLResolveInfo, first: int = 50
             "endCursor": edges[-1]["cursor"] if edges else after,
         },
     }
+
+
+@room_type.field("events")
+async def resolve_events(room: dict, info: GraphQLResolveInfo, first: int = 100, after: str | None = None) -> dict:
+    """Oldest first: the same log `roomEvents` replays, so a client can page and then go live."""
+    first = _first(first)
+    start = decode_event_cursor(after, room["id"]) if after is not None else 0
+    events = await room_events.after(db_of(info), room, start, first + 1)
+    edges = [{"cursor": cursor_of(event), "node": event} for event in events[:first]]
+    return {
+        "edges": edges,
+        "pageInfo": {"hasNextPage": len(events) > first, "endCursor": edges[-1]["cursor"] if edges else after},
+    }
+
+
+@room_type.field("latestEventCursor")
+async def resolve_latest_event_cursor(room: dict, info: GraphQLResolveInfo) -> str | None:
+    """From the room's row, read before any of its fields: history read after it can only be newer.
+    (An event's room carries no counters: then the row is read now.)"""
+    if "last_event_seq" not in room:
+        room = await loaders_of(info).rooms.load(room["id"]) or room
+    seq = room.get("last_event_seq") or 0
+    return encode_event_cursor(room["id"], seq) if seq else None

@@ -76,5 +76,12 @@ def test_two_users_chat_in_a_browser_and_a_page_resumes_after_a_restart(database
         other_server.stop()
     text = "".join(output)
     assert "pass 1" in text and "fail 0" in text, text
-    for screenshot in ("alice.png", "bob.png", "alice-after-restart.png", "alice-logged-in-history.png"):
+    screenshots = (
+        "alice.png",
+        "bob.png",
+        "alice-after-restart.png",
+        "alice-logged-in-history.png",
+        "alice-sees-bob-leave.png",
+    )
+    for screenshot in screenshots:
         assert (ROOT / "test-artifacts" / "browser" / screenshot).is_file(), screenshot

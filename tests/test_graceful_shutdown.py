@@ -15,7 +15,7 @@ import httpx
 
 from tests.support.graphql import CREATE_MESSAGE, GraphQLClient, create_room, post_message, sign_up
 from tests.support.processes import SHARED_REDIS_URL, Server
-from tests.support.wsclient import MESSAGE_CREATED, PROTOCOLS, GraphQLWebSocket
+from tests.support.wsclient import MESSAGE_CREATED, PROTOCOLS, ROOM_EVENTS, GraphQLWebSocket
 
 
 async def test_sigterm_drains_requests_closes_websockets_with_1012_and_clients_resume(database_url: str) -> None:
@@ -31,10 +31,16 @@ async def test_sigterm_drains_requests_closes_websockets_with_1012_and_clients_r
     subscribers = [await GraphQLWebSocket.open(server.ws_url, protocol, ann.token) for protocol in PROTOCOLS]
     for subscriber in subscribers:
         await subscriber.subscribe("s", MESSAGE_CREATED, {"room": room})
+        await subscriber.subscribe("e", ROOM_EVENTS, {"room": room})
     await asyncio.sleep(0.3)
     last_seen = post_message(api, ann, room, "before the restart")
+    cursors = []
     for subscriber in subscribers:
-        assert [m["seq"] for m in await subscriber.messages("s", 1)] == [1]
+        results = [await subscriber.receive() for _ in range(2)]
+        by_id = {result["id"]: result["payload"]["data"] for result in results}
+        assert by_id["s"]["messageCreated"]["seq"] == 1
+        cursors.append(by_id["e"]["roomEvents"]["cursor"])
+    assert cursors[0] == cursors[1]
 
     # An HTTP request in flight when SIGTERM arrives: its body is still being sent.
     first_part_sent = threading.Event()
@@ -87,6 +93,10 @@ async def test_sigterm_drains_requests_closes_websockets_with_1012_and_clients_r
             resumed = await ws.messages("s", 4)
             assert [m["seq"] for m in resumed] == [2, 3, 4, 5]
             assert resumed[0]["body"] == "sent across the SIGTERM"
+            assert await ws.silent(0.3)
+            await ws.subscribe("e", ROOM_EVENTS, {"room": room, "after": cursors[0]})
+            events = await ws.events("e", 4)
+            assert [event["message"]["seq"] for event in events] == [2, 3, 4, 5]
             assert await ws.silent(0.3)
             await ws.close()
     finally:

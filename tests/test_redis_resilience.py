@@ -14,7 +14,14 @@ import pytest
 
 from tests.support.graphql import Account, GraphQLClient, create_room, join_room, post_message, sign_up
 from tests.support.processes import PrivateRedis, Server
-from tests.support.wsclient import MESSAGE_CREATED, PROTOCOLS, GraphQLWebSocket, open_on_worker, worker_pids
+from tests.support.wsclient import (
+    MESSAGE_CREATED,
+    PROTOCOLS,
+    ROOM_EVENTS,
+    GraphQLWebSocket,
+    open_on_worker,
+    worker_pids,
+)
 
 
 @pytest.fixture
@@ -32,14 +39,16 @@ def app(database_url: str, redis: PrivateRedis) -> Iterator[Server]:
     server.stop()
 
 
-async def subscribers_on_both_workers(app: Server, room: str, account: Account) -> list[GraphQLWebSocket]:
+async def subscribers_on_both_workers(
+    app: Server, room: str, account: Account, query: str = MESSAGE_CREATED
+) -> list[GraphQLWebSocket]:
     """One subscriber per protocol on each worker."""
     assert app.process is not None
     found = []
     for worker in worker_pids(app.process.pid):
         for protocol in PROTOCOLS:
             ws = await open_on_worker(app.ws_url, app.port, app.process.pid, worker, protocol, account.token)
-            await ws.subscribe("s", MESSAGE_CREATED, {"room": room})
+            await ws.subscribe("s", query, {"room": room})
             found.append(ws)
     await asyncio.sleep(0.5)
     return found
@@ -106,3 +115,38 @@ async def test_a_redis_restart_loses_nothing_acknowledged(app: Server, redis: Pr
     print(f"caught up {len(subscribers)} subscribers {caught_up:.2f} s after Redis came back")
     for subscriber in subscribers:
         await subscriber.close()
+
+
+async def test_room_events_lose_nothing_across_a_redis_restart_and_a_leave_meanwhile_still_ends(
+    app: Server, redis: PrivateRedis
+) -> None:
+    """Joins, messages and a leave while Redis is down: every worker fills them in from the log
+    when it is back, and the leaver's subscriptions, whose end was announced into the void, are
+    checked again and ended."""
+    api, ann, room = setup_room(app)
+    cat, dan = sign_up(api, "Cat"), sign_up(api, "Dan")
+    join_room(api, dan, room)
+    watchers = await subscribers_on_both_workers(app, room, ann, ROOM_EVENTS)
+    leavers = await subscribers_on_both_workers(app, room, dan, ROOM_EVENTS)
+    redis.stop()
+    post_message(api, ann, room, "while down")
+    join_room(api, cat, room)
+    api.data("mutation($r: ID!) { leaveRoom(room: $r) }", {"r": room}, dan.token)
+    redis.start()
+    for watcher in watchers:
+        events = await watcher.events("s", 3, timeout=20)
+        assert [event["__typename"] for event in events] == ["MessageCreated", "MemberJoined", "MemberLeft"]
+        assert await watcher.silent(0.3)
+    for leaver in leavers:
+        message = await leaver.receive(timeout=20)
+        while "errors" not in message.get("payload", {}):  # what happened until it left, filled in
+            assert message["payload"]["data"]["roomEvents"]["__typename"] in (
+                "MessageCreated",
+                "MemberJoined",
+                "MemberLeft",
+            )
+            message = await leaver.receive(timeout=20)
+        assert message["payload"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert await leaver.receive() == {"type": "complete", "id": "s"}
+    for ws in watchers + leavers:
+        await ws.close()

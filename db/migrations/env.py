@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from db.tables import metadata
-from settings import settings, sqlalchemy_url
+from settings import load, sqlalchemy_url
 
 
 def _run(connection: Connection) -> None:
@@ -22,7 +22,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_async_engine(sqlalchemy_url(settings.database_url), poolclass=NullPool)
+    engine = create_async_engine(sqlalchemy_url(load().database_url), poolclass=NullPool)
     async with engine.connect() as connection:
         if connection.dialect.name == "sqlite":
             # WAL lets readers go on while a writer commits; it persists in the file.

@@ -24,6 +24,17 @@ subscription($room: ID!, $after: ID) {
 }"""
 
 
+ROOM_EVENTS = """
+subscription($room: ID!, $after: String) {
+  roomEvents(room: $room, after: $after) {
+    __typename cursor at room { id }
+    ... on MessageCreated { message { id seq body sender { id name } } }
+    ... on MemberJoined { user { id name } }
+    ... on MemberLeft { user { id name } }
+  }
+}"""
+
+
 class GraphQLWebSocket:
     def __init__(self, ws: ClientConnection, protocol: str) -> None:
         self.ws = ws
@@ -82,6 +93,15 @@ class GraphQLWebSocket:
             payload = await self.result(op_id, timeout)
             assert "errors" not in payload, payload
             found.append(payload["data"]["messageCreated"])
+        return found
+
+    async def events(self, op_id: str, count: int, timeout: float = 10.0) -> list[dict]:
+        """`count` roomEvents payloads of an operation."""
+        found = []
+        for _ in range(count):
+            payload = await self.result(op_id, timeout)
+            assert "errors" not in payload, payload
+            found.append(payload["data"]["roomEvents"])
         return found
 
     async def error(self, op_id: str) -> list[dict]:

@@ -76,7 +76,21 @@ export function Rooms({ chat, onSignOut }: { chat: Chat; onSignOut: () => void }
         </form>
         {error && <p className="error">{error}</p>}
       </aside>
-      <main>{selected ? <RoomView key={selected} room={selected} chat={chat} /> : <p>Pick or create a room.</p>}</main>
+      <main>
+        {selected ? (
+          <RoomView
+            key={selected}
+            room={selected}
+            chat={chat}
+            onLeft={() => {
+              setSelected(null);
+              void rooms.refetch();
+            }}
+          />
+        ) : (
+          <p>Pick or create a room.</p>
+        )}
+      </main>
     </div>
   );
 }

@@ -69,7 +69,8 @@ async function post(token, room, body) {
 }
 
 const seqsOf = (page) =>
-  page.getByTestId("messages").locator("li").evaluateAll((items) => items.map((li) => Number(li.dataset.seq)));
+  page.getByTestId("messages").locator("li[data-seq]").evaluateAll((items) => items.map((li) => Number(li.dataset.seq)));
+const notice = (page, text) => page.getByTestId("notice").filter({ hasText: text }).waitFor({ timeout: 15000 });
 const upTo = (n) => Array.from({ length: n }, (_, i) => i + 1);
 
 async function say(page, body) {
@@ -105,7 +106,9 @@ test("two users chat live, a page resumes after the server restarts, history pag
     await seen(bob, "Hello Bob");
     await say(bob, "Hi Alice");
     await seen(alice, "Hi Alice");
-    await alice.getByTestId("members").filter({ hasText: "Alice, Bob" }).waitFor(); // Bob joined after Alice's page loaded
+    // Bob joined after Alice's page loaded: the room's event log told her page, live.
+    await notice(alice, "Bob joined");
+    await alice.getByTestId("members").filter({ hasText: "Alice, Bob" }).waitFor();
     await alice.screenshot({ path: `${ARTIFACTS}/alice.png` });
     await bob.screenshot({ path: `${ARTIFACTS}/bob.png` });
 
@@ -136,6 +139,15 @@ test("two users chat live, a page resumes after the server restarts, history pag
     assert.deepEqual(await seqsOf(laptop), upTo(39));
     assert.deepEqual(await seqsOf(alice), upTo(39));
     await laptop.screenshot({ path: `${ARTIFACTS}/alice-logged-in-history.png`, fullPage: true });
+
+    // Bob leaves: both of Alice's pages see it live, and the members line loses him.
+    await bob.getByTestId("leave-room").click();
+    await bob.getByText("Pick or create a room.").waitFor();
+    for (const page of [alice, laptop]) {
+      await notice(page, "Bob left");
+      await page.getByTestId("members").filter({ hasText: /^Alice$/ }).waitFor();
+    }
+    await alice.screenshot({ path: `${ARTIFACTS}/alice-sees-bob-leave.png` });
   } finally {
     await browser.close();
     lines.close();

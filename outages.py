@@ -2,7 +2,7 @@
 
 An outage (Postgres stopped, restarting, crashed, failing over, out of connections) is not a bug:
 clients are told SERVICE_UNAVAILABLE and retry. Everything else stays an internal error. The
-classification lives here alone, for the HTTP path (db.pool, errors, limits.http) and the
+classification lives here alone, for the HTTP path (db.pool, errors, execution.http) and the
 WebSocket path alike; it goes by exception type, since server messages are localized.
 """
 

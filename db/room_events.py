@@ -1,0 +1,158 @@
+"""A room's event log: every logged event of a room (a message, a join, a leave...) takes the
+room's next event seq, in the same transaction as the change it records, so the log has no gap
+and its order is the order of commits.
+
+An event is a plain dict, the same whether read here or published live:
+`{"seq", "kind", "at", "room", "user", "message", ...the kind's own fields}` where `user` is who
+the event is about and `message` the message it concerns (with its sender), or None.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from databases import Database
+
+from db.records import Row, as_rows
+from db.tables import messages, room_events, rooms, users
+
+MESSAGE_CREATED = "message_created"
+MEMBER_JOINED = "member_joined"
+MEMBER_LEFT = "member_left"
+
+Event = dict[str, Any]
+
+MESSAGE_FIELDS = ("id", "room_id", "seq", "sender_id", "body", "created_at")
+
+
+async def next_seq(db: Database, room_id: int) -> int:
+    """The room's next event seq; call inside the transaction that appends the event (the row
+    lock on the room serializes its writers)."""
+    query = (
+        rooms.update()
+        .where(rooms.c.id == room_id)
+        .values(last_event_seq=rooms.c.last_event_seq + 1)
+        .returning(rooms.c.last_event_seq)
+    )
+    return int(await db.fetch_val(query))
+
+
+async def append(
+    db: Database,
+    room_id: int,
+    seq: int,
+    kind: str,
+    at: datetime,
+    *,
+    user_id: int | None = None,
+    message_id: int | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    await db.execute(
+        room_events.insert().values(
+            room_id=room_id,
+            seq=seq,
+            kind=kind,
+            at=at,
+            user_id=user_id,
+            message_id=message_id,
+            data=json.dumps(data, separators=(",", ":")) if data else None,
+        )
+    )
+
+
+def public_user(row: Row) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "email_hash": row["email_hash"]}
+
+
+ROOM_FIELDS = ("id", "name", "created_by", "created_at")
+
+
+def public_room(row: Row) -> dict[str, Any]:
+    """The room as an event carries it: what does not change, not its counters of the moment."""
+    return {name: row[name] for name in ROOM_FIELDS}
+
+
+def event(
+    seq: int,
+    kind: str,
+    at: datetime,
+    room: Row,
+    *,
+    user: Row | None = None,
+    message: Row | None = None,
+    data: dict[str, Any] | None = None,
+) -> Event:
+    return {
+        **(data or {}),
+        "seq": seq,
+        "kind": kind,
+        "at": at,
+        "room": public_room(room),
+        "user": public_user(user) if user is not None else None,
+        "message": message,
+    }
+
+
+_subject = users.alias("subject")
+_sender = users.alias("sender")
+_COLUMNS = (
+    room_events.c.seq,
+    room_events.c.kind,
+    room_events.c.at,
+    room_events.c.data,
+    _subject.c.id.label("user_id"),
+    _subject.c.name.label("user_name"),
+    _subject.c.email_hash.label("user_email_hash"),
+    *(messages.c[name].label(f"message_{name}") for name in MESSAGE_FIELDS),
+    _sender.c.name.label("sender_name"),
+    _sender.c.email_hash.label("sender_email_hash"),
+)
+_FROM = (
+    room_events.outerjoin(_subject, _subject.c.id == room_events.c.user_id)
+    .outerjoin(messages, messages.c.id == room_events.c.message_id)
+    .outerjoin(_sender, _sender.c.id == messages.c.sender_id)
+)
+
+
+def _event(row: Row, room: Row) -> Event:
+    user = None
+    if row["user_id"] is not None:
+        user = {"id": row["user_id"], "name": row["user_name"], "email_hash": row["user_email_hash"]}
+    message = None
+    if row["message_id"] is not None:
+        message = {name: row[f"message_{name}"] for name in MESSAGE_FIELDS}
+        message["sender"] = {
+            "id": message["sender_id"],
+            "name": row["sender_name"],
+            "email_hash": row["sender_email_hash"],
+        }
+    data = json.loads(row["data"]) if row["data"] else None
+    return event(row["seq"], row["kind"], row["at"], room, user=user, message=message, data=data)
+
+
+async def after(db: Database, room: Row, seq: int, limit: int) -> list[Event]:
+    """The room's events after `seq`, oldest first, with the users and messages they concern."""
+    query = (
+        sa.select(*_COLUMNS)
+        .select_from(_FROM)
+        .where(room_events.c.room_id == room["id"], room_events.c.seq > seq)
+        .order_by(room_events.c.seq)
+        .limit(limit)
+    )
+    return [_event(row, room) for row in as_rows(await db.fetch_all(query))]
+
+
+async def newest(db: Database, room: Row, limit: int) -> list[Event]:
+    """The room's last `limit` events, oldest first."""
+    query = (
+        sa.select(*_COLUMNS)
+        .select_from(_FROM)
+        .where(room_events.c.room_id == room["id"])
+        .order_by(room_events.c.seq.desc())
+        .limit(limit)
+    )
+    return [_event(row, room) for row in reversed(as_rows(await db.fetch_all(query)))]

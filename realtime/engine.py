@@ -1,0 +1,575 @@
+"""The live engine: every subscription field whose source returns a `LiveSource`, served at the
+cost of forwarding bytes.
+
+Each process holds one feed per topic (one broadcast subscription). A feed groups its
+subscribers by what they asked for (document, operation, variables) and, when the selection
+reads a field whose value depends on who asks, by viewer too; it executes each group's
+selection once per event, encodes the result once, and hands every subscriber of the group
+the same bytes.
+
+A logged topic's feed delivers its events in `seq` order without gaps: it fills a gap from the
+topic's log (publishers out of order, a Redis outage announced by a resync) and drops what it
+has delivered already. A joining subscriber is admitted first (from then on an end reaches it),
+checked, and then catches up in a task of its own, outside the feed's lock: a batch of history
+from the log, sent as fast as its transport takes it, then the next, however far behind it
+started. The feed keeps its last events (and the results it sent for them) in memory; once the
+subscriber is within them, the hand-over to live delivery replays them under the lock, so live
+delivery never waits on a resume, and nothing is missed or sent twice.
+
+Subscriptions end when their transport goes, when a control message on their topic ends their
+viewer (a member left), when their token is revoked, or when a re-check after a reconnect
+refuses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Collection, Iterable
+from contextlib import AsyncExitStack, suppress
+from inspect import isawaitable
+from typing import Any, Protocol
+
+import orjson
+from ariadne.logger import log_error
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    Executor,
+    FieldNode,
+    GraphQLError,
+    GraphQLSchema,
+    TypeInfo,
+    TypeInfoVisitor,
+    Visitor,
+    execute_subscription_event,
+    get_named_type,
+    visit,
+)
+
+from auth import Viewer
+from realtime.broadcast import ChannelBroadcast
+from realtime.live import Event, LiveSource
+from realtime.redis_backend import RESYNC
+
+logger = logging.getLogger("chat.live")
+
+CATCH_UP_BATCH = 200
+YIELD_EVERY = 8
+RECENT = 64
+CONTROL = "control"
+
+
+class Sink(Protocol):
+    """One operation's way to its client: a transport frames the results for its protocol."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def send(self, payload: bytes, event_id: str | None) -> None:
+        """A live result. A client that does not read them in time is disconnected."""
+
+    def history(self, results: list[tuple[bytes, str | None]]) -> None:
+        """Results we chose to send (a resume): not counted against the live bound; paced by
+        awaiting `drained` before the next batch."""
+
+    async def drained(self) -> None:
+        """Returns once the transport has taken the history (or is gone)."""
+
+    def end(self, payload: bytes) -> None:
+        """A last result (its errors), then the operation's end."""
+
+    def try_again_later(self) -> None:
+        """The subscription cannot be served now: the transport ends so the client retries."""
+
+
+class Selection:
+    """What a subscriber asked for; subscribers with equal keys receive the same bytes."""
+
+    __slots__ = ("_executor", "document", "operation_name", "query", "variables", "variables_key")
+
+    def __init__(self, document: DocumentNode, query: str, operation_name: str | None, variables: dict | None) -> None:
+        self.document = document
+        self.query = query
+        self.operation_name = operation_name
+        self.variables = variables or {}
+        # A str: orjson's bytes keep a buffer of a few KiB, and every subscriber's key holds this.
+        self.variables_key = orjson.dumps(self.variables, option=orjson.OPT_SORT_KEYS).decode()
+        self._executor: Executor | None = None
+
+    @classmethod
+    def of(cls, document: DocumentNode, query: str, operation_name: str | None, variables: dict | None) -> Selection:
+        return cls(document, query, operation_name, variables)
+
+    def executor_for(self, schema: GraphQLSchema, event: Event, context: Any) -> Executor | list[GraphQLError]:
+        """An executor for one event: built once (variables coerced, fragments collected), then
+        copied per event, as graphql-core does for a subscription's events."""
+        if self._executor is None:
+            built = Executor.build(
+                schema, self.document, raw_variable_values=self.variables, operation_name=self.operation_name
+            )
+            if isinstance(built, list):
+                return built
+            self._executor = built
+        executor = self._executor.build_per_event_executor(event)
+        executor.context_value = context  # fresh loaders per event: nothing goes stale
+        return executor
+
+
+GroupKey = tuple[str, str | None, str, int | None]
+
+
+class Subscription:
+    """One subscriber: an operation on one transport."""
+
+    __slots__ = ("catching_up", "engine", "feed", "key", "selection", "seq", "sink", "source")
+
+    def __init__(self, engine: Engine, source: LiveSource, selection: Selection, key: GroupKey, sink: Sink) -> None:
+        self.engine = engine
+        self.source = source
+        self.selection = selection
+        self.key = key
+        self.sink = sink
+        self.seq: int | None = source.after  # None until admitted to a logged feed: its head
+        self.feed: Feed | None = None
+        self.catching_up: asyncio.Task[None] | None = None
+
+    @property
+    def viewer(self) -> Viewer:
+        return self.source.viewer
+
+    def deliver(self, seq: int | None, payload: bytes, event_id: str | None) -> None:
+        if seq is not None:
+            if self.seq is not None and seq <= self.seq:
+                return
+            self.seq = seq
+        self.sink.send(payload, event_id)
+
+    def close(self) -> None:
+        """Stop delivering (the client stopped it, or it ended); safe to call twice."""
+        task = self.catching_up
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self.catching_up = None
+        if self.feed is not None:
+            self.feed.remove(self)
+        self.engine.unindex(self)
+
+    def end(self, payload: bytes) -> None:
+        self.close()
+        self.sink.end(payload)
+
+
+class Group:
+    __slots__ = ("event_id", "key", "kinds", "selection", "subscriptions", "viewer")
+
+    def __init__(self, subscription: Subscription) -> None:
+        source = subscription.source
+        self.key = subscription.key
+        self.selection = subscription.selection
+        self.viewer = subscription.viewer if subscription.key[3] is not None else None
+        self.kinds = source.kinds
+        self.event_id = source.event_id
+        self.subscriptions: set[Subscription] = set()
+
+    def wants(self, event: Event) -> bool:
+        return self.kinds is None or event.get("kind") in self.kinds
+
+
+class Feed:
+    """One topic in this process: its broadcast subscription, groups and (logged) position."""
+
+    def __init__(self, engine: Engine, source: LiveSource) -> None:
+        self.engine = engine
+        self.topic = source.topic
+        self.log = source.log
+        self.groups: dict[GroupKey, Group] = {}
+        self.joining: set[Subscription] = set()
+        # The last events delivered, contiguous up to `last_seq`, with each group's result.
+        self.recent: deque[tuple[Event, dict[GroupKey, bytes]]] = deque(maxlen=RECENT)
+        self.last_seq = 0
+        self.lock = asyncio.Lock()
+        self._stack = AsyncExitStack()
+        self._task: asyncio.Task[None] | None = None
+        self.started: asyncio.Future[None] | None = None
+        self.retired = False
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return [*self.joining, *(s for group in self.groups.values() for s in group.subscriptions)]
+
+    async def start(self) -> None:
+        channel = self.engine.channel(self.topic)
+        subscriber = await self._stack.enter_async_context(self.engine.broadcast.subscribe(channel))
+        if self.log is not None:
+            # Subscribed first, read second: nothing appended after this read can be missed.
+            for event in await self.log.newest(RECENT):
+                self._remember(event, {})
+        self._task = asyncio.create_task(self._run(subscriber), name=f"feed {self.topic}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        await self._stack.aclose()
+
+    def admit(self, subscription: Subscription) -> None:
+        """From now on an end reaches it; it receives nothing until it is handed over."""
+        if self.log is not None and subscription.seq is None:
+            subscription.seq = self.last_seq
+        subscription.feed = self
+        self.joining.add(subscription)
+
+    async def catch_up(self, subscription: Subscription) -> None:
+        """Send what the subscriber missed, then deliver to it live: batches of history paced by
+        its transport and read outside the lock, then, once the rest is in `recent`, the
+        hand-over under the lock, from memory."""
+        assert self.log is not None
+        sink = subscription.sink
+        while subscription.feed is self and not sink.closed:
+            assert subscription.seq is not None
+            if subscription.seq >= self._remembered_from():
+                async with self.lock:
+                    if subscription.feed is not self or subscription.seq < self._remembered_from():
+                        continue
+                    sink.history(await self._results(subscription, self.recent))
+                    self._hand_over(subscription)
+                    return
+            events = await self.log.after(subscription.seq, CATCH_UP_BATCH)
+            if subscription.feed is not self:
+                return
+            if not events:  # the log has nothing newer than `recent` says: hand over
+                subscription.seq = max(subscription.seq, self._remembered_from())
+                continue
+            sink.history(await self._results(subscription, ((event, {}) for event in events)))
+            await sink.drained()
+
+    async def join_now(self, subscription: Subscription) -> None:
+        """An ephemeral topic's subscriber: its current state first, then every change."""
+        initial = subscription.source.initial
+        if initial is not None:
+            event = await initial()
+            if event is not None and subscription.feed is self:
+                payload = await self.engine.execute(subscription.selection, self._viewer_of(subscription), event)
+                subscription.sink.send(payload, None)
+        if subscription.feed is self:
+            self._hand_over(subscription)
+
+    def _remembered_from(self) -> int:
+        """Every event after this seq is in `recent` (or not yet delivered by the feed)."""
+        return self.recent[0][0]["seq"] - 1 if self.recent else self.last_seq
+
+    @staticmethod
+    def _viewer_of(subscription: Subscription) -> Viewer | None:
+        return subscription.viewer if subscription.key[3] is not None else None
+
+    async def _results(
+        self, subscription: Subscription, history: Iterable[tuple[Event, dict[GroupKey, bytes]]]
+    ) -> list[tuple[bytes, str | None]]:
+        source = subscription.source
+        results = []
+        executed = 0
+        for event, payloads in history:
+            assert subscription.seq is not None
+            if event["seq"] <= subscription.seq:
+                continue
+            subscription.seq = event["seq"]
+            if source.kinds is not None and event.get("kind") not in source.kinds:
+                continue
+            payload = payloads.get(subscription.key)
+            if payload is None:
+                payload = await self.engine.execute(subscription.selection, self._viewer_of(subscription), event)
+                executed += 1
+                if executed % YIELD_EVERY == 0 and not self.lock.locked():
+                    # A resume is one client's: live delivery to everyone else goes between.
+                    await asyncio.sleep(0)
+            results.append((payload, source.event_id(event) if source.event_id else None))
+        return results
+
+    def _hand_over(self, subscription: Subscription) -> None:
+        self.joining.discard(subscription)
+        subscription.catching_up = None
+        group = self.groups.get(subscription.key)
+        if group is None:
+            group = self.groups[subscription.key] = Group(subscription)
+        group.subscriptions.add(subscription)
+        # The group's one Selection and key: this subscriber's own copies of the query text and
+        # variables go.
+        subscription.selection = group.selection
+        subscription.key = group.key
+
+    def remove(self, subscription: Subscription) -> None:
+        if subscription in self.joining:
+            self.joining.discard(subscription)
+        else:
+            group = self.groups.get(subscription.key)
+            if group is None or subscription not in group.subscriptions:
+                return
+            group.subscriptions.discard(subscription)
+            if not group.subscriptions:
+                del self.groups[subscription.key]
+        subscription.feed = None
+        if not self.groups and not self.joining:
+            self.engine.retire(self)
+
+    async def _run(self, subscriber: Any) -> None:
+        async for message in subscriber:
+            try:
+                async with self.lock:
+                    await self._handle(message.message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # e.g. the log unreachable while filling a gap: the next event retries
+                logger.exception("Topic %s: delivering an event failed", self.topic)
+
+    async def _handle(self, message: str) -> None:
+        if message == RESYNC:  # Redis came back: what was said meanwhile is lost to us
+            if self.log is not None:
+                await self._fill(None)
+            self.engine.recheck(self.subscriptions)
+            return
+        event = orjson.loads(message)
+        control = event.get(CONTROL)
+        if control == "end":
+            user, error = event["user"], event["error"]
+            self.engine.end_where(self.subscriptions, lambda s: s.viewer.id == user, error)
+            return
+        if self.log is None:
+            await self._deliver(event)
+            return
+        seq = event["seq"]
+        if seq <= self.last_seq:
+            return
+        if seq > self.last_seq + 1:
+            await self._fill(seq - 1)
+        if seq == self.last_seq + 1:
+            await self._deliver(event)
+
+    async def _fill(self, upto: int | None) -> None:
+        """Deliver the log's events after `last_seq` (up to `upto`, when given)."""
+        assert self.log is not None
+        while upto is None or self.last_seq < upto:
+            events = await self.log.after(self.last_seq, CATCH_UP_BATCH)
+            if not events:
+                return
+            for event in events:
+                if upto is not None and event["seq"] > upto:
+                    return
+                await self._deliver(event)
+
+    async def _deliver(self, event: Event) -> None:
+        seq = event.get("seq") if self.log is not None else None
+        payloads: dict[GroupKey, bytes] = {}
+        for key, group in list(self.groups.items()):
+            if not group.wants(event):
+                continue
+            payload = payloads[key] = await self.engine.execute(group.selection, group.viewer, event)
+            event_id = group.event_id(event) if group.event_id is not None else None
+            for subscription in list(group.subscriptions):
+                subscription.deliver(seq, payload, event_id)
+        if self.log is not None:
+            self._remember(event, payloads)
+
+    def _remember(self, event: Event, payloads: dict[GroupKey, bytes]) -> None:
+        self.recent.append((event, payloads))
+        self.last_seq = event["seq"]
+
+
+ContextFactory = Callable[[Viewer | None], dict[str, Any]]
+ErrorFormatter = Callable[[GraphQLError, bool], dict]
+
+
+class Engine:
+    """This process's feeds."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        broadcast: ChannelBroadcast,
+        *,
+        channel_prefix: str,
+        context: ContextFactory,
+        viewer_fields: Collection[tuple[str, str]],
+        error_formatter: ErrorFormatter,
+        logger_name: str = "chat.graphql",
+        debug: bool = False,
+    ) -> None:
+        self.schema = schema
+        self.broadcast = broadcast
+        self.channel_prefix = channel_prefix
+        self.context = context
+        self.viewer_fields = frozenset(viewer_fields)
+        self.error_formatter = error_formatter
+        self.logger = logging.getLogger(logger_name)
+        self.debug = debug
+        self.feeds: dict[str, Feed] = {}
+        self.by_token: dict[str, set[Subscription]] = {}
+        self._per_viewer: dict[str, bool] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def channel(self, topic: str) -> str:
+        return f"{self.channel_prefix}{topic}"
+
+    async def subscribe(
+        self, source: LiveSource, selection: Selection, sink: Sink
+    ) -> Subscription | GraphQLError | None:
+        """The running subscription; the error that refuses it; or None when it ended while
+        starting (its end is on the way to the client). Raises what the topic's check raises
+        (the database unavailable), having admitted nothing."""
+        audience = source.viewer.id if self._depends_on_viewer(selection) else None
+        key: GroupKey = (selection.query, selection.operation_name, selection.variables_key, audience)
+        subscription = Subscription(self, source, selection, key, sink)
+        feed = await self._feed(source)
+        feed.admit(subscription)
+        self.by_token.setdefault(source.viewer.token_hash, set()).add(subscription)
+        # The source checked access before the subscription was in its feed: an end published in
+        # between passed it by. Checked again now that any later end reaches it.
+        try:
+            refusal = await source.check()
+        except BaseException:
+            subscription.close()
+            raise
+        if subscription.feed is None:
+            return None
+        if refusal is not None:
+            subscription.close()
+            return refusal
+        if feed.log is not None:
+            subscription.catching_up = asyncio.create_task(self._catch_up(feed, subscription))
+        else:
+            await feed.join_now(subscription)
+        return subscription
+
+    async def _catch_up(self, feed: Feed, subscription: Subscription) -> None:
+        """A resume that cannot be served now (the log unreachable mid-way) ends the transport
+        retryably: the client comes back and resumes from the last result it got."""
+        try:
+            await feed.catch_up(subscription)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            logger.warning("Catching up a subscriber failed (%s); asking it to retry", type(error).__name__)
+            subscription.close()
+            subscription.sink.try_again_later()
+
+    async def _feed(self, source: LiveSource) -> Feed:
+        """The topic's feed, started if need be (one broadcast subscription per topic)."""
+        while True:
+            feed = self.feeds.get(source.topic)
+            if feed is None:
+                feed = self.feeds[source.topic] = Feed(self, source)
+                feed.started = asyncio.ensure_future(feed.start())
+            assert feed.started is not None
+            try:
+                await asyncio.shield(feed.started)
+            except BaseException:
+                if self.feeds.get(source.topic) is feed:
+                    del self.feeds[source.topic]
+                raise
+            if not feed.retired:  # else it was retired meanwhile: the topic's next feed
+                return feed
+
+    def retire(self, feed: Feed) -> None:
+        feed.retired = True
+        if self.feeds.get(feed.topic) is feed:
+            del self.feeds[feed.topic]
+        self._spawn(feed.stop())
+
+    def unindex(self, subscription: Subscription) -> None:
+        token = subscription.viewer.token_hash
+        subscriptions = self.by_token.get(token)
+        if subscriptions is not None:
+            subscriptions.discard(subscription)
+            if not subscriptions:
+                del self.by_token[token]
+
+    async def execute(self, selection: Selection, viewer: Viewer | None, event: Event) -> bytes:
+        """A selection executed once for an event, its result encoded once."""
+        executor = selection.executor_for(self.schema, event, self.context(viewer))
+        outcome = (
+            ExecutionResult(None, errors=executor)
+            if isinstance(executor, list)
+            else execute_subscription_event(executor)
+        )
+        result = await outcome if isawaitable(outcome) else outcome
+        assert isinstance(result, ExecutionResult)
+        if not result.errors:
+            return orjson.dumps({"data": result.data})
+        for error in result.errors:
+            log_error(error, self.logger)
+        errors = [self.error_formatter(error, self.debug) for error in result.errors]
+        return orjson.dumps({"data": result.data, "errors": errors})
+
+    def end_where(
+        self, subscriptions: Iterable[Subscription], matches: Callable[[Subscription], bool], error: dict
+    ) -> None:
+        """End the subscriptions that `matches`, with `error` (already formatted)."""
+        payload = orjson.dumps({"errors": [error]})
+        for subscription in [s for s in subscriptions if matches(s)]:
+            subscription.end(payload)
+
+    def end_token(self, token_hash: str, error: GraphQLError) -> None:
+        """A revoked token's subscriptions end, on every topic."""
+        subscriptions = list(self.by_token.get(token_hash, ()))
+        self.end_where(subscriptions, lambda _s: True, self.error_formatter(error, self.debug))
+
+    def recheck(self, subscriptions: Iterable[Subscription]) -> None:
+        """Check each subscription again (after a reconnect, ends may have been missed)."""
+        for subscription in list(subscriptions):
+            self._spawn(self._recheck(subscription))
+
+    def recheck_all(self) -> None:
+        self.recheck(s for subscriptions in self.by_token.values() for s in subscriptions)
+
+    async def _recheck(self, subscription: Subscription) -> None:
+        try:
+            refusal = await subscription.source.check()
+        except Exception as error:  # the database away too: the client comes back and is checked then
+            logger.warning("Re-checking a subscription failed (%s); asking it to retry", type(error).__name__)
+            subscription.close()
+            subscription.sink.try_again_later()
+            return
+        if refusal is not None and subscription.feed is not None:
+            subscription.end(orjson.dumps({"errors": [self.error_formatter(refusal, self.debug)]}))
+
+    def _depends_on_viewer(self, selection: Selection) -> bool:
+        """Whether the selection reads a field whose value depends on who asks: then each viewer
+        is a group of its own."""
+        if not self.viewer_fields:
+            return False
+        cached = self._per_viewer.get(selection.query)
+        if cached is None:
+            cached = self._per_viewer[selection.query] = _reads_any(self.schema, selection.document, self.viewer_fields)
+            if len(self._per_viewer) > 1024:
+                self._per_viewer.clear()
+        return cached
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for feed in list(self.feeds.values()):
+            await feed.stop()
+        self.feeds.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _reads_any(schema: GraphQLSchema, document: DocumentNode, coordinates: frozenset[tuple[str, str]]) -> bool:
+    type_info = TypeInfo(schema)
+    found = False
+
+    class Finder(Visitor):
+        def enter_field(self, node: FieldNode, *_args: Any) -> None:
+            nonlocal found
+            parent = type_info.get_parent_type()
+            if parent is not None and (get_named_type(parent).name, node.name.value) in coordinates:
+                found = True
+
+    visit(document, TypeInfoVisitor(type_info, Finder()))
+    return found

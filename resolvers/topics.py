@@ -1,0 +1,79 @@
+"""A room's live topic: its name, its log, and who may receive it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from graphql import GraphQLError
+
+from auth import Viewer
+from db import room_events
+from db.access import Access
+from db.records import Row
+from errors import Forbidden, NotFound, Unauthenticated
+from realtime.live import Event, LiveSource
+from resolvers.context import NOT_A_MEMBER, SIGN_IN_FIRST
+from services import Services
+
+
+def room_topic(room_id: int) -> str:
+    return f"room:{room_id}"
+
+
+class RoomLog:
+    """The room's event log, as the live engine reads it."""
+
+    def __init__(self, services: Services, room: Row) -> None:
+        self._services = services
+        self._room = room
+
+    async def after(self, seq: int, limit: int) -> list[Event]:
+        return await room_events.after(self._services.db, self._room, seq, limit)
+
+    async def newest(self, limit: int) -> list[Event]:
+        return await room_events.newest(self._services.db, self._room, limit)
+
+
+def refusal(access: Access) -> GraphQLError | None:
+    """Why the viewer may not receive the room's events, if they may not."""
+    if access.room is None:
+        return NotFound("Room not found.")
+    if not access.signed_in:
+        return Unauthenticated(SIGN_IN_FIRST)
+    if not access.member:
+        return Forbidden(NOT_A_MEMBER)
+    return None
+
+
+async def room_access(services: Services, viewer: Viewer, room_id: int) -> Row:
+    """The room, when the viewer (still signed in) is its member; raises otherwise. One batched
+    read for every subscription starting at once."""
+    access = await services.access.room_access(viewer.token_hash, room_id)
+    error = refusal(access)
+    if error is not None:
+        raise error
+    assert access.room is not None
+    return access.room
+
+
+def room_source(
+    services: Services,
+    viewer: Viewer,
+    room: Row,
+    *,
+    after: int | None,
+    kinds: frozenset[str] | None = None,
+    event_id: Callable[[Event], str | None] | None = None,
+) -> LiveSource:
+    async def check() -> GraphQLError | None:
+        return refusal(await services.access.room_access(viewer.token_hash, room["id"]))
+
+    return LiveSource(
+        topic=room_topic(room["id"]),
+        viewer=viewer,
+        check=check,
+        log=RoomLog(services, room),
+        after=after,
+        kinds=kinds,
+        event_id=event_id,
+    )

@@ -1,0 +1,69 @@
+"""The process-wide resources (database pool, Redis, broadcast, revocations, rate limiter),
+opened by the app's lifespan from the settings and reached through the app, never through
+module globals: importing a module connects to nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from databases import Database
+from redis import asyncio as aioredis
+
+from db.access import AccessReads
+from db.connection import open_database
+from limits.rate import RateLimiter
+from realtime.broadcast import ChannelBroadcast, open_broadcast
+from realtime.publisher import Publisher
+from realtime.revocations import Revocations
+from redis_client import create_redis
+from settings import Settings
+from viewer_cache import ViewerCache
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    redis: aioredis.Redis | None
+    broadcast: ChannelBroadcast
+    viewers: ViewerCache
+    revocations: Revocations
+    limiter: RateLimiter
+    access: AccessReads
+    publisher: Publisher
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Services]:
+    redis = create_redis(settings.redis_url, settings.redis_ssl_cert_reqs) if settings.redis_url else None
+    db = open_database(settings)
+    broadcast = open_broadcast(redis)
+    viewers = ViewerCache()
+    services = Services(
+        settings=settings,
+        db=db,
+        redis=redis,
+        broadcast=broadcast,
+        viewers=viewers,
+        revocations=Revocations(broadcast, viewers, f"{settings.channel_prefix}revocations", shared=redis is not None),
+        limiter=RateLimiter(redis, settings.channel_prefix),
+        access=AccessReads(db),
+        publisher=Publisher(broadcast, settings.channel_prefix),
+    )
+    await db.connect()
+    try:
+        await broadcast.connect()
+        try:
+            await services.revocations.start()
+            try:
+                yield services
+            finally:
+                await services.revocations.stop()
+        finally:
+            await broadcast.disconnect()
+    finally:
+        await db.disconnect()
+        if redis is not None:
+            await redis.aclose()

@@ -1,0 +1,127 @@
+"""Where the code reaches into a library's internals for a measured saving, one module per
+library names the version it was written against. These tests fail loudly when the installed
+library is another version, or when what the module relies on no longer behaves as it did:
+the saving must never be lost quietly.
+
+- uvicorn_protocols.py: uvicorn (draining HTTP protocol and server, lean WebSocket protocol,
+  frames written straight to the transport);
+- worker.py: uvicorn-worker (its `_serve`);
+- db/pool.py: databases and SQLAlchemy (bounded pool wait, compiled-statement cache);
+- realtime/broadcast.py: broadcaster (its subscriber table and backend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.metadata import version
+from typing import Any
+
+import sqlalchemy as sa
+from databases.backends.postgres import PostgresConnection
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+import uvicorn_protocols
+import worker
+from db import pool
+from db.tables import messages
+from realtime import broadcast
+from tests.support.rawws import client_frame, upgrade_request
+from uvicorn_protocols import LeanWebSocketProtocol, ReceiveQueue, WritableFlag, frame_writer
+
+
+def test_each_reach_is_written_against_the_installed_version() -> None:
+    assert version("uvicorn") == uvicorn_protocols.WRITTEN_AGAINST
+    assert version("uvicorn-worker") == worker.WRITTEN_AGAINST
+    assert {name: version(name) for name in pool.WRITTEN_AGAINST} == pool.WRITTEN_AGAINST
+    assert version("broadcaster") == broadcast.WRITTEN_AGAINST
+
+
+class Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def test_the_lean_websocket_protocol_keeps_little_and_writes_whole_frames() -> None:
+    sends: list[Any] = []
+
+    async def app(_scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept", "subprotocol": "graphql-transport-ws"})
+        sends.append(send)
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    config = Config(app=app, ws=LeanWebSocketProtocol, ws_ping_interval=None, lifespan="off", log_level="warning")
+    config.load()
+    protocol = LeanWebSocketProtocol(config=config, server_state=ServerState(), app_state={})
+    transport = Transport()
+    protocol.connection_made(transport)
+    protocol.data_received(upgrade_request("127.0.0.1", 8000, "/graphql", "graphql-transport-ws"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert transport.written.startswith(b"HTTP/1.1 101")
+    # What an idle connection no longer keeps: the handshake, and the library's queue and event.
+    assert protocol.request is None and protocol.response is None
+    assert isinstance(protocol.queue, ReceiveQueue) and isinstance(protocol.writable, WritableFlag)
+
+    # The live engine finds the protocol behind `send` and writes frames to the transport.
+    assert frame_writer(sends[0]) is protocol
+    before = len(transport.written)
+    written = LeanWebSocketProtocol.frames_written
+    assert protocol.write_text(b'{"type":"next"}')
+    long = b"x" * 300
+    assert protocol.write_text(long)
+    assert bytes(transport.written[before:]) == b"\x81\x0f" + b'{"type":"next"}' + b"\x81\x7e\x01\x2c" + long
+    assert LeanWebSocketProtocol.frames_written == written + 2
+    protocol.pause_writing()  # over the high-water mark: the caller queues and waits instead
+    assert not protocol.write_text(b"{}")
+    protocol.resume_writing()
+    await protocol.wait_writable()
+    assert protocol.write_text(b"{}")
+    protocol.data_received(client_frame(0x8, (1000).to_bytes(2, "big")))  # the client closes
+    assert not protocol.write_text(b"{}")
+
+
+async def test_the_pool_compiles_statements_as_databases_does() -> None:
+    """The compiled-statement cache must produce what `databases` itself would."""
+    query = sa.select(messages.c.id, messages.c.body).where(messages.c.room_id == 7, messages.c.seq > 3).limit(5)
+    dialect = pool.BoundedWaitBackend("postgresql://u@h/d")._dialect
+    ours = pool.BoundedWaitConnection(pool.BoundedWaitBackend("postgresql://u@h/d"), dialect)
+    theirs = PostgresConnection(pool.BoundedWaitBackend("postgresql://u@h/d"), dialect)
+    for _ in range(2):  # compiled, then from the cache
+        assert ours._compile(query)[:2] == theirs._compile(query)[:2]
+
+
+async def test_one_queue_for_several_channels_keeps_their_order() -> None:
+    channels = broadcast.open_broadcast(None)
+    await channels.connect()
+    try:
+        async with channels.subscribe_many("a", "b") as subscriber:
+            for channel, message in [("a", "1"), ("b", "2"), ("a", "3")]:
+                await channels.publish(channel, message)
+            received = [await asyncio.wait_for(subscriber.get(), 2) for _ in range(3)]
+        assert [(event.channel, event.message) for event in received] == [("a", "1"), ("b", "2"), ("a", "3")]
+        assert channels._subscribers == {}  # left behind nothing
+    finally:
+        await channels.disconnect()

@@ -160,6 +160,7 @@ class ChatApp:
             init_timeout=settings.ws_init_timeout_seconds,
             max_subscriptions=settings.ws_max_subscriptions,
             send_queue=settings.ws_send_queue,
+            presence=services.presence,
         )
 
     async def healthz(self, request: Request) -> JSONResponse:

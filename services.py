@@ -15,10 +15,13 @@ from db.access import AccessReads
 from db.connection import open_database
 from limits.rate import RateLimiter
 from realtime.broadcast import ChannelBroadcast, open_broadcast
+from realtime.expiring import ExpiringSets, MemoryExpiringSets, RedisExpiringSets
+from realtime.presence import PresenceTracker
 from realtime.publisher import Publisher
 from realtime.revocations import Revocations
 from redis_client import create_redis
 from settings import Settings
+from topics import presence_topic
 from viewer_cache import ViewerCache
 
 
@@ -33,6 +36,8 @@ class Services:
     limiter: RateLimiter
     access: AccessReads
     publisher: Publisher
+    expiring: ExpiringSets  # typing and presence: Redis, or this process's memory
+    presence: PresenceTracker
 
 
 @asynccontextmanager
@@ -41,6 +46,9 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
     db = open_database(settings)
     broadcast = open_broadcast(redis)
     viewers = ViewerCache()
+    expiring = RedisExpiringSets(redis, settings.channel_prefix) if redis else MemoryExpiringSets()
+    publisher = Publisher(broadcast, settings.channel_prefix)
+    access = AccessReads(db)
     services = Services(
         settings=settings,
         db=db,
@@ -49,17 +57,28 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
         viewers=viewers,
         revocations=Revocations(broadcast, viewers, f"{settings.channel_prefix}revocations", shared=redis is not None),
         limiter=RateLimiter(redis, settings.channel_prefix),
-        access=AccessReads(db),
-        publisher=Publisher(broadcast, settings.channel_prefix),
+        access=access,
+        publisher=publisher,
+        expiring=expiring,
+        presence=PresenceTracker(
+            expiring,
+            publisher,
+            access.room_ids_of,
+            presence_topic,
+            hold=settings.presence_seconds,
+            offline_after=settings.presence_offline_after,
+        ),
     )
     await db.connect()
     try:
         await broadcast.connect()
         try:
             await services.revocations.start()
+            await services.presence.start()
             try:
                 yield services
             finally:
+                await services.presence.stop()
                 await services.revocations.stop()
         finally:
             await broadcast.disconnect()

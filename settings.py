@@ -134,6 +134,11 @@ class Settings:
     cors_origins: tuple[str, ...]
     rate_messages: Rate
     rate_auth: Rate
+    rate_typing: Rate
+    max_reactions: int
+    typing_seconds: float
+    presence_seconds: float
+    presence_offline_after: float
 
     @property
     def is_sqlite(self) -> bool:
@@ -183,4 +188,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         cors_origins=tuple(o.strip() for o in env.text("CORS_ORIGINS").split(",") if o.strip()),
         rate_messages=Rate.parse(env.text("RATE_LIMIT_MESSAGES", "30/10")),
         rate_auth=Rate.parse(env.text("RATE_LIMIT_AUTH", "10/60")),
+        rate_typing=Rate.parse(env.text("RATE_LIMIT_TYPING", "10/10")),
+        max_reactions=env.integer("MAX_REACTIONS", 20),
+        typing_seconds=env.number("TYPING_SECONDS", 6.0),
+        presence_seconds=env.number("PRESENCE_SECONDS", 45.0),
+        presence_offline_after=env.number("PRESENCE_OFFLINE_AFTER", 5.0),
     )

@@ -26,7 +26,15 @@ SUBSCRIPTIONS = {
         "subscription($room: ID!, $after: String) { roomEvents(room: $room, after: $after) "
         f"{{ cursor ... on MessageCreated {{ message {MESSAGE_FIELDS} }} }} }}"
     ),
+    # The chat features' mix (bench.chat_features): messages, edits and reactions of one room.
+    "roomEventsMix": (
+        "subscription($room: ID!, $after: String) { roomEvents(room: $room, after: $after) { cursor "
+        f"... on MessageCreated {{ message {MESSAGE_FIELDS} }} "
+        "... on MessageEdited { message { id body editedAt } } "
+        "... on ReactionChanged { emoji added user { id name } message { id reactions { emoji count mine } } } } }"
+    ),
 }
+
 CREATE_MESSAGE = "mutation($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id } }"
 ME = "{ me { id name avatar(size: 32) } }"
 Label = TypeVar("Label")
@@ -297,9 +305,9 @@ async def keep_alive(
             writer.close()
 
 
-async def http_load(host: str, port: int, token: str, clients: int, seconds: float) -> HttpResult:
-    """`clients` keep-alive connections, each sending the `me` query back to back."""
-    request = post_request(host, port, orjson.dumps({"query": ME}), token)
+async def http_load(host: str, port: int, token: str, clients: int, seconds: float, query: str = ME) -> HttpResult:
+    """`clients` keep-alive connections, each sending `query` (the `me` query) back to back."""
+    request = post_request(host, port, orjson.dumps({"query": query}), token)
     latencies: list[float] = []
     errors = 0
     deadline = time.monotonic() + seconds

@@ -35,7 +35,9 @@ from db.access import AccessReads
 from db.connection import open_database
 from errors import BadUserInput, Forbidden
 from limits.rate import RateLimiter
+from realtime.expiring import MemoryExpiringSets, RedisExpiringSets
 from realtime.operations import token_in
+from realtime.presence import PresenceTracker
 from realtime.publisher import Publisher
 from realtime.redis_backend import RESYNC, ResilientRedisBackend
 from realtime.revocations import Revocations
@@ -49,10 +51,11 @@ from resolvers.query import query_type
 from resolvers.room import room_type
 from resolvers.room_event import room_event_interface, room_event_types
 from resolvers.scalars import datetime_scalar
-from resolvers.topics import room_access, room_topic
+from resolvers.sources import room_access
 from resolvers.user import user_type
 from services import Services
 from settings import load
+from topics import presence_topic, room_topic
 from viewer_cache import ViewerCache
 
 VIEWER = "naive.viewer"
@@ -184,6 +187,9 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
     broadcast = Broadcast(backend=ResilientRedisBackend(redis)) if redis else Broadcast("memory://")
     db = open_database(settings)
     viewers = ViewerCache()
+    access = AccessReads(db)
+    publisher = Publisher(broadcast, settings.channel_prefix)  # type: ignore[arg-type]
+    expiring = RedisExpiringSets(redis, settings.channel_prefix) if redis else MemoryExpiringSets()
     state["services"] = Services(
         settings=settings,
         db=db,
@@ -192,8 +198,10 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         viewers=viewers,
         revocations=Revocations(broadcast, viewers, "", shared=False),  # type: ignore[arg-type]
         limiter=RateLimiter(redis, settings.channel_prefix),
-        access=AccessReads(db),
-        publisher=Publisher(broadcast, settings.channel_prefix),  # type: ignore[arg-type]
+        access=access,
+        publisher=publisher,
+        expiring=expiring,
+        presence=PresenceTracker(expiring, publisher, access.room_ids_of, presence_topic),
     )
     await db.connect()
     await broadcast.connect()

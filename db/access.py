@@ -45,6 +45,7 @@ class AccessReads:
             self._load_positions, name="message position"
         )
         self._users: GroupedLoader[str, Row | None] = GroupedLoader(self._load_users, name="token")
+        self._rooms: GroupedLoader[int, tuple[int, ...]] = GroupedLoader(self._load_rooms, name="rooms of a user")
 
     async def room_access(self, token_hash: str, room_id: int) -> Access:
         return await self._access.load((token_hash, room_id))
@@ -56,6 +57,17 @@ class AccessReads:
         """The token's user (None once it is revoked): a reconnect storm's connection_init checks
         go in batches too."""
         return await self._users.load(token_hash)
+
+    async def room_ids_of(self, user_id: int) -> tuple[int, ...]:
+        """The rooms a user belongs to (batched with every other connection starting now)."""
+        return await self._rooms.load(user_id)
+
+    async def _load_rooms(self, user_ids: list[int]) -> dict[int, tuple[int, ...]]:
+        query = sa.select(memberships.c.user_id, memberships.c.room_id).where(memberships.c.user_id.in_(user_ids))
+        found: dict[int, list[int]] = {user_id: [] for user_id in user_ids}
+        for row in as_rows(await self._db.fetch_all(query)):
+            found[row["user_id"]].append(row["room_id"])
+        return {user_id: tuple(sorted(room_ids)) for user_id, room_ids in found.items()}
 
     async def _load_users(self, digests: list[str]) -> dict[str, Row | None]:
         found = await users_for_tokens(self._db, digests)

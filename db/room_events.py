@@ -16,16 +16,20 @@ from typing import Any
 import sqlalchemy as sa
 from databases import Database
 
-from db.records import Row, as_rows
-from db.tables import messages, room_events, rooms, users
+from db.records import Row, as_row, as_rows
+from db.tables import messages, reactions, room_events, rooms, users
 
 MESSAGE_CREATED = "message_created"
+MESSAGE_EDITED = "message_edited"
+MESSAGE_DELETED = "message_deleted"
+REACTION_CHANGED = "reaction_changed"
+READ_UP_TO = "read_up_to"
 MEMBER_JOINED = "member_joined"
 MEMBER_LEFT = "member_left"
 
 Event = dict[str, Any]
 
-MESSAGE_FIELDS = ("id", "room_id", "seq", "sender_id", "body", "created_at")
+MESSAGE_FIELDS = ("id", "room_id", "seq", "sender_id", "body", "created_at", "edited_at", "deleted_at")
 
 
 async def next_seq(db: Database, room_id: int) -> int:
@@ -38,6 +42,31 @@ async def next_seq(db: Database, room_id: int) -> int:
         .returning(rooms.c.last_event_seq)
     )
     return int(await db.fetch_val(query))
+
+
+ROOM_COUNTER_COLUMNS = (
+    rooms.c.id,
+    rooms.c.name,
+    rooms.c.created_by,
+    rooms.c.created_at,
+    rooms.c.last_seq,
+    rooms.c.last_event_seq,
+)
+
+
+async def next_event(db: Database, room_id: int) -> tuple[Row, int]:
+    """The room (what does not change of it) and its log's next seq; call inside the transaction
+    that appends the event."""
+    numbers = as_row(
+        await db.fetch_one(
+            rooms.update()
+            .where(rooms.c.id == room_id)
+            .values(last_event_seq=rooms.c.last_event_seq + 1)
+            .returning(*ROOM_COUNTER_COLUMNS)
+        )
+    )
+    assert numbers is not None
+    return public_room(numbers), int(numbers["last_event_seq"])
 
 
 async def append(
@@ -143,7 +172,7 @@ async def after(db: Database, room: Row, seq: int, limit: int) -> list[Event]:
         .order_by(room_events.c.seq)
         .limit(limit)
     )
-    return [_event(row, room) for row in as_rows(await db.fetch_all(query))]
+    return await _events(db, as_rows(await db.fetch_all(query)), room)
 
 
 async def newest(db: Database, room: Row, limit: int) -> list[Event]:
@@ -155,4 +184,43 @@ async def newest(db: Database, room: Row, limit: int) -> list[Event]:
         .order_by(room_events.c.seq.desc())
         .limit(limit)
     )
-    return [_event(row, room) for row in reversed(as_rows(await db.fetch_all(query)))]
+    return await _events(db, list(reversed(as_rows(await db.fetch_all(query)))), room)
+
+
+async def _events(db: Database, rows: list[Row], room: Row) -> list[Event]:
+    """Events from their rows; the messages they concern as they are now, reactions included
+    (one more read for the whole batch)."""
+    events = [_event(row, room) for row in rows]
+    message_ids = sorted({event["message"]["id"] for event in events if event["message"] is not None})
+    if message_ids:
+        found = await reactions_by_message(db, message_ids)
+        for event in events:
+            if event["message"] is not None:
+                event["message"]["reactions"] = found.get(event["message"]["id"], [])
+    return events
+
+
+def revised(earlier: Event, later: Event) -> Event | None:
+    """`earlier` with the message as `later` left it, when both concern the same message: the
+    log's events show their message as it is now (deleted text is gone from every replay)."""
+    message, changed = earlier.get("message"), later.get("message")
+    if message is None or changed is None or message is changed or message["id"] != changed["id"]:
+        return None
+    return {**earlier, "message": changed}
+
+
+async def reactions_by_message(db: Database, message_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each message's reactions: `{"emoji", "count", "users"}` (who reacted, for `mine`), by
+    emoji in the order of each one's earliest standing reaction."""
+    query = (
+        sa.select(reactions.c.message_id, reactions.c.emoji, reactions.c.user_id)
+        .where(reactions.c.message_id.in_(message_ids))
+        .order_by(reactions.c.message_id, reactions.c.created_at, reactions.c.user_id)
+    )
+    found: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in as_rows(await db.fetch_all(query)):
+        by_emoji = found.setdefault(row["message_id"], {})
+        entry = by_emoji.setdefault(row["emoji"], {"emoji": row["emoji"], "count": 0, "users": []})
+        entry["count"] += 1
+        entry["users"].append(row["user_id"])
+    return {message_id: list(by_emoji.values()) for message_id, by_emoji in found.items()}

@@ -5,7 +5,7 @@ from collections import defaultdict
 import sqlalchemy as sa
 from databases import Database
 
-from db import room_events
+from db import read_state, room_events
 from db.records import Row, as_row, as_rows, now
 from db.tables import memberships, rooms, users
 from db.users import PUBLIC_COLUMNS as USER_COLUMNS
@@ -40,9 +40,9 @@ async def rooms_by_ids(db: Database, ids: list[int]) -> list[Row]:
 
 
 async def rooms_of_user(db: Database, user_id: int) -> list[Row]:
-    """The user's rooms, oldest membership first."""
+    """The user's rooms, oldest membership first, each with the user's read state in it."""
     query = (
-        sa.select(*ROOM_COLUMNS)
+        sa.select(*ROOM_COLUMNS, *read_state.STATE_COLUMNS[1:])
         .select_from(rooms.join(memberships, memberships.c.room_id == rooms.c.id))
         .where(memberships.c.user_id == user_id)
         .order_by(memberships.c.joined_at, rooms.c.id)

@@ -42,6 +42,11 @@ memberships = sa.Table(
     sa.Column("room_id", sa.Integer, sa.ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("joined_at", sa.DateTime(timezone=True), nullable=False),
+    # The read position (see db/read_state.py) and the member's own message count.
+    sa.Column("read_event_seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("read_seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("own_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("own_at_read", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_memberships_user_id", "user_id"),
 )
 
@@ -56,7 +61,23 @@ messages = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     # The seq of its `message_created` event in the room's log, where a resume after it starts.
     sa.Column("event_seq", sa.Integer, nullable=True),
+    sa.Column("edited_at", sa.DateTime(timezone=True), nullable=True),
+    # A deleted message keeps its place: its body is emptied.
+    sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+    # The sender's running count of messages in the room (1 for their first).
+    sa.Column("sender_seq", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("room_id", "seq", name="uq_messages_room_seq"),
+    sa.Index("ix_messages_room_event_seq", "room_id", "event_seq"),
+    sa.Index("ix_messages_room_sender_seq", "room_id", "sender_id", "seq"),
+)
+
+reactions = sa.Table(
+    "reactions",
+    metadata,
+    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("emoji", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 room_events = sa.Table(

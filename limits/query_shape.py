@@ -24,7 +24,12 @@ from graphql.language import (
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 
 COST_MAP: dict[str, dict[str, Any]] = {
-    "Query": {"rooms": {"complexity": 10}, "room": {"complexity": 1}, "me": {"complexity": 1}},
+    "Query": {
+        "rooms": {"complexity": 10},
+        "unreadCounts": {"complexity": 10},
+        "room": {"complexity": 1},
+        "me": {"complexity": 1},
+    },
     "Room": {
         "members": {"complexity": 10},
         "messages": {"complexity": 1, "multipliers": ["first"]},

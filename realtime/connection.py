@@ -38,7 +38,7 @@ class Connection:
     SUBPROTOCOL: str
     RESULT: str  # the type of a result message: `next` or `data`
 
-    __slots__ = ("_init_timer", "acknowledged", "operations", "outbox", "server", "viewer", "websocket")
+    __slots__ = ("_init_timer", "acknowledged", "operations", "outbox", "presence", "server", "viewer", "websocket")
 
     def __init__(self, server: LiveServer, websocket: WebSocket, direct: LeanWebSocketProtocol | None) -> None:
         self.server = server
@@ -48,6 +48,7 @@ class Connection:
         self.viewer: Viewer | None = None
         self.operations: dict[str, Operation] = {}
         self._init_timer: asyncio.TimerHandle | None = None
+        self.presence: str | None = None  # this connection's key in the presence sets
 
     async def serve(self) -> None:
         await self.websocket.accept(self.SUBPROTOCOL)
@@ -67,6 +68,8 @@ class Connection:
         finally:
             self._cancel_init_timer()
             self.server.keepalive.discard(self.outbox)
+            if self.presence is not None and self.server.presence is not None:
+                self.server.presence.disconnected(self.presence)
             operations, self.operations = self.operations, {}
             for operation in operations.values():
                 operation.stop()
@@ -94,9 +97,27 @@ class Connection:
         self.viewer = viewer
         return viewer
 
-    def start(self, operation_id: str, payload: dict[str, Any]) -> None:
+    def acknowledge(self, ack: bytes, keepalive: bytes) -> None:
+        """connection_init accepted: the ack, keepalives from now on, and the user online."""
+        self.acknowledged = True
+        self.outbox.put(ack)
+        self.server.keepalive.add(self.outbox, self.outbox.put, keepalive)
+        if self.server.presence is not None and self.viewer is not None and self.presence is None:
+            self.presence = self.server.presence.connected(self.viewer)
+
+    async def start(self, operation_id: str, payload: dict[str, Any]) -> None:
+        """A subscription starts before the connection's next message is handled (anything the
+        client hears after sending it, a pong, another operation's answer, means it is in
+        place); a query or mutation runs beside what comes next."""
         operation = self.operations[operation_id] = Operation()
-        operation.task = asyncio.create_task(self._run(operation_id, operation, payload))
+        request = self.server.operations.prepare(payload)
+        if isinstance(request, list):
+            del self.operations[operation_id]
+            self.refuse(operation_id, request)
+        elif request.kind == OperationType.SUBSCRIPTION:
+            await self._run(operation_id, operation, request)
+        else:
+            operation.task = asyncio.create_task(self._run(operation_id, operation, request))
 
     def result(self, operation_id: str, payload: bytes) -> bytes:
         return (
@@ -107,12 +128,9 @@ class Connection:
     def complete(operation_id: str) -> bytes:
         return b'{"type":"complete","id":' + _quoted(operation_id) + b"}"
 
-    async def _run(self, operation_id: str, operation: Operation, payload: dict[str, Any]) -> None:
+    async def _run(self, operation_id: str, operation: Operation, request: Request) -> None:
         try:
-            request = self.server.operations.prepare(payload)
-            if isinstance(request, list):
-                self.refuse(operation_id, request)
-            elif request.kind == OperationType.SUBSCRIPTION:
+            if request.kind == OperationType.SUBSCRIPTION:
                 await self._subscribe(operation_id, operation, request)
                 return
             else:

@@ -7,6 +7,11 @@ reads a field whose value depends on who asks, by viewer too; it executes each g
 selection once per event, encodes the result once, and hands every subscriber of the group
 the same bytes.
 
+What depends on who asks is told apart per event, not per viewer: a field that reads the viewer
+comes with an audience function, `(event, viewer) -> key`, and a group's subscribers are split
+by those keys for each event (a reaction's `mine` differs for the few who reacted, not for
+everyone), executing once per distinct key.
+
 A logged topic's feed delivers its events in `seq` order without gaps: it fills a gap from the
 topic's log (publishers out of order, a Redis outage announced by a resync) and drops what it
 has delivered already. A joining subscriber is admitted first (from then on an end reaches it),
@@ -15,6 +20,10 @@ from the log, sent as fast as its transport takes it, then the next, however far
 started. The feed keeps its last events (and the results it sent for them) in memory; once the
 subscriber is within them, the hand-over to live delivery replays them under the lock, so live
 delivery never waits on a resume, and nothing is missed or sent twice.
+
+An ephemeral topic with a state (who is typing, who is online) is re-read once per process on
+every change announced on it, and at the time its state says it expires (`refresh_at`):
+subscribers get the state when it changes, a new one first of all.
 
 Subscriptions end when their transport goes, when a control message on their topic ends their
 viewer (a member left), when their token is revoked, or when a re-check after a reconnect
@@ -25,8 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from contextlib import AsyncExitStack, suppress
 from inspect import isawaitable
 from typing import Any, Protocol
@@ -117,7 +127,15 @@ class Selection:
         return executor
 
 
-GroupKey = tuple[str, str | None, str, int | None]
+GroupKey = tuple[str, str | None, str]
+Audience = Callable[[Event, Viewer], Hashable]
+# A payload in a feed's memory: the group's key and its subscribers' audience key for the event.
+PayloadKey = tuple[GroupKey, tuple[Hashable, ...]]
+
+
+def per_viewer(_event: Event, viewer: Viewer) -> Hashable:
+    """The audience of a field each viewer sees differently whatever the event."""
+    return viewer.id
 
 
 class Subscription:
@@ -162,16 +180,27 @@ class Subscription:
 
 
 class Group:
-    __slots__ = ("event_id", "key", "kinds", "selection", "subscriptions", "viewer")
+    __slots__ = ("audiences", "event_id", "key", "kinds", "selection", "subscriptions")
 
-    def __init__(self, subscription: Subscription) -> None:
+    def __init__(self, subscription: Subscription, audiences: tuple[Audience, ...]) -> None:
         source = subscription.source
         self.key = subscription.key
         self.selection = subscription.selection
-        self.viewer = subscription.viewer if subscription.key[3] is not None else None
+        self.audiences = audiences
         self.kinds = source.kinds
         self.event_id = source.event_id
         self.subscriptions: set[Subscription] = set()
+
+    def by_audience(self, event: Event) -> Iterable[tuple[tuple[Hashable, ...], list[Subscription]]]:
+        """The subscribers, split by what they see of this event (all together when nothing in
+        the selection depends on who asks)."""
+        if not self.audiences:
+            return [((), list(self.subscriptions))]
+        buckets: dict[tuple[Hashable, ...], list[Subscription]] = {}
+        for subscription in self.subscriptions:
+            key = tuple(audience(event, subscription.viewer) for audience in self.audiences)
+            buckets.setdefault(key, []).append(subscription)
+        return buckets.items()
 
     def wants(self, event: Event) -> bool:
         return self.kinds is None or event.get("kind") in self.kinds
@@ -187,8 +216,12 @@ class Feed:
         self.groups: dict[GroupKey, Group] = {}
         self.joining: set[Subscription] = set()
         # The last events delivered, contiguous up to `last_seq`, with each group's result.
-        self.recent: deque[tuple[Event, dict[GroupKey, bytes]]] = deque(maxlen=RECENT)
+        self.recent: deque[tuple[Event, dict[PayloadKey, bytes]]] = deque(maxlen=RECENT)
         self.last_seq = 0
+        # An ephemeral topic's state: how it is read, the last read, and when it expires.
+        self.state = source.state
+        self.last_state: Event | None = None
+        self._refresh: asyncio.TimerHandle | None = None
         self.lock = asyncio.Lock()
         self._stack = AsyncExitStack()
         self._task: asyncio.Task[None] | None = None
@@ -209,6 +242,8 @@ class Feed:
         self._task = asyncio.create_task(self._run(subscriber), name=f"feed {self.topic}")
 
     async def stop(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
@@ -248,25 +283,28 @@ class Feed:
 
     async def join_now(self, subscription: Subscription) -> None:
         """An ephemeral topic's subscriber: its current state first, then every change."""
-        initial = subscription.source.initial
-        if initial is not None:
-            event = await initial()
-            if event is not None and subscription.feed is self:
-                payload = await self.engine.execute(subscription.selection, self._viewer_of(subscription), event)
+        state = subscription.source.state
+        if state is not None:
+            event = await state()
+            if subscription.feed is not self:
+                return
+            async with self.lock:
+                if self.last_state is None:
+                    self._remember_state(event)
+                # The feed's own read: any change since it was made reaches this subscriber now.
+                event = self.last_state or event
+                payload = await self.engine.execute(subscription.selection, subscription.viewer, event)
                 subscription.sink.send(payload, None)
-        if subscription.feed is self:
-            self._hand_over(subscription)
+                self._hand_over(subscription)
+            return
+        self._hand_over(subscription)
 
     def _remembered_from(self) -> int:
         """Every event after this seq is in `recent` (or not yet delivered by the feed)."""
         return self.recent[0][0]["seq"] - 1 if self.recent else self.last_seq
 
-    @staticmethod
-    def _viewer_of(subscription: Subscription) -> Viewer | None:
-        return subscription.viewer if subscription.key[3] is not None else None
-
     async def _results(
-        self, subscription: Subscription, history: Iterable[tuple[Event, dict[GroupKey, bytes]]]
+        self, subscription: Subscription, history: Iterable[tuple[Event, dict[PayloadKey, bytes]]]
     ) -> list[tuple[bytes, str | None]]:
         source = subscription.source
         results = []
@@ -278,9 +316,11 @@ class Feed:
             subscription.seq = event["seq"]
             if source.kinds is not None and event.get("kind") not in source.kinds:
                 continue
-            payload = payloads.get(subscription.key)
+            audiences = self.engine.audiences(subscription.selection)
+            audience = tuple(function(event, subscription.viewer) for function in audiences)
+            payload = payloads.get((subscription.key, audience))
             if payload is None:
-                payload = await self.engine.execute(subscription.selection, self._viewer_of(subscription), event)
+                payload = await self.engine.execute(subscription.selection, subscription.viewer, event)
                 executed += 1
                 if executed % YIELD_EVERY == 0 and not self.lock.locked():
                     # A resume is one client's: live delivery to everyone else goes between.
@@ -293,7 +333,8 @@ class Feed:
         subscription.catching_up = None
         group = self.groups.get(subscription.key)
         if group is None:
-            group = self.groups[subscription.key] = Group(subscription)
+            audiences = self.engine.audiences(subscription.selection)
+            group = self.groups[subscription.key] = Group(subscription, audiences)
         group.subscriptions.add(subscription)
         # The group's one Selection and key: this subscriber's own copies of the query text and
         # variables go.
@@ -328,6 +369,8 @@ class Feed:
         if message == RESYNC:  # Redis came back: what was said meanwhile is lost to us
             if self.log is not None:
                 await self._fill(None)
+            elif self.state is not None:
+                await self._reread()
             self.engine.recheck(self.subscriptions)
             return
         event = orjson.loads(message)
@@ -337,7 +380,10 @@ class Feed:
             self.engine.end_where(self.subscriptions, lambda s: s.viewer.id == user, error)
             return
         if self.log is None:
-            await self._deliver(event)
+            if self.state is None:
+                await self._deliver(event)
+            else:
+                await self._reread()
             return
         seq = event["seq"]
         if seq <= self.last_seq:
@@ -359,20 +405,52 @@ class Feed:
                     return
                 await self._deliver(event)
 
+    async def _reread(self) -> None:
+        """The state again (a change was announced, or it expires now): delivered if it changed."""
+        assert self.state is not None
+        event = await self.state()
+        changed = _settled(event) != _settled(self.last_state)
+        self._remember_state(event)
+        if changed:
+            await self._deliver(event)
+
+    def _remember_state(self, event: Event) -> None:
+        self.last_state = event
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
+        refresh_at = event.get("refresh_at")
+        if refresh_at is not None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, refresh_at - time.time())
+            self._refresh = loop.call_later(delay, lambda: self.engine.spawn(self._refreshed()))
+
+    async def _refreshed(self) -> None:
+        self._refresh = None
+        async with self.lock:
+            await self._reread()
+
     async def _deliver(self, event: Event) -> None:
         seq = event.get("seq") if self.log is not None else None
-        payloads: dict[GroupKey, bytes] = {}
+        payloads: dict[PayloadKey, bytes] = {}
         for key, group in list(self.groups.items()):
             if not group.wants(event):
                 continue
-            payload = payloads[key] = await self.engine.execute(group.selection, group.viewer, event)
             event_id = group.event_id(event) if group.event_id is not None else None
-            for subscription in list(group.subscriptions):
-                subscription.deliver(seq, payload, event_id)
+            for audience, subscriptions in group.by_audience(event):
+                viewer = subscriptions[0].viewer if audience else None
+                payload = payloads[(key, audience)] = await self.engine.execute(group.selection, viewer, event)
+                for subscription in subscriptions:
+                    subscription.deliver(seq, payload, event_id)
         if self.log is not None:
             self._remember(event, payloads)
 
-    def _remember(self, event: Event, payloads: dict[GroupKey, bytes]) -> None:
+    def _remember(self, event: Event, payloads: dict[PayloadKey, bytes]) -> None:
+        assert self.log is not None
+        for index, (earlier, _) in enumerate(self.recent):
+            revised = self.log.revised(earlier, event)
+            if revised is not None:
+                self.recent[index] = (revised, {})  # its results are re-executed when asked for
         self.recent.append((event, payloads))
         self.last_seq = event["seq"]
 
@@ -391,7 +469,7 @@ class Engine:
         *,
         channel_prefix: str,
         context: ContextFactory,
-        viewer_fields: Collection[tuple[str, str]],
+        viewer_fields: Mapping[tuple[str, str], Audience],
         error_formatter: ErrorFormatter,
         logger_name: str = "chat.graphql",
         debug: bool = False,
@@ -400,13 +478,13 @@ class Engine:
         self.broadcast = broadcast
         self.channel_prefix = channel_prefix
         self.context = context
-        self.viewer_fields = frozenset(viewer_fields)
+        self.viewer_fields = dict(viewer_fields)
         self.error_formatter = error_formatter
         self.logger = logging.getLogger(logger_name)
         self.debug = debug
         self.feeds: dict[str, Feed] = {}
         self.by_token: dict[str, set[Subscription]] = {}
-        self._per_viewer: dict[str, bool] = {}
+        self._audiences: dict[str, tuple[Audience, ...]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def channel(self, topic: str) -> str:
@@ -418,8 +496,7 @@ class Engine:
         """The running subscription; the error that refuses it; or None when it ended while
         starting (its end is on the way to the client). Raises what the topic's check raises
         (the database unavailable), having admitted nothing."""
-        audience = source.viewer.id if self._depends_on_viewer(selection) else None
-        key: GroupKey = (selection.query, selection.operation_name, selection.variables_key, audience)
+        key: GroupKey = (selection.query, selection.operation_name, selection.variables_key)
         subscription = Subscription(self, source, selection, key, sink)
         feed = await self._feed(source)
         feed.admit(subscription)
@@ -475,7 +552,7 @@ class Engine:
         feed.retired = True
         if self.feeds.get(feed.topic) is feed:
             del self.feeds[feed.topic]
-        self._spawn(feed.stop())
+        self.spawn(feed.stop())
 
     def unindex(self, subscription: Subscription) -> None:
         token = subscription.viewer.token_hash
@@ -518,7 +595,7 @@ class Engine:
     def recheck(self, subscriptions: Iterable[Subscription]) -> None:
         """Check each subscription again (after a reconnect, ends may have been missed)."""
         for subscription in list(subscriptions):
-            self._spawn(self._recheck(subscription))
+            self.spawn(self._recheck(subscription))
 
     def recheck_all(self) -> None:
         self.recheck(s for subscriptions in self.by_token.values() for s in subscriptions)
@@ -534,19 +611,20 @@ class Engine:
         if refusal is not None and subscription.feed is not None:
             subscription.end(orjson.dumps({"errors": [self.error_formatter(refusal, self.debug)]}))
 
-    def _depends_on_viewer(self, selection: Selection) -> bool:
-        """Whether the selection reads a field whose value depends on who asks: then each viewer
-        is a group of its own."""
+    def audiences(self, selection: Selection) -> tuple[Audience, ...]:
+        """The audience functions of the fields the selection reads that depend on who asks."""
         if not self.viewer_fields:
-            return False
-        cached = self._per_viewer.get(selection.query)
-        if cached is None:
-            cached = self._per_viewer[selection.query] = _reads_any(self.schema, selection.document, self.viewer_fields)
-            if len(self._per_viewer) > 1024:
-                self._per_viewer.clear()
-        return cached
+            return ()
+        found = self._audiences.get(selection.query)
+        if found is None:
+            read = _fields_read(self.schema, selection.document, frozenset(self.viewer_fields))
+            found = tuple(dict.fromkeys(self.viewer_fields[coordinate] for coordinate in sorted(read)))
+            if len(self._audiences) > 1024:
+                self._audiences.clear()
+            self._audiences[selection.query] = found
+        return found
 
-    def _spawn(self, coroutine: Any) -> None:
+    def spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -560,16 +638,23 @@ class Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _reads_any(schema: GraphQLSchema, document: DocumentNode, coordinates: frozenset[tuple[str, str]]) -> bool:
+def _settled(state: Event | None) -> Event | None:
+    """A state but for when it next expires: a renewal alone is no change to announce."""
+    return None if state is None else {key: value for key, value in state.items() if key != "refresh_at"}
+
+
+def _fields_read(
+    schema: GraphQLSchema, document: DocumentNode, coordinates: frozenset[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of `coordinates` (type, field) the document selects."""
     type_info = TypeInfo(schema)
-    found = False
+    found: set[tuple[str, str]] = set()
 
     class Finder(Visitor):
         def enter_field(self, node: FieldNode, *_args: Any) -> None:
-            nonlocal found
             parent = type_info.get_parent_type()
-            if parent is not None and (get_named_type(parent).name, node.name.value) in coordinates:
-                found = True
+            if parent is not None and (coordinate := (get_named_type(parent).name, node.name.value)) in coordinates:
+                found.add(coordinate)
 
     visit(document, TypeInfoVisitor(type_info, Finder()))
     return found

@@ -47,7 +47,7 @@ class LegacyWSConnection(Connection):
         if kind == "connection_init":
             await self.on_connection_init(message.get("payload"))
         elif kind == "start":
-            self.on_start(message)
+            await self.on_start(message)
         elif kind == "stop":
             self.on_stop(message.get("id"))
         elif kind == "connection_terminate":
@@ -62,13 +62,13 @@ class LegacyWSConnection(Connection):
                 self.outbox.put(orjson.dumps({"type": "connection_error", "payload": UNAUTHENTICATED}))
                 self.close(close_codes.FORBIDDEN, "Forbidden")
             return
-        if not self.acknowledged:
-            self.acknowledged = True
-            self.server.keepalive.add(self.outbox, self.outbox.put, KA)
-        self.outbox.put(ACK)
+        if self.acknowledged:  # again: the protocol lets a client send it twice
+            self.outbox.put(ACK)
+        else:
+            self.acknowledge(ACK, KA)
         self.outbox.put(KA)
 
-    def on_start(self, message: dict[str, Any]) -> None:
+    async def on_start(self, message: dict[str, Any]) -> None:
         operation_id, payload = message.get("id"), message.get("payload")
         if not isinstance(operation_id, str) or not operation_id or not valid_payload(payload):
             self.close(close_codes.INVALID_MESSAGE, "Invalid start message")
@@ -82,7 +82,7 @@ class LegacyWSConnection(Connection):
         elif len(self.operations) >= self.server.max_subscriptions:
             self.refuse(operation_id, [too_many(self.server.max_subscriptions)])
             return
-        self.start(operation_id, payload)
+        await self.start(operation_id, payload)
 
     def on_stop(self, operation_id: Any) -> None:
         operation = self.operations.pop(operation_id, None) if isinstance(operation_id, str) else None

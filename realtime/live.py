@@ -30,6 +30,12 @@ class TopicLog(Protocol):
         """The last `limit` events, oldest first (the last one is the log's head)."""
         ...
 
+    def revised(self, earlier: Event, later: Event) -> Event | None:
+        """How `earlier` reads once `later` has happened, or None when it reads the same: a
+        replay from memory must show what a replay from the log would (an edit or a delete
+        reaching back to the message's earlier events)."""
+        ...
+
 
 @dataclass(frozen=True, eq=False, slots=True)
 class LiveSource:
@@ -46,8 +52,10 @@ class LiveSource:
     kinds: frozenset[str] | None = None
     # The id a transport gives each result (SSE's `id:`), which the client passes back to resume.
     event_id: Callable[[Event], str | None] | None = None
-    # An ephemeral topic's current state, sent to a new subscriber before any change.
-    initial: Callable[[], Awaitable[Event | None]] | None = None
+    # An ephemeral topic's state: read for a new subscriber, and again on every change announced
+    # on the topic (once per process), and when the state says it expires (`refresh_at`, epoch
+    # seconds); subscribers get it when it changed.
+    state: Callable[[], Awaitable[Event]] | None = None
 
     @property
     def logged(self) -> bool:

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from inspect import isawaitable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from graphql import ExecutionResult, Executor, GraphQLError
@@ -48,6 +48,14 @@ class TryAgainLater(Exception):
     closes the connection with 1013, on which Apollo's clients reconnect and resubscribe."""
 
 
+class Presence(Protocol):
+    """Told of each authenticated connection, so its user shows online (realtime.presence)."""
+
+    def connected(self, viewer: Viewer) -> str: ...
+
+    def disconnected(self, key: str) -> None: ...
+
+
 @dataclass
 class LiveServer:
     """What the WebSocket protocols need to serve operations; built once by the app factory."""
@@ -63,6 +71,7 @@ class LiveServer:
     init_timeout: float
     max_subscriptions: int
     send_queue: int
+    presence: Presence | None = None
 
 
 async def execute_single(server: LiveServer, request: Request, viewer: Viewer | None, connection: Any) -> bytes:

@@ -53,7 +53,7 @@ class TransportWSConnection(Connection):
         elif kind == "pong":
             pass
         elif kind == "subscribe":
-            self.on_subscribe(message)
+            await self.on_subscribe(message)
         elif kind == "complete":
             self.on_complete(message.get("id"))
         else:
@@ -68,11 +68,9 @@ class TransportWSConnection(Connection):
         if viewer is None:
             self.close(close_codes.FORBIDDEN, "Forbidden")
             return
-        self.acknowledged = True
-        self.outbox.put(ACK)
-        self.server.keepalive.add(self.outbox, self.outbox.put, PING)
+        self.acknowledge(ACK, PING)
 
-    def on_subscribe(self, message: dict[str, Any]) -> None:
+    async def on_subscribe(self, message: dict[str, Any]) -> None:
         operation_id, payload = message.get("id"), message.get("payload")
         if not isinstance(operation_id, str) or not operation_id or not valid_payload(payload):
             self.close(close_codes.INVALID_MESSAGE, "Invalid subscribe message")
@@ -83,7 +81,7 @@ class TransportWSConnection(Connection):
         elif len(self.operations) >= self.server.max_subscriptions:
             self.refuse(operation_id, [too_many(self.server.max_subscriptions)])
         else:
-            self.start(operation_id, payload)
+            await self.start(operation_id, payload)
 
     def on_complete(self, operation_id: Any) -> None:
         operation = self.operations.pop(operation_id, None) if isinstance(operation_id, str) else None

@@ -5,19 +5,28 @@ from pathlib import Path
 from ariadne import load_schema_from_path, make_executable_schema
 from graphql import GraphQLSchema
 
-from resolvers.message import message_type
+from realtime.engine import Audience, per_viewer
+from resolvers.message import message_type, reaction_type, reactions_audience
 from resolvers.mutation import mutation_type
+from resolvers.presence import presence_type
 from resolvers.query import query_type
 from resolvers.room import room_type
 from resolvers.room_event import room_event_interface, room_event_types
 from resolvers.scalars import datetime_scalar
 from resolvers.subscription import subscription_type
+from resolvers.typing import typing_type
 from resolvers.user import user_type
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
 
-# Fields whose value depends on who asks: a live selection reading one is executed per viewer.
-VIEWER_FIELDS = frozenset({("Query", "me")})
+# Fields whose value depends on who asks, and what of an event tells viewers apart for them: the
+# live engine executes a selection reading one once per distinct answer, not once per viewer.
+VIEWER_FIELDS: dict[tuple[str, str], Audience] = {
+    ("Query", "me"): per_viewer,
+    ("Room", "unreadCount"): per_viewer,
+    ("Room", "lastReadCursor"): per_viewer,
+    ("Reaction", "mine"): reactions_audience,
+}
 
 
 def build_schema() -> GraphQLSchema:
@@ -28,6 +37,9 @@ def build_schema() -> GraphQLSchema:
         subscription_type,
         room_type,
         message_type,
+        reaction_type,
+        typing_type,
+        presence_type,
         user_type,
         room_event_interface,
         *room_event_types,

@@ -6,7 +6,7 @@ from typing import Any
 from aiodataloader import DataLoader
 from databases import Database
 
-from db import messages, rooms, users
+from db import messages, read_state, room_events, rooms, users
 from db.records import Row
 
 
@@ -49,12 +49,31 @@ class PageLoader(DatabaseLoader):
         return [pages[key] for key in keys]
 
 
+class ReactionsLoader(DatabaseLoader):
+    async def batch_load_fn(self, keys: list[int]) -> list[list[dict]]:
+        found = await room_events.reactions_by_message(self.db, list(keys))
+        return [found.get(key, []) for key in keys]
+
+
+class ReadStateLoader(DatabaseLoader):
+    """Keys are room ids; the viewer's read state in each (one query for all of a request's)."""
+
+    def __init__(self, db: Database, user_id: int) -> None:
+        super().__init__(db)
+        self.user_id = user_id
+
+    async def batch_load_fn(self, keys: list[int]) -> list[read_state.ReadState | None]:
+        found = await read_state.read_states(self.db, self.user_id, list(keys))
+        return [found.get(key) for key in keys]
+
+
 class Loaders:
     """A fresh set per request, and per event for the live engine, so nothing goes stale; each
     loader is made when first used (an event's execution rarely needs any)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._read_states: dict[int, ReadStateLoader] = {}
 
     @cached_property
     def users(self) -> UserLoader:
@@ -71,3 +90,13 @@ class Loaders:
     @cached_property
     def pages(self) -> PageLoader:
         return PageLoader(self._db)
+
+    @cached_property
+    def reactions(self) -> ReactionsLoader:
+        return ReactionsLoader(self._db)
+
+    def read_state(self, user_id: int) -> ReadStateLoader:
+        loader = self._read_states.get(user_id)
+        if loader is None:
+            loader = self._read_states[user_id] = ReadStateLoader(self._db, user_id)
+        return loader

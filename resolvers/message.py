@@ -1,14 +1,18 @@
-"""Message fields. A message from the log or a live event carries its sender and room already:
-then the fields resolve without waiting on anything, and a live event executes synchronously."""
+"""Message and Reaction fields. A message from the log or a live event carries its sender, room
+and reactions already: then the fields resolve without waiting on anything, and a live event
+executes synchronously."""
 
 from typing import Any
 
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
-from resolvers.context import loaders_of
+from auth import Viewer
+from realtime.live import Event
+from resolvers.context import loaders_of, viewer_of
 
 message_type = ObjectType("Message")
+reaction_type = ObjectType("Reaction")
 
 
 @message_type.field("sender")
@@ -28,3 +32,35 @@ def resolve_room(message: dict, info: GraphQLResolveInfo) -> Any:
 @message_type.field("createdAt")
 def resolve_created_at(message: dict, _info: GraphQLResolveInfo) -> object:
     return message["created_at"]
+
+
+@message_type.field("editedAt")
+def resolve_edited_at(message: dict, _info: GraphQLResolveInfo) -> object:
+    return message.get("edited_at")
+
+
+@message_type.field("deleted")
+def resolve_deleted(message: dict, _info: GraphQLResolveInfo) -> bool:
+    return message.get("deleted_at") is not None
+
+
+@message_type.field("reactions")
+def resolve_reactions(message: dict, info: GraphQLResolveInfo) -> Any:
+    if "reactions" in message:
+        return message["reactions"]
+    return loaders_of(info).reactions.load(message["id"])
+
+
+@reaction_type.field("mine")
+def resolve_mine(reaction: dict, info: GraphQLResolveInfo) -> bool:
+    viewer = viewer_of(info)
+    return viewer is not None and viewer.id in reaction["users"]
+
+
+def reactions_audience(event: Event, viewer: Viewer) -> frozenset[str]:
+    """What a viewer sees of an event's reactions: which emoji of its message are theirs (most
+    viewers: none; the live engine executes once for each distinct answer)."""
+    message = event.get("message")
+    if not message:
+        return frozenset()
+    return frozenset(reaction["emoji"] for reaction in message.get("reactions", ()) if viewer.id in reaction["users"])

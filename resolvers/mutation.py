@@ -1,13 +1,17 @@
-"""Mutation root: accounts, rooms and messages. Each change commits before it is announced."""
+"""Mutation root: accounts, rooms, messages and what happens to them. Each change commits
+before it is announced."""
 
+import re
 from functools import partial
 
+import emoji as emoji_library
 from ariadne import MutationType
 from graphql import GraphQLResolveInfo
 
 import auth
-from db import messages, rooms, users
+from db import messages, read_state, rooms, users
 from errors import BadUserInput, Forbidden, NotFound, Unauthenticated, format_error
+from resolvers import typing
 from resolvers.context import (
     NOT_A_MEMBER,
     client_address,
@@ -17,8 +21,9 @@ from resolvers.context import (
     require_viewer,
     services_of,
 )
-from resolvers.ids import parse_id
-from resolvers.topics import room_topic
+from resolvers.ids import decode_event_cursor, parse_id
+from resolvers.sources import room_access
+from topics import presence_topic, room_topic, topics_of
 
 MAX_NAME = 100
 MAX_EMAIL = 254
@@ -97,9 +102,11 @@ async def resolve_join_room(_root: None, info: GraphQLResolveInfo, room: str) ->
     found = await loaders_of(info).rooms.load(parse_id(room, "Room"))
     if found is None:
         raise NotFound("Room not found.")
-    joined = await rooms.add_member(db_of(info), found, viewer.user)
+    services = services_of(info)
+    joined = await rooms.add_member(services.db, found, viewer.user)
     if joined is not None:
-        await services_of(info).publisher.event(room_topic(found["id"]), joined)
+        await services.publisher.event(room_topic(found["id"]), joined)
+        await services.presence.joined(viewer.id, found["id"])
     return found
 
 
@@ -113,11 +120,14 @@ async def resolve_leave_room(_root: None, info: GraphQLResolveInfo, room: str) -
     left = await rooms.remove_member(services.db, found, viewer.user)
     if left is None:
         return False
-    topic = room_topic(found["id"])
-    # The leaver's subscriptions end first, so the others alone hear of the leave.
+    # The leaver's subscriptions end first (the room's log, typing, presence), so the others
+    # alone hear of the leave; nor are they in the room's typing and presence lists any more.
     ended = format_error(Forbidden(LEFT_THE_ROOM))
-    await services.publisher.end(topic, user=viewer.id, error=ended)
-    await services.publisher.event(topic, left)
+    for topic in topics_of(found["id"]):
+        await services.publisher.end(topic, user=viewer.id, error=ended)
+    await services.publisher.event(room_topic(found["id"]), left)
+    await typing.stopped(services, found["id"], viewer.id)
+    await services.publisher.event(presence_topic(found["id"]), {"changed": True})
     return True
 
 
@@ -134,4 +144,120 @@ async def resolve_create_message(_root: None, info: GraphQLResolveInfo, room: st
         raise Forbidden(NOT_A_MEMBER)  # left just now
     # Only after the commit: a subscriber never hears of a message it could not read back.
     await services.publisher.event(room_topic(room_id), created)
+    await typing.stopped(services, room_id, viewer.id)  # posting ends typing, as in every chat
     return {**created["message"], "room": created["room"]}
+
+
+def _refused(refusal: messages.Refused) -> Exception:
+    if refusal.reason == "not_found":
+        return NotFound("Message not found.")
+    if refusal.reason == "not_sender":
+        return Forbidden("Only its sender may change a message.")
+    if refusal.reason == "not_member":
+        return Forbidden(NOT_A_MEMBER)
+    return BadUserInput("The message is deleted.", argument="id")
+
+
+@mutation_type.field("editMessage")
+async def resolve_edit_message(_root: None, info: GraphQLResolveInfo, id: str, body: str) -> dict:
+    """Sender only; the message keeps its place in the history, with `editedAt` set."""
+    viewer = require_viewer(info)
+    services = services_of(info)
+    body = _trimmed(body, "body", MAX_BODY)
+    try:
+        edited = await messages.edit_message(services.db, parse_id(id, "Message"), viewer.user, body)
+    except messages.Refused as refusal:
+        raise _refused(refusal) from None
+    await services.publisher.event(room_topic(edited["room"]["id"]), edited)
+    return {**edited["message"], "room": edited["room"]}
+
+
+@mutation_type.field("deleteMessage")
+async def resolve_delete_message(_root: None, info: GraphQLResolveInfo, id: str) -> bool:
+    """Sender only: true when it is deleted now, false when it was already."""
+    viewer = require_viewer(info)
+    services = services_of(info)
+    try:
+        deleted = await messages.delete_message(services.db, parse_id(id, "Message"), viewer.user)
+    except messages.Refused as refusal:
+        if refusal.reason == "deleted":
+            return False
+        raise _refused(refusal) from None
+    await services.publisher.event(room_topic(deleted["room"]["id"]), deleted)
+    return True
+
+
+EMOJI_NAME = re.compile(r":[a-z0-9_+-]{1,40}:")
+
+
+def _emoji(value: str) -> str:
+    """One emoji (a single grapheme: a flag, a skin tone, a family all count as one) or a
+    `:short_name:`."""
+    value = value.strip()
+    if emoji_library.is_emoji(value) or EMOJI_NAME.fullmatch(value):
+        return value
+    raise BadUserInput("`emoji` must be one emoji, or a :short_name:.", argument="emoji")
+
+
+async def _reaction(info: GraphQLResolveInfo, message: str, emoji: str, added: bool) -> dict:
+    viewer = require_viewer(info)
+    services = services_of(info)
+    message_id = parse_id(message, "Message")
+    try:
+        changed = await messages.react(
+            services.db,
+            message_id,
+            viewer.user,
+            _emoji(emoji),
+            added=added,
+            max_distinct=services.settings.max_reactions,
+        )
+    except messages.Refused as refusal:
+        raise _refused(refusal) from None
+    except messages.TooManyReactions as too_many:
+        raise BadUserInput(f"At most {too_many.limit} different reactions on a message.", argument="emoji") from None
+    if changed is None:  # idempotent: nothing to announce
+        found = await messages.message_with_sender(services.db, message_id)
+        assert found is not None
+        return found
+    await services.publisher.event(room_topic(changed["room"]["id"]), changed)
+    return {**changed["message"], "room": changed["room"]}
+
+
+@mutation_type.field("react")
+async def resolve_react(_root: None, info: GraphQLResolveInfo, message: str, emoji: str) -> dict:
+    return await _reaction(info, message, emoji, added=True)
+
+
+@mutation_type.field("unreact")
+async def resolve_unreact(_root: None, info: GraphQLResolveInfo, message: str, emoji: str) -> dict:
+    return await _reaction(info, message, emoji, added=False)
+
+
+@mutation_type.field("markRead")
+async def resolve_mark_read(_root: None, info: GraphQLResolveInfo, room: str, upTo: str) -> dict:
+    """Never moves a read position backwards; the member's other devices see it live."""
+    viewer = require_viewer(info)
+    services = services_of(info)
+    room_id = parse_id(room, "Room")
+    up_to = decode_event_cursor(upTo, room_id, argument="upTo")
+    try:
+        marked = await read_state.mark_read(services.db, room_id, viewer.user, up_to)
+    except messages.Refused as refusal:
+        raise (NotFound("Room not found.") if refusal.reason == "not_found" else Forbidden(NOT_A_MEMBER)) from None
+    if marked is not None:
+        await services.publisher.event(room_topic(room_id), marked)
+    found = await loaders_of(info).rooms.load(room_id)
+    assert found is not None
+    return found
+
+
+@mutation_type.field("typing")
+async def resolve_typing(_root: None, info: GraphQLResolveInfo, room: str) -> bool:
+    """A heartbeat while the user types (every few seconds): cheap, and rate limited."""
+    viewer = require_viewer(info)
+    services = services_of(info)
+    await services.limiter.check("typing", str(viewer.id), services.settings.rate_typing)
+    found = await room_access(services, viewer, parse_id(room, "Room"))
+    await typing.started(services, found["id"], viewer.id)
+    return True

@@ -1,17 +1,21 @@
 """Room fields. A Room object only ever reaches members, so fields don't re-check."""
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
-from db import room_events
+from db import read_state, room_events
 from errors import BadUserInput
-from resolvers.context import db_of, loaders_of
+from resolvers.context import db_of, loaders_of, viewer_of
 from resolvers.ids import decode_cursor, decode_event_cursor, encode_cursor, encode_event_cursor
 from resolvers.room_event import cursor_of
 
 MAX_PAGE = 100
 
 room_type = ObjectType("Room")
+T = TypeVar("T")
 
 
 def _first(first: int) -> int:
@@ -62,3 +66,38 @@ async def resolve_latest_event_cursor(room: dict, info: GraphQLResolveInfo) -> s
         room = await loaders_of(info).rooms.load(room["id"]) or room
     seq = room.get("last_event_seq") or 0
     return encode_event_cursor(room["id"], seq) if seq else None
+
+
+async def _loaded_state(room: dict, info: GraphQLResolveInfo) -> read_state.ReadState | None:
+    viewer = viewer_of(info)
+    if viewer is None:
+        return None
+    return await loaders_of(info).read_state(viewer.id).load(room["id"])
+
+
+def _unread(state: read_state.ReadState | None) -> int:
+    return state.unread if state else 0
+
+
+def _cursor(room: dict, state: read_state.ReadState | None) -> str | None:
+    return encode_event_cursor(room["id"], state.read_event_seq) if state and state.read_event_seq else None
+
+
+@room_type.field("unreadCount")
+def resolve_unread_count(room: dict, info: GraphQLResolveInfo) -> int | Awaitable[int]:
+    """Messages after my read position that others sent, from counters (never a count of history).
+    Read with the room (`rooms`, `unreadCounts`), it is at hand: no awaitable for each room."""
+    if "unread" in room:
+        return _unread(read_state.state_of(room))
+    return _then(_loaded_state(room, info), _unread)
+
+
+@room_type.field("lastReadCursor")
+def resolve_last_read_cursor(room: dict, info: GraphQLResolveInfo) -> str | Awaitable[str | None] | None:
+    if "unread" in room:
+        return _cursor(room, read_state.state_of(room))
+    return _then(_loaded_state(room, info), lambda state: _cursor(room, state))
+
+
+async def _then(state: Awaitable[read_state.ReadState | None], use: Callable[[read_state.ReadState | None], T]) -> T:
+    return use(await state)

@@ -14,6 +14,10 @@ from resolvers.ids import encode_event_cursor
 
 TYPE_OF_KIND = {
     room_events.MESSAGE_CREATED: "MessageCreated",
+    room_events.MESSAGE_EDITED: "MessageEdited",
+    room_events.MESSAGE_DELETED: "MessageDeleted",
+    room_events.REACTION_CHANGED: "ReactionChanged",
+    room_events.READ_UP_TO: "ReadUpTo",
     room_events.MEMBER_JOINED: "MemberJoined",
     room_events.MEMBER_LEFT: "MemberLeft",
 }
@@ -38,8 +42,20 @@ def _message(event: Event, _info: GraphQLResolveInfo) -> dict:
     return {**event["message"], "room": event["room"]}
 
 
-message_created_type = ObjectType("MessageCreated")
-message_created_type.set_field("message", _message)
-room_event_types = [message_created_type, ObjectType("MemberJoined"), ObjectType("MemberLeft")]
+def _message_id(event: Event, _info: GraphQLResolveInfo) -> int:
+    return int(event["message"]["id"])
+
+
+def _up_to(event: Event, _info: GraphQLResolveInfo) -> str:
+    return encode_event_cursor(event["room"]["id"], event["up_to"])
+
+
+room_event_types = [ObjectType(name) for name in TYPE_OF_KIND.values()]
 for _event_type in room_event_types:
     _event_type.set_field("cursor", _cursor)
+    if _event_type.name in ("MessageCreated", "MessageEdited", "ReactionChanged"):
+        _event_type.set_field("message", _message)
+    elif _event_type.name == "MessageDeleted":
+        _event_type.set_field("messageId", _message_id)
+    elif _event_type.name == "ReadUpTo":
+        _event_type.set_field("upTo", _up_to)

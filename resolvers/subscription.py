@@ -15,10 +15,12 @@ from graphql import GraphQLResolveInfo
 from db import room_events
 from errors import BadUserInput, NotFound
 from realtime.live import Event, LiveSource
+from resolvers import presence, typing
 from resolvers.context import require_viewer, services_of
 from resolvers.ids import decode_event_cursor, parse_id
 from resolvers.room_event import cursor_of
-from resolvers.topics import room_access, room_source
+from resolvers.sources import room_access, room_source, state_source
+from topics import presence_topic, typing_topic
 
 subscription_type = SubscriptionType()
 
@@ -74,3 +76,29 @@ async def room_events_source(_root: None, info: GraphQLResolveInfo, room: str, a
 @subscription_type.field("roomEvents")
 def resolve_room_events(event: Event, _info: GraphQLResolveInfo, **_args: Any) -> Event:
     return event
+
+
+@subscription_type.source("typing")  # type: ignore[arg-type]  # a LiveSource, not a generator
+async def typing_source(_root: None, info: GraphQLResolveInfo, room: str) -> LiveSource:
+    viewer = require_viewer(info)
+    services = services_of(info)
+    found = await room_access(services, viewer, parse_id(room, "Room"))
+    return state_source(services, viewer, found, typing_topic(found["id"]), typing.state_of(services, found))
+
+
+@subscription_type.field("typing")
+def resolve_typing(state: Event, _info: GraphQLResolveInfo, **_args: Any) -> Event:
+    return state
+
+
+@subscription_type.source("presence")  # type: ignore[arg-type]  # a LiveSource, not a generator
+async def presence_source(_root: None, info: GraphQLResolveInfo, room: str) -> LiveSource:
+    viewer = require_viewer(info)
+    services = services_of(info)
+    found = await room_access(services, viewer, parse_id(room, "Room"))
+    return state_source(services, viewer, found, presence_topic(found["id"]), presence.state_of(services, found))
+
+
+@subscription_type.field("presence")
+def resolve_presence(state: Event, _info: GraphQLResolveInfo, **_args: Any) -> Event:
+    return state

@@ -1,6 +1,7 @@
-"""The reference web client in a real browser: two people chat live, after a deploy the page
-reconnects and resumes with `after`, and a second session logs in and pages back through
-history. Screenshots land in test-artifacts/browser."""
+"""The reference web client in a real browser: two people chat live (typing, edits, deletes,
+reactions), after a deploy a page reconnects and resumes while the other, on another server,
+never sees its user go offline; a second session pages back through history; unread badges count
+up and clear; a leave shows live. Screenshots land in test-artifacts/browser."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def test_two_users_chat_in_a_browser_and_a_page_resumes_after_a_restart(database
         "DATABASE_URL": database_url,
         "REDIS_URL": SHARED_REDIS_URL,
         "CHANNEL_PREFIX": f"web-{uuid.uuid4().hex[:8]}:",
+        "TYPING_SECONDS": "2",
     }
     pages_server = Server(env=env, workers=2).start()
     other_server = Server(env=env, workers=1).start()  # another dyno on the same database and Redis
@@ -39,6 +41,7 @@ def test_two_users_chat_in_a_browser_and_a_page_resumes_after_a_restart(database
         env={
             **os.environ,
             "CHAT_SERVER_URL": pages_server.url,
+            "CHAT_OTHER_URL": other_server.url,
             "CHAT_ARTIFACTS": str(ROOT / "test-artifacts" / "browser"),
         },
         stdin=subprocess.PIPE,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -85,7 +86,9 @@ class Server:
         env = {**os.environ, **BASE_ENV, "PORT": str(self.port), "WEB_CONCURRENCY": str(self.workers), **self.env}
         command = ["gunicorn", "-c", "gunicorn.conf.py", self.app]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.wait_ready(timeout)
         return self
 
@@ -108,6 +111,7 @@ class Server:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.process is None or self.process.poll() is not None:
+            self._kill_group()
             return None if self.process is None else self.process.returncode
         self.process.send_signal(sig)
         try:
@@ -115,6 +119,20 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+        finally:
+            self._kill_group()
+
+    def kill(self) -> None:
+        """Every process of the server at once, as when a dyno dies: a SIGKILLed gunicorn master
+        alone leaves its workers serving."""
+        self._kill_group()
+        if self.process is not None:
+            self.process.wait(10)
+
+    def _kill_group(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))

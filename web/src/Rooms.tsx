@@ -1,8 +1,16 @@
-import { useEffect, useState, type FormEvent } from "react";
+import { useEffect, useRef, useState, type FormEvent } from "react";
 import { useApolloClient, useMutation, useQuery } from "@apollo/client/react";
 
 import type { Chat, ConnectionState } from "./apollo";
-import { CreateRoomDocument, JoinRoomDocument, LogOutDocument, MeDocument, MyRoomsDocument } from "./generated/graphql";
+import {
+  CreateRoomDocument,
+  JoinRoomDocument,
+  LogOutDocument,
+  MeDocument,
+  MyRoomsDocument,
+  RoomActivityDocument,
+  RoomUnreadDocument,
+} from "./generated/graphql";
 import { RoomView } from "./RoomView";
 
 export function Rooms({ chat, onSignOut }: { chat: Chat; onSignOut: () => void }) {
@@ -17,7 +25,51 @@ export function Rooms({ chat, onSignOut }: { chat: Chat; onSignOut: () => void }
   const [joinId, setJoinId] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [state, setState] = useState<ConnectionState>("connecting");
-  useEffect(() => chat.onState((next) => setState(next)), [chat]);
+  const [generation, setGeneration] = useState(0);
+  useEffect(
+    () =>
+      chat.onState((next, reconnected) => {
+        setState(next);
+        if (reconnected) setGeneration((g) => g + 1);
+      }),
+    [chat],
+  );
+
+  // Unread badges: counted by the server, then kept live by each room's log (a message from
+  // someone else adds one; my own read, on any device, asks the server again).
+  const [unread, setUnread] = useState<Map<string, number>>(new Map());
+  const cursors = useRef(new Map<string, string | null>());
+  const selectedRef = useRef(selected);
+  selectedRef.current = selected;
+  const meId = me.data?.me?.id;
+  useEffect(() => {
+    const list = rooms.data?.rooms ?? [];
+    setUnread(new Map(list.map((room) => [room.id, room.unreadCount])));
+    for (const room of list) if (!cursors.current.has(room.id)) cursors.current.set(room.id, room.latestEventCursor ?? null);
+  }, [rooms.data]);
+  useEffect(() => {
+    if (!meId) return;
+    const subscriptions = (rooms.data?.rooms ?? []).map((room) =>
+      client
+        .subscribe({ query: RoomActivityDocument, variables: { room: room.id, after: cursors.current.get(room.id) ?? null } })
+        .subscribe({
+          next: ({ data }) => {
+            if (!data) return;
+            const event = data.roomEvents;
+            cursors.current.set(room.id, event.cursor);
+            if (event.__typename === "MessageCreated" && event.message.sender.id !== meId && selectedRef.current !== room.id) {
+              setUnread((current) => new Map(current).set(room.id, (current.get(room.id) ?? 0) + 1));
+            } else if (event.__typename === "ReadUpTo" && event.user.id === meId) {
+              client
+                .query({ query: RoomUnreadDocument, variables: { id: room.id }, fetchPolicy: "network-only" })
+                .then(({ data: fresh }) => fresh?.room && setUnread((current) => new Map(current).set(room.id, fresh.room!.unreadCount)))
+                .catch(() => undefined);
+            }
+          },
+        }),
+    );
+    return () => subscriptions.forEach((subscription) => subscription.unsubscribe());
+  }, [client, rooms.data, meId, generation]);
 
   const revoked = me.data !== undefined && !me.data.me; // the token was revoked elsewhere
   useEffect(() => {
@@ -62,6 +114,11 @@ export function Rooms({ chat, onSignOut }: { chat: Chat; onSignOut: () => void }
             <li key={room.id}>
               <button className={room.id === selected ? "active" : ""} onClick={() => setSelected(room.id)}>
                 {room.name} <small>#{room.id}</small>
+                {(unread.get(room.id) ?? 0) > 0 && (
+                  <span className="badge" data-testid={`unread-${room.id}`}>
+                    {unread.get(room.id)}
+                  </span>
+                )}
               </button>
             </li>
           ))}
@@ -81,6 +138,7 @@ export function Rooms({ chat, onSignOut }: { chat: Chat; onSignOut: () => void }
           <RoomView
             key={selected}
             room={selected}
+            me={meId ?? ""}
             chat={chat}
             onLeft={() => {
               setSelected(null);

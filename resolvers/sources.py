@@ -1,23 +1,20 @@
-"""A room's live topic: its name, its log, and who may receive it."""
+"""A room's live sources: its log, and who may receive it and its ephemeral topics."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from graphql import GraphQLError
 
 from auth import Viewer
-from db import room_events
+from db import room_events, rooms
 from db.access import Access
 from db.records import Row
 from errors import Forbidden, NotFound, Unauthenticated
 from realtime.live import Event, LiveSource
 from resolvers.context import NOT_A_MEMBER, SIGN_IN_FIRST
 from services import Services
-
-
-def room_topic(room_id: int) -> str:
-    return f"room:{room_id}"
+from topics import room_topic
 
 
 class RoomLog:
@@ -32,6 +29,9 @@ class RoomLog:
 
     async def newest(self, limit: int) -> list[Event]:
         return await room_events.newest(self._services.db, self._room, limit)
+
+    def revised(self, earlier: Event, later: Event) -> Event | None:
+        return room_events.revised(earlier, later)
 
 
 def refusal(access: Access) -> GraphQLError | None:
@@ -56,6 +56,13 @@ async def room_access(services: Services, viewer: Viewer, room_id: int) -> Row:
     return access.room
 
 
+def _check(services: Services, viewer: Viewer, room: Row) -> Callable[[], Awaitable[GraphQLError | None]]:
+    async def check() -> GraphQLError | None:
+        return refusal(await services.access.room_access(viewer.token_hash, room["id"]))
+
+    return check
+
+
 def room_source(
     services: Services,
     viewer: Viewer,
@@ -65,15 +72,28 @@ def room_source(
     kinds: frozenset[str] | None = None,
     event_id: Callable[[Event], str | None] | None = None,
 ) -> LiveSource:
-    async def check() -> GraphQLError | None:
-        return refusal(await services.access.room_access(viewer.token_hash, room["id"]))
-
     return LiveSource(
         topic=room_topic(room["id"]),
         viewer=viewer,
-        check=check,
+        check=_check(services, viewer, room),
         log=RoomLog(services, room),
         after=after,
         kinds=kinds,
         event_id=event_id,
     )
+
+
+def state_source(
+    services: Services, viewer: Viewer, room: Row, topic: str, state: Callable[[], Awaitable[Event]]
+) -> LiveSource:
+    """An ephemeral topic of the room whose subscribers get its `state` on every change."""
+    return LiveSource(topic=topic, viewer=viewer, check=_check(services, viewer, room), state=state)
+
+
+async def members_among(services: Services, room_id: int, user_ids: list[int]) -> list[int]:
+    """Those of `user_ids` who belong to the room now (who left is in no list of it)."""
+    if not user_ids:
+        return []
+    members = await rooms.members_by_room_ids(services.db, [room_id])
+    belong = {member["id"] for member in members.get(room_id, [])}
+    return [user_id for user_id in user_ids if user_id in belong]

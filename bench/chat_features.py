@@ -1,0 +1,268 @@
+"""The chat features under load, on the real stack (the Procfile's gunicorn, 2 workers, Postgres,
+Redis), each beside what it is measured against in the same run:
+
+- `roomEvents` at S=1000 and 20 events/s, 70% messages, 20% reactions, 10% edits, against
+  `messageCreated` at S=1000 and 20 messages/s: server CPU per delivery and latency;
+- typing heartbeats from 100 users in one room, one every 3 s each: Redis commands per second
+  and server CPU;
+- `{ rooms { id unreadCount } }` for a user in 100 rooms against `{ me { ... } }`, 50 clients:
+  requests per second.
+
+    python -m bench.chat_features [--quick]     # also a part of `make bench`
+
+Prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import time
+
+import httpx
+import orjson
+from redis import asyncio as aioredis
+
+from bench.loadgen import Subscriber, http_load, tree_cpu_seconds
+from bench.run import Stack, percentile
+from tests.support.processes import SHARED_REDIS_URL, create_database, drop_database, migrate, unique_name
+
+CREATE = "mutation($r: ID!, $b: String!) { createMessage(room: $r, body: $b) { id } }"
+EDIT = "mutation($id: ID!, $b: String!) { editMessage(id: $id, body: $b) { id } }"
+REACT = "mutation($m: ID!, $e: String!) { react(message: $m, emoji: $e) { id } }"
+UNREAD = "{ rooms { unreadCount } }"  # the issue's query
+UNREAD_WITH_IDS = "{ rooms { id unreadCount } }"  # what a client asks to match counts to rooms
+ME = "{ me { id name avatar(size: 32) } }"
+
+
+class EventSubscriber(Subscriber):
+    """Counts roomEvents by cursor; each event's send time rides in its body (messages, edits)
+    or in its short name (reactions: `:t<ms>:`)."""
+
+    def on_message(self, payload: bytes) -> None:
+        frame = orjson.loads(payload)
+        if frame["type"] == "next":
+            received = time.time()
+            event = (frame["payload"].get("data") or {}).get("roomEvents")
+            if not event or "errors" in frame["payload"]:
+                self.errors += 1
+                return
+            self.seen[event["cursor"]] = self.seen.get(event["cursor"], 0) + 1
+            if "emoji" in event:
+                sent = int(event["emoji"][2:-1]) / 1000
+            else:
+                sent = float(event["message"]["body"].split(" ", 1)[0])
+            self.latencies.append(received - sent)
+        elif frame["type"] == "ping":
+            self.send_text({"type": "pong"})
+        elif frame["type"] == "connection_ack" and not self.acked.done():
+            self.acked.set_result(None)
+
+
+async def subscribe_all(stack: Stack, room: str, count: int) -> list[Subscriber]:
+    subscribers: list[Subscriber] = []
+    for start in range(0, count, 100):
+        batch = range(start, min(count, start + 100))
+        subscribers += await asyncio.gather(
+            *(
+                EventSubscriber.open(
+                    stack.server.ws_url, stack.tokens[i % len(stack.tokens)], room, None, "roomEventsMix"
+                )
+                for i in batch
+            )
+        )
+    return subscribers
+
+
+async def mixed(stack: Stack, subscribers: int, rate: float, count: int) -> dict[str, float]:
+    """The mix at `rate` events per second: every 10 events, 7 messages, 2 reactions, 1 edit of
+    the last messages; what the subscribers received, and the server's CPU."""
+    room = stack.rooms(1)[0]
+    subs = await subscribe_all(stack, room, subscribers)
+    await asyncio.sleep(2)
+    for sub in subs:
+        sub.seen.clear()
+        sub.latencies.clear()
+    rng = random.Random(5)
+    mine: list[str] = []  # tokens[0]'s messages: only their sender edits them
+    acknowledged = 0
+    cpu_before = tree_cpu_seconds(stack.pid)
+    async with httpx.AsyncClient(base_url=stack.server.url, timeout=60) as http:
+        gate = asyncio.Semaphore(16)
+        start = time.monotonic()
+
+        async def one(i: int) -> None:
+            nonlocal acknowledged
+            kind = i % 10
+            async with gate:
+                now = time.time()
+                if kind < 7 or not mine:
+                    query, variables, token = CREATE, {"r": room, "b": f"{now:.6f} message {i}"}, stack.tokens[0]
+                elif kind < 9:
+                    reactor = stack.tokens[1 + rng.randrange(len(stack.tokens) - 1)]
+                    query, variables, token = (
+                        REACT,
+                        {"m": rng.choice(mine[-20:]), "e": f":t{int(now * 1000)}:"},
+                        reactor,
+                    )
+                else:
+                    query, variables, token = (
+                        EDIT,
+                        {"id": rng.choice(mine[-20:]), "b": f"{now:.6f} edited {i}"},
+                        stack.tokens[0],
+                    )
+                headers = {"Authorization": f"Bearer {token}"}
+                body = (
+                    await http.post("/graphql", json={"query": query, "variables": variables}, headers=headers)
+                ).json()
+                if body.get("data"):
+                    acknowledged += 1
+                    if query == CREATE:
+                        mine.append(body["data"]["createMessage"]["id"])
+
+        tasks = []
+        for i in range(count):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    expected = acknowledged * subscribers
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and sum(len(sub.seen) for sub in subs) < expected:
+        await asyncio.sleep(0.1)
+    cpu = tree_cpu_seconds(stack.pid) - cpu_before
+    received = sum(sum(sub.seen.values()) for sub in subs)
+    distinct = sum(len(sub.seen) for sub in subs)
+    latencies = [latency for sub in subs for latency in sub.latencies]
+    for sub in subs:
+        sub.close()
+    await asyncio.sleep(1)
+    return {
+        "events acknowledged": acknowledged,
+        "deliveries expected": expected,
+        "missing": expected - distinct,
+        "duplicates": received - distinct,
+        "error frames": sum(sub.errors for sub in subs),
+        "latency p50 (ms)": percentile(latencies, 0.5) * 1000,
+        "latency p99 (ms)": percentile(latencies, 0.99) * 1000,
+        "server CPU per delivery (us)": cpu / max(1, received) * 1e6,
+    }
+
+
+async def typing(stack: Stack, users: int, every: float, seconds: float) -> dict[str, float]:
+    """`users` in one room, each sending a typing heartbeat every `every` seconds."""
+    room = stack.rooms(1)[0]
+    tokens = [stack.sign_up(1000 + i) for i in range(users)]
+    for token in tokens:
+        stack.gql("mutation($r: ID!) { joinRoom(room: $r) { id } }", {"r": room}, token)
+    redis = aioredis.Redis.from_url(SHARED_REDIS_URL)
+    refused = 0
+
+    async def typist(token: str, offset: float) -> None:
+        nonlocal refused
+        async with httpx.AsyncClient(base_url=stack.server.url, timeout=30) as http:
+            await asyncio.sleep(offset)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                variables = {"r": room}
+                body = (
+                    await http.post(
+                        "/graphql",
+                        json={"query": "mutation($r: ID!) { typing(room: $r) }", "variables": variables},
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                ).json()
+                refused += "errors" in body
+                await asyncio.sleep(every)
+
+    before = int((await redis.info("stats"))["total_commands_processed"])
+    cpu_before, started = tree_cpu_seconds(stack.pid), time.monotonic()
+    await asyncio.gather(*(typist(token, i * every / users) for i, token in enumerate(tokens)))
+    elapsed = time.monotonic() - started
+    commands = int((await redis.info("stats"))["total_commands_processed"]) - before
+    cpu = tree_cpu_seconds(stack.pid) - cpu_before
+    await redis.aclose()
+    heartbeats = users * seconds / every
+    return {
+        "heartbeats per second": heartbeats / elapsed,
+        "refused (rate limited)": refused,
+        "Redis commands per second (all of Redis)": commands / elapsed,
+        "Redis commands per heartbeat": commands / heartbeats,
+        "server CPU (% of one core)": cpu / elapsed * 100,
+        "server CPU per heartbeat (us)": cpu / heartbeats * 1e6,
+    }
+
+
+async def unread(stack: Stack, rooms: int, seconds: float) -> dict[str, float]:
+    """A user in `rooms` rooms asking for their unread counts, against `me`, 50 clients each."""
+    token = stack.tokens[0]
+    for _ in range(rooms):
+        stack.gql('mutation { createRoom(name: "unread") { id } }', token=token)
+    url = httpx.URL(stack.server.url)
+    me = await http_load(url.host, url.port or 80, token, 50, seconds, ME)
+    counts = await http_load(url.host, url.port or 80, token, 50, seconds, UNREAD)
+    with_ids = await http_load(url.host, url.port or 80, token, 50, seconds, UNREAD_WITH_IDS)
+    me_rps, counts_rps = me.requests / me.seconds, counts.requests / counts.seconds
+    with_ids_rps = with_ids.requests / with_ids.seconds
+    return {
+        "`me`: requests per second": me_rps,
+        f"`rooms {{ unreadCount }}` over {rooms} rooms: requests per second": counts_rps,
+        "  ratio to `me` (target at least 0.33)": counts_rps / me_rps,
+        f"`rooms {{ id unreadCount }}` over {rooms} rooms: requests per second": with_ids_rps,
+        "  ratio to `me`": with_ids_rps / me_rps,
+        "errors": me.errors + counts.errors + with_ids.errors,
+    }
+
+
+def show(title: str, figures: dict[str, float]) -> None:
+    print(f"\n{title}")
+    for name, value in figures.items():
+        if isinstance(value, float):
+            print(f"  {name:52} {value:12.2f}" if abs(value) < 10 else f"  {name:52} {value:12.1f}")
+        else:
+            print(f"  {name:52} {value:12}")
+
+
+async def main(quick: bool) -> None:
+    scale = 5 if quick else 1
+    name = unique_name("chat_bench")
+    database_url = create_database(name)
+    try:
+        migrate({"DATABASE_URL": database_url})
+        stack = Stack("fast", database_url, {"RATE_LIMIT_TYPING": "1000000/1"})
+        try:
+            await stack.fan_out(200 // scale, 1, 20.0, 40 // scale, "messageCreated")  # warm-up
+            messages = await stack.fan_out(1000 // scale, 1, 20.0, 200 // scale, "messageCreated")
+            events = await mixed(stack, 1000 // scale, 20.0, 200 // scale)
+            print(f"\nS={1000 // scale}, 20 per second, same run")
+            print(f"  {'':34} {'messageCreated':>15} {'roomEvents mix':>15} {'mix/messages':>13}")
+            rows = [
+                ("missing", messages.missing, events["missing"]),
+                ("duplicates", messages.duplicates, events["duplicates"]),
+                ("latency p50 (ms)", messages.p50_ms, events["latency p50 (ms)"]),
+                ("latency p99 (ms)", messages.p99_ms, events["latency p99 (ms)"]),
+                ("server CPU per delivery (us)", messages.cpu_us_per_delivery, events["server CPU per delivery (us)"]),
+            ]
+            for label, a, b in rows:
+                ratio = f"{b / a:.2f}x" if a else ""
+                print(f"  {label:34} {a:15.1f} {b:15.1f} {ratio:>13}")
+            print("  (the mix: 70% messages, 20% reactions, 10% edits; target within 10% of messageCreated)")
+            show(
+                "Typing: 100 users in one room, a heartbeat every 3 s each", await typing(stack, 100, 3.0, 30.0 / scale)
+            )
+            show("Unread counts against `me`, 50 clients, same run", await unread(stack, 100, 10.0 / scale))
+        finally:
+            stack.stop()
+    finally:
+        drop_database(name)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a fifth of the load, for a smoke run")
+    arguments = parser.parse_args()
+    import uvloop
+
+    uvloop.run(main(arguments.quick))

@@ -1,0 +1,19 @@
+"""The names of a room's live topics (a Redis channel each, under the channel prefix)."""
+
+
+def room_topic(room_id: int) -> str:
+    """The room's log: messages, edits, deletes, reactions, read positions, joins, leaves."""
+    return f"room:{room_id}"
+
+
+def typing_topic(room_id: int) -> str:
+    return f"typing:{room_id}"
+
+
+def presence_topic(room_id: int) -> str:
+    return f"presence:{room_id}"
+
+
+def topics_of(room_id: int) -> tuple[str, ...]:
+    """Every topic of a room: a member who leaves is ended on each."""
+    return room_topic(room_id), typing_topic(room_id), presence_topic(room_id)

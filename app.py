@@ -19,7 +19,7 @@ from ariadne.explorer import ExplorerGraphiQL
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,10 +29,12 @@ from auth import Viewer, token_digest, token_from_header
 from errors import Unauthenticated, format_error
 from execution.http import GraphQLOverHTTP
 from execution.operations import Operations
+from execution.persisted_queries import MemoryQueryStore, PersistedQueries, RedisQueryStore
 from limits.body_size import BodySizeLimitMiddleware
 from limits.query_shape import cost_rule, shape_rule
 from realtime.broadcast import redis_reachable
 from realtime.engine import Engine
+from realtime.http_streams import StreamEndpoint, close_session, open_session
 from realtime.keepalive import Keepalive
 from realtime.operations import LiveServer
 from realtime.websocket import WebSocketEndpoint
@@ -68,12 +70,13 @@ class ChatApp:
             debug=settings.debug,
         )
         explorer = ExplorerGraphiQL().html(None) if settings.explorer else None
-        graphql = GraphQLOverHTTP(self.operations, self._http_context, explorer)
+        self.graphql = GraphQLOverHTTP(self.operations, self._http_context, explorer)
         self.graphql_http: ASGIApp = BodySizeLimitMiddleware(
-            _cors(settings, graphql), max_bytes=settings.max_body_bytes
+            _cors(settings, self.graphql), max_bytes=settings.max_body_bytes
         )
         self.http = Starlette(
             routes=[
+                Route("/graphql/sse-session", self.sse_session, methods=["POST", "DELETE"]),
                 Route("/healthz", self.healthz),
                 Route("/readyz", self.readyz),
                 # The reference web client (web/), built by `make run`, `make test` and Heroku's Node buildpack.
@@ -84,6 +87,7 @@ class ChatApp:
             lifespan=self.lifespan,
         )
         self.websocket: WebSocketEndpoint | None = None
+        self.live: LiveServer | None = None
 
     @property
     def state(self) -> Any:
@@ -122,7 +126,21 @@ class ChatApp:
             services.revocations.on_resync.append(engine.recheck_all)
             self.state.services = services
             self.state.engine = engine
-            self.websocket = WebSocketEndpoint(self._live_server(services, engine))
+            live = self.live = self._live_server(services, engine)
+            self.websocket = WebSocketEndpoint(live)
+            self.graphql.stream = StreamEndpoint(
+                live, settings.sse_heartbeat_seconds, settings.multipart_heartbeat_seconds
+            )
+            self.graphql.persisted = PersistedQueries(
+                RedisQueryStore(
+                    services.redis,
+                    settings.channel_prefix,
+                    settings.persisted_queries_max,
+                    settings.persisted_queries_ttl_seconds,
+                )
+                if services.redis is not None
+                else MemoryQueryStore(settings.persisted_queries_max)
+            )
             # What start-up built lives as long as the process: the collector need not scan it
             # again. And it runs less often: each collection pauses every live delivery (a full
             # one took tens of milliseconds); what it finds is the rare cycle, most garbage goes
@@ -133,7 +151,7 @@ class ChatApp:
             try:
                 yield
             finally:
-                self.websocket = None
+                self.websocket = self.live = self.graphql.stream = None
                 await engine.close()
 
     def _live_server(self, services: Services, engine: Engine) -> LiveServer:
@@ -153,7 +171,7 @@ class ChatApp:
         return LiveServer(
             operations=self.operations,
             engine=engine,
-            context=lambda viewer, connection: make_context(services, viewer, connection),
+            context=lambda viewer, connection, last_event_id: make_context(services, viewer, connection, last_event_id),
             authenticate=authenticate,
             revalidate=revalidate,
             keepalive=Keepalive(settings.ws_keepalive_seconds),
@@ -162,6 +180,15 @@ class ChatApp:
             send_queue=settings.ws_send_queue,
             presence=services.presence,
         )
+
+    async def sse_session(self, request: Request) -> Response:
+        """The cookie an EventSource sends for its token (realtime.http_streams)."""
+        if request.method == "DELETE":
+            return close_session(request)
+        if self.live is None:
+            starting = {"message": "Starting.", "extensions": {"code": "SERVICE_UNAVAILABLE"}}
+            return JSONResponse({"errors": [starting]}, 503)
+        return await open_session(request, self.live)
 
     async def healthz(self, request: Request) -> JSONResponse:
         """Liveness only: the process answers. Readiness of Postgres and Redis is /readyz.

@@ -139,6 +139,10 @@ class Settings:
     typing_seconds: float
     presence_seconds: float
     presence_offline_after: float
+    sse_heartbeat_seconds: float
+    multipart_heartbeat_seconds: float
+    persisted_queries_max: int
+    persisted_queries_ttl_seconds: int
 
     @property
     def is_sqlite(self) -> bool:
@@ -193,4 +197,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         typing_seconds=env.number("TYPING_SECONDS", 6.0),
         presence_seconds=env.number("PRESENCE_SECONDS", 45.0),
         presence_offline_after=env.number("PRESENCE_OFFLINE_AFTER", 5.0),
+        # Heroku's router cuts a response that sends nothing for 55 s; Apollo's clients expect
+        # multipart heartbeats every 5 s.
+        sse_heartbeat_seconds=env.number("SSE_HEARTBEAT_SECONDS", 15.0),
+        multipart_heartbeat_seconds=env.number("MULTIPART_HEARTBEAT_SECONDS", 5.0),
+        persisted_queries_max=env.integer("PERSISTED_QUERIES_MAX", 10_000),
+        persisted_queries_ttl_seconds=env.integer("PERSISTED_QUERIES_TTL_SECONDS", 7 * 24 * 3600),
     )

@@ -7,9 +7,13 @@ HTTP: a stopping worker answers every request it was sent (DrainingHttpProtocol,
 WebSocket: uvicorn's protocol, keeping less for each idle connection (it lets go of the
 handshake's parsed request and response, swaps an `asyncio.Queue` and an `asyncio.Event` that only
 ever have one waiter for slot-based equivalents, and pings from one timer per process instead of two
-timer handles per connection), and taking whole text frames from the live engine (`write_text`): a
+timer handles per connection), and taking whole text frames from the live engine (`write`): a
 result fanned out to a thousand sockets is written to each transport as it is, where uvicorn's
 `send` would await, re-encode the text and let websockets frame it again for every socket.
+
+Streamed HTTP responses (SSE, multipart): the same direct writes, as chunks (`ChunkWriter`); a
+stopping worker tells each started stream (`ON_DRAIN` in its scope) so it ends and its client
+reconnects elsewhere, and marks requests that arrive while it drains (`DRAINING`).
 """
 
 from __future__ import annotations
@@ -22,13 +26,17 @@ import struct
 from collections import deque
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import Server
 
 WRITTEN_AGAINST = "0.54.0"
 logger = logging.getLogger("uvicorn.error")
 RESTARTING = b"Restarting, retry"
+# Keys of an HTTP request's scope: a callable the app sets for a response that lasts (a stream),
+# called when the worker starts to drain; and True when the request arrived while it drained.
+ON_DRAIN = "chat.on_drain"
+DRAINING = "chat.draining"
 
 
 class DrainingHttpProtocol(HttpToolsProtocol):
@@ -51,6 +59,13 @@ class DrainingHttpProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         self.draining = True
         cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]
+            on_drain = scope.get(ON_DRAIN)
+            if on_drain is not None:
+                scope[DRAINING] = True
+                cycle.keep_alive = False  # the client's reconnection goes to another worker
+                on_drain()
         if self.pipeline:
             # The last request already read closes the connection: later ones were never sent.
             self.pipeline[0][0].keep_alive = False
@@ -70,6 +85,7 @@ class DrainingHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.draining and self.cycle is not None:
             self.cycle.keep_alive = False
+            self.cycle.scope[DRAINING] = True  # type: ignore[literal-required]
 
     def handle_websocket_upgrade(self) -> None:
         """A WebSocket opened while draining would only be closed with 1012 at once."""
@@ -227,7 +243,7 @@ pings = PingWheel()
 
 
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
-    frames_written = 0  # by `write_text`, in this process (shown by /healthz)
+    frames_written = 0  # by `write`, in this process (shown by /healthz)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -265,7 +281,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             self.request.headers.clear()
             self.request = self.response = None  # type: ignore[assignment]
 
-    def write_text(self, frame: bytes) -> bool:
+    def write(self, frame: bytes) -> bool:
         """Write one text message (UTF-8 `frame`) as a single frame now; False when the
         connection is closing or the transport's buffer is over its high-water mark (then wait
         on `wait_writable`). Server frames are unmasked and never fragmented here."""
@@ -302,3 +318,39 @@ def frame_writer(send: Any) -> LeanWebSocketProtocol | None:
     ours; None otherwise (another server, or uvicorn changed): frames then go through `send`."""
     protocol = getattr(send, "__self__", None)
     return protocol if isinstance(protocol, LeanWebSocketProtocol) else None
+
+
+class ChunkWriter:
+    """Writes a streamed HTTP response's chunks straight to its transport, as `write` does for a
+    WebSocket: uvicorn's `send` awaits for every chunk. The response's start and end still go
+    through `send`, so uvicorn's own state stays right."""
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self._cycle = cycle
+
+    def write(self, data: bytes) -> bool:
+        """False when the connection is gone or the transport's buffer is full (then wait on
+        `wait_writable`)."""
+        cycle = self._cycle
+        if not self.open or cycle.flow.write_paused or not cycle.chunked_encoding:
+            return False
+        if data:  # an empty chunk would end the response
+            cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        return True
+
+    @property
+    def open(self) -> bool:
+        cycle = self._cycle
+        return not (cycle.disconnected or cycle.response_complete or cycle.transport.is_closing())
+
+    async def wait_writable(self) -> None:
+        await self._cycle.flow.drain()
+
+
+def chunk_writer(send: Any) -> ChunkWriter | None:
+    """The direct writer behind an HTTP `send` from uvicorn's httptools protocol; None otherwise
+    (chunks then go through `send`)."""
+    cycle = getattr(send, "__self__", None)
+    return ChunkWriter(cycle) if isinstance(cycle, RequestResponseCycle) else None

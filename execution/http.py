@@ -1,8 +1,14 @@
 """GraphQL over HTTP at /graphql: `POST` with a JSON body, `GET` for queries (and the explorer).
 
-A malformed request gets a JSON error and a 4xx status; a mutation over GET 405 (GraphQL over
-HTTP); an answer whose only errors say the server cannot serve it now (the pool's wait ran out,
-the database is away) 503 with Retry-After, which clients and Heroku's router retry.
+The answer's media type is negotiated (execution.media): `application/graphql-response+json`
+when the client takes it, with the GraphQL-over-HTTP spec's status codes (a request refused
+before execution 400); `application/json` otherwise, 200 for every well-formed GraphQL request,
+as clients of that type expect. A malformed request gets 400 either way; an `Accept` we cannot
+answer 406; a body that is not JSON 415; a mutation over GET 405; an answer whose only errors say
+the server cannot serve it now (the pool's wait ran out, the database is away) 503 with
+Retry-After, which clients and Heroku's router retry. Automatic persisted queries are resolved
+here, before validation; operations that ask for a stream (SSE, Apollo's multipart) are handed
+to `stream`.
 """
 
 from __future__ import annotations
@@ -14,17 +20,21 @@ from typing import Any
 import orjson
 from ariadne.logger import log_error
 from graphql import GraphQLError, OperationType
-from starlette.requests import Request
+from starlette.requests import Request as HTTPRequest
 from starlette.types import Receive, Scope, Send
 
 from errors import as_service_unavailable
-from execution.operations import Operations, only_unavailable, valid_payload
+from execution.media import Accepted, Single, Streamed, negotiate
+from execution.operations import Operations, Request, only_unavailable, valid_payload
+from execution.persisted_queries import PersistedQueries, PersistedQueryError
 
 # Sent with every 503: the pool's wait ran out or the database is away (restarting, failing over).
 RETRY_AFTER_SECONDS = 2
 JSON = b"application/json"
 
-ContextFactory = Callable[[Request], Awaitable[Any]]
+ContextFactory = Callable[[HTTPRequest], Awaitable[Any]]
+# Serves an operation whose client asked for a stream (realtime.http_streams).
+StreamServer = Callable[[Scope, Receive, Send, Request, Streamed], Awaitable[None]]
 
 
 class Refusal(Exception):
@@ -37,65 +47,108 @@ class Refusal(Exception):
         self.headers = headers or {}
 
 
+class Streaming(Exception):
+    """The request is served as a stream."""
+
+    def __init__(self, request: Request, kind: Streamed) -> None:
+        super().__init__(kind.value)
+        self.request = request
+        self.kind = kind
+
+
 class GraphQLOverHTTP:
     def __init__(self, operations: Operations, context: ContextFactory, explorer_html: str | None) -> None:
         self.operations = operations
         self.context = context
         self.explorer_html = explorer_html if operations.introspection else None
         self.logger = logging.getLogger(operations.logger)
+        # Set by the app's lifespan: they need its Redis and live engine.
+        self.stream: StreamServer | None = None
+        self.persisted: PersistedQueries | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        request = HTTPRequest(scope, receive)
+        accepted = negotiate(request.headers.get("accept"))
+        media = (accepted.single or Single.JSON).value
         try:
-            status, body, headers = await self.answer(request)
+            status, body, headers = await self.answer(request, accepted)
         except Refusal as refusal:
             status, body, headers = refusal.status, orjson.dumps(refusal.body), refusal.headers
-        if status == 200 and isinstance(body, str):  # the explorer
+        except Streaming as streaming:
+            assert self.stream is not None
+            await self.stream(scope, receive, send, streaming.request, streaming.kind)
+            return
+        if isinstance(body, str):  # the explorer
             await _send(send, 200, body.encode(), {"content-type": "text/html; charset=utf-8"})
             return
-        await _send(send, status, body if isinstance(body, bytes) else orjson.dumps(body), headers)
+        encoded = body if isinstance(body, bytes) else orjson.dumps(body)
+        await _send(send, status, encoded, {"content-type": media, **headers})
 
-    async def answer(self, request: Request) -> tuple[int, bytes | str | dict, dict[str, str]]:
+    async def answer(self, request: HTTPRequest, accepted: Accepted) -> tuple[int, bytes | str | dict, dict[str, str]]:
         data = await self.data_of(request)
         if isinstance(data, str):
             return 200, data, {}
+        if accepted.single is None and accepted.stream is None:
+            raise Refusal(
+                406,
+                "Accept application/graphql-response+json, application/json, text/event-stream or multipart/mixed.",
+                "NOT_ACCEPTABLE",
+            )
+        graphql_response = accepted.single is Single.GRAPHQL_RESPONSE
+        digest = None
+        if self.persisted is not None and isinstance(data, dict):
+            try:
+                data, digest = await self.persisted.resolve(data)
+            except PersistedQueryError as error:
+                raise Refusal(error.status, str(error), error.code) from None
         if not valid_payload(data):
             raise Refusal(400, _shape_error(data), "BAD_REQUEST")
         prepared = self.operations.prepare(data)
-        if isinstance(prepared, list):
-            return 400, {"errors": prepared}, {}
-        if request.method == "GET" and prepared.kind != OperationType.QUERY:
-            raise Refusal(405, "Only queries can be sent with GET; use POST.", "METHOD_NOT_ALLOWED", {"Allow": "POST"})
-        if prepared.kind == OperationType.SUBSCRIPTION:
-            raise Refusal(400, "Subscriptions are served over WebSocket at /graphql.", "BAD_REQUEST")
+        if isinstance(prepared, list):  # refused before anything ran: a request error
+            return (400 if graphql_response or accepted.single is None else 200), {"errors": prepared}, {}
+        if digest is not None and self.persisted is not None:
+            await self.persisted.register(digest, prepared.query)
+        if request.method == "GET" and prepared.kind == OperationType.MUTATION:
+            raise Refusal(405, "Mutations cannot be sent with GET; use POST.", "METHOD_NOT_ALLOWED", {"Allow": "POST"})
+        streamed = accepted.stream is not None and self.stream is not None
+        if prepared.kind == OperationType.SUBSCRIPTION or (streamed and accepted.single is None):
+            if not streamed:
+                raise Refusal(
+                    400,
+                    "Subscriptions are served over WebSocket, Server-Sent Events (Accept: text/event-stream) "
+                    "and multipart HTTP (Apollo's HttpLink) at /graphql.",
+                    "BAD_REQUEST",
+                )
+            assert accepted.stream is not None
+            raise Streaming(prepared, accepted.stream)
         try:
             context = await self.context(request)
         except Exception as error:  # before execution began: e.g. the token's lookup
             return self._context_failure(error)
         result = self.operations.result(await self.operations.execute(prepared, context))
-        errors = result.get("errors") or []
-        if only_unavailable(errors):
+        if only_unavailable(result.get("errors") or []):
             return 503, result, {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        return (200 if result["data"] is not None else 400), result, {}
+        return 200, result, {}
 
-    async def data_of(self, request: Request) -> Any:
+    async def data_of(self, request: HTTPRequest) -> Any:
         """The operation's data; or the explorer's page, for a GET without a query."""
         if request.method == "GET":
             params = request.query_params
-            if "query" not in params:
+            if "query" not in params and "extensions" not in params:
                 if self.explorer_html is None:
                     raise Refusal(405, "Send a query, or POST.", "METHOD_NOT_ALLOWED", {"Allow": "GET, POST"})
                 return self.explorer_html
-            try:
-                variables = orjson.loads(params["variables"]) if params.get("variables") else None
-            except orjson.JSONDecodeError:
-                raise Refusal(400, "`variables` is not valid JSON.", "BAD_REQUEST") from None
-            return {"query": params["query"], "variables": variables, "operationName": params.get("operationName")}
+            return {
+                "query": params.get("query"),
+                "variables": _json_param(params, "variables"),
+                "operationName": params.get("operationName") or None,
+                "extensions": _json_param(params, "extensions"),
+            }
         if request.method != "POST":
             raise Refusal(405, "Use GET or POST.", "METHOD_NOT_ALLOWED", {"Allow": "GET, POST"})
         content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower().encode()
         if content_type != JSON:
-            raise Refusal(400, "Posted content must be of type application/json", "BAD_REQUEST")
+            raise Refusal(415, "Posted content must be of type application/json.", "UNSUPPORTED_MEDIA_TYPE")
         try:
             return orjson.loads(await request.body())
         except orjson.JSONDecodeError:
@@ -112,6 +165,16 @@ class GraphQLOverHTTP:
         return 400, {"errors": formatted}, {}
 
 
+def _json_param(params: Any, name: str) -> Any:
+    raw = params.get(name)
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Refusal(400, f"`{name}` is not valid JSON.", "BAD_REQUEST") from None
+
+
 def _shape_error(data: Any) -> str:
     if not isinstance(data, dict):
         return "Operation data should be a JSON object"
@@ -119,15 +182,13 @@ def _shape_error(data: Any) -> str:
         return "The query must be a string."
     if not isinstance(data.get("variables") or {}, dict):
         return "Query variables must be a null or an object."
+    if not isinstance(data.get("extensions") or {}, dict):
+        return "Extensions must be a null or an object."
     return "The operation name must be a string."
 
 
 async def _send(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
-    raw = [(b"content-type", JSON), (b"content-length", str(len(body)).encode())]
-    for name, value in headers.items():
-        if name.lower() == "content-type":
-            raw[0] = (b"content-type", value.encode())
-        else:
-            raw.append((name.lower().encode(), value.encode()))
+    raw = [(b"content-length", str(len(body)).encode())]
+    raw.extend((name.lower().encode(), value.encode()) for name, value in headers.items())
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

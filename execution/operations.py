@@ -26,6 +26,7 @@ from graphql import (
     get_operation_ast,
     specified_rules,
 )
+from graphql.execution.values import get_variable_values
 
 from errors import ServiceUnavailable
 from execution.documents import Validator, parse_document
@@ -45,12 +46,14 @@ class Request:
 
 
 def valid_payload(payload: Any) -> TypeGuard[dict[str, Any]]:
-    """The shape every transport requires: a query string, optional variables and operation name."""
+    """The shape every transport requires: a query string; variables, operation name and
+    extensions absent, null, or of their type."""
     return (
         isinstance(payload, dict)
         and isinstance(payload.get("query"), str)
         and isinstance(payload.get("variables") or {}, dict)
         and isinstance(payload.get("operationName") or "", str)
+        and isinstance(payload.get("extensions") or {}, dict)
     )
 
 
@@ -90,6 +93,12 @@ class Operations:
         errors = self.validator.errors(query, document, variables)
         if errors:
             return [self.format(error) for error in errors]
+        if operation.variable_definitions:
+            # Refused here, not by the executor, so every transport answers them as the request
+            # errors they are (GraphQL over HTTP: 400, before anything runs).
+            coerced = get_variable_values(self.schema, operation.variable_definitions, variables or {})
+            if isinstance(coerced, list):
+                return [self.format(error) for error in coerced]
         return Request(document, query, name, variables, operation.operation)
 
     async def execute(self, request: Request, context: Any) -> ExecutionResult:

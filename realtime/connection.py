@@ -135,7 +135,7 @@ class Connection:
                 return
             else:
                 viewer = await self.server.revalidate(self.viewer) if self.viewer is not None else None
-                result = await execute_single(self.server, request, viewer, self.websocket)
+                result = await execute_single(self.server, request, self.server.context(viewer, self.websocket, None))
                 if self.operations.get(operation_id) is operation:
                     self.outbox.put(self.result(operation_id, result))
                     self.outbox.put(self.complete(operation_id))
@@ -158,7 +158,8 @@ class Connection:
                 del self.operations[operation_id]
 
         sink = OperationSink(self.outbox, operation_id, self.RESULT, ended)
-        outcome = await start_subscription(self.server, request, self.viewer, self.websocket, sink)
+        context = self.server.context(self.viewer, self.websocket, None)
+        outcome = await start_subscription(self.server, request, context, sink)
         if outcome is None:  # ended while starting, and told so
             return
         if isinstance(outcome, list):

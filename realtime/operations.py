@@ -24,7 +24,8 @@ from realtime.live import LiveSource
 
 logger = logging.getLogger("chat.websocket")
 
-ContextFactory = Callable[[Viewer | None, Any], dict[str, Any]]
+# (viewer, connection, last_event_id) -> the resolvers' context
+ContextFactory = Callable[[Viewer | None, Any, str | None], dict[str, Any]]
 Authenticate = Callable[[str | None], Awaitable[Viewer | None]]
 
 
@@ -62,7 +63,7 @@ class LiveServer:
 
     operations: Operations
     engine: Engine
-    context: ContextFactory  # (viewer, connection) -> the resolvers' context
+    context: ContextFactory
     authenticate: Authenticate  # a bearer token -> its viewer, read from the database
     # The connection's viewer if its token is still valid: a query or mutation checks it again
     # (a subscription's source checks the token with the access it needs).
@@ -74,14 +75,14 @@ class LiveServer:
     presence: Presence | None = None
 
 
-async def execute_single(server: LiveServer, request: Request, viewer: Viewer | None, connection: Any) -> bytes:
+async def execute_single(server: LiveServer, request: Request, context: dict[str, Any]) -> bytes:
     """A query's or mutation's whole result, encoded."""
     operations = server.operations
-    return operations.encode(await operations.execute(request, server.context(viewer, connection)))
+    return operations.encode(await operations.execute(request, context))
 
 
 async def start_subscription(
-    server: LiveServer, request: Request, viewer: Viewer | None, connection: Any, sink: Sink
+    server: LiveServer, request: Request, context: dict[str, Any], sink: Sink
 ) -> Subscription | list[dict] | None:
     """The running subscription; the formatted errors that refuse it; or None when it ended
     while starting (its end is on the way to the client). Raises TryAgainLater."""
@@ -89,7 +90,7 @@ async def start_subscription(
     executor = Executor.build(
         operations.schema,
         request.document,
-        context_value=server.context(viewer, connection),
+        context_value=context,
         raw_variable_values=request.variables,
         operation_name=request.operation_name,
     )

@@ -1,4 +1,5 @@
-"""A WebSocket's outgoing frames, and each operation's sink into them.
+"""A connection's outgoing frames (a WebSocket's, a streamed HTTP response's), and each
+WebSocket operation's sink into them.
 
 Live frames are written to the socket at once while its transport takes them; when the client
 reads too slowly they wait in a bounded queue, and a client that lets `limit` of them pile up is
@@ -14,21 +15,35 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Protocol
 
 import orjson
+from starlette.types import Send
 from starlette.websockets import WebSocket
 
 from realtime import close_codes
-from uvicorn_protocols import LeanWebSocketProtocol
 
 logger = logging.getLogger("chat.live")
 
 
-class WebSocketOutbox:
-    __slots__ = ("_closer", "_history", "_live", "_waiters", "_writer", "closed", "direct", "limit", "websocket")
+class DirectWriter(Protocol):
+    """Writes a whole frame to the transport now (uvicorn_protocols: a WebSocket frame, an HTTP chunk)."""
 
-    def __init__(self, websocket: WebSocket, direct: LeanWebSocketProtocol | None, limit: int) -> None:
-        self.websocket = websocket
+    def write(self, data: bytes) -> bool: ...
+
+    @property
+    def open(self) -> bool: ...
+
+    async def wait_writable(self) -> None: ...
+
+
+class Outbox:
+    """A connection's outgoing frames; a transport gives how a frame goes out without the direct
+    writer (`_send`) and how the connection ends (`_close`)."""
+
+    __slots__ = ("_closer", "_history", "_live", "_waiters", "_writer", "closed", "direct", "limit")
+
+    def __init__(self, direct: DirectWriter | None, limit: int) -> None:
         self.direct = direct
         self.limit = limit
         self.closed = False
@@ -42,7 +57,7 @@ class WebSocketOutbox:
         """A live frame (or a protocol message)."""
         if self.closed:
             return
-        if self._writer is None and self.direct is not None and self.direct.write_text(frame):
+        if self._writer is None and self.direct is not None and self.direct.write(frame):
             return
         if self._live is None:
             self._live = deque()
@@ -59,7 +74,7 @@ class WebSocketOutbox:
             return
         if self._writer is None and self.direct is not None:
             for index, frame in enumerate(frames):
-                if not self.direct.write_text(frame):
+                if not self.direct.write(frame):
                     frames = frames[index:]
                     break
             else:
@@ -95,6 +110,15 @@ class WebSocketOutbox:
             with suppress(asyncio.CancelledError):
                 await self._writer
 
+    async def _send(self, frame: bytes) -> None:
+        raise NotImplementedError
+
+    async def _close(self, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+    def _idle(self) -> None:
+        """Everything queued is written."""
+
     def _stop(self) -> None:
         self.closed = True
         self._live = self._history = None
@@ -112,13 +136,6 @@ class WebSocketOutbox:
         if self._writer is None:
             self._writer = asyncio.create_task(self._drain())
 
-    async def _close(self, code: int, reason: str) -> None:
-        """uvicorn sends the close frame once the client reads again; a client that never does is
-        dropped by the ping timeout, which ends this wait too. No timeout of ours: cutting it short
-        would leave the client with no close code at all."""
-        with suppress(Exception):
-            await self.websocket.close(code=code, reason=reason)
-
     async def _drain(self) -> None:
         try:
             while True:
@@ -134,22 +151,73 @@ class WebSocketOutbox:
             self._live = self._history = None
         except asyncio.CancelledError:
             raise
-        except Exception:  # the socket went away; its protocol handler cleans up the operations
+        except Exception:  # the connection went away; its handler cleans up the operations
             self.closed = True
             self._live = self._history = None
             self._release()
         finally:
             self._writer = None
+        self._idle()
 
     async def _write(self, frame: bytes) -> None:
         direct = self.direct
         if direct is None:
-            await self.websocket.send_text(frame.decode())
+            await self._send(frame)
             return
-        while not direct.write_text(frame):
+        while not direct.write(frame):
             if not direct.open:
-                raise ConnectionError("the WebSocket is closed")
+                raise ConnectionError("the connection is closed")
             await direct.wait_writable()
+
+
+class WebSocketOutbox(Outbox):
+    __slots__ = ("websocket",)
+
+    def __init__(self, websocket: WebSocket, direct: DirectWriter | None, limit: int) -> None:
+        super().__init__(direct, limit)
+        self.websocket = websocket
+
+    async def _send(self, frame: bytes) -> None:
+        await self.websocket.send_text(frame.decode())
+
+    async def _close(self, code: int, reason: str) -> None:
+        """uvicorn sends the close frame once the client reads again; a client that never does is
+        dropped by the ping timeout, which ends this wait too. No timeout of ours: cutting it short
+        would leave the client with no close code at all."""
+        with suppress(Exception):
+            await self.websocket.close(code=code, reason=reason)
+
+
+class StreamOutbox(Outbox):
+    """A streamed HTTP response's chunks (SSE, multipart). Closing ends the response: HTTP has
+    no close code, the client reconnects (an EventSource by itself) and resumes."""
+
+    __slots__ = ("_ending", "_send_message")
+
+    def __init__(self, send: Send, direct: DirectWriter | None, limit: int) -> None:
+        super().__init__(direct, limit)
+        self._send_message = send
+        self._ending = False
+
+    def finish(self, tail: bytes) -> None:
+        """`tail` after everything queued, then the response's end."""
+        if self.closed:
+            return
+        self.put(tail)
+        self._ending = True
+        if self._writer is None:
+            self._idle()
+
+    def _idle(self) -> None:
+        if self._ending and not self.closed:
+            self.close(0, "")
+
+    async def _send(self, frame: bytes) -> None:
+        await self._send_message({"type": "http.response.body", "body": frame, "more_body": True})
+
+    async def _close(self, code: int, reason: str) -> None:
+        with suppress(Exception):
+            await self._send_message({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class OperationSink:
@@ -158,9 +226,7 @@ class OperationSink:
 
     __slots__ = ("_complete", "_on_end", "_prefix", "outbox")
 
-    def __init__(
-        self, outbox: WebSocketOutbox, operation_id: str, result_type: str, on_end: Callable[[], None]
-    ) -> None:
+    def __init__(self, outbox: Outbox, operation_id: str, result_type: str, on_end: Callable[[], None]) -> None:
         self.outbox = outbox
         quoted = orjson.dumps(operation_id)
         self._prefix = b'{"type":"' + result_type.encode() + b'","id":' + quoted + b',"payload":'

@@ -19,8 +19,23 @@ SIGN_IN_FIRST = "Sign in first: send `Authorization: Bearer <token>`."
 NOT_A_MEMBER = "You are not a member of this room."
 
 
-def make_context(services: Services, viewer: Viewer | None, request: Any = None) -> dict[str, Any]:
-    return {"request": request, "viewer": viewer, "loaders": Loaders(services.db), "services": services}
+def make_context(
+    services: Services, viewer: Viewer | None, request: Any = None, last_event_id: str | None = None
+) -> dict[str, Any]:
+    """`last_event_id`: the SSE client's `Last-Event-ID`, where a reconnecting EventSource stood."""
+    return {
+        "request": request,
+        "viewer": viewer,
+        "loaders": Loaders(services.db),
+        "services": services,
+        "last_event_id": last_event_id,
+    }
+
+
+def resume_point(info: GraphQLResolveInfo, after: str | None) -> str | None:
+    """Where a subscription resumes: a reconnecting EventSource's `Last-Event-ID` (an event id the
+    stream gave, so later than the `after` its URL still carries), else the argument."""
+    return info.context.get("last_event_id") or after
 
 
 def services_of(info: GraphQLResolveInfo) -> Services:

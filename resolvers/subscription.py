@@ -16,7 +16,7 @@ from db import room_events
 from errors import BadUserInput, NotFound
 from realtime.live import Event, LiveSource
 from resolvers import presence, typing
-from resolvers.context import require_viewer, services_of
+from resolvers.context import require_viewer, resume_point, services_of
 from resolvers.ids import decode_event_cursor, parse_id
 from resolvers.room_event import cursor_of
 from resolvers.sources import room_access, room_source, state_source
@@ -42,6 +42,7 @@ async def message_created_source(
     services = services_of(info)
     found = await room_access(services, viewer, parse_id(room, "Room"))
     start = from_now(found)
+    after = resume_point(info, after)
     if after is not None:
         try:
             position = await services.access.message_position(parse_id(after, "Message"))
@@ -69,6 +70,7 @@ async def room_events_source(_root: None, info: GraphQLResolveInfo, room: str, a
     services = services_of(info)
     room_id = parse_id(room, "Room")
     found = await room_access(services, viewer, room_id)
+    after = resume_point(info, after)
     start = from_now(found) if after is None else decode_event_cursor(after, room_id)
     return room_source(services, viewer, found, after=start, event_id=cursor_of)
 

@@ -89,18 +89,18 @@ async def test_the_lean_websocket_protocol_keeps_little_and_writes_whole_frames(
     assert frame_writer(sends[0]) is protocol
     before = len(transport.written)
     written = LeanWebSocketProtocol.frames_written
-    assert protocol.write_text(b'{"type":"next"}')
+    assert protocol.write(b'{"type":"next"}')
     long = b"x" * 300
-    assert protocol.write_text(long)
+    assert protocol.write(long)
     assert bytes(transport.written[before:]) == b"\x81\x0f" + b'{"type":"next"}' + b"\x81\x7e\x01\x2c" + long
     assert LeanWebSocketProtocol.frames_written == written + 2
     protocol.pause_writing()  # over the high-water mark: the caller queues and waits instead
-    assert not protocol.write_text(b"{}")
+    assert not protocol.write(b"{}")
     protocol.resume_writing()
     await protocol.wait_writable()
-    assert protocol.write_text(b"{}")
+    assert protocol.write(b"{}")
     protocol.data_received(client_frame(0x8, (1000).to_bytes(2, "big")))  # the client closes
-    assert not protocol.write_text(b"{}")
+    assert not protocol.write(b"{}")
 
 
 async def test_the_pool_compiles_statements_as_databases_does() -> None:

@@ -84,16 +84,18 @@ def test_streamed_oversized_body_is_refused_before_it_ends(limited: Server) -> N
 
 
 @pytest.mark.parametrize(
-    ("content", "content_type"),
+    ("content", "content_type", "status"),
     [
-        (b"{not json", "application/json"),
-        (b'{"query": "{ me { id } }"}', "text/plain"),
-        (b"[1, 2]", "application/json"),
+        (b"{not json", "application/json", 400),
+        (b'{"query": "{ me { id } }"}', "text/plain", 415),
+        (b"[1, 2]", "application/json", 400),
     ],
 )
-def test_malformed_requests_get_400_with_a_json_error(limited: Server, content: bytes, content_type: str) -> None:
+def test_malformed_requests_get_4xx_with_a_json_error(
+    limited: Server, content: bytes, content_type: str, status: int
+) -> None:
     response = httpx.post(f"{limited.url}/graphql", content=content, headers={"content-type": content_type})
-    assert response.status_code == 400
+    assert response.status_code == status
     error = response.json()["errors"][0]
     assert error["message"]
     assert "Traceback" not in response.text

@@ -4,7 +4,7 @@ library is another version, or when what the module relies on no longer behaves 
 the saving must never be lost quietly.
 
 - uvicorn_protocols.py: uvicorn (draining HTTP protocol and server, lean WebSocket protocol,
-  frames written straight to the transport);
+  frames and streamed chunks written straight to the transport);
 - worker.py: uvicorn-worker (its `_serve`);
 - db/pool.py: databases and SQLAlchemy (bounded pool wait, compiled-statement cache);
 - realtime/broadcast.py: broadcaster (its subscriber table and backend).
@@ -27,7 +27,14 @@ from db import pool
 from db.tables import messages
 from realtime import broadcast
 from tests.support.rawws import client_frame, upgrade_request
-from uvicorn_protocols import LeanWebSocketProtocol, ReceiveQueue, WritableFlag, frame_writer
+from uvicorn_protocols import (
+    DrainingHttpProtocol,
+    LeanWebSocketProtocol,
+    ReceiveQueue,
+    WritableFlag,
+    chunk_writer,
+    frame_writer,
+)
 
 
 def test_each_reach_is_written_against_the_installed_version() -> None:
@@ -101,6 +108,46 @@ async def test_the_lean_websocket_protocol_keeps_little_and_writes_whole_frames(
     assert protocol.write(b"{}")
     protocol.data_received(client_frame(0x8, (1000).to_bytes(2, "big")))  # the client closes
     assert not protocol.write(b"{}")
+
+
+async def test_streamed_chunks_go_straight_to_the_transport_and_a_draining_worker_ends_streams() -> None:
+    sends: list[Any] = []
+    drained: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        scope[uvicorn_protocols.ON_DRAIN] = lambda: drained.append(True)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        sends.append(send)
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    config = Config(app=app, http=DrainingHttpProtocol, lifespan="off", log_level="warning")
+    config.load()
+    protocol = DrainingHttpProtocol(config=config, server_state=ServerState(), app_state={})
+    transport = Transport()
+    protocol.connection_made(transport)
+    protocol.data_received(b"GET /graphql HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert transport.written.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding: chunked" in transport.written
+
+    writer = chunk_writer(sends[0])
+    assert writer is not None and writer.open
+    before = len(transport.written)
+    assert writer.write(b":\n\n") and writer.write(b"")  # an empty chunk would end the response: not written
+    assert bytes(transport.written[before:]) == b"3\r\n:\n\n\r\n"
+    protocol.pause_writing()
+    assert not writer.write(b"x")
+    protocol.resume_writing()
+    await writer.wait_writable()
+
+    protocol.shutdown()  # the worker stops: the stream is told, and its connection closes after it
+    assert drained == [True] and protocol.cycle is not None and not protocol.cycle.keep_alive
+    await sends[0]({"type": "http.response.body", "body": b"", "more_body": False})
+    assert not writer.open and not writer.write(b"x")
+    assert transport.written.endswith(b"0\r\n\r\n")
 
 
 async def test_the_pool_compiles_statements_as_databases_does() -> None:

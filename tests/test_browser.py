@@ -1,7 +1,12 @@
 """The reference web client in a real browser: two people chat live (typing, edits, deletes,
 reactions), after a deploy a page reconnects and resumes while the other, on another server,
 never sees its user go offline; a second session pages back through history; unread badges count
-up and clear; a leave shows live. Screenshots land in test-artifacts/browser."""
+up and clear; a leave shows live. Screenshots land in test-artifacts/browser.
+
+And live updates over Server-Sent Events: pages that chose SSE, and pages whose WebSocket fails
+(falling back by themselves), keep every message exactly once, in order, while the server they
+stream from restarts with messages posted before, during and after. Screenshots land in
+test-artifacts/browser-sse."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 
 import httpx
@@ -19,6 +25,7 @@ from tests.support.processes import ROOT, SHARED_REDIS_URL, Server
 
 WEB = ROOT / "web"
 BROWSER_TEST_SECONDS = 180
+SSE_BROWSER_TEST_SECONDS = 300
 
 
 def test_two_users_chat_in_a_browser_and_a_page_resumes_after_a_restart(database_url: str) -> None:
@@ -88,3 +95,96 @@ def test_two_users_chat_in_a_browser_and_a_page_resumes_after_a_restart(database
     )
     for screenshot in screenshots:
         assert (ROOT / "test-artifacts" / "browser" / screenshot).is_file(), screenshot
+
+
+def test_pages_on_sse_miss_nothing_and_see_nothing_twice_across_a_restart(database_url: str) -> None:
+    assert (WEB / "dist" / "index.html").is_file(), "run `make test`: it builds web/ first"
+    chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    assert shutil.which(chromium), "run `make test`: it installs Debian's chromium"
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": SHARED_REDIS_URL,
+        "CHANNEL_PREFIX": f"sse-{uuid.uuid4().hex[:8]}:",
+    }
+    pages_server = Server(env=env, workers=2).start()
+    other_server = Server(env=env, workers=1).start()  # another dyno on the same database and Redis
+    artifacts = ROOT / "test-artifacts" / "browser-sse"
+    node = subprocess.Popen(
+        ["node", "--test-reporter=spec", str(WEB / "tests" / "sse.browser.test.mjs")],
+        cwd=ROOT,
+        env={**os.environ, "CHAT_SERVER_URL": pages_server.url, "CHAT_ARTIFACTS": str(artifacts)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    watchdog = threading.Timer(SSE_BROWSER_TEST_SECONDS, node.kill)  # a hung page must not hang the run
+    watchdog.start()
+    try:
+        assert node.stdout is not None and node.stdin is not None
+        for line in node.stdout:
+            output.append(line)
+            if "PYTEST:" not in line:
+                continue
+            request = json.loads(line.split("PYTEST:", 1)[1])
+            assert request["restart"]
+            posted = _restart_while_posting(pages_server, other_server, request["room"], request["token"])
+            node.stdin.write(json.dumps({"posted": posted}) + "\n")
+            node.stdin.flush()
+        assert node.wait() == 0, "".join(output)
+    finally:
+        watchdog.cancel()
+        if node.poll() is None:
+            node.kill()
+        pages_server.stop()
+        other_server.stop()
+    text = "".join(output)
+    assert "pass 1" in text and "fail 0" in text, text
+    for screenshot in ("alice-sse.png", "carol-auto-fallback.png", "alice-after-restart.png", "dave-after-restart.png"):
+        assert (artifacts / screenshot).is_file(), screenshot
+
+
+def _restart_while_posting(pages_server: Server, other_server: Server, room: str, token: str) -> list[str]:
+    """Restarts the pages' server (SIGTERM, then again on the same port) while messages go to the
+    room through the other server, one after another: from before the SIGTERM until the server has
+    exited (some land while its workers drain their streams), while it is down, and just after it
+    is back. Returns their bodies in the order they were posted."""
+    posted: list[str] = []
+
+    def post(body: str) -> None:
+        answer = httpx.post(
+            f"{other_server.url}/graphql",
+            json={"query": CREATE_MESSAGE, "variables": {"room": room, "body": body}},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        ).json()
+        assert "errors" not in answer, answer
+        posted.append(body)
+
+    stopped = threading.Event()
+    failures: list[BaseException] = []
+
+    def keep_posting() -> None:
+        try:
+            number = 0
+            while not stopped.is_set() or number < 2:
+                number += 1
+                post(f"During {number} (server stopping)")
+                time.sleep(0.25)
+        except BaseException as failure:
+            failures.append(failure)
+
+    poster = threading.Thread(target=keep_posting)
+    poster.start()
+    time.sleep(0.5)
+    pages_server.stop()  # SIGTERM, and wait until it has exited
+    stopped.set()
+    poster.join(30)
+    assert not poster.is_alive() and not failures, failures
+    for number in (1, 2, 3):
+        post(f"Down {number} (server stopped)")
+    pages_server.start()  # the same port: the pages' EventSources reconnect to it
+    for number in (1, 2):
+        post(f"Back {number} (server restarted)")
+    return posted

@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState, type FormEvent } from "react";
 import { useApolloClient, useMutation, useQuery } from "@apollo/client/react";
 
-import type { Chat, ConnectionState } from "./apollo";
+import type { Chat, ConnectionState, LiveTransport, Transport } from "./apollo";
 import {
   CreateRoomDocument,
   JoinRoomDocument,
@@ -13,7 +13,15 @@ import {
 } from "./generated/graphql";
 import { RoomView } from "./RoomView";
 
-export function Rooms({ chat, onSignOut }: { chat: Chat; onSignOut: () => void }) {
+export function Rooms({
+  chat,
+  onSignOut,
+  onTransport,
+}: {
+  chat: Chat;
+  onSignOut: () => void;
+  onTransport: (transport: Transport) => void;
+}) {
   const client = useApolloClient();
   const me = useQuery(MeDocument);
   const rooms = useQuery(MyRoomsDocument);
@@ -26,6 +34,7 @@ export function Rooms({ chat, onSignOut }: { chat: Chat; onSignOut: () => void }
   const [error, setError] = useState<string | null>(null);
   const [state, setState] = useState<ConnectionState>("connecting");
   const [generation, setGeneration] = useState(0);
+  const [live, setLive] = useState<LiveTransport | null>(null);
   useEffect(
     () =>
       chat.onState((next, reconnected) => {
@@ -34,6 +43,7 @@ export function Rooms({ chat, onSignOut }: { chat: Chat; onSignOut: () => void }
       }),
     [chat],
   );
+  useEffect(() => chat.onLive(setLive), [chat]);
 
   // Unread badges: counted by the server, then kept live by each room's log (a message from
   // someone else adds one; my own read, on any device, asks the server again).
@@ -109,6 +119,21 @@ export function Rooms({ chat, onSignOut }: { chat: Chat; onSignOut: () => void }
             Log out
           </button>
         </header>
+        <label style={{ display: "flex", gap: 6, alignItems: "center", fontSize: 12, color: "#666" }}>
+          Live updates
+          <select
+            value={chat.transport}
+            onChange={(event) => onTransport(event.target.value as Transport)}
+            data-testid="transport"
+          >
+            <option value="auto">auto</option>
+            <option value="websocket">WebSocket</option>
+            <option value="sse">SSE</option>
+          </select>
+          <span title="the transport live updates use now" data-testid="live-transport">
+            {live ?? "none"}
+          </span>
+        </label>
         <ul data-testid="rooms">
           {rooms.data?.rooms.map((room) => (
             <li key={room.id}>

@@ -20,9 +20,10 @@ def as_rows(records: Iterable[Any]) -> list[Row]:
     return [as_row(record) for record in records]  # type: ignore[misc]
 
 
-def _utc(row: Row) -> Row:
-    """SQLite hands back naive datetimes; every timestamp we store is UTC."""
-    for key, value in row.items():
-        if isinstance(value, datetime) and value.tzinfo is None:
-            row[key] = value.replace(tzinfo=UTC)
-    return row
+def _utc(row: dict) -> Row:
+    """SQLite hands back naive datetimes (every timestamp we store is UTC), and sometimes
+    SQLAlchemy's `quoted_name` keys, which orjson refuses: a published event must have str keys."""
+    return {
+        str(key): value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
+        for key, value in row.items()
+    }

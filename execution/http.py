@@ -180,9 +180,9 @@ def _shape_error(data: Any) -> str:
         return "Operation data should be a JSON object"
     if not isinstance(data.get("query"), str):
         return "The query must be a string."
-    if not isinstance(data.get("variables") or {}, dict):
+    if data.get("variables") is not None and not isinstance(data["variables"], dict):
         return "Query variables must be a null or an object."
-    if not isinstance(data.get("extensions") or {}, dict):
+    if data.get("extensions") is not None and not isinstance(data["extensions"], dict):
         return "Extensions must be a null or an object."
     return "The operation name must be a string."
 

@@ -51,10 +51,15 @@ def valid_payload(payload: Any) -> TypeGuard[dict[str, Any]]:
     return (
         isinstance(payload, dict)
         and isinstance(payload.get("query"), str)
-        and isinstance(payload.get("variables") or {}, dict)
-        and isinstance(payload.get("operationName") or "", str)
-        and isinstance(payload.get("extensions") or {}, dict)
+        and all(_absent_or(payload.get(key), kind) for key, kind in _OPTIONAL)
     )
+
+
+_OPTIONAL = (("variables", dict), ("operationName", str), ("extensions", dict))
+
+
+def _absent_or(value: Any, kind: type) -> bool:
+    return value is None or isinstance(value, kind)
 
 
 @dataclass

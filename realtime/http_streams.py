@@ -41,9 +41,13 @@ class StreamEndpoint:
         token = token_from_header(connection.headers.get("authorization"))
         if token is None and kind is Streamed.SSE and request.kind == OperationType.SUBSCRIPTION:
             token = connection.cookies.get(SESSION_COOKIE) or None
+        stream = SSEStream if kind is Streamed.SSE else MultipartStream
         try:
             viewer = await self.server.authenticate(token)
         except Exception:  # e.g. Postgres unreachable: the client should come back shortly
+            if kind is Streamed.SSE:  # a stream that ends at once: an EventSource retries it
+                await stream(self.server, self.keepalives[kind]).cut(receive, send)
+                return
             body = orjson.dumps({"errors": [UNAVAILABLE]})
             await Response(body, 503, {"retry-after": str(RETRY_AFTER_SECONDS)}, "application/json")(
                 scope, receive, send
@@ -54,7 +58,6 @@ class StreamEndpoint:
         if request.kind == OperationType.SUBSCRIPTION:
             # Nothing reads the request's headers again: a long-lived stream need not keep them.
             scope["headers"] = []
-        stream = SSEStream if kind is Streamed.SSE else MultipartStream
         await stream(self.server, self.keepalives[kind]).serve(scope, receive, send, request, viewer, context)
 
 

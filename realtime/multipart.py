@@ -7,7 +7,9 @@ asks for them: `Accept: multipart/mixed;boundary="graphql";subscriptionSpec=1.0`
     cannot be served now       a part `{"payload": null, "errors": [SERVICE_UNAVAILABLE]}`
     the end                    the closing delimiter `--graphql--`
 
-Each part is `\\r\\n--graphql\\r\\ncontent-type: application/json; charset=utf-8\\r\\n\\r\\n<json>`.
+Each part is followed at once by the delimiter (`\\r\\n--graphql`), as Apollo Router writes
+them: a client hands a part on only when the delimiter after it has arrived. The stream opens
+with a delimiter and ends with `--` after the last one.
 """
 
 from __future__ import annotations
@@ -17,22 +19,23 @@ import orjson
 from realtime.stream import UNAVAILABLE, Stream
 
 MEDIA_TYPE = b'multipart/mixed;boundary="graphql";subscriptionSpec="1.0"'
-PART = b"\r\n--graphql\r\ncontent-type: application/json; charset=utf-8\r\n\r\n"
-HEARTBEAT = PART + b"{}"
-END = b"\r\n--graphql--\r\n"
+DELIMITER = b"\r\n--graphql"
+PART = b"\r\ncontent-type: application/json; charset=utf-8\r\n\r\n"
+HEARTBEAT = PART + b"{}" + DELIMITER
+END = b"--\r\n"
 
 
 class MultipartStream(Stream):
     HEADERS = ((b"content-type", MEDIA_TYPE), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
-    PREAMBLE = HEARTBEAT
+    PREAMBLE = DELIMITER + HEARTBEAT
     HEARTBEAT = HEARTBEAT
     __slots__ = ()
 
     def result(self, payload: bytes, event_id: str | None) -> bytes:
-        return PART + b'{"payload":' + payload + b"}"
+        return PART + b'{"payload":' + payload + b"}" + DELIMITER
 
     def end_frame(self) -> bytes:
         return END
 
     def unavailable(self) -> bytes | None:
-        return PART + orjson.dumps({"payload": None, "errors": [UNAVAILABLE]})
+        return PART + orjson.dumps({"payload": None, "errors": [UNAVAILABLE]}) + DELIMITER

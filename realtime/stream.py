@@ -66,18 +66,14 @@ class Stream:
     async def serve(
         self, scope: Scope, receive: Receive, send: Send, request: Request, viewer: Viewer | None, context: dict
     ) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": list(self.HEADERS)})
-        outbox = self.outbox = StreamOutbox(send, chunk_writer(send), self.server.send_queue)
-        outbox.put(self.PREAMBLE)
+        outbox = await self._open(send)
         if scope.get(DRAINING):  # this worker is stopping: the client comes back to the next one
             outbox.close(0, "")
         else:
             scope[ON_DRAIN] = self.drain
             await self._run(request, viewer, context)
         try:
-            # Until the response has ended (uvicorn then reports a disconnect) or the client left.
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await _until_disconnected(receive)
         finally:
             scope.pop(ON_DRAIN, None)
             self.keepalive.discard(self)
@@ -86,6 +82,22 @@ class Stream:
             if self.subscription is not None:
                 self.subscription.close()
             await outbox.aclose()
+
+    async def cut(self, receive: Receive, send: Send) -> None:
+        """Open and end at once, without the end frame: the client comes back shortly (an
+        EventSource gives up for good on an answer other than 200, so an outage is said this way)."""
+        outbox = await self._open(send)
+        self.try_again_later()
+        try:
+            await _until_disconnected(receive)
+        finally:
+            await outbox.aclose()
+
+    async def _open(self, send: Send) -> StreamOutbox:
+        await send({"type": "http.response.start", "status": 200, "headers": list(self.HEADERS)})
+        outbox = self.outbox = StreamOutbox(send, chunk_writer(send), self.server.send_queue)
+        outbox.put(self.PREAMBLE)
+        return outbox
 
     async def _run(self, request: Request, viewer: Viewer | None, context: dict) -> None:
         outbox = self.outbox
@@ -153,3 +165,9 @@ class Stream:
         else:
             self.outbox.put(frame)
             self.outbox.finish(self.end_frame())
+
+
+async def _until_disconnected(receive: Receive) -> None:
+    """Until the response has ended (uvicorn then reports a disconnect) or the client left."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

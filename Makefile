@@ -49,12 +49,15 @@ test: install tests/js/node_modules/.installed web chromium
 # Prints figures for the fast stack, the naive baseline and the raw floor side by side (about
 # 12 minutes; `make bench ARGS=--quick` for a smoke run), then memory with 2,000 idle
 # subscribers, then a resume from 20,000 messages back and a 5,000-client reconnect storm, then
-# the chat features (the roomEvents mix, typing heartbeats, unread counts).
+# the chat features (the roomEvents mix, typing heartbeats, unread counts), then subscriptions
+# over SSE and Apollo's multipart HTTP against WebSocket (S=1000 at 20 msg/s, and memory per
+# idle stream).
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.idle_memory
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.reconnect $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.chat_features $(ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.http_streams $(ARGS)
 
 # Churn for a few minutes (WebSocket cycles, HTTP with malformed and oversized requests) and
 # print each worker's memory before, at peak and after; `make soak ARGS=--quick` for a smoke run.

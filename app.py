@@ -42,7 +42,7 @@ from resolvers import VIEWER_FIELDS, build_schema
 from resolvers.context import make_context
 from services import Services, running
 from settings import Settings, load
-from uvicorn_protocols import LeanWebSocketProtocol
+from uvicorn_protocols import SERVER_SEND, LeanWebSocketProtocol
 
 WEB_DIST = Path(__file__).resolve().parent / "web" / "dist"
 SIGNED_OUT = "Signed out."
@@ -96,6 +96,7 @@ class ChatApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("path") == "/graphql":
             if scope["type"] == "http":
+                scope[SERVER_SEND] = send  # a stream writes its chunks behind the middleware
                 await self.graphql_http(scope, receive, send)
                 return
             if scope["type"] == "websocket" and self.websocket is not None:

@@ -37,6 +37,19 @@ RESTARTING = b"Restarting, retry"
 # called when the worker starts to drain; and True when the request arrived while it drained.
 ON_DRAIN = "chat.on_drain"
 DRAINING = "chat.draining"
+# The `send` the server gave the app, kept in the scope by the app before middleware wrap it:
+# what `chunk_writer` looks behind.
+SERVER_SEND = "chat.server_send"
+
+
+class Pipeline(list):
+    """What the protocol uses of its pipeline `deque` (appendleft, pop, truth, [0]): an empty
+    list is 56 bytes where an empty deque is about 600, kept by every open connection."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
 
 
 class DrainingHttpProtocol(HttpToolsProtocol):
@@ -55,6 +68,10 @@ class DrainingHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.opened_at = self.loop.time()
+        self.pipeline = Pipeline()  # type: ignore[assignment]
+        writable = LeanEvent()
+        writable.set()
+        self.flow._is_writable_event = writable  # type: ignore[assignment]
 
     def shutdown(self) -> None:
         self.draining = True
@@ -83,6 +100,8 @@ class DrainingHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        if self.cycle is not None:  # nothing waits on it yet; a stream waits on it for its life
+            self.cycle.message_event = LeanEvent()  # type: ignore[assignment]
         if self.draining and self.cycle is not None:
             self.cycle.keep_alive = False
             self.cycle.scope[DRAINING] = True  # type: ignore[literal-required]
@@ -180,9 +199,9 @@ class ReceiveQueue:
         return item
 
 
-class WritableFlag:
-    """What the protocol uses of `asyncio.Event` (set, clear, wait) for flow control: waiters
-    are kept only while the transport is paused, which an idle connection never is."""
+class LeanEvent:
+    """What the protocols use of `asyncio.Event` (set, clear, wait, is_set): waiters are kept
+    only while someone waits (asyncio's keeps an empty deque, about 600 bytes, for life)."""
 
     __slots__ = ("_set", "_waiters")
 
@@ -248,7 +267,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = ReceiveQueue()  # type: ignore[assignment]
-        writable = WritableFlag()
+        writable = LeanEvent()
         writable.set()
         self.writable = writable  # type: ignore[assignment]
 
@@ -349,8 +368,8 @@ class ChunkWriter:
         await self._cycle.flow.drain()
 
 
-def chunk_writer(send: Any) -> ChunkWriter | None:
-    """The direct writer behind an HTTP `send` from uvicorn's httptools protocol; None otherwise
-    (chunks then go through `send`)."""
-    cycle = getattr(send, "__self__", None)
+def chunk_writer(scope: Any) -> ChunkWriter | None:
+    """The direct writer behind the HTTP `send` uvicorn's httptools protocol gave the app (kept in
+    the scope under SERVER_SEND); None otherwise (chunks then go through the app's `send`)."""
+    cycle = getattr(scope.get(SERVER_SEND), "__self__", None)
     return ChunkWriter(cycle) if isinstance(cycle, RequestResponseCycle) else None

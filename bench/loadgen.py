@@ -1,6 +1,7 @@
-"""Load generators: WebSocket subscribers and an HTTP publisher for fan-out, keep-alive HTTP
-clients for plain queries. Kept light (uvloop, orjson, raw sockets for HTTP) so that the
-server, not the generator, sets the pace; it shares the machine's two cores all the same."""
+"""Load generators: WebSocket, SSE and multipart subscribers and an HTTP publisher for fan-out,
+keep-alive HTTP clients for plain queries. Kept light (uvloop, orjson, raw sockets for HTTP and
+WebSocket) so that the server, not the generator, sets the pace; it shares the machine's two
+cores all the same."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import os
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Self, TypeVar
 
@@ -83,6 +84,22 @@ def rss(pid: int) -> int:
 
 def tree_rss(pid: int) -> int:
     return sum(rss(current) for current in process_tree(pid))
+
+
+def uss(pid: int) -> int:
+    """Unique set size of one process in bytes (its private pages: what ending it would free,
+    where RSS also counts the pages a forked worker still shares with its master); 0 once gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            return sum(
+                int(line.split()[1]) * 1024 for line in rollup if line.startswith(("Private_Clean:", "Private_Dirty:"))
+            )
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+
+
+def tree_uss(pid: int) -> int:
+    return sum(uss(current) for current in process_tree(pid))
 
 
 class Subscriber(asyncio.Protocol):
@@ -213,6 +230,279 @@ async def open_subscribers(
         subscribers += await asyncio.gather(
             *(Subscriber.open(ws_url, tokens[i % len(tokens)], rooms[i % len(rooms)], None, field) for i in batch)
         )
+    return subscribers
+
+
+class StreamSubscriber(asyncio.Protocol):
+    """A subscription over one streamed HTTP/1.1 response on a raw socket: the request written by
+    hand, the chunked body decoded in place, results recorded as `Subscriber` records them (`seen`,
+    `latencies` from the send time leading each body, `errors`). What a subclass parses out of the
+    decoded body (SSE events, multipart parts) goes to `on_payload`; as cheap on the client as the
+    raw WebSocket subscriber, so thousands of them measure the server."""
+
+    accept = ""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.raw = bytearray()  # bytes as they came, until the response's head is whole; then chunk framing
+        self.body = bytearray()  # the decoded body, not parsed yet
+        self.head: bytes = b""
+        self.head_received = loop.create_future()
+        self.chunked = False
+        self.chunk_left = -1  # bytes of the current chunk still to come; -1: a size line is next, -2: a CRLF
+        self.seen: dict[str, int] = {}
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.completed = False  # the server ended the operation (`complete`, the closing delimiter)
+        self.ended = False  # the response ended (the last chunk, or the connection)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        token: str,
+        room: str,
+        after: str | None = None,
+        field: str = "messageCreated",
+        method: str = "POST",
+    ) -> Self:
+        """Connected, the subscription to `field` sent and the response's head read (a 200 of the
+        expected type); `url` may be the WebSocket URL of the same endpoint. The socket is dropped
+        if any step fails."""
+        parsed = httpx.URL(url)
+        host, port = parsed.host, parsed.port or 80
+        _, subscriber = await asyncio.get_running_loop().create_connection(cls, host, port)
+        try:
+            subscriber.send_raw(subscriber.request(host, port, parsed.path, token, room, after, field, method))
+            head = await asyncio.wait_for(subscriber.head_received, 10)
+            status, _, headers = head.partition(b"\r\n")
+            content_type = cls.accept.split(";", 1)[0].split(",", 1)[0].encode()
+            if not status.startswith(b"HTTP/1.1 200") or content_type not in headers.lower():
+                raise RuntimeError(f"{cls.__name__}: {head.decode(errors='replace')}")
+        except BaseException:
+            subscriber.abort()
+            raise
+        return subscriber
+
+    def request(
+        self, host: str, port: int, path: str, token: str, room: str, after: str | None, field: str, method: str
+    ) -> bytes:
+        variables = {"room": room, "after": after}
+        head = f"Host: {host}:{port}\r\nAccept: {self.accept}\r\nAuthorization: Bearer {token}\r\n"
+        if method == "GET":
+            query = httpx.QueryParams({"query": SUBSCRIPTIONS[field], "variables": orjson.dumps(variables).decode()})
+            return f"GET {path}?{query} HTTP/1.1\r\n{head}\r\n".encode()
+        body = orjson.dumps({"query": SUBSCRIPTIONS[field], "variables": variables})
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        return f"POST {path} HTTP/1.1\r\n{head}\r\n".encode() + body
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send_raw(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        raw = self.raw
+        raw += data
+        if not self.head:
+            end = raw.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self.head = bytes(raw[: end + 4])
+            del raw[: end + 4]
+            self.chunked = b"\r\ntransfer-encoding: chunked\r\n" in self.head.lower()
+            if not self.head_received.done():
+                self.head_received.set_result(self.head)
+        if self.ended:  # what follows the last chunk (its trailers, the final CRLF) means nothing here
+            raw.clear()
+            return
+        if not self.chunked:  # the body runs to the end of the connection
+            self.body += raw
+            raw.clear()
+        else:
+            while raw:
+                if self.chunk_left > 0:
+                    taken = min(self.chunk_left, len(raw))
+                    self.body += raw[:taken]
+                    del raw[:taken]
+                    self.chunk_left -= taken
+                    if self.chunk_left == 0:
+                        self.chunk_left = -2
+                elif self.chunk_left == -2:
+                    if len(raw) < 2:
+                        break
+                    del raw[:2]
+                    self.chunk_left = -1
+                else:
+                    line = raw.find(b"\r\n")
+                    if line < 0:
+                        break
+                    size = int(bytes(raw[:line]).split(b";", 1)[0], 16)
+                    del raw[: line + 2]
+                    if size == 0:  # the last chunk (no trailers here): the response is over
+                        self.parse(time.time())
+                        self.end()
+                        return
+                    self.chunk_left = size
+        self.parse(time.time())
+
+    def parse(self, received: float) -> None:
+        """Take whole events or parts off the front of `self.body` (for subclasses)."""
+        raise NotImplementedError
+
+    def on_payload(self, result: dict, received: float) -> None:
+        """One GraphQL execution result."""
+        data = result.get("data") or {}
+        message = data.get("messageCreated") or (data.get("roomEvents") or {}).get("message")
+        if not message or result.get("errors"):
+            self.errors += 1
+            return
+        self.seen[message["id"]] = self.seen.get(message["id"], 0) + 1
+        sent = float(message["body"].split(" ", 1)[0])
+        self.latencies.append(received - sent)
+        self.on_result(message["id"], sent)
+
+    def on_result(self, message_id: str, sent: float) -> None:
+        """A result arrived (for subclasses)."""
+
+    def on_complete(self) -> None:
+        self.completed = True
+
+    def end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.on_close(None)
+
+    def on_close(self, code: int | None) -> None:
+        """The response ended (code always None: HTTP has none); for subclasses."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.head_received.done():
+            self.head_received.set_exception(ConnectionResetError("connection closed before the response's head"))
+        self.end()
+
+    def close(self) -> None:
+        """Gone as a client that stops listening: the connection closed (a FIN)."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Gone without a FIN, as a client whose network drops."""
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class SseSubscriber(StreamSubscriber):
+    """GraphQL over server-sent events (graphql-sse's distinct connections mode): `next` events
+    carry execution results, `complete` ends the operation, comments are heartbeats."""
+
+    accept = "text/event-stream"
+
+    def parse(self, received: float) -> None:
+        body = self.body
+        if b"\r" in body:  # SSE allows CRLF and CR line ends: one form to split on
+            body[:] = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        while (end := body.find(b"\n\n")) >= 0:
+            event = bytes(body[:end])
+            del body[: end + 2]
+            if event.startswith(b":") and b"\n" not in event:  # a heartbeat
+                continue
+            kind, data = b"message", []
+            for line in event.split(b"\n"):
+                name, _, value = line.partition(b":")
+                if value.startswith(b" "):
+                    value = value[1:]
+                if name == b"event":
+                    kind = value
+                elif name == b"data":
+                    data.append(value)
+            if kind == b"next":
+                self.on_payload(orjson.loads(b"\n".join(data)), received)
+            elif kind == b"complete":
+                self.on_complete()
+            elif data:  # an event this client does not know
+                self.errors += 1
+
+
+MULTIPART_DELIMITER = b"\r\n--graphql"
+
+
+class MultipartSubscriber(StreamSubscriber):
+    """Apollo's multipart HTTP subscriptions: each part's JSON is a heartbeat (`{}`), a result
+    (`{"payload": ...}`) or a transport error (`{"payload": null, "errors": [...]}`). A part is
+    taken once the delimiter after it arrives, as Apollo Client takes it (RFC 2046: the delimiter
+    ends a part): a server must write the delimiter right after each part, not before the next."""
+
+    accept = 'multipart/mixed;boundary="graphql";subscriptionSpec=1.0,application/json'
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delimited = False  # the first delimiter has passed (what came before it is the preamble)
+
+    def parse(self, received: float) -> None:
+        body = self.body
+        while not self.completed:
+            if self.delimited and body[:2] == b"--":  # the closing delimiter
+                self.on_complete()
+                return
+            end = body.find(MULTIPART_DELIMITER)
+            if end < 0:
+                return
+            part = bytes(body[:end])
+            del body[: end + len(MULTIPART_DELIMITER)]
+            if self.delimited:
+                self.on_part(part, received)
+            self.delimited = True
+
+    def on_part(self, part: bytes, received: float) -> None:
+        split = part.find(b"\r\n\r\n")
+        content = part[split + 4 :].strip() if split >= 0 else b""
+        if not content:
+            return
+        result = orjson.loads(content)
+        if "payload" not in result:
+            if result:  # anything but a heartbeat
+                self.errors += 1
+            return
+        if result["payload"] is None:  # a transport-level error: the server ends the stream
+            self.errors += 1
+            return
+        self.on_payload(result["payload"], received)
+
+
+TRANSPORTS: dict[str, type[Subscriber] | type[StreamSubscriber]] = {
+    "websocket": Subscriber,
+    "sse": SseSubscriber,
+    "multipart": MultipartSubscriber,
+}
+
+
+async def open_stream_subscribers(
+    transport: str,
+    url: str,
+    tokens: list[str],
+    rooms: list[str],
+    count: int,
+    field: str = "messageCreated",
+    method: str = "POST",
+) -> list[Subscriber | StreamSubscriber]:
+    """`count` subscribers over `transport` ("websocket", "sse" or "multipart"), round-robin over
+    `tokens` and `rooms`, 100 at a time; `url` the endpoint's, ws:// or http://; `method` the HTTP
+    streams' (SSE also takes GET, as EventSource sends it)."""
+    cls = TRANSPORTS[transport]
+
+    def one(i: int) -> Awaitable[Subscriber | StreamSubscriber]:
+        token, room = tokens[i % len(tokens)], rooms[i % len(rooms)]
+        if issubclass(cls, StreamSubscriber):
+            return cls.open(url, token, room, None, field, method)
+        return cls.open(str(httpx.URL(url).copy_with(scheme="ws")), token, room, None, field)
+
+    subscribers: list[Subscriber | StreamSubscriber] = []
+    for start in range(0, count, 100):
+        subscribers += await asyncio.gather(*(one(i) for i in range(start, min(count, start + 100))))
     return subscribers
 
 

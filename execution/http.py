@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from ariadne.logger import log_error
 from graphql import GraphQLError, OperationType
+from starlette.datastructures import Headers
 from starlette.requests import Request as HTTPRequest
 from starlette.types import Receive, Scope, Send
 
@@ -47,13 +49,13 @@ class Refusal(Exception):
         self.headers = headers or {}
 
 
-class Streaming(Exception):
-    """The request is served as a stream."""
+@dataclass(frozen=True, slots=True)
+class Streaming:
+    """The request is served as a stream. An answer, not an exception: a raised one would keep
+    the frames that read the request (its body, its JSON) alive for the stream's whole life."""
 
-    def __init__(self, request: Request, kind: Streamed) -> None:
-        super().__init__(kind.value)
-        self.request = request
-        self.kind = kind
+    request: Request
+    kind: Streamed
 
 
 class GraphQLOverHTTP:
@@ -67,24 +69,26 @@ class GraphQLOverHTTP:
         self.persisted: PersistedQueries | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = HTTPRequest(scope, receive)
-        accepted = negotiate(request.headers.get("accept"))
-        media = (accepted.single or Single.JSON).value
+        accepted = negotiate(Headers(scope=scope).get("accept"))
         try:
-            status, body, headers = await self.answer(request, accepted)
+            outcome = await self.answer(HTTPRequest(scope, receive), accepted)
         except Refusal as refusal:
-            status, body, headers = refusal.status, orjson.dumps(refusal.body), refusal.headers
-        except Streaming as streaming:
+            outcome = refusal.status, orjson.dumps(refusal.body), refusal.headers
+        if isinstance(outcome, Streaming):
             assert self.stream is not None
-            await self.stream(scope, receive, send, streaming.request, streaming.kind)
+            await self.stream(scope, receive, send, outcome.request, outcome.kind)
             return
+        status, body, headers = outcome
+        media = (accepted.single or Single.JSON).value
         if isinstance(body, str):  # the explorer
             await _send(send, 200, body.encode(), {"content-type": "text/html; charset=utf-8"})
             return
         encoded = body if isinstance(body, bytes) else orjson.dumps(body)
         await _send(send, status, encoded, {"content-type": media, **headers})
 
-    async def answer(self, request: HTTPRequest, accepted: Accepted) -> tuple[int, bytes | str | dict, dict[str, str]]:
+    async def answer(
+        self, request: HTTPRequest, accepted: Accepted
+    ) -> tuple[int, bytes | str | dict, dict[str, str]] | Streaming:
         data = await self.data_of(request)
         if isinstance(data, str):
             return 200, data, {}
@@ -120,7 +124,7 @@ class GraphQLOverHTTP:
                     "BAD_REQUEST",
                 )
             assert accepted.stream is not None
-            raise Streaming(prepared, accepted.stream)
+            return Streaming(prepared, accepted.stream)
         try:
             context = await self.context(request)
         except Exception as error:  # before execution began: e.g. the token's lookup

@@ -46,7 +46,7 @@ class StreamEndpoint:
             viewer = await self.server.authenticate(token)
         except Exception:  # e.g. Postgres unreachable: the client should come back shortly
             if kind is Streamed.SSE:  # a stream that ends at once: an EventSource retries it
-                await stream(self.server, self.keepalives[kind]).cut(receive, send)
+                await stream(self.server, self.keepalives[kind]).cut(scope, receive, send)
                 return
             body = orjson.dumps({"errors": [UNAVAILABLE]})
             await Response(body, 503, {"retry-after": str(RETRY_AFTER_SECONDS)}, "application/json")(
@@ -56,8 +56,9 @@ class StreamEndpoint:
         last_event_id = connection.headers.get("last-event-id") if kind is Streamed.SSE else None
         context = self.server.context(viewer, connection, last_event_id or None)
         if request.kind == OperationType.SUBSCRIPTION:
-            # Nothing reads the request's headers again: a long-lived stream need not keep them.
-            scope["headers"] = []
+            # Nothing reads the request's headers again: a long-lived stream need not keep them
+            # (emptied in place: uvicorn's protocol holds the same list).
+            scope["headers"].clear()
         await stream(self.server, self.keepalives[kind]).serve(scope, receive, send, request, viewer, context)
 
 

@@ -66,7 +66,7 @@ class Stream:
     async def serve(
         self, scope: Scope, receive: Receive, send: Send, request: Request, viewer: Viewer | None, context: dict
     ) -> None:
-        outbox = await self._open(send)
+        outbox = await self._open(scope, send)
         if scope.get(DRAINING):  # this worker is stopping: the client comes back to the next one
             outbox.close(0, "")
         else:
@@ -83,19 +83,19 @@ class Stream:
                 self.subscription.close()
             await outbox.aclose()
 
-    async def cut(self, receive: Receive, send: Send) -> None:
+    async def cut(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Open and end at once, without the end frame: the client comes back shortly (an
         EventSource gives up for good on an answer other than 200, so an outage is said this way)."""
-        outbox = await self._open(send)
+        outbox = await self._open(scope, send)
         self.try_again_later()
         try:
             await _until_disconnected(receive)
         finally:
             await outbox.aclose()
 
-    async def _open(self, send: Send) -> StreamOutbox:
+    async def _open(self, scope: Scope, send: Send) -> StreamOutbox:
         await send({"type": "http.response.start", "status": 200, "headers": list(self.HEADERS)})
-        outbox = self.outbox = StreamOutbox(send, chunk_writer(send), self.server.send_queue)
+        outbox = self.outbox = StreamOutbox(send, chunk_writer(scope), self.server.send_queue)
         outbox.put(self.PREAMBLE)
         return outbox
 

@@ -29,9 +29,9 @@ from realtime import broadcast
 from tests.support.rawws import client_frame, upgrade_request
 from uvicorn_protocols import (
     DrainingHttpProtocol,
+    LeanEvent,
     LeanWebSocketProtocol,
     ReceiveQueue,
-    WritableFlag,
     chunk_writer,
     frame_writer,
 )
@@ -90,7 +90,7 @@ async def test_the_lean_websocket_protocol_keeps_little_and_writes_whole_frames(
     assert transport.written.startswith(b"HTTP/1.1 101")
     # What an idle connection no longer keeps: the handshake, and the library's queue and event.
     assert protocol.request is None and protocol.response is None
-    assert isinstance(protocol.queue, ReceiveQueue) and isinstance(protocol.writable, WritableFlag)
+    assert isinstance(protocol.queue, ReceiveQueue) and isinstance(protocol.writable, LeanEvent)
 
     # The live engine finds the protocol behind `send` and writes frames to the transport.
     assert frame_writer(sends[0]) is protocol
@@ -132,8 +132,12 @@ async def test_streamed_chunks_go_straight_to_the_transport_and_a_draining_worke
         await asyncio.sleep(0)
     assert transport.written.startswith(b"HTTP/1.1 200")
     assert b"transfer-encoding: chunked" in transport.written
+    # What a long-lived response no longer keeps: asyncio's events, each with an empty deque.
+    assert isinstance(protocol.flow._is_writable_event, LeanEvent)
+    assert protocol.cycle is not None and isinstance(protocol.cycle.message_event, LeanEvent)
+    assert isinstance(protocol.pipeline, uvicorn_protocols.Pipeline)
 
-    writer = chunk_writer(sends[0])
+    writer = chunk_writer({uvicorn_protocols.SERVER_SEND: sends[0]})
     assert writer is not None and writer.open
     before = len(transport.written)
     assert writer.write(b":\n\n") and writer.write(b"")  # an empty chunk would end the response: not written

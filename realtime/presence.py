@@ -54,6 +54,8 @@ class PresenceTracker:
         self._changed: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._unrecorded: dict[str, tuple[int, ...]] = {}  # connections read, not yet held
+        self._recording = False
 
     async def start(self) -> None:
         self._spawn(self._renew_forever())
@@ -77,10 +79,25 @@ class PresenceTracker:
     async def _record(self, key: str, user_id: int) -> None:
         try:
             groups = await self._groups_of(user_id)
-            if key in self._connections:
-                self._connections[key] = (user_id, groups)
-                await self._hold({key: groups})
         except Exception as error:  # presence is best effort: a chat without it still works
+            logger.warning("Presence not recorded (%s)", type(error).__name__)
+            return
+        if key in self._connections:
+            self._connections[key] = (user_id, groups)
+            self._unrecorded[key] = groups
+            if not self._recording:
+                self._recording = True
+                self._spawn(self._record_pending())
+
+    async def _record_pending(self) -> None:
+        """Every connection whose groups were read in the same turn, held in one round trip: a
+        reconnect storm's thousands of connections cost Redis a few pipelines, not one each."""
+        try:
+            await asyncio.sleep(0)
+            pending, self._unrecorded = self._unrecorded, {}
+            self._recording = False
+            await self._hold(pending)
+        except Exception as error:
             logger.warning("Presence not recorded (%s)", type(error).__name__)
 
     def disconnected(self, key: str) -> None:

@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 
@@ -29,9 +30,6 @@ SSE_BROWSER_TEST_SECONDS = 300
 
 
 def test_two_users_chat_in_a_browser_and_a_page_resumes_after_a_restart(database_url: str) -> None:
-    assert (WEB / "dist" / "index.html").is_file(), "run `make test`: it builds web/ first"
-    chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-    assert shutil.which(chromium), "run `make test`: it installs Debian's chromium"
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": SHARED_REDIS_URL,
@@ -40,52 +38,29 @@ def test_two_users_chat_in_a_browser_and_a_page_resumes_after_a_restart(database
     }
     pages_server = Server(env=env, workers=2).start()
     other_server = Server(env=env, workers=1).start()  # another dyno on the same database and Redis
-    # The file runs directly, not under `node --test`: the runner gives each file a child process
-    # whose stdin is not ours, and the page's test talks to this one over stdin.
-    node = subprocess.Popen(
-        ["node", "--test-reporter=spec", str(WEB / "tests" / "chat.browser.test.mjs")],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "CHAT_SERVER_URL": pages_server.url,
-            "CHAT_OTHER_URL": other_server.url,
-            "CHAT_ARTIFACTS": str(ROOT / "test-artifacts" / "browser"),
-        },
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output: list[str] = []
-    watchdog = threading.Timer(BROWSER_TEST_SECONDS, node.kill)  # a hung page must not hang the run
-    watchdog.start()
+
+    def restart(request: dict) -> dict:
+        pages_server.stop()
+        body = httpx.post(
+            f"{other_server.url}/graphql",
+            json={"query": CREATE_MESSAGE, "variables": {"room": request["room"], "body": request["body"]}},
+            headers={"Authorization": f"Bearer {request['token']}"},
+        ).json()
+        assert "errors" not in body, body
+        pages_server.start()  # the same port: the pages reconnect to it
+        return {"posted": True}
+
+    artifacts = ROOT / "test-artifacts" / "browser"
     try:
-        assert node.stdout is not None and node.stdin is not None
-        for line in node.stdout:
-            output.append(line)
-            if "PYTEST:" not in line:
-                continue
-            request = json.loads(line.split("PYTEST:", 1)[1])
-            assert request["restart"]
-            pages_server.stop()
-            body = httpx.post(
-                f"{other_server.url}/graphql",
-                json={"query": CREATE_MESSAGE, "variables": {"room": request["room"], "body": request["body"]}},
-                headers={"Authorization": f"Bearer {request['token']}"},
-            ).json()
-            assert "errors" not in body, body
-            pages_server.start()  # the same port: the pages reconnect to it
-            node.stdin.write(json.dumps({"posted": True}) + "\n")
-            node.stdin.flush()
-        assert node.wait() == 0, "".join(output)
+        run_page_test(
+            "chat.browser.test.mjs",
+            {"CHAT_SERVER_URL": pages_server.url, "CHAT_OTHER_URL": other_server.url, "CHAT_ARTIFACTS": str(artifacts)},
+            BROWSER_TEST_SECONDS,
+            restart,
+        )
     finally:
-        watchdog.cancel()
-        if node.poll() is None:
-            node.kill()
         pages_server.stop()
         other_server.stop()
-    text = "".join(output)
-    assert "pass 1" in text and "fail 0" in text, text
     screenshots = (
         "alice.png",
         "bob.png",
@@ -94,13 +69,10 @@ def test_two_users_chat_in_a_browser_and_a_page_resumes_after_a_restart(database
         "alice-sees-bob-leave.png",
     )
     for screenshot in screenshots:
-        assert (ROOT / "test-artifacts" / "browser" / screenshot).is_file(), screenshot
+        assert (artifacts / screenshot).is_file(), screenshot
 
 
 def test_pages_on_sse_miss_nothing_and_see_nothing_twice_across_a_restart(database_url: str) -> None:
-    assert (WEB / "dist" / "index.html").is_file(), "run `make test`: it builds web/ first"
-    chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-    assert shutil.which(chromium), "run `make test`: it installs Debian's chromium"
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": SHARED_REDIS_URL,
@@ -109,17 +81,41 @@ def test_pages_on_sse_miss_nothing_and_see_nothing_twice_across_a_restart(databa
     pages_server = Server(env=env, workers=2).start()
     other_server = Server(env=env, workers=1).start()  # another dyno on the same database and Redis
     artifacts = ROOT / "test-artifacts" / "browser-sse"
+    try:
+        run_page_test(
+            "sse.browser.test.mjs",
+            {"CHAT_SERVER_URL": pages_server.url, "CHAT_ARTIFACTS": str(artifacts)},
+            SSE_BROWSER_TEST_SECONDS,
+            lambda request: {
+                "posted": _restart_while_posting(pages_server, other_server, request["room"], request["token"])
+            },
+        )
+    finally:
+        pages_server.stop()
+        other_server.stop()
+    for screenshot in ("alice-sse.png", "carol-auto-fallback.png", "alice-after-restart.png", "dave-after-restart.png"):
+        assert (artifacts / screenshot).is_file(), screenshot
+
+
+def run_page_test(script: str, env: dict[str, str], seconds: float, restart: Callable[[dict], dict]) -> None:
+    """Runs one of web/tests' files against the built client in Debian's Chromium. The file runs
+    directly, not under `node --test`: the runner gives each file a child process whose stdin is
+    not ours, and the page's test asks this one (a `PYTEST:` line) to restart its server, then
+    reads the answer on stdin."""
+    assert (WEB / "dist" / "index.html").is_file(), "run `make test`: it builds web/ first"
+    chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    assert shutil.which(chromium), "run `make test`: it installs Debian's chromium"
     node = subprocess.Popen(
-        ["node", "--test-reporter=spec", str(WEB / "tests" / "sse.browser.test.mjs")],
+        ["node", "--test-reporter=spec", str(WEB / "tests" / script)],
         cwd=ROOT,
-        env={**os.environ, "CHAT_SERVER_URL": pages_server.url, "CHAT_ARTIFACTS": str(artifacts)},
+        env={**os.environ, **env},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     output: list[str] = []
-    watchdog = threading.Timer(SSE_BROWSER_TEST_SECONDS, node.kill)  # a hung page must not hang the run
+    watchdog = threading.Timer(seconds, node.kill)  # a hung page must not hang the run
     watchdog.start()
     try:
         assert node.stdout is not None and node.stdin is not None
@@ -129,20 +125,15 @@ def test_pages_on_sse_miss_nothing_and_see_nothing_twice_across_a_restart(databa
                 continue
             request = json.loads(line.split("PYTEST:", 1)[1])
             assert request["restart"]
-            posted = _restart_while_posting(pages_server, other_server, request["room"], request["token"])
-            node.stdin.write(json.dumps({"posted": posted}) + "\n")
+            node.stdin.write(json.dumps(restart(request)) + "\n")
             node.stdin.flush()
         assert node.wait() == 0, "".join(output)
     finally:
         watchdog.cancel()
         if node.poll() is None:
             node.kill()
-        pages_server.stop()
-        other_server.stop()
     text = "".join(output)
     assert "pass 1" in text and "fail 0" in text, text
-    for screenshot in ("alice-sse.png", "carol-auto-fallback.png", "alice-after-restart.png", "dave-after-restart.png"):
-        assert (artifacts / screenshot).is_file(), screenshot
 
 
 def _restart_while_posting(pages_server: Server, other_server: Server, room: str, token: str) -> list[str]:

@@ -46,8 +46,8 @@ test: install tests/js/node_modules/.installed web chromium
 	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-# Prints figures for the fast stack, the naive baseline and the raw floor side by side (about
-# 12 minutes; `make bench ARGS=--quick` for a smoke run), then memory with 2,000 idle
+# About 25 minutes in all (`make bench ARGS=--quick` for a smoke run). Prints figures for the
+# fast stack, the naive baseline and the raw floor side by side, then memory with 2,000 idle
 # subscribers, then a resume from 20,000 messages back and a 5,000-client reconnect storm, then
 # the chat features (the roomEvents mix, typing heartbeats, unread counts), then subscriptions
 # over SSE and Apollo's multipart HTTP against WebSocket (S=1000 at 20 msg/s, and memory per

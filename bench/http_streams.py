@@ -32,7 +32,7 @@ from bench.loadgen import (
     tree_rss,
     tree_uss,
 )
-from bench.run import Stack, percentile
+from bench.run import Stack, tally
 from tests.support.processes import create_database, drop_database, migrate, unique_name
 
 KINDS = tuple(TRANSPORTS)  # websocket, sse, multipart
@@ -94,18 +94,9 @@ async def fan_out(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and sum(len(sub.seen) for sub in subs) < result.expected:
         await asyncio.sleep(0.1)
-    cpu_after = tree_cpu_seconds(stack.pid)
-    latencies = [latency for sub in subs for latency in sub.latencies]
-    distinct = sum(len(sub.seen) for sub in subs)
-    result.received = sum(sum(sub.seen.values()) for sub in subs)
+    tally(result, subs, tree_cpu_seconds(stack.pid) - cpu_before)
     result.error_results = sum(sub.errors for sub in subs)
     result.ended_early = sum(1 for sub in subs if ended(sub))
-    result.missing = result.expected - distinct
-    result.duplicates = result.received - distinct
-    result.p50_ms = percentile(latencies, 0.50) * 1000
-    result.p99_ms = percentile(latencies, 0.99) * 1000
-    result.max_ms = max(latencies, default=float("nan")) * 1000
-    result.cpu_us_per_delivery = (cpu_after - cpu_before) / max(1, result.received) * 1e6
     for sub in subs:
         sub.close()
     await asyncio.sleep(1)

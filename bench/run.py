@@ -13,8 +13,9 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -43,6 +44,20 @@ class FanOut:
     max_ms: float = 0.0
     cpu_us_per_delivery: float = 0.0
     kib_per_idle_connection: float = 0.0
+
+
+def tally(result: Any, subs: Sequence[Any], cpu_seconds: float) -> None:
+    """What every fan-out reads off its subscribers once the messages are in: deliveries,
+    missing and duplicates (against `result.expected`), latency, and server CPU per delivery."""
+    latencies = [latency for sub in subs for latency in sub.latencies]
+    distinct = sum(len(sub.seen) for sub in subs)
+    result.received = sum(sum(sub.seen.values()) for sub in subs)
+    result.missing = result.expected - distinct
+    result.duplicates = result.received - distinct
+    result.p50_ms = percentile(latencies, 0.50) * 1000
+    result.p99_ms = percentile(latencies, 0.99) * 1000
+    result.max_ms = max(latencies, default=float("nan")) * 1000
+    result.cpu_us_per_delivery = cpu_seconds / max(1, result.received) * 1e6
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -114,17 +129,8 @@ class Stack:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and sum(len(sub.seen) for sub in subs) < result.expected:
             await asyncio.sleep(0.1)
-        cpu_after = tree_cpu_seconds(self.pid)
-        latencies = [latency for sub in subs for latency in sub.latencies]
-        distinct = sum(len(sub.seen) for sub in subs)
-        result.received = sum(sum(sub.seen.values()) for sub in subs)
+        tally(result, subs, tree_cpu_seconds(self.pid) - cpu_before)
         result.error_frames = sum(sub.errors for sub in subs)
-        result.missing = result.expected - distinct
-        result.duplicates = result.received - distinct
-        result.p50_ms = percentile(latencies, 0.50) * 1000
-        result.p99_ms = percentile(latencies, 0.99) * 1000
-        result.max_ms = max(latencies, default=float("nan")) * 1000
-        result.cpu_us_per_delivery = (cpu_after - cpu_before) / max(1, result.received) * 1e6
         for sub in subs:
             sub.close()
         await asyncio.sleep(1)

@@ -7,6 +7,7 @@ the client gets the protocol's refusal and never any data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ariadne import SubscriptionType
@@ -20,6 +21,7 @@ from resolvers.context import require_viewer, resume_point, services_of
 from resolvers.ids import decode_event_cursor, parse_id
 from resolvers.room_event import cursor_of
 from resolvers.sources import room_access, room_source, state_source
+from services import Services
 from topics import presence_topic, typing_topic
 
 subscription_type = SubscriptionType()
@@ -82,10 +84,7 @@ def resolve_room_events(event: Event, _info: GraphQLResolveInfo, **_args: Any) -
 
 @subscription_type.source("typing")  # type: ignore[arg-type]  # a LiveSource, not a generator
 async def typing_source(_root: None, info: GraphQLResolveInfo, room: str) -> LiveSource:
-    viewer = require_viewer(info)
-    services = services_of(info)
-    found = await room_access(services, viewer, parse_id(room, "Room"))
-    return state_source(services, viewer, found, typing_topic(found["id"]), typing.state_of(services, found))
+    return await _room_state_source(info, room, typing_topic, typing.state_of)
 
 
 @subscription_type.field("typing")
@@ -95,10 +94,20 @@ def resolve_typing(state: Event, _info: GraphQLResolveInfo, **_args: Any) -> Eve
 
 @subscription_type.source("presence")  # type: ignore[arg-type]  # a LiveSource, not a generator
 async def presence_source(_root: None, info: GraphQLResolveInfo, room: str) -> LiveSource:
+    return await _room_state_source(info, room, presence_topic, presence.state_of)
+
+
+async def _room_state_source(
+    info: GraphQLResolveInfo,
+    room: str,
+    topic_of: Callable[[int], str],
+    state_of: Callable[[Services, dict], Any],
+) -> LiveSource:
+    """An ephemeral room state (typing, presence) for a member: now, then on every change."""
     viewer = require_viewer(info)
     services = services_of(info)
     found = await room_access(services, viewer, parse_id(room, "Room"))
-    return state_source(services, viewer, found, presence_topic(found["id"]), presence.state_of(services, found))
+    return state_source(services, viewer, found, topic_of(found["id"]), state_of(services, found))
 
 
 @subscription_type.field("presence")

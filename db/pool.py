@@ -5,8 +5,9 @@
 - A database outage (see outages.py) becomes SERVICE_UNAVAILABLE here, where every query
   passes: resolvers, the request context and batched loaders all raise an error clients are
   meant to see, and a worker that starts during an outage still starts.
-- Compiled statements are cached by SQLAlchemy's own cache key: `databases` compiles every
-  statement on every call, which cost more than the query itself on the hot paths.
+- Compiled statements are cached by SQLAlchemy's own cache key, with the column maps of their
+  rows: `databases` compiles every statement and maps its columns on every call, which cost more
+  than the query itself on the hot paths.
 - Releasing a connection skips asyncpg's reset query (advisory locks, LISTEN, cursors, SET):
   we use none of them, and it was a second round trip per query. Open transactions are still
   rolled back by asyncpg.
@@ -14,10 +15,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 from databases import Database
+from databases.backends.common.records import Record as DatabasesRecord
+from databases.backends.common.records import create_column_maps
 from databases.backends.postgres import PostgresBackend, PostgresConnection, PostgresTransaction
 from databases.interfaces import Record, TransactionBackend
 from sqlalchemy.sql import ClauseElement
@@ -30,7 +34,8 @@ from outages import QuietPoolRetries, is_database_unavailable, outages
 # compiled statements of SQLAlchemy; tests/test_library_reaches.py fails loudly when either changes.
 WRITTEN_AGAINST = {"databases": "0.9.0", "sqlalchemy": "2.1.9"}
 CACHE_SIZE = 512
-_compiled: dict[Any, tuple[Any, str, list[str]]] = {}
+ColumnMaps = tuple[Mapping[Any, Any], Mapping[Any, Any], Mapping[Any, Any]]
+_compiled: dict[Any, tuple[Any, str, list[str], ColumnMaps]] = {}
 
 
 class NoResetQueryConnection(asyncpg.Connection):
@@ -58,20 +63,25 @@ class BoundedWaitConnection(PostgresConnection):
             raise _translated(error)  # noqa: B904
 
     async def fetch_all(self, query: ClauseElement) -> list[Record]:
+        assert self._connection is not None, "Connection is not acquired"
+        sql, args, columns, maps = self._compiled_with_maps(query)
         try:
-            rows = await super().fetch_all(query)
+            rows = await self._connection.fetch(sql, *args)
         except Exception as error:
             raise _translated(error)  # noqa: B904
         outages.answered()
-        return rows
+        dialect = self._dialect
+        return [DatabasesRecord(row, columns, dialect, maps) for row in rows]
 
     async def fetch_one(self, query: ClauseElement) -> Record | None:
+        assert self._connection is not None, "Connection is not acquired"
+        sql, args, columns, maps = self._compiled_with_maps(query)
         try:
-            row = await super().fetch_one(query)
+            row = await self._connection.fetchrow(sql, *args)
         except Exception as error:
             raise _translated(error)  # noqa: B904
         outages.answered()
-        return row
+        return None if row is None else DatabasesRecord(row, columns, self._dialect, maps)
 
     async def execute(self, query: ClauseElement) -> Any:
         try:
@@ -92,9 +102,13 @@ class BoundedWaitConnection(PostgresConnection):
         return OutageAwareTransaction(connection=self)
 
     def _compile(self, query: ClauseElement) -> tuple[str, list, tuple]:
+        return self._compiled_with_maps(query)[:3]
+
+    def _compiled_with_maps(self, query: ClauseElement) -> tuple[str, list, tuple, ColumnMaps]:
         key = None if isinstance(query, DDLElement) else query._generate_cache_key()
         if key is None or any(parameter.expanding for parameter in key.bindparams):  # IN lists vary in length
-            return super()._compile(query)
+            sql, args, columns = super()._compile(query)
+            return sql, args, columns, create_column_maps(columns)
         entry = _compiled.get(key.key)
         if entry is None:
             compiled = query.compile(dialect=self._dialect, cache_key=key, compile_kwargs={"render_postcompile": True})
@@ -102,12 +116,14 @@ class BoundedWaitConnection(PostgresConnection):
             sql = compiled.string % {name: f"${position}" for position, name in enumerate(names, start=1)}
             if len(_compiled) >= CACHE_SIZE:
                 _compiled.clear()
-            entry = _compiled[key.key] = (compiled, sql, names)
-        compiled, sql, names = entry
-        values = compiled.construct_params(extracted_parameters=key.bindparams)
-        processors = compiled._bind_processors  # type: ignore[union-attr]
-        args = [processors[name](values[name]) if name in processors else values[name] for name in names]  # type: ignore[index]
-        return sql, args, compiled._result_columns  # type: ignore[return-value]
+            maps = create_column_maps(compiled._result_columns)
+            entry = _compiled[key.key] = (compiled, sql, names, maps)
+        cached: Any
+        cached, sql, names, maps = entry
+        values = cached.construct_params(extracted_parameters=key.bindparams)
+        processors = cached._bind_processors
+        args = [processors[name](values[name]) if name in processors else values[name] for name in names]
+        return sql, args, cached._result_columns, maps
 
 
 class OutageAwareTransaction(PostgresTransaction):

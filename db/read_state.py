@@ -38,8 +38,12 @@ STATE_COLUMNS = (
 )
 
 
+def unread_of(row: Row) -> int:
+    return max(0, row["unread"])
+
+
 def state_of(row: Row) -> ReadState:
-    return ReadState(int(row["read_event_seq"]), max(0, int(row["unread"])))
+    return ReadState(int(row["read_event_seq"]), unread_of(row))
 
 
 async def read_states(db: Database, user_id: int, room_ids: list[int]) -> dict[int, ReadState]:

@@ -1,8 +1,10 @@
 """Rows come back from `databases` as Records; the rest of the app works with plain dicts."""
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from asyncpg import Record as PostgresRecord
 
 Row = dict[str, Any]
 
@@ -12,11 +14,17 @@ def now() -> datetime:
 
 
 def as_row(record: Any) -> Row | None:
-    """A `databases` Record (or any mapping) as a plain dict, or None."""
-    return None if record is None else _utc(dict(record._mapping if hasattr(record, "_mapping") else record))
+    """A `databases` Record (or any mapping) as a plain dict, or None. Postgres' rows are ready
+    as they are: str keys, and timestamps with their zone."""
+    if record is None:
+        return None
+    mapping = getattr(record, "_mapping", record)
+    return dict(mapping.items()) if type(mapping) is PostgresRecord else _utc(dict(mapping))
 
 
-def as_rows(records: Iterable[Any]) -> list[Row]:
+def as_rows(records: Sequence[Any]) -> list[Row]:
+    if records and type(getattr(records[0], "_mapping", None)) is PostgresRecord:  # all of a result alike
+        return [dict(record._mapping.items()) for record in records]
     return [as_row(record) for record in records]  # type: ignore[misc]
 
 

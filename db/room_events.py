@@ -47,8 +47,6 @@ async def next_seq(db: Database, room_id: int) -> int:
 ROOM_COUNTER_COLUMNS = (
     rooms.c.id,
     rooms.c.name,
-    rooms.c.created_by,
-    rooms.c.created_at,
     rooms.c.last_seq,
     rooms.c.last_event_seq,
 )
@@ -97,7 +95,7 @@ def public_user(row: Row) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "email_hash": row["email_hash"]}
 
 
-ROOM_FIELDS = ("id", "name", "created_by", "created_at")
+ROOM_FIELDS = ("id", "name")  # what Room serves of the row
 
 
 def public_room(row: Row) -> dict[str, Any]:

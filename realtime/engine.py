@@ -59,6 +59,7 @@ from graphql import (
 )
 
 from auth import Viewer
+from execution.lean_executor import LeanExecutor
 from realtime.broadcast import ChannelBroadcast
 from realtime.live import Event, LiveSource
 from realtime.redis_backend import RESYNC
@@ -116,7 +117,7 @@ class Selection:
         """An executor for one event: built once (variables coerced, fragments collected), then
         copied per event, as graphql-core does for a subscription's events."""
         if self._executor is None:
-            built = Executor.build(
+            built = LeanExecutor.build(
                 schema, self.document, raw_variable_values=self.variables, operation_name=self.operation_name
             )
             if isinstance(built, list):

@@ -88,7 +88,7 @@ def resolve_unread_count(room: dict, info: GraphQLResolveInfo) -> int | Awaitabl
     """Messages after my read position that others sent, from counters (never a count of history).
     Read with the room (`rooms`, `unreadCounts`), it is at hand: no awaitable for each room."""
     if "unread" in room:
-        return _unread(read_state.state_of(room))
+        return read_state.unread_of(room)
     return _then(_loaded_state(room, info), _unread)
 
 

@@ -6,17 +6,20 @@ the saving must never be lost quietly.
 - uvicorn_protocols.py: uvicorn (draining HTTP protocol and server, lean WebSocket protocol,
   frames and streamed chunks written straight to the transport);
 - worker.py: uvicorn-worker (its `_serve`);
-- db/pool.py: databases and SQLAlchemy (bounded pool wait, compiled-statement cache);
+- db/pool.py: databases and SQLAlchemy (bounded pool wait, compiled-statement cache, column maps);
+- execution/lean_executor.py: graphql-core (flat lists, memos of per-event copies);
 - realtime/broadcast.py: broadcaster (its subscriber table and backend).
 """
 
 from __future__ import annotations
 
 import asyncio
+import warnings
 from importlib.metadata import version
 from typing import Any
 
 import sqlalchemy as sa
+from databases.backends.common.records import create_column_maps
 from databases.backends.postgres import PostgresConnection
 from uvicorn.config import Config
 from uvicorn.server import ServerState
@@ -160,8 +163,9 @@ async def test_the_pool_compiles_statements_as_databases_does() -> None:
     dialect = pool.BoundedWaitBackend("postgresql://u@h/d")._dialect
     ours = pool.BoundedWaitConnection(pool.BoundedWaitBackend("postgresql://u@h/d"), dialect)
     theirs = PostgresConnection(pool.BoundedWaitBackend("postgresql://u@h/d"), dialect)
-    for _ in range(2):  # compiled, then from the cache
+    for _ in range(2):  # compiled, then from the cache, with the column maps of its rows
         assert ours._compile(query)[:2] == theirs._compile(query)[:2]
+        assert ours._compiled_with_maps(query)[3] == create_column_maps(theirs._compile(query)[2])
 
 
 async def test_one_queue_for_several_channels_keeps_their_order() -> None:
@@ -176,3 +180,107 @@ async def test_one_queue_for_several_channels_keeps_their_order() -> None:
         assert channels._subscribers == {}  # left behind nothing
     finally:
         await channels.disconnect()
+
+
+LEAN_SCHEMA = """
+enum Mood { HAPPY SAD }
+type Item { id: ID! n: Int! label(upper: Boolean = false): String mood: Mood later: Int }
+type Box { id: ID! item: Item! }
+type Query { items: [Item!]! maybe: [Item]! boxes: [Box!]! }
+type Subscription { items: [Item!]! }
+"""
+
+
+def lean_schema(later: Any = 7) -> Any:
+    """A schema whose `Item.later` answers `later(item)`: plain, raising, awaitable or refused."""
+    from graphql import build_schema
+
+    schema = build_schema(LEAN_SCHEMA)
+    item = schema.type_map["Item"]
+    item.fields["label"].resolve = lambda source, _info, upper=False: (
+        source["label"].upper() if upper else source["label"]
+    )
+    item.fields["later"].resolve = lambda source, _info: later(source) if callable(later) else later
+    return schema
+
+
+ITEMS = [{"id": i, "n": i * 2, "label": f"item {i}", "mood": "HAPPY" if i % 2 else None} for i in range(5)]
+
+
+async def both(schema: Any, query: str, root: Any) -> tuple[Any, Any, int]:
+    """graphql-core's result, ours, and how many lists took the short path."""
+    from graphql import Executor, execute_root_selection_set, parse
+
+    from execution.lean_executor import LeanExecutor
+
+    results, lean = [], None
+    for kind in (Executor, LeanExecutor):
+        executor = kind.build(schema, parse(query), root_value=root)
+        result = execute_root_selection_set(executor)
+        results.append(await result if asyncio.iscoroutine(result) else result)
+        lean = executor
+    assert isinstance(lean, LeanExecutor)
+    theirs, ours = ({"data": r.data, "errors": [e.formatted for e in r.errors or ()]} for r in results)
+    return theirs, ours, lean.flat_lists_completed
+
+
+async def test_the_lean_executor_is_written_against_the_installed_graphql_core() -> None:
+    from execution import lean_executor
+
+    assert version("graphql-core") == lean_executor.WRITTEN_AGAINST
+
+
+async def test_flat_lists_take_the_short_path_and_answer_as_graphql_core_does() -> None:
+    root = {"items": ITEMS, "maybe": [ITEMS[0], None, ITEMS[1]], "boxes": [{"id": 1, "item": ITEMS[0]}]}
+    query = "{ items { id n label shout: label(upper: true) mood later __typename } maybe { id } }"
+    theirs, ours, short = await both(lean_schema(), query, root)
+    assert ours == theirs and not ours["errors"]
+    assert ours["data"]["items"][1] == {
+        "id": "1", "n": 2, "label": "item 1", "shout": "ITEM 1", "mood": "HAPPY", "later": 7, "__typename": "Item"
+    }  # fmt: skip
+    assert ours["data"]["maybe"][1] is None
+    assert short == 2  # graphql-core still completes lists where the short path takes over
+    # A list of objects with objects in them is not flat: the usual path, the same answer.
+    theirs, ours, short = await both(lean_schema(), "{ boxes { id item { id } } }", root)
+    assert ours == theirs and ours["data"]["boxes"] == [{"id": "1", "item": {"id": "0"}}] and short == 0
+
+
+async def test_anything_but_plain_goes_the_usual_way_with_the_same_errors() -> None:
+    async def awaited(item: dict) -> int:
+        return item["n"] + 1
+
+    def raises(item: dict) -> int:
+        if item["id"] == 3:
+            raise ValueError("no later for 3")
+        return 1
+
+    root = {"items": ITEMS}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a coroutine the short path started and dropped would warn
+        for later, expected_errors in [
+            (awaited, 0),  # an awaitable: awaited the usual way
+            (raises, 1),  # a resolver's error, at its path
+            (lambda _item: "not a number", 5),  # a value the scalar refuses
+            (lambda _item: None, 0),  # null where null is allowed
+        ]:
+            theirs, ours, short = await both(lean_schema(later), "{ items { id later } }", root)
+            assert ours == theirs and len(ours["errors"]) == expected_errors, (later, ours)
+            assert short == (1 if later is not awaited and expected_errors == 0 else 0)
+    # Null for a non-null field: the error bubbles as graphql-core's does (here, to the root).
+    root = {"items": [{**ITEMS[0], "n": None}]}
+    theirs, ours, short = await both(lean_schema(), "{ items { id n } }", root)
+    assert ours == theirs and ours["data"] is None and ours["errors"][0]["path"] == ["items", 0, "n"] and short == 0
+
+
+async def test_an_executor_copied_per_event_does_not_grow_with_events() -> None:
+    from graphql import execute_subscription_event, parse
+
+    from execution.lean_executor import LeanExecutor
+
+    executor = LeanExecutor.build(lean_schema(), parse("subscription { items { id n } }"))
+    assert isinstance(executor, LeanExecutor)
+    for n in range(20):
+        copy = executor.build_per_event_executor({"items": [{"id": 1, "n": n}]})
+        assert execute_subscription_event(copy).data == {"items": [{"id": "1", "n": n}]}
+        assert copy.flat_lists_completed == 1
+    assert len(executor._relevant_sub_fields) == len(executor._flat_lists) == 0

@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from databases import Database
 
 from db.batching import GroupedLoader
-from db.records import Row, as_rows
+from db.pool import fetch_rows
+from db.records import Row
 from db.rooms import rooms_by_ids
 from db.tables import memberships, messages, tokens
 from db.users import users_for_tokens
@@ -65,7 +66,7 @@ class AccessReads:
     async def _load_rooms(self, user_ids: list[int]) -> dict[int, tuple[int, ...]]:
         query = sa.select(memberships.c.user_id, memberships.c.room_id).where(memberships.c.user_id.in_(user_ids))
         found: dict[int, list[int]] = {user_id: [] for user_id in user_ids}
-        for row in as_rows(await self._db.fetch_all(query)):
+        for row in await fetch_rows(self._db, query):
             found[row["user_id"]].append(row["room_id"])
         return {user_id: tuple(sorted(room_ids)) for user_id, room_ids in found.items()}
 
@@ -89,7 +90,7 @@ class AccessReads:
         )
         signed_in: set[str] = set()
         member: set[tuple[str, int]] = set()
-        for row in as_rows(await self._db.fetch_all(query)):
+        for row in await fetch_rows(self._db, query):
             signed_in.add(row["token_hash"])
             if row["room_id"] is not None:
                 member.add((row["token_hash"], row["room_id"]))
@@ -101,6 +102,6 @@ class AccessReads:
         )
         found = {
             row["id"]: Position(row["room_id"], row["seq"], row["event_seq"])
-            for row in as_rows(await self._db.fetch_all(query))
+            for row in await fetch_rows(self._db, query)
         }
         return {key: found.get(key) for key in ids}

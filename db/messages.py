@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from databases import Database
 
 from db import room_events
-from db.records import Row, as_row, as_rows, now
+from db.pool import fetch_rows
+from db.records import Row, as_row, now
 from db.tables import memberships, messages, reactions, rooms, users
 
 MESSAGE_COLUMNS = (
@@ -205,6 +206,6 @@ async def newest_first(db: Database, room_ids: list[int], limit: int, before_seq
         .order_by(ranked.c.room_id, ranked.c.seq.desc())
     )
     pages: dict[int, list[Row]] = {room_id: [] for room_id in room_ids}
-    for row in as_rows(await db.fetch_all(query)):
+    for row in await fetch_rows(db, query):
         pages[row["room_id"]].append(row)
     return pages

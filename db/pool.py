@@ -27,6 +27,7 @@ from databases.interfaces import Record, TransactionBackend
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.ddl import DDLElement
 
+from db.records import Row, as_rows
 from errors import ServiceUnavailable, as_service_unavailable
 from outages import QuietPoolRetries, is_database_unavailable, outages
 
@@ -98,6 +99,17 @@ class BoundedWaitConnection(PostgresConnection):
             raise _translated(error)  # noqa: B904
         outages.answered()
 
+    async def fetch_dicts(self, query: ClauseElement) -> list[Row]:
+        """The rows as dicts, straight from asyncpg's: str keys, timestamps with their zone."""
+        assert self._connection is not None, "Connection is not acquired"
+        sql, args, _columns, _maps = self._compiled_with_maps(query)
+        try:
+            rows = await self._connection.fetch(sql, *args)
+        except Exception as error:
+            raise _translated(error)  # noqa: B904
+        outages.answered()
+        return [dict(row.items()) for row in rows]
+
     def transaction(self) -> TransactionBackend:
         return OutageAwareTransaction(connection=self)
 
@@ -146,6 +158,18 @@ class OutageAwareTransaction(PostgresTransaction):
             await super().rollback()
         except Exception as error:
             raise _translated(error)  # noqa: B904
+
+
+async def fetch_rows(db: Database, query: ClauseElement) -> list[Row]:
+    """A query's rows as plain dicts, on the connection (and in the transaction) `db.fetch_all`
+    would use. On Postgres without the Record `databases` wraps each row in, which we only
+    unwrapped again: that was a fifth of a 100-row query's cost."""
+    async with db.connection() as connection:
+        backend = connection._connection
+        async with connection._query_lock:
+            if isinstance(backend, BoundedWaitConnection):
+                return await backend.fetch_dicts(query)
+            return as_rows(await backend.fetch_all(query))
 
 
 def _translated(error: Exception) -> Exception:

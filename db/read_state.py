@@ -19,7 +19,8 @@ from databases import Database
 
 from db import room_events
 from db.messages import Refused
-from db.records import Row, as_row, as_rows, now
+from db.pool import fetch_rows
+from db.records import Row, as_row, now
 from db.tables import memberships, messages, rooms
 
 
@@ -29,21 +30,17 @@ class ReadState:
     unread: int
 
 
+ZERO: sa.ColumnElement[int] = sa.literal_column("0")  # no parameter: the statement is also kept as text (db.rooms)
+_UNREAD = (rooms.c.last_seq - memberships.c.read_seq) - (memberships.c.own_count - memberships.c.own_at_read)
 STATE_COLUMNS = (
     memberships.c.room_id,
     memberships.c.read_event_seq,
-    ((rooms.c.last_seq - memberships.c.read_seq) - (memberships.c.own_count - memberships.c.own_at_read)).label(
-        "unread"
-    ),
+    sa.case((_UNREAD < ZERO, ZERO), else_=_UNREAD).label("unread"),  # never below zero, as it is read
 )
 
 
-def unread_of(row: Row) -> int:
-    return max(0, row["unread"])
-
-
 def state_of(row: Row) -> ReadState:
-    return ReadState(int(row["read_event_seq"]), unread_of(row))
+    return ReadState(int(row["read_event_seq"]), int(row["unread"]))
 
 
 async def read_states(db: Database, user_id: int, room_ids: list[int]) -> dict[int, ReadState]:
@@ -53,7 +50,7 @@ async def read_states(db: Database, user_id: int, room_ids: list[int]) -> dict[i
         .select_from(memberships.join(rooms, rooms.c.id == memberships.c.room_id))
         .where(memberships.c.user_id == user_id, memberships.c.room_id.in_(room_ids))
     )
-    return {row["room_id"]: state_of(row) for row in as_rows(await db.fetch_all(query))}
+    return {row["room_id"]: state_of(row) for row in await fetch_rows(db, query)}
 
 
 async def mark_read(db: Database, room_id: int, user: Row, up_to: int) -> room_events.Event | None:

@@ -16,7 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 from databases import Database
 
-from db.records import Row, as_row, as_rows
+from db.pool import fetch_rows
+from db.records import Row, as_row
 from db.tables import messages, reactions, room_events, rooms, users
 
 MESSAGE_CREATED = "message_created"
@@ -170,7 +171,7 @@ async def after(db: Database, room: Row, seq: int, limit: int) -> list[Event]:
         .order_by(room_events.c.seq)
         .limit(limit)
     )
-    return await _events(db, as_rows(await db.fetch_all(query)), room)
+    return await _events(db, await fetch_rows(db, query), room)
 
 
 async def newest(db: Database, room: Row, limit: int) -> list[Event]:
@@ -182,7 +183,7 @@ async def newest(db: Database, room: Row, limit: int) -> list[Event]:
         .order_by(room_events.c.seq.desc())
         .limit(limit)
     )
-    return await _events(db, list(reversed(as_rows(await db.fetch_all(query)))), room)
+    return await _events(db, list(reversed(await fetch_rows(db, query))), room)
 
 
 async def _events(db: Database, rows: list[Row], room: Row) -> list[Event]:
@@ -216,7 +217,7 @@ async def reactions_by_message(db: Database, message_ids: list[int]) -> dict[int
         .order_by(reactions.c.message_id, reactions.c.created_at, reactions.c.user_id)
     )
     found: dict[int, dict[str, dict[str, Any]]] = {}
-    for row in as_rows(await db.fetch_all(query)):
+    for row in await fetch_rows(db, query):
         by_emoji = found.setdefault(row["message_id"], {})
         entry = by_emoji.setdefault(row["emoji"], {"emoji": row["emoji"], "count": 0, "users": []})
         entry["count"] += 1

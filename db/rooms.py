@@ -1,12 +1,14 @@
 """Rooms and who belongs to them. Joining and leaving are events on the room's log."""
 
 from collections import defaultdict
+from functools import cache
 
 import sqlalchemy as sa
 from databases import Database
 
 from db import read_state, room_events
-from db.records import Row, as_row, as_rows, now
+from db.pool import fetch_rows
+from db.records import Row, as_row, now
 from db.tables import memberships, rooms, users
 from db.users import PUBLIC_COLUMNS as USER_COLUMNS
 
@@ -37,21 +39,26 @@ async def room_by_id(db: Database, room_id: int) -> Row | None:
 
 
 async def rooms_by_ids(db: Database, ids: list[int]) -> list[Row]:
-    return as_rows(await db.fetch_all(sa.select(*ROOM_COLUMNS).where(rooms.c.id.in_(ids))))
+    return await fetch_rows(db, sa.select(*ROOM_COLUMNS).where(rooms.c.id.in_(ids)))
 
 
-# Built once, narrowed per call: building the whole statement cost more than running it. (Not
-# `.params()` on a bound statement: its copy keeps the original's cache key, and so its values.)
-ROOMS_WITH_READ_STATE = (
-    sa.select(*ROOM_COLUMNS, *read_state.STATE_COLUMNS[1:])
-    .select_from(rooms.join(memberships, memberships.c.room_id == rooms.c.id))
-    .order_by(memberships.c.joined_at, rooms.c.id)
-)
+@cache
+def _rooms_of_user() -> sa.TextClause:
+    """The statement as SQL text, compiled once: building and keying the statement on every call
+    cost more than running it. (Not `.params()` on a bound statement: its copy keeps the
+    original's cache key, and so its values.)"""
+    statement = (
+        sa.select(*ROOM_COLUMNS, *read_state.STATE_COLUMNS[1:])
+        .select_from(rooms.join(memberships, memberships.c.room_id == rooms.c.id))
+        .where(memberships.c.user_id == sa.bindparam("user_id"))
+        .order_by(memberships.c.joined_at, rooms.c.id)
+    )
+    return sa.text(str(statement)).bindparams(sa.bindparam("user_id", type_=sa.Integer))
 
 
 async def rooms_of_user(db: Database, user_id: int) -> list[Row]:
     """The user's rooms, oldest membership first, each with the user's read state in it."""
-    return as_rows(await db.fetch_all(ROOMS_WITH_READ_STATE.where(memberships.c.user_id == user_id)))
+    return await fetch_rows(db, _rooms_of_user().bindparams(user_id=user_id))
 
 
 async def is_member(db: Database, room_id: int, user_id: int) -> bool:
@@ -102,6 +109,6 @@ async def members_by_room_ids(db: Database, room_ids: list[int]) -> dict[int, li
         .order_by(memberships.c.joined_at, users.c.id)
     )
     grouped: dict[int, list[Row]] = defaultdict(list)
-    for row in as_rows(await db.fetch_all(query)):
+    for row in await fetch_rows(db, query):
         grouped[row.pop("room_id")].append(row)
     return grouped

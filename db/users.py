@@ -3,7 +3,8 @@
 import sqlalchemy as sa
 from databases import Database
 
-from db.records import Row, as_row, as_rows, now
+from db.pool import fetch_rows
+from db.records import Row, as_row, now
 from db.tables import tokens, users
 
 PUBLIC_COLUMNS = (users.c.id, users.c.name, users.c.email_hash)
@@ -45,7 +46,7 @@ async def set_password_hash(db: Database, user_id: int, password_hash: str) -> N
 
 async def users_by_ids(db: Database, ids: list[int]) -> list[Row]:
     query = sa.select(*PUBLIC_COLUMNS).where(users.c.id.in_(ids))
-    return as_rows(await db.fetch_all(query))
+    return await fetch_rows(db, query)
 
 
 async def create_token(db: Database, user_id: int, token_hash: str) -> None:
@@ -67,7 +68,7 @@ async def users_for_tokens(db: Database, token_hashes: list[str]) -> dict[str, R
         .select_from(tokens.join(users, tokens.c.user_id == users.c.id))
         .where(tokens.c.token_hash.in_(token_hashes))
     )
-    return {row.pop("token_hash"): row for row in as_rows(await db.fetch_all(query))}
+    return {row.pop("token_hash"): row for row in await fetch_rows(db, query)}
 
 
 async def delete_token(db: Database, token_hash: str) -> None:

@@ -22,16 +22,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from inspect import iscoroutinefunction
 from types import CoroutineType
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from graphql import (
     Executor,
-    GraphQLField,
+    GraphQLBoolean,
+    GraphQLFloat,
+    GraphQLID,
+    GraphQLInt,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLResolveInfo,
+    GraphQLString,
     Undefined,
+    default_field_resolver,
     is_leaf_type,
     is_non_null_type,
     is_object_type,
@@ -41,15 +46,42 @@ from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, RefMap
 
 WRITTEN_AGAINST = "3.3.2"
+R = TypeVar("R", bound=Callable[..., Any])
 PLAIN = frozenset((int, str, float, bool))
+PATH = GraphQLResolveInfo._fields.index("path")
+# Values the built-in scalars return as they are (Int: within 32 bits).
+PASSES: dict[Any, type] = {
+    GraphQLInt: int,
+    GraphQLString: str,
+    GraphQLBoolean: bool,
+    GraphQLID: str,
+    GraphQLFloat: float,
+}
+MIN_INT, MAX_INT = -(2**31), 2**31 - 1
+READS = "__reads_key__"
+new_tuple = tuple.__new__
+
+
+def reads(key: str) -> Callable[[R], R]:
+    """Marks a resolver whose answer, for a dict holding `key`, is that key's value: a flat list
+    reads it as the default resolver would, and calls the resolver only where the key is absent."""
+
+    def mark(resolver: R) -> R:
+        setattr(resolver, READS, key)
+        return resolver
+
+    return mark
 
 
 class PlannedField(NamedTuple):
     name: str
-    definition: GraphQLField
     resolve: Callable[..., Any]
+    key: str | None  # read straight from a dict: the field's name, where its resolver is the default
     arguments: dict[str, Any]
-    nodes: list
+    # The field's resolve info around its path (built by graphql-core once, the path set per item).
+    info_head: tuple
+    info_tail: tuple
+    passes: type | None  # values of this type the scalar returns as they are (graphql-core's own)
     coerce: Callable[[Any], Any]  # the scalar's or enum's output coercion
     nullable: bool
 
@@ -97,7 +129,6 @@ class LeanExecutor(Executor):
         """The completed list, or None where any item is not plain."""
         item_type, items_nullable, fields = plan
         type_name = item_type.name
-        build_info = self.build_resolve_info
         completed: list[Any] = []
         for index, item in enumerate(items):
             if type(item) is not dict:
@@ -106,20 +137,30 @@ class LeanExecutor(Executor):
                     continue
                 if item is None or isinstance(item, Exception) or self.is_awaitable(item):
                     return None
-            item_path = Path(path, index, None)
+            item_path = None
             data: dict[str, Any] = {}
-            for name, definition, resolve, arguments, nodes, coerce, nullable in fields:
-                info = build_info(definition, nodes, item_type, Path(item_path, name, type_name))
+            for name, resolve, key, arguments, info_head, info_tail, passes, coerce, nullable in fields:
                 try:
-                    value = resolve(item, info, **arguments) if arguments else resolve(item, info)
-                    if type(value) not in PLAIN:
+                    if key is not None and type(item) is dict and key in item:
+                        value = item[key]  # what the default resolver (or one that `reads` it) answers
+                        if callable(value):
+                            return None  # the default resolver calls it
+                    else:
+                        item_path = item_path or Path(path, index, None)
+                        info = new_tuple(GraphQLResolveInfo, (*info_head, Path(item_path, name, type_name), *info_tail))
+                        value = resolve(item, info, **arguments) if arguments else resolve(item, info)
+                    value_type = type(value)
+                    if value_type is passes and (value_type is not int or MIN_INT <= value <= MAX_INT):
+                        data[name] = value  # what the scalar's coercion returns as it is
+                        continue
+                    if value_type not in PLAIN:
                         if value is None and nullable:
                             data[name] = None
                             continue
                         if value is None or isinstance(value, Exception):
                             return None
                         if self.is_awaitable(value):
-                            if type(value) is CoroutineType:
+                            if isinstance(value, CoroutineType):
                                 value.close()  # never started: the usual path calls the resolver again
                             return None
                     value = coerce(value)
@@ -178,13 +219,17 @@ class LeanExecutor(Executor):
                 )
             except Exception:  # the usual path reports it, where it belongs
                 return None
+            info = self.build_resolve_info(definition, [d.node for d in details], object_type, path)
+            key = first.node.name.value if resolve is default_field_resolver else getattr(resolve, READS, None)
             fields.append(
                 PlannedField(
                     name,
-                    definition,
                     resolve,
+                    key,
                     arguments,
-                    [d.node for d in details],
+                    info[:PATH],
+                    info[PATH + 1 :],
+                    PASSES.get(scalar),
                     scalar.coerce_output_value,
                     field_nullable,
                 )

@@ -8,6 +8,7 @@ from graphql import GraphQLResolveInfo
 
 from db import read_state, room_events
 from errors import BadUserInput
+from execution.lean_executor import reads
 from resolvers.context import db_of, loaders_of, viewer_of
 from resolvers.ids import decode_cursor, decode_event_cursor, encode_cursor, encode_event_cursor
 from resolvers.room_event import cursor_of
@@ -84,11 +85,12 @@ def _cursor(room: dict, state: read_state.ReadState | None) -> str | None:
 
 
 @room_type.field("unreadCount")
+@reads("unread")
 def resolve_unread_count(room: dict, info: GraphQLResolveInfo) -> int | Awaitable[int]:
     """Messages after my read position that others sent, from counters (never a count of history).
     Read with the room (`rooms`, `unreadCounts`), it is at hand: no awaitable for each room."""
     if "unread" in room:
-        return read_state.unread_of(room)
+        return int(room["unread"])
     return _then(_loaded_state(room, info), _unread)
 
 

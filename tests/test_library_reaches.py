@@ -14,13 +14,16 @@ the saving must never be lost quietly.
 from __future__ import annotations
 
 import asyncio
+import gc
 import warnings
 from importlib.metadata import version
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from databases.backends.common.records import create_column_maps
 from databases.backends.postgres import PostgresConnection
+from graphql import GraphQLError, GraphQLInt
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
@@ -28,6 +31,7 @@ import uvicorn_protocols
 import worker
 from db import pool
 from db.tables import messages
+from execution.lean_executor import reads
 from realtime import broadcast
 from tests.support.rawws import client_frame, upgrade_request
 from uvicorn_protocols import (
@@ -184,22 +188,32 @@ async def test_one_queue_for_several_channels_keeps_their_order() -> None:
 
 LEAN_SCHEMA = """
 enum Mood { HAPPY SAD }
-type Item { id: ID! n: Int! label(upper: Boolean = false): String mood: Mood later: Int }
+type Item { id: ID! n: Int! label(upper: Boolean = false): String mood: Mood later: Int stars: Int! }
 type Box { id: ID! item: Item! }
 type Query { items: [Item!]! maybe: [Item]! boxes: [Box!]! }
 type Subscription { items: [Item!]! }
 """
 
 
-def lean_schema(later: Any = 7) -> Any:
-    """A schema whose `Item.later` answers `later(item)`: plain, raising, awaitable or refused."""
+def lean_schema(later: Any = 7, infos: list | None = None) -> Any:
+    """A schema whose `Item.later` answers `later(item)`: plain, raising, awaitable or refused;
+    `Item.label` keeps in `infos` what its resolver was told."""
     from graphql import build_schema
 
     schema = build_schema(LEAN_SCHEMA)
     item = schema.type_map["Item"]
-    item.fields["label"].resolve = lambda source, _info, upper=False: (
-        source["label"].upper() if upper else source["label"]
-    )
+
+    def label(source: dict, info: Any, upper: bool = False) -> str:
+        if infos is not None:
+            infos.append(info._replace(path=info.path.as_list(), async_helpers=None))
+        return source["label"].upper() if upper else source["label"]
+
+    @reads("stars")
+    def stars(source: dict, _info: Any) -> int:
+        return source["stars"] if "stars" in source else len(source["label"])
+
+    item.fields["label"].resolve = label
+    item.fields["stars"].resolve = stars
     item.fields["later"].resolve = lambda source, _info: later(source) if callable(later) else later
     return schema
 
@@ -232,17 +246,36 @@ async def test_the_lean_executor_is_written_against_the_installed_graphql_core()
 
 async def test_flat_lists_take_the_short_path_and_answer_as_graphql_core_does() -> None:
     root = {"items": ITEMS, "maybe": [ITEMS[0], None, ITEMS[1]], "boxes": [{"id": 1, "item": ITEMS[0]}]}
-    query = "{ items { id n label shout: label(upper: true) mood later __typename } maybe { id } }"
-    theirs, ours, short = await both(lean_schema(), query, root)
+    root["items"] = [{**item, "stars": 3} if item["id"] % 2 else item for item in ITEMS]  # read, or resolved
+    query = "{ items { id n label shout: label(upper: true) mood later stars __typename } maybe { id } }"
+    infos: list = []
+    theirs, ours, short = await both(lean_schema(infos=infos), query, root)
     assert ours == theirs and not ours["errors"]
+    # Every resolver is told what graphql-core tells it (the path as a list, the helpers aside).
+    assert infos[:10] == infos[10:] and infos[3].path == ["items", 1, "shout"]
     assert ours["data"]["items"][1] == {
-        "id": "1", "n": 2, "label": "item 1", "shout": "ITEM 1", "mood": "HAPPY", "later": 7, "__typename": "Item"
+        "id": "1", "n": 2, "label": "item 1", "shout": "ITEM 1", "mood": "HAPPY", "later": 7, "stars": 3,
+        "__typename": "Item",
     }  # fmt: skip
+    assert ours["data"]["items"][2]["stars"] == len("item 2")
     assert ours["data"]["maybe"][1] is None
     assert short == 2  # graphql-core still completes lists where the short path takes over
     # A list of objects with objects in them is not flat: the usual path, the same answer.
     theirs, ours, short = await both(lean_schema(), "{ boxes { id item { id } } }", root)
     assert ours == theirs and ours["data"]["boxes"] == [{"id": "1", "item": {"id": "0"}}] and short == 0
+
+
+def test_what_the_built_in_scalars_return_as_it_is() -> None:
+    """The short path skips the coercion of values the scalar would return unchanged."""
+    from execution.lean_executor import MAX_INT, MIN_INT, PASSES
+
+    samples: dict[type, list[Any]] = {int: [0, -7, MIN_INT, MAX_INT], str: ["", "é"], bool: [True, False], float: [0.5]}
+    for scalar, kind in PASSES.items():
+        for value in samples[kind]:
+            coerced = scalar.coerce_output_value(value)
+            assert coerced == value and type(coerced) is kind, (scalar, value)
+    with pytest.raises(GraphQLError):
+        GraphQLInt.coerce_output_value(MAX_INT + 1)  # hence the range
 
 
 async def test_anything_but_plain_goes_the_usual_way_with_the_same_errors() -> None:
@@ -255,8 +288,8 @@ async def test_anything_but_plain_goes_the_usual_way_with_the_same_errors() -> N
         return 1
 
     root = {"items": ITEMS}
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a coroutine the short path started and dropped would warn
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # a coroutine the short path made and dropped would warn
         for later, expected_errors in [
             (awaited, 0),  # an awaitable: awaited the usual way
             (raises, 1),  # a resolver's error, at its path
@@ -266,6 +299,8 @@ async def test_anything_but_plain_goes_the_usual_way_with_the_same_errors() -> N
             theirs, ours, short = await both(lean_schema(later), "{ items { id later } }", root)
             assert ours == theirs and len(ours["errors"]) == expected_errors, (later, ours)
             assert short == (1 if later is not awaited and expected_errors == 0 else 0)
+        gc.collect()
+    assert not [warning for warning in caught if "never awaited" in str(warning.message)]
     # Null for a non-null field: the error bubbles as graphql-core's does (here, to the root).
     root = {"items": [{**ITEMS[0], "n": None}]}
     theirs, ours, short = await both(lean_schema(), "{ items { id n } }", root)
@@ -273,14 +308,18 @@ async def test_anything_but_plain_goes_the_usual_way_with_the_same_errors() -> N
 
 
 async def test_an_executor_copied_per_event_does_not_grow_with_events() -> None:
+    """The live engine keeps one executor per selection for as long as anyone subscribes with it."""
     from graphql import execute_subscription_event, parse
 
-    from execution.lean_executor import LeanExecutor
+    from realtime.engine import Selection
 
-    executor = LeanExecutor.build(lean_schema(), parse("subscription { items { id n } }"))
-    assert isinstance(executor, LeanExecutor)
+    query = "subscription { items { id n } }"
+    selection = Selection.of(parse(query), query, None, None)
+    schema = lean_schema()
     for n in range(20):
-        copy = executor.build_per_event_executor({"items": [{"id": 1, "n": n}]})
+        copy = selection.executor_for(schema, {"items": [{"id": 1, "n": n}]}, None)
+        assert not isinstance(copy, list)
         assert execute_subscription_event(copy).data == {"items": [{"id": "1", "n": n}]}
-        assert copy.flat_lists_completed == 1
-    assert len(executor._relevant_sub_fields) == len(executor._flat_lists) == 0
+        assert copy.flat_lists_completed == 1  # type: ignore[attr-defined]
+    kept = selection._executor
+    assert kept is not None and len(kept._relevant_sub_fields) == len(kept._flat_lists) == 0  # type: ignore[attr-defined]

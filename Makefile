@@ -51,13 +51,14 @@ test: install tests/js/node_modules/.installed web chromium
 # subscribers, then a resume from 20,000 messages back and a 5,000-client reconnect storm, then
 # the chat features (the roomEvents mix, typing heartbeats, unread counts), then subscriptions
 # over SSE and Apollo's multipart HTTP against WebSocket (S=1000 at 20 msg/s, and memory per
-# idle stream).
+# idle stream), then what a subscription's executor keeps per event (graphql-core's and ours).
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.idle_memory
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.reconnect $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.chat_features $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.http_streams $(ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.executor_memory
 
 # Churn for a few minutes (WebSocket cycles, HTTP with malformed and oversized requests) and
 # print each worker's memory before, at peak and after; `make soak ARGS=--quick` for a smoke run.

@@ -8,9 +8,10 @@ selection once per event, encodes the result once, and hands every subscriber of
 the same bytes.
 
 What depends on who asks is told apart per event, not per viewer: a field that reads the viewer
-comes with an audience function, `(event, viewer) -> key`, and a group's subscribers are split
-by those keys for each event (a reaction's `mine` differs for the few who reacted, not for
-everyone), executing once per distinct key.
+comes with an audience function, `(event) -> keyer`, where the keyer gives a viewer's key for
+that event, or is None when every viewer sees the same; a group's subscribers are split by
+those keys for each event (a reaction's `mine` differs for the few who reacted, and for no one
+on an event without reactions), executing once per distinct key.
 
 A logged topic's feed delivers its events in `seq` order without gaps: it fills a gap from the
 topic's log (publishers out of order, a Redis outage announced by a resync) and drops what it
@@ -129,14 +130,28 @@ class Selection:
 
 
 GroupKey = tuple[str, str | None, str]
-Audience = Callable[[Event, Viewer], Hashable]
+Keyer = Callable[[Viewer], Hashable]
+Audience = Callable[[Event], Keyer | None]
 # A payload in a feed's memory: the group's key and its subscribers' audience key for the event.
 PayloadKey = tuple[GroupKey, tuple[Hashable, ...]]
 
 
-def per_viewer(_event: Event, viewer: Viewer) -> Hashable:
-    """The audience of a field each viewer sees differently whatever the event."""
+def _viewer_id(viewer: Viewer) -> Hashable:
     return viewer.id
+
+
+def per_viewer(_event: Event) -> Keyer:
+    """The audience of a field each viewer sees differently whatever the event."""
+    return _viewer_id
+
+
+def keyers_for(audiences: tuple[Audience, ...], event: Event) -> list[Keyer]:
+    """What tells viewers apart for this event (nothing, when all see the same)."""
+    return [keyer for keyer in (audience(event) for audience in audiences) if keyer is not None]
+
+
+def audience_key(keyers: list[Keyer], viewer: Viewer) -> tuple[Hashable, ...]:
+    return tuple(keyer(viewer) for keyer in keyers)
 
 
 class Subscription:
@@ -195,12 +210,17 @@ class Group:
     def by_audience(self, event: Event) -> Iterable[tuple[tuple[Hashable, ...], list[Subscription]]]:
         """The subscribers, split by what they see of this event (all together when nothing in
         the selection depends on who asks)."""
-        if not self.audiences:
+        keyers = keyers_for(self.audiences, event) if self.audiences else None
+        if not keyers:
             return [((), list(self.subscriptions))]
         buckets: dict[tuple[Hashable, ...], list[Subscription]] = {}
-        for subscription in self.subscriptions:
-            key = tuple(audience(event, subscription.viewer) for audience in self.audiences)
-            buckets.setdefault(key, []).append(subscription)
+        if len(keyers) == 1:
+            keyer = keyers[0]
+            for subscription in self.subscriptions:
+                buckets.setdefault((keyer(subscription.viewer),), []).append(subscription)
+        else:
+            for subscription in self.subscriptions:
+                buckets.setdefault(audience_key(keyers, subscription.viewer), []).append(subscription)
         return buckets.items()
 
     def wants(self, event: Event) -> bool:
@@ -317,9 +337,8 @@ class Feed:
             subscription.seq = event["seq"]
             if source.kinds is not None and event.get("kind") not in source.kinds:
                 continue
-            audiences = self.engine.audiences(subscription.selection)
-            audience = tuple(function(event, subscription.viewer) for function in audiences)
-            payload = payloads.get((subscription.key, audience))
+            keyers = keyers_for(self.engine.audiences(subscription.selection), event)
+            payload = payloads.get((subscription.key, audience_key(keyers, subscription.viewer)))
             if payload is None:
                 payload = await self.engine.execute(subscription.selection, subscription.viewer, event)
                 executed += 1

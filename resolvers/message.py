@@ -7,7 +7,7 @@ from typing import Any
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
-from auth import Viewer
+from realtime.engine import Keyer
 from realtime.live import Event
 from resolvers.context import loaders_of, viewer_of
 
@@ -57,10 +57,19 @@ def resolve_mine(reaction: dict, info: GraphQLResolveInfo) -> bool:
     return viewer is not None and viewer.id in reaction["users"]
 
 
-def reactions_audience(event: Event, viewer: Viewer) -> frozenset[str]:
+NONE_MINE: frozenset[str] = frozenset()
+
+
+def reactions_audience(event: Event) -> Keyer | None:
     """What a viewer sees of an event's reactions: which emoji of its message are theirs (most
-    viewers: none; the live engine executes once for each distinct answer)."""
+    viewers: none; the live engine executes once for each distinct answer), and no one anything
+    different on an event whose message has no reactions."""
     message = event.get("message")
-    if not message:
-        return frozenset()
-    return frozenset(reaction["emoji"] for reaction in message.get("reactions", ()) if viewer.id in reaction["users"])
+    mine: dict[int, set[str]] = {}
+    for reaction in message.get("reactions", ()) if message else ():
+        for user_id in reaction["users"]:
+            mine.setdefault(user_id, set()).add(reaction["emoji"])
+    if not mine:
+        return None
+    keys = {user_id: frozenset(emoji) for user_id, emoji in mine.items()}
+    return lambda viewer: keys.get(viewer.id, NONE_MINE)

@@ -323,3 +323,12 @@ async def test_an_executor_copied_per_event_does_not_grow_with_events() -> None:
         assert copy.flat_lists_completed == 1  # type: ignore[attr-defined]
     kept = selection._executor
     assert kept is not None and len(kept._relevant_sub_fields) == len(kept._flat_lists) == 0  # type: ignore[attr-defined]
+
+
+async def test_rows_are_read_on_the_connection_databases_would_use() -> None:
+    """`fetch_rows` reads on `databases`' own connection for the task, under its query lock."""
+    database = pool.ChatDatabase("postgresql://u@h/d")
+    connection = database.connection()
+    assert isinstance(connection._connection, pool.BoundedWaitConnection)
+    assert isinstance(connection._query_lock, asyncio.Lock)
+    assert database.connection() is connection  # the same one for the task, as fetch_all's

@@ -64,13 +64,7 @@ class BoundedWaitConnection(PostgresConnection):
             raise _translated(error)  # noqa: B904
 
     async def fetch_all(self, query: ClauseElement) -> list[Record]:
-        assert self._connection is not None, "Connection is not acquired"
-        sql, args, columns, maps = self._compiled_with_maps(query)
-        try:
-            rows = await self._connection.fetch(sql, *args)
-        except Exception as error:
-            raise _translated(error)  # noqa: B904
-        outages.answered()
+        rows, columns, maps = await self._fetched(query)
         dialect = self._dialect
         return [DatabasesRecord(row, columns, dialect, maps) for row in rows]
 
@@ -101,14 +95,19 @@ class BoundedWaitConnection(PostgresConnection):
 
     async def fetch_dicts(self, query: ClauseElement) -> list[Row]:
         """The rows as dicts, straight from asyncpg's: str keys, timestamps with their zone."""
+        rows, _columns, _maps = await self._fetched(query)
+        return [dict(row.items()) for row in rows]
+
+    async def _fetched(self, query: ClauseElement) -> tuple[list[asyncpg.Record], tuple, ColumnMaps]:
+        """asyncpg's rows for the query, with its result columns and their maps."""
         assert self._connection is not None, "Connection is not acquired"
-        sql, args, _columns, _maps = self._compiled_with_maps(query)
+        sql, args, columns, maps = self._compiled_with_maps(query)
         try:
             rows = await self._connection.fetch(sql, *args)
         except Exception as error:
             raise _translated(error)  # noqa: B904
         outages.answered()
-        return [dict(row.items()) for row in rows]
+        return rows, columns, maps
 
     def transaction(self) -> TransactionBackend:
         return OutageAwareTransaction(connection=self)

@@ -1,6 +1,6 @@
 """Rows come back from `databases` as Records; the rest of the app works with plain dicts."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,9 +22,7 @@ def as_row(record: Any) -> Row | None:
     return dict(mapping.items()) if type(mapping) is PostgresRecord else _utc(dict(mapping))
 
 
-def as_rows(records: Sequence[Any]) -> list[Row]:
-    if records and type(getattr(records[0], "_mapping", None)) is PostgresRecord:  # all of a result alike
-        return [dict(record._mapping.items()) for record in records]
+def as_rows(records: Iterable[Any]) -> list[Row]:
     return [as_row(record) for record in records]  # type: ignore[misc]
 
 

@@ -214,13 +214,8 @@ class Group:
         if not keyers:
             return [((), list(self.subscriptions))]
         buckets: dict[tuple[Hashable, ...], list[Subscription]] = {}
-        if len(keyers) == 1:
-            keyer = keyers[0]
-            for subscription in self.subscriptions:
-                buckets.setdefault((keyer(subscription.viewer),), []).append(subscription)
-        else:
-            for subscription in self.subscriptions:
-                buckets.setdefault(audience_key(keyers, subscription.viewer), []).append(subscription)
+        for subscription in self.subscriptions:
+            buckets.setdefault(audience_key(keyers, subscription.viewer), []).append(subscription)
         return buckets.items()
 
     def wants(self, event: Event) -> bool:

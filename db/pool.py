@@ -11,10 +11,15 @@
 - Releasing a connection skips asyncpg's reset query (advisory locks, LISTEN, cursors, SET):
   we use none of them, and it was a second round trip per query. Open transactions are still
   rolled back by asyncpg.
+- A connection is out of the pool for as short as it can be: taken in the querying task and
+  given back at once (db.asyncpg_pool); with five per worker, that hold, not CPU, was what
+  limited a list query's throughput. A single read outside a transaction (`fetch_rows`) takes
+  one straight from the pool, without the per-task `Connection` `databases` builds for it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +32,7 @@ from databases.interfaces import Record, TransactionBackend
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.ddl import DDLElement
 
+from db import asyncpg_pool
 from db.records import Row, as_rows
 from errors import ServiceUnavailable, as_service_unavailable
 from outages import QuietPoolRetries, is_database_unavailable, outages
@@ -50,18 +56,13 @@ class BoundedWaitConnection(PostgresConnection):
     async def acquire(self) -> None:
         assert self._connection is None, "Connection is already acquired"
         assert self._database._pool is not None, "DatabaseBackend is not running"
-        try:
-            self._connection = await self._database._pool.acquire(timeout=self._database.acquire_timeout)
-        except TimeoutError:
-            raise ServiceUnavailable("The server is busy; try again shortly.") from None
-        except Exception as error:
-            raise _translated(error)  # noqa: B904 (the outage is its cause, or it is the error itself)
+        self._connection = await _acquired(self._database._pool, self._database.acquire_timeout)
 
     async def release(self) -> None:
-        try:
-            await super().release()
-        except Exception as error:
-            raise _translated(error)  # noqa: B904
+        assert self._connection is not None, "Connection is not acquired"
+        assert self._database._pool is not None, "DatabaseBackend is not running"
+        connection, self._connection = self._connection, None
+        await _released(self._database._pool, connection)
 
     async def fetch_all(self, query: ClauseElement) -> list[Record]:
         rows, columns, maps = await self._fetched(query)
@@ -162,13 +163,42 @@ class OutageAwareTransaction(PostgresTransaction):
 async def fetch_rows(db: Database, query: ClauseElement) -> list[Row]:
     """A query's rows as plain dicts, on the connection (and in the transaction) `db.fetch_all`
     would use. On Postgres without the Record `databases` wraps each row in, which we only
-    unwrapped again: that was a fifth of a 100-row query's cost."""
+    unwrapped again: that was a fifth of a 100-row query's cost. And where the task holds no
+    connection yet (no transaction open), straight on a pooled one: the same connection
+    `databases` would acquire and release around this one query, without the per-task
+    `Connection` (three locks and a backend connection) it builds for it."""
+    backend = db._backend
+    if (
+        isinstance(backend, BoundedWaitBackend)
+        and db._global_connection is None
+        and db._connection_map.get(asyncio.current_task()) is None  # type: ignore[arg-type]
+    ):
+        return await backend.fetch_dicts(query)
     async with db.connection() as connection:
-        backend = connection._connection
+        task_connection = connection._connection
         async with connection._query_lock:
-            if isinstance(backend, BoundedWaitConnection):
-                return await backend.fetch_dicts(query)
-            return as_rows(await backend.fetch_all(query))
+            if isinstance(task_connection, BoundedWaitConnection):
+                return await task_connection.fetch_dicts(query)
+            return as_rows(await task_connection.fetch_all(query))
+
+
+async def _acquired(pool: asyncpg.Pool, seconds: float) -> Any:
+    """A pooled connection, or SERVICE_UNAVAILABLE once `seconds` pass (or the database is away).
+    Not `acquire(timeout=)`: it takes the connection in a task of its own (see db.asyncpg_pool)."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await pool.acquire()
+    except TimeoutError:
+        raise ServiceUnavailable("The server is busy; try again shortly.") from None
+    except Exception as error:
+        raise _translated(error)  # noqa: B904 (the outage is its cause, or it is the error itself)
+
+
+async def _released(pool: asyncpg.Pool, connection: Any) -> None:
+    try:
+        await asyncpg_pool.release(pool, connection)
+    except Exception as error:
+        raise _translated(error)  # noqa: B904
 
 
 def _translated(error: Exception) -> Exception:
@@ -180,6 +210,7 @@ class BoundedWaitBackend(PostgresBackend):
     def __init__(self, database_url: Any, *, acquire_timeout: float = 5.0, **options: Any) -> None:
         super().__init__(database_url, connection_class=NoResetQueryConnection, **options)
         self.acquire_timeout = acquire_timeout
+        self._compiler: BoundedWaitConnection | None = None  # compiles for fetch_dicts; never acquired
 
     async def connect(self) -> None:
         """A worker that starts while the database is away starts anyway, with an empty pool
@@ -197,6 +228,24 @@ class BoundedWaitBackend(PostgresBackend):
 
     def connection(self) -> BoundedWaitConnection:
         return BoundedWaitConnection(self, self._dialect)
+
+    async def fetch_dicts(self, query: ClauseElement) -> list[Row]:
+        """The rows as dicts, on a connection acquired for this query alone."""
+        compiler = self._compiler
+        if compiler is None:
+            compiler = self._compiler = self.connection()
+        sql, args, _columns, _maps = compiler._compiled_with_maps(query)
+        pool = self._pool
+        assert pool is not None, "DatabaseBackend is not running"
+        connection = await _acquired(pool, self.acquire_timeout)
+        try:
+            rows = await connection.fetch(sql, *args)
+        except Exception as error:
+            raise _translated(error)  # noqa: B904
+        finally:
+            await _released(pool, connection)
+        outages.answered()
+        return [dict(row.items()) for row in rows]
 
 
 class ChatDatabase(Database):

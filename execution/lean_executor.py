@@ -58,6 +58,15 @@ PASSES: dict[Any, type] = {
     GraphQLFloat: float,
 }
 MIN_INT, MAX_INT = -(2**31), 2**31 - 1
+
+
+def _id_output(value: Any) -> Any:
+    """GraphQLID's output coercion, with an int (a row's key) taken first: what it returns for one."""
+    return str(value) if type(value) is int else GraphQLID.coerce_output_value(value)
+
+
+# Output coercions taken instead of a built-in scalar's own, returning what it would.
+COERCIONS: dict[Any, Callable[[Any], Any]] = {GraphQLID: _id_output}
 READS = "__reads_key__"
 new_tuple = tuple.__new__
 
@@ -230,7 +239,7 @@ class LeanExecutor(Executor):
                     info[:PATH],
                     info[PATH + 1 :],
                     PASSES.get(scalar),
-                    scalar.coerce_output_value,
+                    COERCIONS.get(scalar, scalar.coerce_output_value),
                     field_nullable,
                 )
             )

@@ -6,7 +6,9 @@ the saving must never be lost quietly.
 - uvicorn_protocols.py: uvicorn (draining HTTP protocol and server, lean WebSocket protocol,
   frames and streamed chunks written straight to the transport);
 - worker.py: uvicorn-worker (its `_serve`);
-- db/pool.py: databases and SQLAlchemy (bounded pool wait, compiled-statement cache, column maps);
+- db/pool.py: databases and SQLAlchemy (bounded pool wait, compiled-statement cache, column maps,
+  reads outside a transaction without the per-task connection);
+- db/asyncpg_pool.py: asyncpg (a connection given back to its pool in the releasing task);
 - execution/lean_executor.py: graphql-core (flat lists, memos of per-event copies);
 - realtime/broadcast.py: broadcaster (its subscriber table and backend).
 """
@@ -29,8 +31,9 @@ from uvicorn.server import ServerState
 
 import uvicorn_protocols
 import worker
-from db import pool
+from db import asyncpg_pool, pool
 from db.tables import messages
+from errors import ServiceUnavailable
 from execution.lean_executor import reads
 from realtime import broadcast
 from tests.support.rawws import client_frame, upgrade_request
@@ -49,6 +52,7 @@ def test_each_reach_is_written_against_the_installed_version() -> None:
     assert version("uvicorn-worker") == worker.WRITTEN_AGAINST
     assert {name: version(name) for name in pool.WRITTEN_AGAINST} == pool.WRITTEN_AGAINST
     assert version("broadcaster") == broadcast.WRITTEN_AGAINST
+    assert version("asyncpg") == asyncpg_pool.WRITTEN_AGAINST
 
 
 class Transport(asyncio.Transport):
@@ -267,7 +271,7 @@ async def test_flat_lists_take_the_short_path_and_answer_as_graphql_core_does() 
 
 def test_what_the_built_in_scalars_return_as_it_is() -> None:
     """The short path skips the coercion of values the scalar would return unchanged."""
-    from execution.lean_executor import MAX_INT, MIN_INT, PASSES
+    from execution.lean_executor import COERCIONS, MAX_INT, MIN_INT, PASSES
 
     samples: dict[type, list[Any]] = {int: [0, -7, MIN_INT, MAX_INT], str: ["", "é"], bool: [True, False], float: [0.5]}
     for scalar, kind in PASSES.items():
@@ -276,6 +280,15 @@ def test_what_the_built_in_scalars_return_as_it_is() -> None:
             assert coerced == value and type(coerced) is kind, (scalar, value)
     with pytest.raises(GraphQLError):
         GraphQLInt.coerce_output_value(MAX_INT + 1)  # hence the range
+    # Coercions taken instead of a scalar's own return what it does, and refuse what it refuses.
+    for scalar, coerce in COERCIONS.items():
+        for value in [0, 7, 2**40, -3, "7", "x", 7.0]:
+            assert coerce(value) == scalar.coerce_output_value(value), (scalar, value)
+        for refused in [True, 7.5, None, [1]]:
+            with pytest.raises(GraphQLError):
+                scalar.coerce_output_value(refused)
+            with pytest.raises(GraphQLError):
+                coerce(refused)
 
 
 async def test_anything_but_plain_goes_the_usual_way_with_the_same_errors() -> None:
@@ -326,9 +339,69 @@ async def test_an_executor_copied_per_event_does_not_grow_with_events() -> None:
 
 
 async def test_rows_are_read_on_the_connection_databases_would_use() -> None:
-    """`fetch_rows` reads on `databases`' own connection for the task, under its query lock."""
+    """`fetch_rows` reads on `databases`' own connection for the task, under its query lock,
+    where the task has one; where it has none, straight on a pooled connection."""
     database = pool.ChatDatabase("postgresql://u@h/d")
+    assert isinstance(database._backend, pool.BoundedWaitBackend)
+    assert database._global_connection is None and len(database._connection_map) == 0
     connection = database.connection()
+    assert database._connection_map[asyncio.current_task()] is connection  # type: ignore[index]
     assert isinstance(connection._connection, pool.BoundedWaitConnection)
     assert isinstance(connection._query_lock, asyncio.Lock)
     assert database.connection() is connection  # the same one for the task, as fetch_all's
+
+
+def counting_tasks() -> list[asyncio.Task]:
+    """The tasks the running loop creates from now on."""
+    loop = asyncio.get_running_loop()
+    created: list[asyncio.Task] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        created.append(task)
+        return task
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    return created
+
+
+async def test_a_connection_goes_back_to_the_pool_in_the_task_that_used_it(database_url: str) -> None:
+    """asyncpg's release gives a connection back in a shielded task of its own; ours, where
+    nothing needs doing to it, at once. With a transaction open, asyncpg's own (a rollback)."""
+    database = pool.ChatDatabase(database_url, min_size=1, max_size=1, acquire_timeout=0.2)
+    await database.connect()
+    loop = asyncio.get_running_loop()
+    try:
+        backend = database._backend
+        assert isinstance(backend, pool.BoundedWaitBackend) and backend._pool is not None
+        asyncpg_pool_ = backend._pool
+        created = counting_tasks()
+        proxy = await pool._acquired(asyncpg_pool_, 1.0)
+        assert asyncpg_pool._releases_at_once(asyncpg_pool_, proxy)
+        await asyncpg_pool.release(asyncpg_pool_, proxy)
+        assert created == [] and asyncpg_pool_._queue.qsize() == 1  # no task taken, none to give back
+
+        proxy = await asyncpg_pool_.acquire()
+        await proxy.execute("BEGIN")
+        assert not asyncpg_pool._releases_at_once(asyncpg_pool_, proxy)
+        await asyncpg_pool.release(asyncpg_pool_, proxy)
+        assert len(created) == 1  # asyncpg's shielded release
+        proxy = await asyncpg_pool_.acquire()
+        assert not proxy.is_in_transaction()  # rolled back on the way
+        # The pool's only connection out: the wait is bounded, and refused as the service being busy.
+        with pytest.raises(ServiceUnavailable):
+            await pool._acquired(asyncpg_pool_, 0.05)
+        await asyncpg_pool.release(asyncpg_pool_, proxy)
+
+        # A read outside a transaction: one query on a pooled connection, no per-task Connection.
+        del created[:]
+        rows = await pool.fetch_rows(database, sa.select(sa.literal_column("1").label("one")))
+        assert rows == [{"one": 1}] and created == [] and len(database._connection_map) == 0
+        # Inside one: on the transaction's connection (it sees what the transaction wrote).
+        async with database.transaction():
+            await database.execute(sa.text("CREATE TEMPORARY TABLE seen_here (n int)"))
+            await database.execute(sa.text("INSERT INTO seen_here VALUES (7)"))
+            assert await pool.fetch_rows(database, sa.text("SELECT n FROM seen_here")) == [{"n": 7}]
+    finally:
+        loop.set_task_factory(None)
+        await database.disconnect()

@@ -7,7 +7,8 @@
   meant to see, and a worker that starts during an outage still starts.
 - Compiled statements are cached by SQLAlchemy's own cache key, with the column maps of their
   rows: `databases` compiles every statement and maps its columns on every call, which cost more
-  than the query itself on the hot paths.
+  than the query itself on the hot paths. A statement with an IN list is kept unexpanded and
+  expanded per call: every batched read and access check has one.
 - Releasing a connection skips asyncpg's reset query (advisory locks, LISTEN, cursors, SET):
   we use none of them, and it was a second round trip per query. Open transactions are still
   rolled back by asyncpg.
@@ -118,14 +119,19 @@ class BoundedWaitConnection(PostgresConnection):
 
     def _compiled_with_maps(self, query: ClauseElement) -> tuple[str, list, tuple, ColumnMaps]:
         key = None if isinstance(query, DDLElement) else query._generate_cache_key()
-        if key is None or any(parameter.expanding for parameter in key.bindparams):  # IN lists vary in length
+        if key is None:
             sql, args, columns = super()._compile(query)
             return sql, args, columns, create_column_maps(columns)
         entry = _compiled.get(key.key)
         if entry is None:
-            compiled = query.compile(dialect=self._dialect, cache_key=key, compile_kwargs={"render_postcompile": True})
-            names = sorted(compiled.params)
-            sql = compiled.string % {name: f"${position}" for position, name in enumerate(names, start=1)}
+            # An IN list's length is known per call: such a statement is kept with its list
+            # unexpanded, and expanded for each call's values (SQLAlchemy's post-compile step).
+            expanding = any(parameter.expanding for parameter in key.bindparams)
+            compiled = query.compile(
+                dialect=self._dialect, cache_key=key, compile_kwargs={"render_postcompile": not expanding}
+            )
+            names = None if expanding else sorted(compiled.params)
+            sql = None if names is None else _positional(compiled.string, names)
             if len(_compiled) >= CACHE_SIZE:
                 _compiled.clear()
             maps = create_column_maps(compiled._result_columns)
@@ -133,9 +139,20 @@ class BoundedWaitConnection(PostgresConnection):
         cached: Any
         cached, sql, names, maps = entry
         values = cached.construct_params(extracted_parameters=key.bindparams)
-        processors = cached._bind_processors
+        if sql is None or names is None:
+            expanded = cached.construct_expanded_state(values)
+            names = sorted(expanded.parameters)
+            sql = _positional(expanded.statement, names)
+            values, processors = expanded.parameters, expanded.processors
+        else:
+            processors = cached._bind_processors
         args = [processors[name](values[name]) if name in processors else values[name] for name in names]
         return sql, args, cached._result_columns, maps
+
+
+def _positional(statement: str, names: list[str]) -> str:
+    """asyncpg's $1, $2... for the named parameters, numbered in `names`' order (as `databases` does)."""
+    return statement % {name: f"${position}" for position, name in enumerate(names, start=1)}
 
 
 class OutageAwareTransaction(PostgresTransaction):

@@ -174,6 +174,13 @@ async def test_the_pool_compiles_statements_as_databases_does() -> None:
     for _ in range(2):  # compiled, then from the cache, with the column maps of its rows
         assert ours._compile(query)[:2] == theirs._compile(query)[:2]
         assert ours._compiled_with_maps(query)[3] == create_column_maps(theirs._compile(query)[2])
+    # IN lists of any length, from one statement kept unexpanded, beside other parameters.
+    for ids in ([3], [1, 2, 3], [5, 4], [1, 2, 3]):
+        body = messages.c.body
+        where = (messages.c.id.in_(ids), body != "x", body.like(sa.literal_column("'%x'")))
+        query = sa.select(messages.c.id).where(*where).limit(len(ids))
+        assert ours._compile(query)[:2] == theirs._compile(query)[:2], ids
+        assert ours._compiled_with_maps(query)[3] == create_column_maps(theirs._compile(query)[2])
 
 
 async def test_one_queue_for_several_channels_keeps_their_order() -> None:

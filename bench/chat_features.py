@@ -7,7 +7,9 @@ Redis), each beside what it is measured against in the same run:
 - typing heartbeats from 100 users in one room, one every 3 s each: Redis commands per second
   and server CPU;
 - `{ rooms { id unreadCount } }` for a user in 100 rooms against `{ me { ... } }`, 50 clients:
-  requests per second, warmed up, in alternating rounds.
+  requests per second, warmed up, in alternating rounds, with how the clients' connections
+  fell on the two workers in each round (all on one worker leaves `me` one core, while the
+  unread query's Postgres has the other).
 
     python -m bench.chat_features [--quick]     # also a part of `make bench`
 
@@ -20,12 +22,13 @@ import argparse
 import asyncio
 import random
 import time
+from collections.abc import Mapping
 
 import httpx
 import orjson
 from redis import asyncio as aioredis
 
-from bench.loadgen import Subscriber, http_load, tree_cpu_seconds
+from bench.loadgen import Subscriber, connections_per_worker, http_load, tree_cpu_seconds
 from bench.run import Stack, percentile
 from tests.support.processes import SHARED_REDIS_URL, create_database, drop_database, migrate, unique_name
 
@@ -204,7 +207,7 @@ async def typing(stack: Stack, users: int, every: float, seconds: float) -> dict
     }
 
 
-async def unread(stack: Stack, rooms: int, seconds: float, rounds: int = 2) -> dict[str, float]:
+async def unread(stack: Stack, rooms: int, seconds: float, rounds: int = 2) -> dict[str, float | str]:
     """A user in `rooms` rooms asking for their unread counts, against `me`, 50 clients each:
     after a warm-up of each, in alternating rounds (what the previous part left running, or a
     passing autovacuum, then falls on every query alike)."""
@@ -217,15 +220,20 @@ async def unread(stack: Stack, rooms: int, seconds: float, rounds: int = 2) -> d
         await http_load(url.host, url.port or 80, token, 50, 2.0, query)
     requests = dict.fromkeys(queries, 0)
     elapsed = dict.fromkeys(queries, 0.0)
+    splits: dict[str, list[str]] = {name: [] for name in queries}
     errors = 0
     for _ in range(rounds):
         for name, query in queries.items():
-            result = await http_load(url.host, url.port or 80, token, 50, seconds / rounds, query)
+            load = asyncio.ensure_future(http_load(url.host, url.port or 80, token, 50, seconds / rounds, query))
+            await asyncio.sleep(min(1.0, seconds / rounds / 2))
+            splits[name].append("/".join(map(str, connections_per_worker(stack.pid, url.port or 80))))
+            result = await load
             requests[name] += result.requests
             elapsed[name] += result.seconds
             errors += result.errors
     me_rps, counts_rps, with_ids_rps = (requests[name] / elapsed[name] for name in queries)
     return {
+        **{f"clients' connections per worker, by round: {name}": " ".join(splits[name]) for name in queries},
         "`me`: requests per second": me_rps,
         f"`rooms {{ unreadCount }}` over {rooms} rooms: requests per second": counts_rps,
         "  ratio to `me` (target at least 0.33)": counts_rps / me_rps,
@@ -235,7 +243,7 @@ async def unread(stack: Stack, rooms: int, seconds: float, rounds: int = 2) -> d
     }
 
 
-def show(title: str, figures: dict[str, float]) -> None:
+def show(title: str, figures: Mapping[str, float | str]) -> None:
     print(f"\n{title}")
     for name, value in figures.items():
         if isinstance(value, float):

@@ -82,6 +82,33 @@ def rss(pid: int) -> int:
         return 0
 
 
+def established_on(pid: int, port: int) -> int:
+    """How many established TCP connections to local `port` one process holds."""
+    try:
+        inodes = {
+            os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
+            for fd in os.listdir(f"/proc/{pid}/fd")
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
+        }
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                count += local_port == port and fields[3] == "01" and fields[9] in inodes
+    return count
+
+
+def connections_per_worker(master: int, port: int) -> list[int]:
+    """Which worker holds how many of the clients' connections: each worker accepts what arrives
+    while it waits, so connections opened at once can all land on one."""
+    return [established_on(worker, port) for worker in children(master)]
+
+
 def tree_rss(pid: int) -> int:
     return sum(rss(current) for current in process_tree(pid))
 

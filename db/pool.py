@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from databases import Database
@@ -32,9 +32,10 @@ from databases.backends.postgres import PostgresBackend, PostgresConnection, Pos
 from databases.interfaces import Record, TransactionBackend
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.ddl import DDLElement
+from sqlalchemy.sql.elements import TextClause
 
 from db import asyncpg_pool
-from db.records import Row, as_rows
+from db.records import ReadOnlyRow, Row, RowView, as_rows
 from errors import ServiceUnavailable, as_service_unavailable
 from outages import QuietPoolRetries, is_database_unavailable, outages
 
@@ -43,7 +44,9 @@ from outages import QuietPoolRetries, is_database_unavailable, outages
 WRITTEN_AGAINST = {"databases": "0.9.0", "sqlalchemy": "2.1.9"}
 CACHE_SIZE = 512
 ColumnMaps = tuple[Mapping[Any, Any], Mapping[Any, Any], Mapping[Any, Any]]
-_compiled: dict[Any, tuple[Any, str, list[str], ColumnMaps]] = {}
+# By cache key: the compiled statement, its SQL and parameters' order (None: expanded per call), its maps.
+_compiled: dict[Any, tuple[Any, str | None, list[str] | None, ColumnMaps]] = {}
+_statics: dict[int, tuple[ClauseElement, Any, str, list[str], ColumnMaps]] = {}  # by id, the statement kept in it
 
 
 class NoResetQueryConnection(asyncpg.Connection):
@@ -95,17 +98,24 @@ class BoundedWaitConnection(PostgresConnection):
             raise _translated(error)  # noqa: B904
         outages.answered()
 
-    async def fetch_dicts(self, query: ClauseElement) -> list[Row]:
-        """The rows as dicts, straight from asyncpg's: str keys, timestamps with their zone."""
-        rows, _columns, _maps = await self._fetched(query)
-        return [dict(row.items()) for row in rows]
+    async def fetch_records(
+        self, query: ClauseElement, values: Mapping[str, Any] | None, record_class: type[asyncpg.Record] | None
+    ) -> list[asyncpg.Record]:
+        """asyncpg's rows: str keys, timestamps with their zone."""
+        rows, _columns, _maps = await self._fetched(query, values, record_class)
+        return rows
 
-    async def _fetched(self, query: ClauseElement) -> tuple[list[asyncpg.Record], tuple, ColumnMaps]:
+    async def _fetched(
+        self,
+        query: ClauseElement,
+        values: Mapping[str, Any] | None = None,
+        record_class: type[asyncpg.Record] | None = None,
+    ) -> tuple[list[asyncpg.Record], tuple, ColumnMaps]:
         """asyncpg's rows for the query, with its result columns and their maps."""
         assert self._connection is not None, "Connection is not acquired"
-        sql, args, columns, maps = self._compiled_with_maps(query)
+        sql, args, columns, maps = self._compiled_with_maps(query) if values is None else self._static(query, values)
         try:
-            rows = await self._connection.fetch(sql, *args)
+            rows = await self._connection.fetch(sql, *args, record_class=record_class)
         except Exception as error:
             raise _translated(error)  # noqa: B904
         outages.answered()
@@ -116,6 +126,21 @@ class BoundedWaitConnection(PostgresConnection):
 
     def _compile(self, query: ClauseElement) -> tuple[str, list, tuple]:
         return self._compiled_with_maps(query)[:3]
+
+    def _static(self, statement: ClauseElement, values: Mapping[str, Any]) -> tuple[str, list, tuple, ColumnMaps]:
+        """A statement kept for good (its parameters named, their values given per call): compiled
+        once, neither copied with the values nor keyed again."""
+        entry = _statics.get(id(statement))
+        if entry is None or entry[0] is not statement:
+            made: Any = statement.compile(dialect=self._dialect, compile_kwargs={"render_postcompile": True})
+            order = sorted(made.params)
+            maps = create_column_maps(made._result_columns)
+            entry = _statics[id(statement)] = (statement, made, _positional(made.string, order), order, maps)
+        compiled: Any
+        _statement, compiled, sql, names, maps = entry
+        processors = compiled._bind_processors
+        args = [processors[name](values[name]) if name in processors else values[name] for name in names]
+        return sql, args, compiled._result_columns, maps
 
     def _compiled_with_maps(self, query: ClauseElement) -> tuple[str, list, tuple, ColumnMaps]:
         key = None if isinstance(query, DDLElement) else query._generate_cache_key()
@@ -130,22 +155,22 @@ class BoundedWaitConnection(PostgresConnection):
             compiled = query.compile(
                 dialect=self._dialect, cache_key=key, compile_kwargs={"render_postcompile": not expanding}
             )
-            names = None if expanding else sorted(compiled.params)
-            sql = None if names is None else _positional(compiled.string, names)
+            order = None if expanding else sorted(compiled.params)
+            text = None if order is None else _positional(compiled.string, order)
             if len(_compiled) >= CACHE_SIZE:
                 _compiled.clear()
             maps = create_column_maps(compiled._result_columns)
-            entry = _compiled[key.key] = (compiled, sql, names, maps)
+            entry = _compiled[key.key] = (compiled, text, order, maps)
         cached: Any
-        cached, sql, names, maps = entry
+        cached, text, order, maps = entry
         values = cached.construct_params(extracted_parameters=key.bindparams)
-        if sql is None or names is None:
+        if text is None or order is None:
             expanded = cached.construct_expanded_state(values)
             names = sorted(expanded.parameters)
             sql = _positional(expanded.statement, names)
             values, processors = expanded.parameters, expanded.processors
         else:
-            processors = cached._bind_processors
+            sql, names, processors = text, order, cached._bind_processors
         args = [processors[name](values[name]) if name in processors else values[name] for name in names]
         return sql, args, cached._result_columns, maps
 
@@ -177,26 +202,47 @@ class OutageAwareTransaction(PostgresTransaction):
             raise _translated(error)  # noqa: B904
 
 
-async def fetch_rows(db: Database, query: ClauseElement) -> list[Row]:
+async def fetch_rows(db: Database, query: ClauseElement, values: Mapping[str, Any] | None = None) -> list[Row]:
     """A query's rows as plain dicts, on the connection (and in the transaction) `db.fetch_all`
     would use. On Postgres without the Record `databases` wraps each row in, which we only
     unwrapped again: that was a fifth of a 100-row query's cost. And where the task holds no
     connection yet (no transaction open), straight on a pooled one: the same connection
     `databases` would acquire and release around this one query, without the per-task
-    `Connection` (three locks and a backend connection) it builds for it."""
+    `Connection` (three locks and a backend connection) it builds for it.
+
+    With `values`, `query` is a statement kept for good whose named parameters take them: on
+    Postgres it is compiled once (a hot query's statement copied with its values and keyed
+    again on every call cost more than the rest of its Python)."""
+    return await _fetched_rows(db, query, values, views=False)
+
+
+async def fetch_views(db: Database, statement: ClauseElement, values: Mapping[str, Any]) -> list[RowView]:
+    """A kept statement's rows, as `fetch_rows` reads them, for a list that is only read: on
+    Postgres as asyncpg made them (`ReadOnlyRow`), without a dict made of each (a third of a
+    100-row list's Python); dicts elsewhere."""
+    return await _fetched_rows(db, statement, values, views=True)
+
+
+async def _fetched_rows(db: Database, query: ClauseElement, values: Mapping[str, Any] | None, views: bool) -> list[Any]:
     backend = db._backend
+    record_class = ReadOnlyRow if views else None
     if (
         isinstance(backend, BoundedWaitBackend)
         and db._global_connection is None
         and db._connection_map.get(asyncio.current_task()) is None  # type: ignore[arg-type]
     ):
-        return await backend.fetch_dicts(query)
+        return _shaped(await backend.fetch_records(query, values, record_class), views)
     async with db.connection() as connection:
         task_connection = connection._connection
         async with connection._query_lock:
             if isinstance(task_connection, BoundedWaitConnection):
-                return await task_connection.fetch_dicts(query)
-            return as_rows(await task_connection.fetch_all(query))
+                return _shaped(await task_connection.fetch_records(query, values, record_class), views)
+            bound = query if values is None else cast(TextClause, query).bindparams(**values)
+            return as_rows(await task_connection.fetch_all(bound))
+
+
+def _shaped(records: list[asyncpg.Record], views: bool) -> list[Any]:
+    return records if views else [dict(row.items()) for row in records]
 
 
 async def _acquired(pool: asyncpg.Pool, seconds: float) -> Any:
@@ -227,7 +273,7 @@ class BoundedWaitBackend(PostgresBackend):
     def __init__(self, database_url: Any, *, acquire_timeout: float = 5.0, **options: Any) -> None:
         super().__init__(database_url, connection_class=NoResetQueryConnection, **options)
         self.acquire_timeout = acquire_timeout
-        self._compiler: BoundedWaitConnection | None = None  # compiles for fetch_dicts; never acquired
+        self._compiler: BoundedWaitConnection | None = None  # compiles for fetch_records; never acquired
 
     async def connect(self) -> None:
         """A worker that starts while the database is away starts anyway, with an empty pool
@@ -246,23 +292,27 @@ class BoundedWaitBackend(PostgresBackend):
     def connection(self) -> BoundedWaitConnection:
         return BoundedWaitConnection(self, self._dialect)
 
-    async def fetch_dicts(self, query: ClauseElement) -> list[Row]:
-        """The rows as dicts, on a connection acquired for this query alone."""
+    async def fetch_records(
+        self, query: ClauseElement, values: Mapping[str, Any] | None, record_class: type[asyncpg.Record] | None
+    ) -> list[asyncpg.Record]:
+        """asyncpg's rows, on a connection acquired for this query alone."""
         compiler = self._compiler
         if compiler is None:
             compiler = self._compiler = self.connection()
-        sql, args, _columns, _maps = compiler._compiled_with_maps(query)
+        sql, args, _columns, _maps = (
+            compiler._compiled_with_maps(query) if values is None else compiler._static(query, values)
+        )
         pool = self._pool
         assert pool is not None, "DatabaseBackend is not running"
         connection = await _acquired(pool, self.acquire_timeout)
         try:
-            rows = await connection.fetch(sql, *args)
+            rows = await connection.fetch(sql, *args, record_class=record_class)
         except Exception as error:
             raise _translated(error)  # noqa: B904
         finally:
             await _released(pool, connection)
         outages.answered()
-        return [dict(row.items()) for row in rows]
+        return rows
 
 
 class ChatDatabase(Database):

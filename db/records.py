@@ -1,12 +1,24 @@
 """Rows come back from `databases` as Records; the rest of the app works with plain dicts."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from asyncpg import Record as PostgresRecord
 
 Row = dict[str, Any]
+RowView = Mapping[str, Any]  # a row only read: a dict, or on Postgres the ReadOnlyRow asyncpg made
+
+
+class ReadOnlyRow(PostgresRecord):
+    """A row as asyncpg made it, for a list that is only read: a mapping of str keys to values as
+    Postgres gave them, without a dict made of each. Registered as a Mapping, so graphql-core's
+    default resolver and our code read it as they read a dict."""
+
+    __slots__ = ()
+
+
+Mapping.register(ReadOnlyRow)
 
 
 def now() -> datetime:

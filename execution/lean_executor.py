@@ -19,7 +19,7 @@ under it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from inspect import iscoroutinefunction
 from types import CoroutineType
 from typing import Any, NamedTuple, TypeVar, cast
@@ -71,8 +71,20 @@ READS = "__reads_key__"
 new_tuple = tuple.__new__
 
 
+_MAPPINGS: dict[type, bool] = {}
+
+
+def _reads_as_mapping(kind: type) -> bool:
+    """Whether graphql-core's default resolver reads this type's items by key (a Mapping, such as
+    a database row left as the driver made it); asked once per type, an ABC's check being slow."""
+    known = _MAPPINGS.get(kind)
+    if known is None:
+        known = _MAPPINGS[kind] = issubclass(kind, Mapping)
+    return known
+
+
 def reads(key: str) -> Callable[[R], R]:
-    """Marks a resolver whose answer, for a dict holding `key`, is that key's value: a flat list
+    """Marks a resolver whose answer, for a mapping holding `key`, is that key's value: a flat list
     reads it as the default resolver would, and calls the resolver only where the key is absent."""
 
     def mark(resolver: R) -> R:
@@ -140,7 +152,8 @@ class LeanExecutor(Executor):
         type_name = item_type.name
         completed: list[Any] = []
         for index, item in enumerate(items):
-            if type(item) is not dict:
+            readable = type(item) is dict or _reads_as_mapping(type(item))
+            if not readable:
                 if item is None and items_nullable:
                     completed.append(None)
                     continue
@@ -150,7 +163,7 @@ class LeanExecutor(Executor):
             data: dict[str, Any] = {}
             for name, resolve, key, arguments, info_head, info_tail, passes, coerce, nullable in fields:
                 try:
-                    if key is not None and type(item) is dict and key in item:
+                    if key is not None and readable and key in item:
                         value = item[key]  # what the default resolver (or one that `reads` it) answers
                         if callable(value):
                             return None  # the default resolver calls it

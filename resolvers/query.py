@@ -4,6 +4,7 @@ from ariadne import QueryType
 from graphql import GraphQLResolveInfo
 
 from db import rooms
+from db.records import RowView
 from resolvers.context import db_of, require_member, require_viewer, viewer_of
 from resolvers.ids import parse_id
 
@@ -17,7 +18,7 @@ def resolve_me(_root: None, info: GraphQLResolveInfo) -> dict | None:
 
 
 @query_type.field("rooms")
-async def resolve_rooms(_root: None, info: GraphQLResolveInfo) -> list[dict]:
+async def resolve_rooms(_root: None, info: GraphQLResolveInfo) -> list[RowView]:
     return await rooms.rooms_of_user(db_of(info), require_viewer(info).id)
 
 
@@ -27,6 +28,6 @@ async def resolve_room(_root: None, info: GraphQLResolveInfo, id: str) -> dict:
 
 
 @query_type.field("unreadCounts")
-async def resolve_unread_counts(_root: None, info: GraphQLResolveInfo) -> list[dict]:
+async def resolve_unread_counts(_root: None, info: GraphQLResolveInfo) -> list[RowView]:
     """My rooms, each read with my read state: every count in one query."""
     return await rooms.rooms_of_user(db_of(info), require_viewer(info).id)

@@ -18,20 +18,23 @@ from __future__ import annotations
 import asyncio
 import gc
 import warnings
+from collections.abc import Mapping
 from importlib.metadata import version
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from databases.backends.common.records import create_column_maps
 from databases.backends.postgres import PostgresConnection
-from graphql import GraphQLError, GraphQLInt
+from graphql import GraphQLError, GraphQLInt, default_field_resolver
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 import uvicorn_protocols
 import worker
 from db import asyncpg_pool, pool
+from db.records import ReadOnlyRow
 from db.tables import messages
 from errors import ServiceUnavailable
 from execution.lean_executor import reads
@@ -174,6 +177,12 @@ async def test_the_pool_compiles_statements_as_databases_does() -> None:
     for _ in range(2):  # compiled, then from the cache, with the column maps of its rows
         assert ours._compile(query)[:2] == theirs._compile(query)[:2]
         assert ours._compiled_with_maps(query)[3] == create_column_maps(theirs._compile(query)[2])
+    # A statement kept for good, its values given per call: what databases makes of it bound.
+    kept = sa.text("SELECT id FROM messages WHERE room_id = :room AND seq > :seq").bindparams(
+        sa.bindparam("room", type_=sa.Integer), sa.bindparam("seq", type_=sa.Integer)
+    )
+    for values in ({"room": 1, "seq": 2}, {"room": 9, "seq": 0}):
+        assert ours._static(kept, values)[:2] == theirs._compile(kept.bindparams(**values))[:2]
     # IN lists of any length, from one statement kept unexpanded, beside other parameters.
     for ids in ([3], [1, 2, 3], [5, 4], [1, 2, 3]):
         body = messages.c.body
@@ -274,6 +283,10 @@ async def test_flat_lists_take_the_short_path_and_answer_as_graphql_core_does() 
     # A list of objects with objects in them is not flat: the usual path, the same answer.
     theirs, ours, short = await both(lean_schema(), "{ boxes { id item { id } } }", root)
     assert ours == theirs and ours["data"]["boxes"] == [{"id": "1", "item": {"id": "0"}}] and short == 0
+    # Items that are mappings but not dicts (a database row as its driver made it) read the same.
+    rows = {"items": [MappingProxyType(item) for item in root["items"]]}
+    theirs, ours, short = await both(lean_schema(), query.replace(" maybe { id }", ""), rows)
+    assert ours == theirs and not ours["errors"] and ours["data"]["items"][1]["stars"] == 3 and short == 1
 
 
 def test_what_the_built_in_scalars_return_as_it_is() -> None:
@@ -358,6 +371,13 @@ async def test_rows_are_read_on_the_connection_databases_would_use() -> None:
     assert database.connection() is connection  # the same one for the task, as fetch_all's
 
 
+class Named:
+    """What graphql-core's default resolver reads of its resolve info."""
+
+    def __init__(self, field_name: str) -> None:
+        self.field_name = field_name
+
+
 def counting_tasks() -> list[asyncio.Task]:
     """The tasks the running loop creates from now on."""
     loop = asyncio.get_running_loop()
@@ -404,11 +424,23 @@ async def test_a_connection_goes_back_to_the_pool_in_the_task_that_used_it(datab
         del created[:]
         rows = await pool.fetch_rows(database, sa.select(sa.literal_column("1").label("one")))
         assert rows == [{"one": 1}] and created == [] and len(database._connection_map) == 0
+        # A kept statement, its values given per call; rows left as asyncpg made them, read as mappings.
+        kept = sa.text("SELECT :n + 1 AS next, 'x' AS name").bindparams(sa.bindparam("n", type_=sa.Integer))
+        for n in (1, 5):
+            (view,) = await pool.fetch_views(database, kept, {"n": n})
+            assert (
+                isinstance(view, ReadOnlyRow)
+                and isinstance(view, Mapping)
+                and dict(view) == {"next": n + 1, "name": "x"}
+            )
+            assert "next" in view and view.get("name") == "x" and default_field_resolver(view, Named("next")) == n + 1
         # Inside one: on the transaction's connection (it sees what the transaction wrote).
         async with database.transaction():
             await database.execute(sa.text("CREATE TEMPORARY TABLE seen_here (n int)"))
             await database.execute(sa.text("INSERT INTO seen_here VALUES (7)"))
             assert await pool.fetch_rows(database, sa.text("SELECT n FROM seen_here")) == [{"n": 7}]
+            seen = sa.text("SELECT n FROM seen_here WHERE n = :n").bindparams(sa.bindparam("n", type_=sa.Integer))
+            assert [dict(row) for row in await pool.fetch_views(database, seen, {"n": 7})] == [{"n": 7}]
     finally:
         loop.set_task_factory(None)
         await database.disconnect()

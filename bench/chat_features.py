@@ -7,9 +7,10 @@ Redis), each beside what it is measured against in the same run:
 - typing heartbeats from 100 users in one room, one every 3 s each: Redis commands per second
   and server CPU;
 - `{ rooms { id unreadCount } }` for a user in 100 rooms against `{ me { ... } }`, 50 clients:
-  requests per second, warmed up, in alternating rounds, with how the clients' connections
-  fell on the two workers in each round (all on one worker leaves `me` one core, while the
-  unread query's Postgres has the other).
+  requests per second, warmed up, in alternating rounds, the clients' connections opened a few
+  milliseconds apart (bench.loadgen.http_load), with how they fell on the two workers in each
+  round: all on one worker would leave `me` one core, while the unread query's Postgres has
+  the other.
 
     python -m bench.chat_features [--quick]     # also a part of `make bench`
 

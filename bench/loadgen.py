@@ -622,8 +622,16 @@ async def keep_alive(
             writer.close()
 
 
-async def http_load(host: str, port: int, token: str, clients: int, seconds: float, query: str = ME) -> HttpResult:
-    """`clients` keep-alive connections, each sending `query` (the `me` query) back to back."""
+RAMP_SECONDS = 0.005
+
+
+async def http_load(
+    host: str, port: int, token: str, clients: int, seconds: float, query: str = ME, ramp: float = RAMP_SECONDS
+) -> HttpResult:
+    """`clients` keep-alive connections, each sending `query` (the `me` query) back to back,
+    opened `ramp` seconds apart, as a router's pool of connections grows with its load. Opened
+    all at once on an idle server, they land on whichever worker wakes first, often every one of
+    them (see `connections_per_worker`): the figure would then be one worker's, by chance."""
     request = post_request(host, port, orjson.dumps({"query": query}), token)
     latencies: list[float] = []
     errors = 0
@@ -639,6 +647,10 @@ async def http_load(host: str, port: int, token: str, clients: int, seconds: flo
         if not head.startswith(b"HTTP/1.1 200") or b'"errors"' in payload:
             errors += 1
 
+    async def client(number: int) -> None:
+        await asyncio.sleep(number * ramp)
+        await keep_alive(host, port, until_deadline(), answered)
+
     started = time.monotonic()
-    await asyncio.gather(*(keep_alive(host, port, until_deadline(), answered) for _ in range(clients)))
+    await asyncio.gather(*(client(number) for number in range(clients)))
     return HttpResult(len(latencies), time.monotonic() - started, latencies, errors)

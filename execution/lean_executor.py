@@ -19,6 +19,7 @@ under it.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from inspect import iscoroutinefunction
 from types import CoroutineType
@@ -26,7 +27,9 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from graphql import (
     Executor,
+    FieldNode,
     GraphQLBoolean,
+    GraphQLField,
     GraphQLFloat,
     GraphQLID,
     GraphQLInt,
@@ -83,6 +86,16 @@ def _reads_as_mapping(kind: type) -> bool:
     return known
 
 
+def _plain_subfields(nodes: tuple[Any, ...]) -> bool:
+    """Whether what is selected under these nodes is fields alone, none with a directive: then
+    graphql-core collects the same subfields for every execution, whatever its variables."""
+    return not any(node.directives for node in nodes) and all(
+        isinstance(selection, FieldNode) and not selection.directives
+        for node in nodes
+        for selection in (node.selection_set.selections if node.selection_set else ())
+    )
+
+
 def reads(key: str) -> Callable[[R], R]:
     """Marks a resolver whose answer, for a mapping holding `key`, is that key's value: a flat list
     reads it as the default resolver would, and calls the resolver only where the key is absent."""
@@ -98,19 +111,26 @@ class PlannedField(NamedTuple):
     name: str
     resolve: Callable[..., Any]
     key: str | None  # read straight from a dict: the field's name, where its resolver is the default
-    arguments: dict[str, Any]
-    # The field's resolve info around its path (built by graphql-core once, the path set per item).
-    info_head: tuple
-    info_tail: tuple
+    arguments: dict[str, Any] | None  # None until this execution's variables give them
     passes: type | None  # values of this type the scalar returns as they are (graphql-core's own)
     coerce: Callable[[Any], Any]  # the scalar's or enum's output coercion
     nullable: bool
+    definition: GraphQLField
+    nodes: list[FieldNode]
 
 
 class FlatList(NamedTuple):
     item_type: GraphQLObjectType
     items_nullable: bool
     fields: list[PlannedField]
+
+
+# Plans of selections whose subfields are plain fields (no fragment, no directive: nothing in
+# them depends on an execution's variables), for every execution of the same parsed document:
+# by the list's type, the executor's default resolver and the list's field nodes, all kept so
+# their ids stay theirs. Arguments are given per execution.
+_static_plans: dict[tuple[int, ...], tuple[tuple[Any, ...], FlatList]] = {}
+STATIC_PLANS = 1024
 
 
 class LeanExecutor(Executor):
@@ -150,6 +170,7 @@ class LeanExecutor(Executor):
         """The completed list, or None where any item is not plain."""
         item_type, items_nullable, fields = plan
         type_name = item_type.name
+        infos: dict[str, tuple[tuple, tuple]] = {}  # a field's resolve info around its path, made once per list
         completed: list[Any] = []
         for index, item in enumerate(items):
             readable = type(item) is dict or _reads_as_mapping(type(item))
@@ -161,15 +182,19 @@ class LeanExecutor(Executor):
                     return None
             item_path = None
             data: dict[str, Any] = {}
-            for name, resolve, key, arguments, info_head, info_tail, passes, coerce, nullable in fields:
+            for name, resolve, key, arguments, passes, coerce, nullable, definition, nodes in fields:
                 try:
                     if key is not None and readable and key in item:
                         value = item[key]  # what the default resolver (or one that `reads` it) answers
                         if callable(value):
                             return None  # the default resolver calls it
                     else:
+                        parts = infos.get(name)
+                        if parts is None:
+                            made = self.build_resolve_info(definition, nodes, item_type, path)
+                            parts = infos[name] = (made[:PATH], made[PATH + 1 :])
                         item_path = item_path or Path(path, index, None)
-                        info = new_tuple(GraphQLResolveInfo, (*info_head, Path(item_path, name, type_name), *info_tail))
+                        info = new_tuple(GraphQLResolveInfo, (*parts[0], Path(item_path, name, type_name), *parts[1]))
                         value = resolve(item, info, **arguments) if arguments else resolve(item, info)
                     value_type = type(value)
                     if value_type is passes and (value_type is not int or MIN_INT <= value <= MAX_INT):
@@ -204,12 +229,47 @@ class LeanExecutor(Executor):
     def _planned(
         self, item_type: GraphQLOutputType, field_details_list: FieldDetailsList, path: Path
     ) -> FlatList | None:
+        if self.middleware_manager is not None:
+            return None
+        identity = (item_type, self.field_resolver, *(details.node for details in field_details_list))
+        key = tuple(map(id, identity))
+        kept = _static_plans.get(key)
+        if kept is not None and all(map(operator.is_, kept[0], identity)):
+            return self._with_arguments(kept[1])
+        plan = self._collected(item_type, field_details_list, path)
+        if plan is not None and _plain_subfields(identity[2:]):
+            if len(_static_plans) >= STATIC_PLANS:
+                _static_plans.clear()
+            _static_plans[key] = (identity, plan)
+        return None if plan is None else self._with_arguments(plan)
+
+    def _with_arguments(self, plan: FlatList) -> FlatList | None:
+        """The plan with this execution's arguments for the fields that take some."""
+        if all(field.arguments is not None for field in plan.fields):
+            return plan
+        fields = []
+        for field in plan.fields:
+            if field.arguments is None:
+                first = field.nodes[0]
+                try:
+                    arguments = get_argument_values(
+                        field.definition, first, self.variable_values, None, self.hide_suggestions
+                    )
+                except Exception:  # the usual path reports it, where it belongs
+                    return None
+                field = field._replace(arguments=arguments)
+            fields.append(field)
+        return plan._replace(fields=fields)
+
+    def _collected(
+        self, item_type: GraphQLOutputType, field_details_list: FieldDetailsList, path: Path
+    ) -> FlatList | None:
+        """The plan as graphql-core collects the subfields, arguments left for `_with_arguments`."""
         nullable = not is_non_null_type(item_type)
         object_type = item_type if nullable else cast(GraphQLNonNull, item_type).of_type
         if (
             not is_object_type(object_type)
             or object_type.is_type_of is not None
-            or self.middleware_manager is not None
             or self.get_stream_usage(field_details_list, path) is not None
         ):
             return None
@@ -225,35 +285,20 @@ class LeanExecutor(Executor):
             field_nullable = not is_non_null_type(definition.type)
             scalar = definition.type if field_nullable else cast(GraphQLNonNull, definition.type).of_type
             resolve = definition.resolve or self.field_resolver
-            if not is_leaf_type(scalar) or iscoroutinefunction(resolve):
+            if not is_leaf_type(scalar) or iscoroutinefunction(resolve) or first.fragment_variable_values:
                 return None
-            try:
-                arguments = (
-                    get_argument_values(
-                        definition,
-                        first.node,
-                        self.variable_values,
-                        first.fragment_variable_values,
-                        self.hide_suggestions,
-                    )
-                    if definition.args or first.node.arguments
-                    else {}
-                )
-            except Exception:  # the usual path reports it, where it belongs
-                return None
-            info = self.build_resolve_info(definition, [d.node for d in details], object_type, path)
             key = first.node.name.value if resolve is default_field_resolver else getattr(resolve, READS, None)
             fields.append(
                 PlannedField(
                     name,
                     resolve,
                     key,
-                    arguments,
-                    info[:PATH],
-                    info[PATH + 1 :],
+                    None if definition.args or first.node.arguments else {},
                     PASSES.get(scalar),
                     COERCIONS.get(scalar, scalar.coerce_output_value),
                     field_nullable,
+                    definition,
+                    [d.node for d in details],
                 )
             )
         return FlatList(object_type, nullable, fields)

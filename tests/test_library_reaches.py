@@ -241,15 +241,17 @@ def lean_schema(later: Any = 7, infos: list | None = None) -> Any:
 ITEMS = [{"id": i, "n": i * 2, "label": f"item {i}", "mood": "HAPPY" if i % 2 else None} for i in range(5)]
 
 
-async def both(schema: Any, query: str, root: Any) -> tuple[Any, Any, int]:
-    """graphql-core's result, ours, and how many lists took the short path."""
+async def both(schema: Any, query: Any, root: Any, variables: dict | None = None) -> tuple[Any, Any, int]:
+    """graphql-core's result, ours, and how many lists took the short path (`query` as text or
+    as a parsed document)."""
     from graphql import Executor, execute_root_selection_set, parse
 
     from execution.lean_executor import LeanExecutor
 
     results, lean = [], None
+    document = parse(query) if isinstance(query, str) else query
     for kind in (Executor, LeanExecutor):
-        executor = kind.build(schema, parse(query), root_value=root)
+        executor = kind.build(schema, document, root_value=root, raw_variable_values=variables)
         result = execute_root_selection_set(executor)
         results.append(await result if asyncio.iscoroutine(result) else result)
         lean = executor
@@ -287,6 +289,29 @@ async def test_flat_lists_take_the_short_path_and_answer_as_graphql_core_does() 
     rows = {"items": [MappingProxyType(item) for item in root["items"]]}
     theirs, ours, short = await both(lean_schema(), query.replace(" maybe { id }", ""), rows)
     assert ours == theirs and not ours["errors"] and ours["data"]["items"][1]["stars"] == 3 and short == 1
+
+
+async def test_a_plan_serves_every_execution_of_a_document_whatever_its_variables() -> None:
+    """A flat list's plan is kept for the parsed document (as the parse cache keeps it), its
+    arguments taken from each execution's variables; a selection a variable can change is not kept."""
+    from graphql import parse
+
+    from execution import lean_executor
+
+    schema, root = lean_schema(), {"items": ITEMS}
+    for query, variables in [
+        ("query($u: Boolean) { items { id shout: label(upper: $u) n } }", [{"u": True}, {"u": False}, {}]),
+        ("query($show: Boolean!) { items { id label @include(if: $show) } }", [{"show": True}, {"show": False}]),
+    ]:
+        document = parse(query)
+        kept = len(lean_executor._static_plans)
+        for values in variables:
+            theirs, ours, short = await both(schema, document, root, values)
+            assert ours == theirs and not ours["errors"] and short == 1, (query, values)
+        assert len(lean_executor._static_plans) == kept + ("@include" not in query)
+    upper = "query($u: Boolean) { items { shout: label(upper: $u) } }"
+    _, ours, _ = await both(schema, parse(upper), root, {"u": True})
+    assert ours["data"]["items"][1]["shout"] == "ITEM 1"
 
 
 def test_what_the_built_in_scalars_return_as_it_is() -> None:

@@ -202,24 +202,22 @@ class OutageAwareTransaction(PostgresTransaction):
             raise _translated(error)  # noqa: B904
 
 
-async def fetch_rows(db: Database, query: ClauseElement, values: Mapping[str, Any] | None = None) -> list[Row]:
+async def fetch_rows(db: Database, query: ClauseElement) -> list[Row]:
     """A query's rows as plain dicts, on the connection (and in the transaction) `db.fetch_all`
     would use. On Postgres without the Record `databases` wraps each row in, which we only
     unwrapped again: that was a fifth of a 100-row query's cost. And where the task holds no
     connection yet (no transaction open), straight on a pooled one: the same connection
     `databases` would acquire and release around this one query, without the per-task
-    `Connection` (three locks and a backend connection) it builds for it.
-
-    With `values`, `query` is a statement kept for good whose named parameters take them: on
-    Postgres it is compiled once (a hot query's statement copied with its values and keyed
-    again on every call cost more than the rest of its Python)."""
-    return await _fetched_rows(db, query, values, views=False)
+    `Connection` (three locks and a backend connection) it builds for it."""
+    return await _fetched_rows(db, query, None, views=False)
 
 
 async def fetch_views(db: Database, statement: ClauseElement, values: Mapping[str, Any]) -> list[RowView]:
-    """A kept statement's rows, as `fetch_rows` reads them, for a list that is only read: on
-    Postgres as asyncpg made them (`ReadOnlyRow`), without a dict made of each (a third of a
-    100-row list's Python); dicts elsewhere."""
+    """The rows of a statement kept for good, its named parameters taking `values`, read as
+    `fetch_rows` reads them, for a list that is only read. On Postgres the statement is
+    compiled once (a hot query's statement copied with its values and keyed again on every call
+    cost more than the rest of its Python), and its rows stay as asyncpg made them
+    (`ReadOnlyRow`), without a dict made of each (a third of a 100-row list's Python)."""
     return await _fetched_rows(db, statement, values, views=True)
 
 

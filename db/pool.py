@@ -271,7 +271,6 @@ class BoundedWaitBackend(PostgresBackend):
     def __init__(self, database_url: Any, *, acquire_timeout: float = 5.0, **options: Any) -> None:
         super().__init__(database_url, connection_class=NoResetQueryConnection, **options)
         self.acquire_timeout = acquire_timeout
-        self._compiler: BoundedWaitConnection | None = None  # compiles for fetch_records; never acquired
 
     async def connect(self) -> None:
         """A worker that starts while the database is away starts anyway, with an empty pool
@@ -294,23 +293,12 @@ class BoundedWaitBackend(PostgresBackend):
         self, query: ClauseElement, values: Mapping[str, Any] | None, record_class: type[asyncpg.Record] | None
     ) -> list[asyncpg.Record]:
         """asyncpg's rows, on a connection acquired for this query alone."""
-        compiler = self._compiler
-        if compiler is None:
-            compiler = self._compiler = self.connection()
-        sql, args, _columns, _maps = (
-            compiler._compiled_with_maps(query) if values is None else compiler._static(query, values)
-        )
-        pool = self._pool
-        assert pool is not None, "DatabaseBackend is not running"
-        connection = await _acquired(pool, self.acquire_timeout)
+        connection = self.connection()
+        await connection.acquire()
         try:
-            rows = await connection.fetch(sql, *args, record_class=record_class)
-        except Exception as error:
-            raise _translated(error)  # noqa: B904
+            return await connection.fetch_records(query, values, record_class)
         finally:
-            await _released(pool, connection)
-        outages.answered()
-        return rows
+            await connection.release()
 
 
 class ChatDatabase(Database):

@@ -2,10 +2,11 @@
 fields are all scalars or enums (`rooms { id unreadCount }`, a message's `reactions`).
 
 graphql-core completes each item of a list through seven calls before its first field, and each
-field through as many again. Here the fields of such a list are planned once per list (resolver,
-arguments, scalar), and each item is one loop over them. Whenever an item is anything but plain
-(a resolver raises, null where null is not allowed, an awaitable, a value its scalar refuses),
-the whole list goes the usual way instead, its resolvers run again, so errors, nulls and awaitables behave exactly as
+field through as many again. Here the fields of such a list are planned once (resolver,
+arguments, scalar; kept for the parsed document where no variable can change them), and each
+item is one loop over them. Whenever an item is anything but plain (a resolver raises, null
+where null is not allowed, an awaitable, a value its scalar refuses), the whole list goes the
+usual way instead, its resolvers run again, so errors, nulls and awaitables behave exactly as
 graphql-core's. Only synchronous resolvers are planned: a scalar field's resolver is a read.
 
 And each copy for a subscription's event starts with empty memos: graphql-core's copies share

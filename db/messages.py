@@ -7,8 +7,11 @@ message's event to the room's log (db.room_events). An edit or a delete is an ev
 too; a deleted message keeps its place, its body emptied.
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from databases import Database
+from sqlalchemy.dialects import postgresql, sqlite
 
 from db import room_events
 from db.pool import fetch_rows
@@ -96,6 +99,7 @@ async def delete_message(db: Database, message_id: int, sender: Row) -> room_eve
 
 
 async def _change(db: Database, message_id: int, sender: Row, changes: dict, kind: str) -> room_events.Event:
+    """Its reactions are read after the room's row is locked for the event's seq, as in `react`."""
     async with db.transaction():
         message = as_row(
             await db.fetch_one(
@@ -104,6 +108,7 @@ async def _change(db: Database, message_id: int, sender: Row, changes: dict, kin
                     messages.c.id == message_id,
                     messages.c.sender_id == sender["id"],
                     messages.c.deleted_at.is_(None),
+                    _is_member_of_its_room(sender["id"]),
                 )
                 .values(**changes)
                 .returning(*MESSAGE_COLUMNS)
@@ -111,13 +116,11 @@ async def _change(db: Database, message_id: int, sender: Row, changes: dict, kin
         )
         if message is None:
             raise Refused(await _why_not(db, message_id, sender["id"]))
-        if not await _is_member(db, message["room_id"], sender["id"]):
-            raise Refused("not_member")  # the change is rolled back
         room, seq = await room_events.next_event(db, message["room_id"])
+        message["reactions"] = (await room_events.reactions_by_message(db, [message_id])).get(message_id, [])
         at = changes.get("edited_at") or changes["deleted_at"]
         await room_events.append(db, room["id"], seq, kind, at, user_id=sender["id"], message_id=message_id)
     message["sender"] = room_events.public_user(sender)
-    message["reactions"] = (await room_events.reactions_by_message(db, [message_id])).get(message_id, [])
     return room_events.event(seq, kind, at, room, user=sender, message=message)
 
 
@@ -127,25 +130,37 @@ async def _why_not(db: Database, message_id: int, user_id: int) -> str:
         return "not_found"
     if row[0] != user_id:
         return "not_sender"
-    return "deleted"
+    return "deleted" if row[1] is not None else "not_member"
 
 
-async def _is_member(db: Database, room_id: int, user_id: int) -> bool:
-    query = sa.select(memberships.c.room_id).where(memberships.c.room_id == room_id, memberships.c.user_id == user_id)
-    return await db.fetch_one(query) is not None
+def _is_member_of_its_room(user_id: int) -> sa.ColumnElement[bool]:
+    """Whether `user_id` is a member of the room of the message the statement is about."""
+    membership = sa.select(memberships.c.room_id).where(
+        memberships.c.room_id == messages.c.room_id, memberships.c.user_id == user_id
+    )
+    return membership.exists()
+
+
+def _with_sender(viewer_id: int | None = None) -> sa.Select:
+    """A message with its sender's public columns; with `viewer_id`, whether that user is a
+    member of its room too (one round trip for a change's checks)."""
+    columns: list[Any] = [*MESSAGE_COLUMNS, users.c.name, users.c.email_hash]
+    if viewer_id is not None:
+        columns.append(_is_member_of_its_room(viewer_id).label("member"))
+    return sa.select(*columns).select_from(messages.join(users, users.c.id == messages.c.sender_id))
+
+
+def _sender_apart(row: Row) -> Row:
+    row["sender"] = {"id": row["sender_id"], "name": row.pop("name"), "email_hash": row.pop("email_hash")}
+    return row
 
 
 async def message_with_sender(db: Database, message_id: int) -> Row | None:
     """A message as events carry it: its sender and its reactions beside it."""
-    query = (
-        sa.select(*MESSAGE_COLUMNS, users.c.name, users.c.email_hash)
-        .select_from(messages.join(users, users.c.id == messages.c.sender_id))
-        .where(messages.c.id == message_id)
-    )
-    row = as_row(await db.fetch_one(query))
+    row = as_row(await db.fetch_one(_with_sender().where(messages.c.id == message_id)))
     if row is None:
         return None
-    row["sender"] = {"id": row["sender_id"], "name": row.pop("name"), "email_hash": row.pop("email_hash")}
+    row = _sender_apart(row)
     row["reactions"] = (await room_events.reactions_by_message(db, [message_id])).get(message_id, [])
     return row
 
@@ -154,36 +169,52 @@ async def react(
     db: Database, message_id: int, user: Row, emoji: str, *, added: bool, max_distinct: int
 ) -> room_events.Event | None:
     """The `reaction_changed` event; None when nothing changed (reacting twice, or taking back
-    what was not there). Raises Refused, or TooManyReactions past `max_distinct` emoji."""
+    what was not there). Raises Refused, or TooManyReactions past `max_distinct` emoji.
+
+    The event's reactions are read after the room's row is locked for its seq: every earlier
+    event's change has committed by then and no later one has, so they are the reactions as of
+    this event's place in the log."""
     async with db.transaction():
-        message = await message_with_sender(db, message_id)
+        # FOR SHARE: an edit or a delete of the message waits for this transaction, so the
+        # message this event carries is the message as of its place in the log.
+        query = _with_sender(user["id"]).where(messages.c.id == message_id).with_for_update(read=True, of=messages)
+        message = as_row(await db.fetch_one(query))
         if message is None:
             raise Refused("not_found")
         if message["deleted_at"] is not None:
             raise Refused("deleted")
-        if not await _is_member(db, message["room_id"], user["id"]):
+        if not message.pop("member"):
             raise Refused("not_member")
         mine = (reactions.c.message_id == message_id, reactions.c.user_id == user["id"], reactions.c.emoji == emoji)
-        exists = await db.fetch_one(sa.select(reactions.c.emoji).where(*mine)) is not None
-        if exists == added:
-            return None
         if added:
-            present = {reaction["emoji"] for reaction in message["reactions"]}
-            if emoji not in present and len(present) >= max_distinct:
-                raise TooManyReactions(max_distinct)
-            await db.execute(
-                reactions.insert().values(message_id=message_id, user_id=user["id"], emoji=emoji, created_at=now())
-            )
+            values = {"message_id": message_id, "user_id": user["id"], "emoji": emoji, "created_at": now()}
+            change: Any = _insert_or_nothing(db, reactions).values(**values).on_conflict_do_nothing()
         else:
-            await db.execute(reactions.delete().where(*mine))
+            change = reactions.delete().where(*mine)
+        if await db.fetch_val(change.returning(reactions.c.emoji)) is None:
+            return None
         room, seq = await room_events.next_event(db, message["room_id"])
+        standing = (await room_events.reactions_by_message(db, [message_id])).get(message_id, [])
+        if added and len(standing) > max_distinct and _count(standing, emoji) == 1:
+            raise TooManyReactions(max_distinct)  # a new emoji past the limit: all rolled back
         at = now()
         data = {"emoji": emoji, "added": added}
         await room_events.append(
             db, room["id"], seq, room_events.REACTION_CHANGED, at, user_id=user["id"], message_id=message_id, data=data
         )
-    message["reactions"] = (await room_events.reactions_by_message(db, [message_id])).get(message_id, [])
+    message = _sender_apart(message)
+    message["reactions"] = standing
     return room_events.event(seq, room_events.REACTION_CHANGED, at, room, user=user, message=message, data=data)
+
+
+def _count(standing: list[dict[str, Any]], emoji: str) -> int:
+    return next((reaction["count"] for reaction in standing if reaction["emoji"] == emoji), 0)
+
+
+def _insert_or_nothing(db: Database, table: sa.Table) -> Any:
+    """An INSERT that can take ON CONFLICT DO NOTHING, in the database's own dialect (Postgres
+    and SQLite spell it alike, SQLAlchemy builds it per dialect)."""
+    return (sqlite if db.url.dialect == "sqlite" else postgresql).insert(table)
 
 
 class TooManyReactions(Exception):

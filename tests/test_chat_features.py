@@ -5,9 +5,14 @@ workers, and on the embedded default where it matters."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+import httpx
 import pytest
 
+from db import messages, rooms, users
+from db.pool import ChatDatabase
+from db.room_events import MESSAGE_EDITED
 from tests.support.graphql import Account, GraphQLClient, create_room, join_room, post_message, sign_up
 from tests.support.processes import Server
 from tests.support.wsclient import MESSAGE_CREATED, PROTOCOLS, GraphQLWebSocket
@@ -121,6 +126,95 @@ def test_a_message_takes_at_most_twenty_different_reactions(api: GraphQLClient) 
         api.data(REACT, {"m": message["id"], "e": f":emoji_{i}:"}, bob.token)
     assert api.error_codes(REACT, {"m": message["id"], "e": ":one_too_many:"}, ann.token) == ["BAD_USER_INPUT"]
     api.data(REACT, {"m": message["id"], "e": ":emoji_3:"}, ann.token)  # an emoji already there is fine
+
+
+def test_a_member_who_left_no_longer_edits_deletes_or_reacts(api: GraphQLClient) -> None:
+    ann, bob, room = pair(api)
+    mine = post_message(api, bob, room, "before leaving")
+    theirs = post_message(api, ann, room, "still here")
+    api.data("mutation($r: ID!) { leaveRoom(room: $r) }", {"r": room}, bob.token)
+    assert api.error_codes(EDIT, {"id": mine["id"], "b": "after leaving"}, bob.token) == ["FORBIDDEN"]
+    assert api.error_codes(DELETE, {"id": mine["id"]}, bob.token) == ["FORBIDDEN"]
+    assert api.error_codes(REACT, {"m": theirs["id"], "e": "👍"}, bob.token) == ["FORBIDDEN"]
+    assert [(m["body"], m["deleted"], m["reactions"]) for m in history(api, ann, room)] == [
+        ("still here", False, []),
+        ("before leaving", False, []),
+    ]  # nothing refused was kept
+
+
+async def test_reactions_at_once_all_come_live_in_order_and_never_behind(server: Server) -> None:
+    """Reactions at once from many members, through both workers: every one comes live, in the
+    log's order, and no event shows fewer reactions than the events before it made. (An event
+    a feed fills from the log shows the message as it is by then, so a count may run ahead.)"""
+    api = GraphQLClient(server.url)
+    ann, bob, room = pair(api)
+    others = [sign_up(api, f"Fan{i}") for i in range(12)]
+    for account in others:
+        join_room(api, account, room)
+    message = post_message(api, ann, room, "react at once")
+    watcher = await GraphQLWebSocket.open(server.ws_url, PROTOCOLS[0], bob.token)
+    await watcher.subscribe("e", LIVE_EVENTS, {"room": room})
+    await asyncio.sleep(0.3)
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        answers = await asyncio.gather(
+            *(
+                http.post(
+                    "/graphql",
+                    json={"query": REACT, "variables": {"m": message["id"], "e": "👍"}},
+                    headers={"Authorization": f"Bearer {account.token}"},
+                )
+                for account in others
+            )
+        )
+    assert all("errors" not in answer.json() for answer in answers)
+    seen = await watcher.events("e", len(others))
+    await watcher.close()
+    assert [event["__typename"] for event in seen] == ["ReactionChanged"] * len(others)
+    assert len({event["cursor"] for event in seen}) == len(others)
+    counts = [event["message"]["reactions"][0]["count"] for event in seen]
+    assert all(count >= place for place, count in enumerate(counts, start=1)), counts
+    assert counts[-1] == len(others)
+
+
+async def test_each_event_carries_the_message_as_of_its_place_in_the_log(database_url: str) -> None:
+    """Edits and reactions on one message at once, on the database layer (what each mutation
+    publishes): in the log's order, each event's message has the body of the last edit before
+    it and the reactions made before it. A body an earlier edit replaced would undo that edit
+    in Apollo's cache, which takes the message from every event."""
+    database = ChatDatabase(database_url, min_size=1, max_size=10)
+    await database.connect()
+    try:
+        tag = uuid.uuid4().hex[:8]
+        people = [
+            await users.create_user(database, f"P{i}", f"p{i}-{tag}@example.com", f"{tag}{i}", "x") for i in range(9)
+        ]
+        ann, fans = people[0], people[1:]
+        room, _ = await rooms.create_room(database, "at once", ann)
+        for fan in fans:
+            await rooms.add_member(database, room, fan)
+        created = await messages.create_message(database, room["id"], ann, "v0")
+        assert created is not None
+        message_id = created["message"]["id"]
+        body = "v0"
+        for attempt in range(3):
+            changes = await asyncio.gather(
+                *(messages.edit_message(database, message_id, ann, f"v{attempt}.{i}") for i in range(len(fans))),
+                *(
+                    messages.react(database, message_id, fan, f":r{attempt}:", added=True, max_distinct=20)
+                    for fan in fans
+                ),
+            )
+            reactions = 0
+            for event in sorted(changes, key=lambda event: event["seq"]):
+                if event["kind"] == MESSAGE_EDITED:
+                    body = event["message"]["body"]
+                else:
+                    reactions += 1
+                assert event["message"]["body"] == body, (event["seq"], event["message"]["body"], body)
+                standing = {r["emoji"]: r["count"] for r in event["message"]["reactions"]}
+                assert standing.get(f":r{attempt}:", 0) == reactions, (event["seq"], standing)
+    finally:
+        await database.disconnect()
 
 
 def test_unread_counts_come_from_the_read_position_and_never_go_back(api: GraphQLClient) -> None:

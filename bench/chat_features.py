@@ -48,10 +48,9 @@ class EventSubscriber(Subscriber):
     """Counts roomEvents by cursor; each event's send time rides in its body (messages, edits)
     or in its short name (reactions: `:t<ms>:`)."""
 
-    def on_message(self, payload: bytes) -> None:
+    def on_message(self, payload: bytes, received: float) -> None:
         frame = orjson.loads(payload)
         if frame["type"] == "next":
-            received = time.time()
             event = (frame["payload"].get("data") or {}).get("roomEvents")
             if not event or "errors" in frame["payload"]:
                 self.errors += 1

@@ -136,7 +136,15 @@ def tree_uss(pid: int) -> int:
 class Subscriber(asyncio.Protocol):
     """A graphql-transport-ws subscriber on a raw socket. The `websockets` library costs tens of
     microseconds a frame in Python; this parser costs a few, so thousands of subscribers in one
-    process measure the server rather than themselves."""
+    process measure the server rather than themselves.
+
+    Each read is timed as it comes, and results are parsed only when asked for (`seen`,
+    `latencies`): the generator reads a thousand sockets one after another, and a parse of each
+    on the way would put the thousandth read behind 999 parses, the generator's own queue in
+    the server's latency. A subclass that acts on each result as it comes sets `parse_later`
+    to False."""
+
+    parse_later = True
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -144,9 +152,27 @@ class Subscriber(asyncio.Protocol):
         self.handshake_done = asyncio.get_running_loop().create_future()
         self.acked = asyncio.get_running_loop().create_future()
         self.upgraded = False
-        self.seen: dict[str, int] = {}
-        self.latencies: list[float] = []
+        self._seen: dict[str, int] = {}
+        self._latencies: list[float] = []
+        self._unparsed: list[tuple[float, bytes]] = []
         self.errors = 0
+
+    @property
+    def seen(self) -> dict[str, int]:
+        """How many times each result came (by message id, or what a subclass counts by)."""
+        self._parse_results()
+        return self._seen
+
+    @property
+    def latencies(self) -> list[float]:
+        """Each result's time from its send time to its read, in seconds."""
+        self._parse_results()
+        return self._latencies
+
+    def _parse_results(self) -> None:
+        unparsed, self._unparsed = self._unparsed, []
+        for received, payload in unparsed:
+            self.on_message(payload, received)
 
     @classmethod
     async def open(
@@ -180,6 +206,7 @@ class Subscriber(asyncio.Protocol):
         self.send_raw(client_frame(0x1, orjson.dumps(message)))
 
     def data_received(self, data: bytes) -> None:
+        received = time.time()
         self.buffer += data
         if not self.upgraded:
             end = self.buffer.find(b"\r\n\r\n")
@@ -207,17 +234,20 @@ class Subscriber(asyncio.Protocol):
             payload = bytes(buffer[offset : offset + length])
             del buffer[: offset + length]
             if opcode == 0x1:
-                self.on_message(payload)
+                if self.parse_later and b'"type":"next"' in payload[:48]:
+                    self._unparsed.append((received, payload))
+                else:
+                    self.on_message(payload, received)
             elif opcode == 0x9:
                 self.send_raw(client_frame(0xA, payload))
             elif opcode == 0x8:
                 self.on_close(struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else None)
 
-    def on_message(self, payload: bytes) -> None:
+    def on_message(self, payload: bytes, received: float) -> None:
+        """A text frame, read at `received`."""
         frame = orjson.loads(payload)
         kind = frame["type"]
         if kind == "next":
-            received = time.time()
             data = frame["payload"].get("data") or {}
             message = data.get("messageCreated") or (data.get("roomEvents") or {}).get("message")
             if not message:

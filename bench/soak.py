@@ -89,6 +89,8 @@ class ChurnSubscriber(Subscriber):
     connection's messages in order, so the pong to a ping sent after `subscribe` means the
     subscription has started (or been refused, with an `error` frame first)."""
 
+    parse_later = False  # `delivered` is set as the first result comes
+
     def __init__(self) -> None:
         super().__init__()
         loop = asyncio.get_running_loop()
@@ -97,7 +99,7 @@ class ChurnSubscriber(Subscriber):
         self.refused = False
         self.frames: list[str] = []  # the kinds received, in order: what a failed cycle got
 
-    def on_message(self, payload: bytes) -> None:
+    def on_message(self, payload: bytes, received: float) -> None:
         kind = orjson.loads(payload)["type"]
         if kind not in self.frames:
             self.frames.append(kind)
@@ -105,7 +107,7 @@ class ChurnSubscriber(Subscriber):
             if not self.ponged.done():
                 self.ponged.set_result(None)
             return
-        super().on_message(payload)
+        super().on_message(payload, received)
         if kind == "next" and not self.delivered.done():
             self.delivered.set_result(None)
         elif kind == "error":

@@ -26,11 +26,13 @@ from bench.loadgen import (
     TRANSPORTS,
     StreamSubscriber,
     Subscriber,
+    collector_paused,
     open_stream_subscribers,
     publish,
     tree_cpu_seconds,
     tree_rss,
     tree_uss,
+    until_read,
 )
 from bench.run import Stack, tally
 from tests.support.processes import create_database, drop_database, migrate, unique_name
@@ -88,12 +90,11 @@ async def fan_out(
     for sub in warm:
         sub.close()
     cpu_before = tree_cpu_seconds(stack.pid)
-    acknowledged = await publish(stack.server.url, stack.tokens[0], room, messages, rate)
-    result.failed_posts = messages - len(acknowledged)
-    result.expected = len(acknowledged) * subscribers
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and sum(len(sub.seen) for sub in subs) < result.expected:
-        await asyncio.sleep(0.1)
+    with collector_paused():
+        acknowledged = await publish(stack.server.url, stack.tokens[0], room, messages, rate)
+        result.failed_posts = messages - len(acknowledged)
+        result.expected = len(acknowledged) * subscribers
+        await until_read(subs, result.expected)
     tally(result, subs, tree_cpu_seconds(stack.pid) - cpu_before)
     result.error_results = sum(sub.errors for sub in subs)
     result.ended_early = sum(1 for sub in subs if ended(sub))

@@ -6,10 +6,12 @@ cores all the same."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Self, TypeVar
 
@@ -154,7 +156,11 @@ class Subscriber(asyncio.Protocol):
         self.upgraded = False
         self._seen: dict[str, int] = {}
         self._latencies: list[float] = []
-        self._unparsed: list[tuple[float, bytes]] = []
+        # Two lists, not a list of pairs: a tuple per result is an object the collector walks
+        # on every full collection, and the pauses grow with the results held.
+        self._unparsed: list[bytes] = []
+        self._unparsed_at: list[float] = []
+        self.results_read = 0  # parsed or not
         self.errors = 0
 
     @property
@@ -171,8 +177,9 @@ class Subscriber(asyncio.Protocol):
 
     def _parse_results(self) -> None:
         unparsed, self._unparsed = self._unparsed, []
-        for received, payload in unparsed:
-            self.on_message(payload, received)
+        received, self._unparsed_at = self._unparsed_at, []
+        for payload, at in zip(unparsed, received, strict=True):
+            self.on_message(payload, at)
 
     @classmethod
     async def open(
@@ -234,10 +241,13 @@ class Subscriber(asyncio.Protocol):
             payload = bytes(buffer[offset : offset + length])
             del buffer[: offset + length]
             if opcode == 0x1:
-                if self.parse_later and b'"type":"next"' in payload[:48]:
-                    self._unparsed.append((received, payload))
-                else:
-                    self.on_message(payload, received)
+                if b'"type":"next"' in payload[:48]:
+                    self.results_read += 1
+                    if self.parse_later:
+                        self._unparsed.append(payload)
+                        self._unparsed_at.append(received)
+                        continue
+                self.on_message(payload, received)
             elif opcode == 0x9:
                 self.send_raw(client_frame(0xA, payload))
             elif opcode == 0x8:
@@ -280,6 +290,30 @@ class Subscriber(asyncio.Protocol):
         """Gone without a close frame or a FIN, as a client whose network drops."""
         if self.transport is not None:
             self.transport.abort()
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The generator's garbage collector off while results are timed: a full collection of its
+    heap (a thousand subscribers' objects) takes tens of milliseconds, during which no socket
+    is read, and would show as the server's latency. Collected after."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
+
+
+async def until_read(subscribers: Sequence[Subscriber | StreamSubscriber], expected: int, seconds: float = 30) -> None:
+    """Until the subscribers have `expected` distinct results, or `seconds` pass: counted
+    without parsing while results still come (a parse would hold up the reads it times), then
+    by the results parsed."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and sum(sub.results_read for sub in subscribers) < expected:
+        await asyncio.sleep(0.1)
+    while time.monotonic() < deadline and sum(len(sub.seen) for sub in subscribers) < expected:
+        await asyncio.sleep(0.1)
 
 
 async def open_subscribers(
@@ -409,6 +443,10 @@ class StreamSubscriber(asyncio.Protocol):
                         return
                     self.chunk_left = size
         self.parse(time.time())
+
+    @property
+    def results_read(self) -> int:
+        return sum(self.seen.values())
 
     def parse(self, received: float) -> None:
         """Take whole events or parts off the front of `self.body` (for subclasses)."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +19,15 @@ from typing import Any
 
 import httpx
 
-from bench.loadgen import http_load, open_subscribers, publish, tree_cpu_seconds, tree_rss
+from bench.loadgen import (
+    collector_paused,
+    http_load,
+    open_subscribers,
+    publish,
+    tree_cpu_seconds,
+    tree_rss,
+    until_read,
+)
 from tests.support.processes import SHARED_REDIS_URL, Server, create_database, drop_database, migrate, unique_name
 
 APPS = {"fast": "app:app", "naive": "bench.naive_app:app", "floor": "bench.floor_app:app"}
@@ -44,11 +52,13 @@ class FanOut:
     max_ms: float = 0.0
     cpu_us_per_delivery: float = 0.0
     kib_per_idle_connection: float = 0.0
+    latencies: list[float] = dataclasses.field(default_factory=list, repr=False)  # seconds, every delivery
 
 
-def tally(result: Any, subs: Sequence[Any], cpu_seconds: float) -> None:
+def tally(result: Any, subs: Sequence[Any], cpu_seconds: float) -> list[float]:
     """What every fan-out reads off its subscribers once the messages are in: deliveries,
-    missing and duplicates (against `result.expected`), latency, and server CPU per delivery."""
+    missing and duplicates (against `result.expected`), latency, and server CPU per delivery.
+    Returns every delivery's latency, for a caller that pools rounds."""
     latencies = [latency for sub in subs for latency in sub.latencies]
     distinct = sum(len(sub.seen) for sub in subs)
     result.received = sum(sum(sub.seen.values()) for sub in subs)
@@ -58,6 +68,7 @@ def tally(result: Any, subs: Sequence[Any], cpu_seconds: float) -> None:
     result.p99_ms = percentile(latencies, 0.99) * 1000
     result.max_ms = max(latencies, default=float("nan")) * 1000
     result.cpu_us_per_delivery = cpu_seconds / max(1, result.received) * 1e6
+    return latencies
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -123,13 +134,12 @@ class Stack:
             sub.close()
         per_room = [sum(1 for i in range(subscribers) if i % rooms == r) for r in range(rooms)]
         cpu_before = tree_cpu_seconds(self.pid)
-        acknowledged = await publish(self.server.url, self.tokens[0], room_ids, messages, rate)
-        result.failed_posts = messages - len(acknowledged)
-        result.expected = sum(per_room[i % rooms] for i in acknowledged)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and sum(len(sub.seen) for sub in subs) < result.expected:
-            await asyncio.sleep(0.1)
-        tally(result, subs, tree_cpu_seconds(self.pid) - cpu_before)
+        with collector_paused():
+            acknowledged = await publish(self.server.url, self.tokens[0], room_ids, messages, rate)
+            result.failed_posts = messages - len(acknowledged)
+            result.expected = sum(per_room[i % rooms] for i in acknowledged)
+            await until_read(subs, result.expected)
+        result.latencies = tally(result, subs, tree_cpu_seconds(self.pid) - cpu_before)
         result.error_frames = sum(sub.errors for sub in subs)
         for sub in subs:
             sub.close()

@@ -97,6 +97,8 @@ async def resume_stall(
 class Resubscriber(Subscriber):
     """One connection of a `Client`: notes when it is live again and how it was closed."""
 
+    parse_later = False  # `live_at` and `last_id` are noted as each result comes
+
     def __init__(self) -> None:
         super().__init__()
         self.last_id: str | None = None

@@ -156,8 +156,7 @@ class Subscriber(asyncio.Protocol):
         self.upgraded = False
         self._seen: dict[str, int] = {}
         self._latencies: list[float] = []
-        # Two lists, not a list of pairs: a tuple per result is an object the collector walks
-        # on every full collection, and the pauses grow with the results held.
+        # Two lists, not a list of pairs: no object per result for the collector to track.
         self._unparsed: list[bytes] = []
         self._unparsed_at: list[float] = []
         self.results_read = 0  # parsed or not

@@ -31,7 +31,7 @@ import orjson
 from redis import asyncio as aioredis
 
 from bench.loadgen import Subscriber, collector_paused, connections_per_worker, http_load, tree_cpu_seconds, until_read
-from bench.run import Stack, percentile
+from bench.run import FanOut, Stack, percentile, tally
 from tests.support.processes import SHARED_REDIS_URL, create_database, drop_database, migrate, unique_name
 
 CREATE = "mutation($r: ID!, $b: String!) { createMessage(room: $r, body: $b) { id } }"
@@ -52,21 +52,19 @@ class EventSubscriber(Subscriber):
 
     def on_message(self, payload: bytes, received: float) -> None:
         frame = orjson.loads(payload)
-        if frame["type"] == "next":
-            event = (frame["payload"].get("data") or {}).get("roomEvents")
-            if not event or "errors" in frame["payload"]:
-                self.errors += 1
-                return
-            self.seen[event["cursor"]] = self.seen.get(event["cursor"], 0) + 1
-            if "emoji" in event:
-                sent = int(event["emoji"][2:-1]) / 1000
-            else:
-                sent = float(event["message"]["body"].split(" ", 1)[0])
-            self.latencies.append(received - sent)
-        elif frame["type"] == "ping":
-            self.send_text({"type": "pong"})
-        elif frame["type"] == "connection_ack" and not self.acked.done():
-            self.acked.set_result(None)
+        if frame["type"] != "next":
+            super().on_message(payload, received)  # the protocol's own frames
+            return
+        event = (frame["payload"].get("data") or {}).get("roomEvents")
+        if not event or "errors" in frame["payload"]:
+            self.errors += 1
+            return
+        self._seen[event["cursor"]] = self._seen.get(event["cursor"], 0) + 1
+        if "emoji" in event:
+            sent = int(event["emoji"][2:-1]) / 1000
+        else:
+            sent = float(event["message"]["body"].split(" ", 1)[0])
+        self._latencies.append(received - sent)
 
 
 async def subscribe_all(stack: Stack, room: str, count: int) -> list[Subscriber]:
@@ -84,39 +82,26 @@ async def subscribe_all(stack: Stack, room: str, count: int) -> list[Subscriber]
     return subscribers
 
 
-async def mixed(stack: Stack, subscribers: int, rate: float, count: int) -> tuple[dict[str, float], list[float]]:
+async def mixed(stack: Stack, subscribers: int, rate: float, count: int) -> FanOut:
     """The mix at `rate` events per second: every 10 events, 7 messages, 2 reactions, 1 edit of
-    the last messages; what the subscribers received, and the server's CPU; and every
-    delivery's latency, for pooling rounds."""
+    the last messages; what the subscribers received, and the server's CPU, as `Stack.fan_out`
+    tallies them."""
+    result = FanOut("roomEvents mix", subscribers, 1, rate, count)
     room = stack.rooms(1)[0]
     subs = await subscribe_all(stack, room, subscribers)
     await asyncio.sleep(2)
-    for sub in subs:
-        sub.seen.clear()
-        sub.latencies.clear()
     cpu_before = tree_cpu_seconds(stack.pid)
     with collector_paused():
         acknowledged = await send_mix(stack, room, rate, count)
-        expected = acknowledged * subscribers
-        await until_read(subs, expected)
-    cpu = tree_cpu_seconds(stack.pid) - cpu_before
-    received = sum(sum(sub.seen.values()) for sub in subs)
-    distinct = sum(len(sub.seen) for sub in subs)
-    latencies = [latency for sub in subs for latency in sub.latencies]
+        result.failed_posts = count - acknowledged
+        result.expected = acknowledged * subscribers
+        await until_read(subs, result.expected)
+    result.latencies = tally(result, subs, tree_cpu_seconds(stack.pid) - cpu_before)
+    result.error_frames = sum(sub.errors for sub in subs)
     for sub in subs:
         sub.close()
     await asyncio.sleep(1)
-    figures = {
-        "events acknowledged": acknowledged,
-        "deliveries expected": expected,
-        "missing": expected - distinct,
-        "duplicates": received - distinct,
-        "error frames": sum(sub.errors for sub in subs),
-        "latency p50 (ms)": percentile(latencies, 0.5) * 1000,
-        "latency p99 (ms)": percentile(latencies, 0.99) * 1000,
-        CPU: cpu / max(1, received) * 1e6,
-    }
-    return figures, latencies
+    return result
 
 
 async def send_mix(stack: Stack, room: str, rate: float, count: int) -> int:
@@ -286,17 +271,17 @@ async def main(quick: bool) -> None:
             ]
             print(f"\nS={1000 // scale}, 20 per second, same run, {ROUNDS} alternating rounds of {per_round} events")
             print(f"  {'':34} {'messageCreated':>15} {'roomEvents mix':>15} {'mix/messages':>13}")
-            for number, (messages, (events, _)) in enumerate(rounds, start=1):
+            for number, (messages, events) in enumerate(rounds, start=1):
                 print(f"  round {number}")
-                row("missing", messages.missing, events["missing"])
-                row("duplicates", messages.duplicates, events["duplicates"])
-                row("latency p50 (ms)", messages.p50_ms, events["latency p50 (ms)"])
-                row("latency p99 (ms)", messages.p99_ms, events["latency p99 (ms)"])
-                row(CPU, messages.cpu_us_per_delivery, events[CPU])
+                row("missing", messages.missing, events.missing)
+                row("duplicates", messages.duplicates, events.duplicates)
+                row("latency p50 (ms)", messages.p50_ms, events.p50_ms)
+                row("latency p99 (ms)", messages.p99_ms, events.p99_ms)
+                row(CPU, messages.cpu_us_per_delivery, events.cpu_us_per_delivery)
             # A p99 over one round is set by its few slowest events; over all rounds, by more.
             pooled = (
                 [latency for messages, _ in rounds for latency in messages.latencies],
-                [latency for _, (_, latencies) in rounds for latency in latencies],
+                [latency for _, events in rounds for latency in events.latencies],
             )
             print(f"  all {ROUNDS} rounds, {sum(map(len, pooled)):,} deliveries")
             row("latency p50 (ms)", *(percentile(side, 0.5) * 1000 for side in pooled))
@@ -304,7 +289,7 @@ async def main(quick: bool) -> None:
             row(
                 "mean CPU per delivery (us)",
                 sum(messages.cpu_us_per_delivery for messages, _ in rounds) / ROUNDS,
-                sum(events[CPU] for _, (events, _) in rounds) / ROUNDS,
+                sum(events.cpu_us_per_delivery for _, events in rounds) / ROUNDS,
             )
             print("  (the mix: 70% messages, 20% reactions, 10% edits; target within 10% of messageCreated)")
             show(

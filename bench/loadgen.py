@@ -175,6 +175,8 @@ class Subscriber(asyncio.Protocol):
         return self._latencies
 
     def _parse_results(self) -> None:
+        if not self._unparsed:
+            return
         unparsed, self._unparsed = self._unparsed, []
         received, self._unparsed_at = self._unparsed_at, []
         for payload, at in zip(unparsed, received, strict=True):
@@ -262,9 +264,9 @@ class Subscriber(asyncio.Protocol):
             if not message:
                 self.errors += 1
                 return
-            self.seen[message["id"]] = self.seen.get(message["id"], 0) + 1
+            self._seen[message["id"]] = self._seen.get(message["id"], 0) + 1
             sent = float(message["body"].split(" ", 1)[0])
-            self.latencies.append(received - sent)
+            self._latencies.append(received - sent)
             self.on_result(message["id"], sent)
         elif kind == "ping":
             self.send_text({"type": "pong"})

@@ -138,9 +138,7 @@ class BoundedWaitConnection(PostgresConnection):
             entry = _statics[id(statement)] = (statement, made, _positional(made.string, order), order, maps)
         compiled: Any
         _statement, compiled, sql, names, maps = entry
-        processors = compiled._bind_processors
-        args = [processors[name](values[name]) if name in processors else values[name] for name in names]
-        return sql, args, compiled._result_columns, maps
+        return sql, _bound(values, names, compiled._bind_processors), compiled._result_columns, maps
 
     def _compiled_with_maps(self, query: ClauseElement) -> tuple[str, list, tuple, ColumnMaps]:
         key = None if isinstance(query, DDLElement) else query._generate_cache_key()
@@ -171,8 +169,12 @@ class BoundedWaitConnection(PostgresConnection):
             values, processors = expanded.parameters, expanded.processors
         else:
             sql, names, processors = text, order, cached._bind_processors
-        args = [processors[name](values[name]) if name in processors else values[name] for name in names]
-        return sql, args, cached._result_columns, maps
+        return sql, _bound(values, names, processors), cached._result_columns, maps
+
+
+def _bound(values: Mapping[str, Any], names: list[str], processors: Mapping[str, Any]) -> list[Any]:
+    """The parameters' values in `names`' order, each through its type's bind processor if any."""
+    return [processors[name](values[name]) if name in processors else values[name] for name in names]
 
 
 def _positional(statement: str, names: list[str]) -> str:

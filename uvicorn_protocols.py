@@ -78,9 +78,11 @@ class DrainingHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]
+            # Also a request still on its way to being a stream (its body, its viewer): the app
+            # reads this before it starts one, and ends at once instead of for the client's life.
+            scope[DRAINING] = True
             on_drain = scope.get(ON_DRAIN)
             if on_drain is not None:
-                scope[DRAINING] = True
                 cycle.keep_alive = False  # the client's reconnection goes to another worker
                 on_drain()
         if self.pipeline:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import signal
 import time
 import uuid
@@ -516,3 +517,40 @@ async def test_a_graceful_stop_ends_the_stream_without_complete_and_the_next_ser
         api.close()
     finally:
         successor.stop()
+
+
+async def test_a_stream_still_on_its_way_in_when_the_stop_begins_ends_at_once_too(database_url: str) -> None:
+    """Its headers read before the stop, its body after: no stream was open to be told to end, so
+    the worker must not open one that lasts until gunicorn's kill at the graceful timeout (20 s)."""
+    server = Server(env=dyno_env(database_url), workers=1).start()
+    try:
+        api = GraphQLClient(server.url)
+        ann = sign_up(api, "Ann")
+        room = create_room(api, ann)
+        api.close()
+        body = json.dumps({"query": MESSAGE_CREATED_NO_AFTER, "variables": {"room": room}}).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        head = (
+            f"POST /graphql HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: {SSE_ACCEPT}\r\n"
+            f"content-type: application/json\r\nauthorization: Bearer {ann.token}\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        ).encode()
+        writer.write(head + body[:10])
+        await writer.drain()
+        await asyncio.sleep(0.5)  # the worker has read the headers and waits for the rest
+        assert server.process is not None
+        stopped_at = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)  # the worker is draining
+        writer.write(body[10:])
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), 10)  # until the server closes it
+        ended_after = time.monotonic() - stopped_at
+        writer.close()
+        assert response.startswith(b"HTTP/1.1 200"), response
+        assert b"text/event-stream" in response and b"complete" not in response, response
+        assert ended_after < 5, f"the stream lasted {ended_after:.1f} s into the stop"
+        assert server.process.wait(30) == 0
+        assert time.monotonic() - stopped_at < 10
+    finally:
+        server.stop()

@@ -13,7 +13,7 @@ result fanned out to a thousand sockets is written to each transport as it is, w
 
 Streamed HTTP responses (SSE, multipart): the same direct writes, as chunks (`ChunkWriter`); a
 stopping worker tells each started stream (`ON_DRAIN` in its scope) so it ends and its client
-reconnects elsewhere, and marks requests that arrive while it drains (`DRAINING`).
+reconnects elsewhere, and marks requests still on their way in or arriving while it drains (`DRAINING`).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from inspect import isawaitable
 from typing import Any, Protocol
 
@@ -62,6 +62,7 @@ from graphql import (
 from auth import Viewer
 from execution.lean_executor import LeanExecutor
 from realtime.broadcast import ChannelBroadcast
+from realtime.cancelling import cancel_and_wait
 from realtime.live import Event, LiveSource
 from realtime.redis_backend import RESYNC
 
@@ -261,9 +262,7 @@ class Feed:
         if self._refresh is not None:
             self._refresh.cancel()
         if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
         await self._stack.aclose()
 
     def admit(self, subscription: Subscription) -> None:
@@ -648,9 +647,7 @@ class Engine:
         for feed in list(self.feeds.values()):
             await feed.stop()
         self.feeds.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
 
 
 def _settled(state: Event | None) -> Event | None:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from auth import Viewer
+from realtime.cancelling import cancel_and_wait
 from realtime.expiring import ExpiringSets
 from realtime.publisher import Publisher
 
@@ -65,9 +66,7 @@ class PresenceTracker:
         """What this process held stays until its time runs out: its clients reconnect to the next."""
         for timer in self._timers.values():
             timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
 
     def connected(self, viewer: Viewer) -> str:
         """A connection's key; it is recorded in the background (the ack does not wait)."""

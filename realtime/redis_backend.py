@@ -21,6 +21,8 @@ from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from realtime.cancelling import cancel_and_wait
+
 logger = logging.getLogger("chat.redis")
 
 RESYNC = '{"type":"resync"}'
@@ -53,8 +55,7 @@ class ResilientRedisBackend(BroadcastBackend):
     async def disconnect(self) -> None:
         """The client is not ours to close: its owner shares it with other users."""
         if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+            await cancel_and_wait([self._reader])
 
     async def subscribe(self, channel: str) -> None:
         async with self._lock:

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 
 from errors import ServiceUnavailable
 from realtime.broadcast import ChannelBroadcast
+from realtime.cancelling import cancel_and_wait
 from realtime.redis_backend import RESYNC
 from viewer_cache import ViewerCache
 
@@ -63,9 +64,7 @@ class Revocations:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         self._cache.lapse()
 
     async def revoke(self, digest: str, delete: Callable[[], Awaitable[None]]) -> None:

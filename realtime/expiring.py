@@ -23,6 +23,10 @@ class ExpiringSets(Protocol):
         """How many of `members` were there."""
         ...
 
+    async def remove_many(self, entries: dict[str, list[str]]) -> dict[str, int]:
+        """`remove` for several keys at once (one round trip): how many were there in each."""
+        ...
+
     async def live(self, key: str) -> dict[str, float]:
         """The members whose time has not passed, with their times."""
         ...
@@ -52,6 +56,15 @@ class RedisExpiringSets:
     async def remove(self, key: str, members: list[str]) -> int:
         return int(await self._redis.zrem(self._prefix + key, *members))
 
+    async def remove_many(self, entries: dict[str, list[str]]) -> dict[str, int]:
+        if not entries:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, members in entries.items():
+                pipe.zrem(self._prefix + key, *members)
+            results = await pipe.execute()
+        return {key: int(result) for key, result in zip(entries, results, strict=True)}
+
     async def live(self, key: str) -> dict[str, float]:
         found: Any = await self._redis.zrangebyscore(self._prefix + key, time.time(), "+inf", withscores=True)
         return {member.decode(): float(score) for member, score in found}
@@ -79,6 +92,9 @@ class MemoryExpiringSets:
         if not found:
             self._sets.pop(key, None)
         return removed
+
+    async def remove_many(self, entries: dict[str, list[str]]) -> dict[str, int]:
+        return {key: await self.remove(key, members) for key, members in entries.items()}
 
     async def live(self, key: str) -> dict[str, float]:
         return dict(self._pruned(key))

@@ -12,7 +12,6 @@ storm announces each once).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -57,6 +56,8 @@ class PresenceTracker:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._unrecorded: dict[str, tuple[int, ...]] = {}  # connections read, not yet held
         self._recording = False
+        self._leaving: dict[str, tuple[int, ...]] = {}  # connections released, not yet taken out
+        self._letting_go = False
 
     async def start(self) -> None:
         self._spawn(self._renew_forever())
@@ -89,15 +90,19 @@ class PresenceTracker:
                 self._spawn(self._record_pending())
 
     async def _record_pending(self) -> None:
-        """Every connection whose groups were read in the same turn, held in one round trip: a
-        reconnect storm's thousands of connections cost Redis a few pipelines, not one each."""
+        """Connections held a batch at a time, one round trip each, the next batch being those
+        read meanwhile: a reconnect storm's thousands of connections cost Redis a few pipelines
+        on one of its connections, not a command each on as many connections as were waiting."""
         try:
             await asyncio.sleep(0)
-            pending, self._unrecorded = self._unrecorded, {}
+            while self._unrecorded:
+                pending, self._unrecorded = self._unrecorded, {}
+                try:
+                    await self._hold(pending)
+                except Exception as error:
+                    logger.warning("Presence not recorded (%s)", type(error).__name__)
+        finally:
             self._recording = False
-            await self._hold(pending)
-        except Exception as error:
-            logger.warning("Presence not recorded (%s)", type(error).__name__)
 
     def disconnected(self, key: str) -> None:
         if key in self._connections:
@@ -117,14 +122,35 @@ class PresenceTracker:
     def _release(self, key: str) -> None:
         self._timers.pop(key, None)
         held = self._connections.pop(key, None)
-        if held is not None:
-            self._spawn(self._let_go(key, held[1]))
+        if held is not None and held[1]:
+            self._leaving[key] = held[1]
+            if not self._letting_go:
+                self._letting_go = True
+                self._spawn(self._let_go_pending())
 
-    async def _let_go(self, key: str, groups: tuple[int, ...]) -> None:
-        for group in groups:
-            with contextlib.suppress(Exception):
-                if await self._sets.remove(self._topic(group), [key]):
-                    self._changed.add(group)
+    async def _let_go_pending(self) -> None:
+        """Released connections taken out a batch at a time, as `_record_pending` holds them:
+        a thousand clients that leave together are a pipeline or two, where a command each
+        opened a Redis connection for nearly every one of them (each kept in the pool after)."""
+        try:
+            await asyncio.sleep(0)
+            while self._leaving:
+                leaving, self._leaving = self._leaving, {}
+                members: dict[str, list[str]] = {}
+                group_of: dict[str, int] = {}
+                for key, groups in leaving.items():
+                    for group in groups:
+                        topic = self._topic(group)
+                        members.setdefault(topic, []).append(key)
+                        group_of[topic] = group
+                try:
+                    removed = await self._sets.remove_many(members)
+                except Exception as error:  # their time runs out all the same
+                    logger.warning("Presence not released (%s)", type(error).__name__)
+                    continue
+                self._changed.update(group_of[topic] for topic, count in removed.items() if count)
+        finally:
+            self._letting_go = False
 
     async def _hold(self, held: dict[str, tuple[int, ...]]) -> None:
         until = time.time() + self._hold_seconds

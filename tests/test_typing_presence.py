@@ -5,6 +5,7 @@ not flap offline over a restart, and a killed server's users go within a bounded
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 import uuid
@@ -13,7 +14,15 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.graphql import Account, GraphQLClient, create_room, join_room, post_message, sign_up
-from tests.support.processes import SHARED_REDIS_URL, Server, create_database, drop_database, migrate, unique_name
+from tests.support.processes import (
+    SHARED_REDIS_URL,
+    PrivateRedis,
+    Server,
+    create_database,
+    drop_database,
+    migrate,
+    unique_name,
+)
 from tests.support.wsclient import PROTOCOLS, TRANSPORT_WS, GraphQLWebSocket
 
 TYPING = "mutation($r: ID!) { typing(room: $r) }"
@@ -71,14 +80,14 @@ async def names(ws: GraphQLWebSocket, field: str, key: str, timeout: float = 10.
 
 
 async def until(
-    ws: GraphQLWebSocket, field: str, key: str, wanted: list[str], timeout: float = 15.0
+    ws: GraphQLWebSocket, field: str, key: str, wanted: list[str], timeout: float = 15.0, sort: bool = False
 ) -> list[list[str]]:
-    """Every state received until `wanted`: what changed on the way."""
+    """Every state received until `wanted` (in any order, with `sort`): what changed on the way."""
     seen = []
     deadline = time.monotonic() + timeout
     while True:
         seen.append(await names(ws, field, key, max(0.1, deadline - time.monotonic())))
-        if seen[-1] == wanted:
+        if (sorted(seen[-1]) if sort else seen[-1]) == wanted:
             return seen
 
 
@@ -177,3 +186,51 @@ async def test_presence_survives_a_restart_and_a_killed_server_goes_within_bound
     finally:
         bobs.stop()
         anns.stop()
+
+
+async def test_many_clients_leaving_at_once_cost_redis_a_connection_not_one_each(database: str) -> None:
+    """300 connections of 20 members close together: their presence goes in a pipeline or two on
+    the connections the worker already had. A command for each opened a Redis connection for
+    nearly every one of them, and the pool kept them all: a plan's connection limit (Heroku's
+    smallest allow 20 to 40) was used up by one worker's clients going away."""
+    redis = PrivateRedis().start()
+    env = {"DATABASE_URL": database, "REDIS_URL": redis.url, **BRISK}
+    server = Server(env=env, workers=1).start()
+    try:
+        api = GraphQLClient(server.url)
+        members = [sign_up(api, f"m{i}") for i in range(20)]
+        room = create_room(api, members[0])
+        for member in members[1:]:
+            join_room(api, member, room)
+        watcher = await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, members[0].token)
+        await watcher.subscribe("s", WHO_IS_ON, {"r": room})
+        clients: list[GraphQLWebSocket] = []
+        for start in range(0, 300, 50):
+            clients += await asyncio.gather(
+                *(
+                    GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, members[i % 20].token)
+                    for i in range(start, start + 50)
+                )
+            )
+        everyone = sorted(member.name for member in members)
+        assert sorted((await until(watcher, "presence", "online", everyone, timeout=15, sort=True))[-1]) == everyone
+        before = connected_clients(redis)
+
+        await asyncio.gather(*(client.close() for client in clients))
+        peak = before
+        deadline = time.monotonic() + 3  # offline after 1 s: released by now
+        while time.monotonic() < deadline:
+            peak = max(peak, connected_clients(redis))
+            await asyncio.sleep(0.02)
+        assert peak - before <= 2, (before, peak)
+        # Still announced: the watcher's own connection keeps its member online, the others go.
+        assert await until(watcher, "presence", "online", [members[0].name], timeout=10)
+        await watcher.close()
+    finally:
+        server.stop()
+        redis.stop()
+
+
+def connected_clients(redis: PrivateRedis) -> int:
+    fields = dict(line.split(":", 1) for line in redis.cli("info", "clients").split() if ":" in line)
+    return int(fields["connected_clients"])

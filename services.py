@@ -42,7 +42,13 @@ class Services:
 
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Services]:
-    redis = create_redis(settings.redis_url, settings.redis_ssl_cert_reqs) if settings.redis_url else None
+    redis = (
+        create_redis(
+            settings.redis_url, settings.redis_ssl_cert_reqs, settings.redis_pool_max, settings.redis_acquire_timeout
+        )
+        if settings.redis_url
+        else None
+    )
     db = open_database(settings)
     broadcast = open_broadcast(redis)
     viewers = ViewerCache()

@@ -74,19 +74,32 @@ class ConfigurationError(Exception):
     """A setting that cannot work; raised at start-up, before anything binds or connects."""
 
 
-def pool_size_per_worker(limit: int | None, reserve: int, workers: int, dynos: int, requested: int | None) -> int:
+def pool_size_per_worker(
+    limit: int | None,
+    reserve: int,
+    workers: int,
+    dynos: int,
+    requested: int | None,
+    *,
+    default: int = 5,
+    least: int = 1,
+    service: str = "DATABASE",
+) -> int:
     """Each worker's share of the plan's connection limit, shared by every worker of every dyno.
 
-    `reserve` is kept back for the release phase, one-off dynos and `heroku pg:psql`.
+    `reserve` is kept back for the release phase, one-off dynos and `heroku pg:psql` (or
+    `redis-cli`); a worker needs at least `least` (Redis: its pub/sub connection and one more).
     """
     if limit is None:
-        return requested or 5
+        return requested or default
     share = (limit - reserve) // (workers * dynos)
-    if share < 1:
+    if share < least:
+        each = "one connection" if least == 1 else f"{least} connections"
         raise ConfigurationError(
-            f"DATABASE_CONNECTION_LIMIT={limit} with DATABASE_CONNECTION_RESERVE={reserve} cannot give one "
-            f"connection to each of {workers} workers x {dynos} dynos (WEB_CONCURRENCY x WEB_DYNOS): "
-            "raise the limit (a bigger plan), or lower WEB_CONCURRENCY, WEB_DYNOS or the reserve."
+            f"{service}_CONNECTION_LIMIT={limit} with {service}_CONNECTION_RESERVE={reserve} cannot give "
+            f"{each} to each of {workers} workers x {dynos} dynos "
+            "(WEB_CONCURRENCY x WEB_DYNOS): raise the limit (a bigger plan), or lower WEB_CONCURRENCY, "
+            "WEB_DYNOS or the reserve."
         )
     return min(share, requested) if requested else share
 
@@ -113,6 +126,8 @@ class Settings:
     web_concurrency: int
     db_pool_max: int
     db_acquire_timeout: float
+    redis_pool_max: int
+    redis_acquire_timeout: float
     redis_ssl_cert_reqs: str
     ws_keepalive_seconds: float
     ws_init_timeout_seconds: float
@@ -157,6 +172,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     workers = max(1, env.integer("WEB_CONCURRENCY", 2)) if redis_url else 1
     limit = env.text("DATABASE_CONNECTION_LIMIT")
     requested = env.text("DATABASE_POOL_MAX")
+    dynos = max(1, env.integer("WEB_DYNOS", 1))
+    redis_limit = env.text("REDIS_CONNECTION_LIMIT")
+    redis_requested = env.text("REDIS_POOL_MAX")
     return Settings(
         database_url=normalize_database_url(env.text("DATABASE_URL", DEFAULT_SQLITE_URL)),
         redis_url=redis_url,
@@ -167,10 +185,21 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             limit=int(limit) if limit else None,
             reserve=env.integer("DATABASE_CONNECTION_RESERVE", 3),
             workers=workers,
-            dynos=max(1, env.integer("WEB_DYNOS", 1)),
+            dynos=dynos,
             requested=int(requested) if requested else None,
         ),
         db_acquire_timeout=env.number("DATABASE_ACQUIRE_TIMEOUT", 5.0),
+        redis_pool_max=pool_size_per_worker(
+            limit=int(redis_limit) if redis_limit else None,
+            reserve=env.integer("REDIS_CONNECTION_RESERVE", 2),
+            workers=workers,
+            dynos=dynos,
+            requested=int(redis_requested) if redis_requested else None,
+            default=10,
+            least=2,
+            service="REDIS",
+        ),
+        redis_acquire_timeout=env.number("REDIS_ACQUIRE_TIMEOUT", 5.0),
         redis_ssl_cert_reqs=env.text("REDIS_SSL_CERT_REQS", "none"),
         ws_keepalive_seconds=env.number("WS_KEEPALIVE_SECONDS", 20.0),
         ws_init_timeout_seconds=env.number("WS_INIT_TIMEOUT_SECONDS", 10.0),

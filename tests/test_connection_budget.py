@@ -14,10 +14,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.graphql import CREATE_MESSAGE, GraphQLClient, create_room, sign_up
+from tests.support.graphql import CREATE_MESSAGE, GraphQLClient, create_room, post_many, sign_up
 from tests.support.processes import (
     POSTGRES_ADMIN_URL,
     SHARED_REDIS_URL,
+    PrivateRedis,
     Server,
     drop_database,
     migrate,
@@ -166,3 +167,65 @@ def test_requests_beyond_the_pool_wait_then_get_service_unavailable(limited_role
         assert api.data("{ me { name } }", token=ann.token) == {"me": {"name": "Ann"}}  # still serving
     finally:
         server.stop()
+
+
+async def test_redis_connections_stay_within_the_plans_limit_under_a_burst(database_url: str) -> None:
+    """Redis's limit is shared the same way as Postgres's: two workers under
+    REDIS_CONNECTION_LIMIT=12 (and the reserve of 2) keep five each, the pub/sub connection among them. 200
+    messages posted 100 at a time all go through, every one reaches a subscriber live, and Redis
+    never sees more than the budget. Without the bound one worker held 53 connections at 50
+    requests at once."""
+    redis = PrivateRedis().start()
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis.url,
+        "REDIS_CONNECTION_LIMIT": "12",
+        "RATE_LIMIT_MESSAGES": "100000/1",
+    }
+    server = Server(env=env, workers=2).start()
+    try:
+        api = GraphQLClient(server.url)
+        ann = sign_up(api, "Ann")
+        room = create_room(api, ann)
+        subscriber = await GraphQLWebSocket.open(server.ws_url, "graphql-transport-ws", ann.token)
+        await subscriber.subscribe("s", MESSAGE_CREATED, {"room": room})
+        await asyncio.sleep(0.5)
+        peak = 0
+        sampling = asyncio.Event()
+
+        async def sample() -> None:
+            nonlocal peak
+            while not sampling.is_set():
+                peak = max(peak, redis.connected_clients() - 1)  # not redis-cli's own
+                await asyncio.sleep(0.01)
+
+        sampler = asyncio.ensure_future(sample())
+        try:
+            posted = await post_many(server.url, ann.token, room, [f"burst {i}" for i in range(200)], concurrency=100)
+        finally:
+            sampling.set()
+            await sampler
+        assert len(posted) == 200  # each acknowledged (post_many fails on an error)
+        bodies = set()
+        while len(bodies) < 200:
+            payload = await subscriber.result("s", timeout=10)
+            bodies.add(payload["data"]["messageCreated"]["body"])
+        assert bodies == {f"burst {i}" for i in range(200)}
+        assert 0 < peak <= 10, peak
+        await subscriber.close()
+    finally:
+        server.stop()
+        redis.stop()
+
+
+def test_a_redis_budget_too_small_for_the_workers_stops_the_server_at_start_up(database_url: str) -> None:
+    redis = PrivateRedis().start()
+    try:
+        env = {"DATABASE_URL": database_url, "REDIS_URL": redis.url, "REDIS_CONNECTION_LIMIT": "6"}
+        server = Server(env=env, workers=3)
+        with pytest.raises(RuntimeError, match="server exited"):
+            server.start(timeout=20)
+        assert "REDIS_CONNECTION_LIMIT=6" in server.log()
+        assert "cannot give 2 connections to each of 3 workers" in server.log()
+    finally:
+        redis.stop()

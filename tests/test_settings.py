@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import settings as settings_module
-from settings import ConfigurationError, Rate, normalize_database_url, pool_size_per_worker, sqlalchemy_url
+from settings import ConfigurationError, Rate, load, normalize_database_url, pool_size_per_worker, sqlalchemy_url
 
 HEROKU_VARIABLES = ["DATABASE_URL", "REDIS_URL", "WEB_CONCURRENCY", "PORT", "DATABASE_CONNECTION_LIMIT"]
 
@@ -47,6 +47,16 @@ def test_the_connection_budget_is_shared_by_every_worker_of_every_dyno() -> None
     assert pool_size_per_worker(limit=None, reserve=3, workers=2, dynos=1, requested=None) == 5
     with pytest.raises(ConfigurationError, match="DATABASE_CONNECTION_LIMIT=4"):
         pool_size_per_worker(limit=4, reserve=3, workers=3, dynos=1, requested=None)
+
+
+def test_redis_connections_are_budgeted_alike_with_two_for_each_worker_at_least() -> None:
+    assert load({"REDIS_URL": "redis://localhost"}).redis_pool_max == 10
+    assert load({"REDIS_URL": "redis://localhost", "REDIS_CONNECTION_LIMIT": "20"}).redis_pool_max == 9
+    both = {"REDIS_URL": "redis://localhost", "REDIS_CONNECTION_LIMIT": "40", "WEB_CONCURRENCY": "3", "WEB_DYNOS": "2"}
+    assert load(both).redis_pool_max == 6
+    assert load({**both, "REDIS_POOL_MAX": "4"}).redis_pool_max == 4
+    with pytest.raises(ConfigurationError, match=r"REDIS_CONNECTION_LIMIT=12 .* cannot give 2 connections"):
+        load({**both, "REDIS_CONNECTION_LIMIT": "12"})
 
 
 def test_rates_are_written_count_per_seconds() -> None:

@@ -273,3 +273,8 @@ class PrivateRedis:
         port = str(self.tls_port or self.port)
         result = subprocess.run(["redis-cli", "-p", port, *tls, *command], capture_output=True, text=True, check=True)
         return result.stdout
+
+    def connected_clients(self) -> int:
+        """Clients connected now, redis-cli's own asking among them."""
+        fields = dict(line.split(":", 1) for line in self.cli("info", "clients").split() if ":" in line)
+        return int(fields["connected_clients"])

@@ -2,9 +2,11 @@
 Redis), each beside what it is measured against in the same run:
 
 - `roomEvents` at S=1000 and 20 events/s, 70% messages, 20% reactions, 10% edits, against
-  `messageCreated` at S=1000 and 20 messages/s, in alternating rounds: server CPU per delivery
-  and latency, by round and over all rounds (a p99 over one round's 400 events is set by its
-  few slowest);
+  `messageCreated` at S=1000 and 20 messages/s, in pairs of rounds whose order alternates
+  (A B, B A, ...: a machine that slows or speeds up over the run weighs on both sides alike, where
+  A B, A B put every B later than its A): server CPU per delivery and latency, by round, over all
+  rounds (a p99 over one round's 400 events is set by its few slowest), and the median of the
+  pairs' ratios;
 - typing heartbeats from 100 users in one room, one every 3 s each: Redis commands per second
   and server CPU;
 - `{ rooms { id unreadCount } }` for a user in 100 rooms against `{ me { ... } }`, 50 clients:
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import statistics
 import time
 from collections.abc import Mapping
 
@@ -41,7 +44,7 @@ UNREAD = "{ rooms { unreadCount } }"  # the issue's query
 UNREAD_WITH_IDS = "{ rooms { id unreadCount } }"  # what a client asks to match counts to rooms
 ME = "{ me { id name avatar(size: 32) } }"
 IDLE_SECONDS = 5.0
-ROUNDS = 3
+PAIRS = 4  # even: each order as often
 EVENTS = 400  # per round and side: 20 s at 20 per second
 CPU = "server CPU per delivery (us)"
 
@@ -203,8 +206,8 @@ async def typing(stack: Stack, users: int, every: float, seconds: float) -> dict
 
 async def unread(stack: Stack, rooms: int, seconds: float, rounds: int = 2) -> dict[str, float | str]:
     """A user in `rooms` rooms asking for their unread counts, against `me`, 50 clients each:
-    after a warm-up of each, in alternating rounds (what the previous part left running, or a
-    passing autovacuum, then falls on every query alike)."""
+    after a warm-up of each, in rounds whose order turns (A B C, C B A: what the previous part
+    left running, a passing autovacuum, or a machine slowing over the run falls on each alike)."""
     token = stack.tokens[0]
     for _ in range(rooms):
         stack.gql('mutation { createRoom(name: "unread") { id } }', token=token)
@@ -216,8 +219,9 @@ async def unread(stack: Stack, rooms: int, seconds: float, rounds: int = 2) -> d
     elapsed = dict.fromkeys(queries, 0.0)
     splits: dict[str, list[str]] = {name: [] for name in queries}
     errors = 0
-    for _ in range(rounds):
-        for name, query in queries.items():
+    for number in range(rounds):
+        # In turn forward and backward: the machine's drift over the run weighs on each alike.
+        for name, query in list(queries.items())[:: 1 if number % 2 == 0 else -1]:
             load = asyncio.ensure_future(http_load(url.host, url.port or 80, token, 50, seconds / rounds, query))
             await asyncio.sleep(min(1.0, seconds / rounds / 2))
             splits[name].append("/".join(map(str, connections_per_worker(stack.pid, url.port or 80))))
@@ -260,19 +264,20 @@ async def main(quick: bool) -> None:
         stack = Stack("fast", database_url, {"RATE_LIMIT_TYPING": "1000000/1"})
         try:
             await stack.fan_out(200 // scale, 1, 20.0, 40 // scale, "messageCreated")  # warm-up
-            # Alternating rounds: what the machine does meanwhile falls on both alike.
             per_round = EVENTS // scale
-            rounds = [
-                (
-                    await stack.fan_out(1000 // scale, 1, 20.0, per_round, "messageCreated"),
-                    await mixed(stack, 1000 // scale, 20.0, per_round),
-                )
-                for _ in range(ROUNDS)
-            ]
-            print(f"\nS={1000 // scale}, 20 per second, same run, {ROUNDS} alternating rounds of {per_round} events")
+            rounds: list[tuple[FanOut, FanOut]] = []
+            for pair in range(PAIRS):
+                if pair % 2 == 0:
+                    messages = await stack.fan_out(1000 // scale, 1, 20.0, per_round, "messageCreated")
+                    events = await mixed(stack, 1000 // scale, 20.0, per_round)
+                else:
+                    events = await mixed(stack, 1000 // scale, 20.0, per_round)
+                    messages = await stack.fan_out(1000 // scale, 1, 20.0, per_round, "messageCreated")
+                rounds.append((messages, events))
+            print(f"\nS={1000 // scale}, 20 per second, same run, {PAIRS} pairs of rounds of {per_round} events")
             print(f"  {'':34} {'messageCreated':>15} {'roomEvents mix':>15} {'mix/messages':>13}")
             for number, (messages, events) in enumerate(rounds, start=1):
-                print(f"  round {number}")
+                print(f"  pair {number} ({'messageCreated first' if number % 2 else 'the mix first'})")
                 row("missing", messages.missing, events.missing)
                 row("duplicates", messages.duplicates, events.duplicates)
                 row("latency p50 (ms)", messages.p50_ms, events.p50_ms)
@@ -283,14 +288,18 @@ async def main(quick: bool) -> None:
                 [latency for messages, _ in rounds for latency in messages.latencies],
                 [latency for _, events in rounds for latency in events.latencies],
             )
-            print(f"  all {ROUNDS} rounds, {sum(map(len, pooled)):,} deliveries")
+            print(f"  all {PAIRS * 2} rounds, {sum(map(len, pooled)):,} deliveries")
             row("latency p50 (ms)", *(percentile(side, 0.5) * 1000 for side in pooled))
             row("latency p99 (ms)", *(percentile(side, 0.99) * 1000 for side in pooled))
             row(
                 "mean CPU per delivery (us)",
-                sum(messages.cpu_us_per_delivery for messages, _ in rounds) / ROUNDS,
-                sum(events.cpu_us_per_delivery for _, events in rounds) / ROUNDS,
+                sum(messages.cpu_us_per_delivery for messages, _ in rounds) / PAIRS,
+                sum(events.cpu_us_per_delivery for _, events in rounds) / PAIRS,
             )
+            print("  median of the pairs' ratios (mix/messages)")
+            for label, figure in (("latency p50", "p50_ms"), ("latency p99", "p99_ms"), (CPU, "cpu_us_per_delivery")):
+                ratios = [getattr(events, figure) / getattr(messages, figure) for messages, events in rounds]
+                print(f"  {label:34} {'':31} {statistics.median(ratios):12.2f}x")
             print("  (the mix: 70% messages, 20% reactions, 10% edits; target within 10% of messageCreated)")
             show(
                 "Typing: 100 users in one room, a heartbeat every 3 s each", await typing(stack, 100, 3.0, 30.0 / scale)

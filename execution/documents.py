@@ -1,17 +1,41 @@
 """Parse and validate each distinct query text once: graphql-core's validation costs more than
-executing a small query. Documents are cached by their text, and so are validation's verdicts.
+executing a small query. Documents are cached by their text, and so are validation's verdicts
+(the verdict of a rule that reads variables, by the text and the variables it reads).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import orjson
-from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, GraphQLSyntaxError, parse, validate
+from graphql import (
+    ArgumentNode,
+    ASTValidationRule,
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    GraphQLSyntaxError,
+    VariableNode,
+    Visitor,
+    parse,
+    validate,
+    visit,
+)
 
 CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class VariableRule:
+    """A validation rule built for a request's variables, and the arguments through which it
+    reads them (a query's cost reads `first: $n`): its verdict holds for every request with the
+    same text whose variables in those arguments have the same values."""
+
+    build: Callable[[dict[str, Any]], type[ASTValidationRule]]
+    arguments: frozenset[str]
 
 
 @lru_cache(maxsize=CACHE_SIZE)
@@ -40,33 +64,60 @@ def parse_document(text: str) -> DocumentNode:
 
 class Validator:
     """Each distinct text validated once: the rules that read only the document once per text,
-    the rule that also reads the variables (the cost of `first: $n`) once per text and variables;
-    the rule itself is built only then."""
+    the rule that also reads the variables (the cost of `first: $n`) once per text and values
+    of the variables it reads; the rule itself is built only then. (Keyed by all the variables,
+    every message posted, its body unlike any other, was validated again.)"""
 
     def __init__(
         self,
         schema: GraphQLSchema,
         rules: Sequence[type[ASTValidationRule]],
-        variable_rule: Callable[[dict[str, Any]], type[ASTValidationRule]] | None = None,
+        variable_rule: VariableRule | None = None,
     ) -> None:
         self._schema = schema
         self._rules = tuple(rules)
         self._variable_rule = variable_rule
         self._by_text: dict[str, tuple[GraphQLError, ...]] = {}
+        self._read: dict[str, tuple[str, ...]] = {}  # by text: the variables the rule reads, sorted
         self._by_variables: dict[tuple[str, bytes], tuple[GraphQLError, ...]] = {}
 
     def errors(self, text: str, document: DocumentNode, variables: dict[str, Any] | None) -> tuple[GraphQLError, ...]:
         errors = self._by_text.get(text)
         if errors is None:
             errors = _remember(self._by_text, text, tuple(validate(self._schema, document, self._rules)))
-        if errors or self._variable_rule is None:
+        rule = self._variable_rule
+        if errors or rule is None:
             return errors
-        key = (text, orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS))
+        read = self._read.get(text)
+        if read is None:
+            if len(self._read) >= CACHE_SIZE:
+                self._read.clear()
+            read = self._read[text] = _variables_in(document, rule.arguments)
+        variables = variables or {}
+        key = (text, orjson.dumps([variables.get(name) for name in read]))
         errors = self._by_variables.get(key)
         if errors is None:
-            rule = self._variable_rule(variables or {})
-            errors = _remember(self._by_variables, key, tuple(validate(self._schema, document, [rule])))
+            errors = _remember(
+                self._by_variables, key, tuple(validate(self._schema, document, [rule.build(variables)]))
+            )
         return errors
+
+
+def _variables_in(document: DocumentNode, arguments: frozenset[str]) -> tuple[str, ...]:
+    """The variables used anywhere in the values of arguments with these names, sorted."""
+    found: set[str] = set()
+
+    class Finder(Visitor):
+        def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
+            if node.name.value in arguments:
+                visit(node.value, Collector())
+
+    class Collector(Visitor):
+        def enter_variable(self, node: VariableNode, *_: Any) -> None:
+            found.add(node.name.value)
+
+    visit(document, Finder())
+    return tuple(sorted(found))
 
 
 def _remember(

@@ -28,7 +28,7 @@ from graphql import (
 from graphql.execution.values import get_variable_values
 
 from errors import ServiceUnavailable
-from execution.documents import Validator, parse_document
+from execution.documents import Validator, VariableRule, parse_document
 from execution.lean_executor import LeanExecutor
 
 ErrorFormatter = Callable[[GraphQLError, bool], dict]
@@ -69,7 +69,7 @@ class Operations:
     schema: GraphQLSchema
     error_formatter: ErrorFormatter
     rules: Sequence[type[ASTValidationRule]] = ()  # beside graphql-core's own
-    variable_rule: Callable[[dict[str, Any]], type[ASTValidationRule]] | None = None  # reads the variables too
+    variable_rule: VariableRule | None = None  # reads the variables too
     introspection: bool = True
     debug: bool = False
     logger: str = "chat.graphql"

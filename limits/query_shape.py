@@ -1,12 +1,11 @@
 """Validation rules that refuse a hostile document before any resolver runs.
 
 Depth and size depend only on the document, so they can be cached with it; the cost rule
-reads `first` from the variables and so must run per request.
+reads `first` from the variables and so runs again for each new value of those variables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ariadne.validation import cost_validator
@@ -20,6 +19,8 @@ from graphql.language import (
     OperationDefinitionNode,
     SelectionSetNode,
 )
+
+from execution.documents import VariableRule
 
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 
@@ -108,10 +109,16 @@ def shape_rule(max_depth: int, max_fields: int, max_aliases: int) -> type[Valida
     return QueryShapeRule
 
 
-def cost_rule(maximum_cost: int) -> Callable[[dict[str, Any]], type[ValidationRule]]:
+# The arguments whose values multiply a field's cost: the only way the cost reads the variables.
+MULTIPLIERS = frozenset(
+    name for fields in COST_MAP.values() for cost in fields.values() for name in cost.get("multipliers", ())
+)
+
+
+def cost_rule(maximum_cost: int) -> VariableRule:
     """The cost rule for some variables: `first: $n` makes the cost depend on them."""
 
     def for_variables(variables: dict[str, Any]) -> type[ValidationRule]:
         return cost_validator(maximum_cost, default_cost=1, variables=variables, cost_map=COST_MAP)  # type: ignore[return-value]
 
-    return for_variables
+    return VariableRule(for_variables, MULTIPLIERS)

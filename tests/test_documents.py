@@ -1,16 +1,20 @@
 """A malformed query is parsed once, but each request gets an error of its own: re-raising the
-cached instance grew its traceback with every request and kept each request's frames alive."""
+cached instance grew its traceback with every request and kept each request's frames alive. And
+a verdict that depends on the variables is kept for the variables it depends on."""
 
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Any
 
 import httpx
 import pytest
-from graphql import GraphQLError, parse
+from graphql import ASTValidationRule, GraphQLError, parse, specified_rules
 
 from errors import code_for_request_error, format_error
-from execution.documents import _parse, parse_document
+from execution.documents import Validator, VariableRule, _parse, parse_document
+from limits.query_shape import cost_rule
+from resolvers import build_schema
 from tests.support.processes import Server
 
 MALFORMED = "{ me { id "
@@ -76,3 +80,32 @@ def test_a_malformed_query_sent_again_and_again_is_answered_the_same(server: Ser
     assert all(body == bodies[0] for body in bodies)
     assert [error["extensions"]["code"] for error in bodies[0]["errors"]] == ["GRAPHQL_PARSE_FAILED"]
     assert bodies[0]["errors"][0]["locations"] == [{"line": 1, "column": 11}]
+
+
+def test_the_cost_is_validated_again_only_for_new_values_of_the_variables_it_reads() -> None:
+    """Keyed by every variable, each message posted (its body unlike any other) was validated
+    again; the cost reads only the variables in `first`."""
+    rule = cost_rule(500)
+    built: list[dict] = []
+
+    def counting(variables: dict[str, Any]) -> type[ASTValidationRule]:
+        built.append(variables)
+        return rule.build(variables)
+
+    validator = Validator(build_schema(), specified_rules, VariableRule(counting, rule.arguments))
+    post = "mutation($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id } }"
+    for body in ("one", "two", "three"):
+        assert validator.errors(post, parse(post), {"room": "1", "body": body}) == ()
+    assert len(built) == 1
+
+    page = (
+        "query($n: Int, $after: String) { rooms { messages(first: $n, after: $after) "
+        "{ edges { node { id sender { name } room { name } } } } } }"
+    )
+    costs = [validator.errors(page, parse(page), {"n": n, "after": after}) for n, after in PAGES]
+    refused = ["maximum cost" in errors[0].message if errors else False for errors in costs]
+    assert refused == [False, False, True, True, False]
+    assert [variables["n"] for variables in built[1:]] == [5, 100]  # once per value of `first`
+
+
+PAGES = [(5, None), (5, "b:7"), (100, None), (100, "b:3"), (5, "b:9")]

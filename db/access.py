@@ -8,6 +8,7 @@ seconds; each check alone would be a query, and a storm of them would queue behi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import sqlalchemy as sa
 from databases import Database
@@ -64,9 +65,8 @@ class AccessReads:
         return await self._rooms.load(user_id)
 
     async def _load_rooms(self, user_ids: list[int]) -> dict[int, tuple[int, ...]]:
-        query = sa.select(memberships.c.user_id, memberships.c.room_id).where(memberships.c.user_id.in_(user_ids))
         found: dict[int, list[int]] = {user_id: [] for user_id in user_ids}
-        for row in await fetch_rows(self._db, query):
+        for row in await fetch_rows(self._db, _rooms_of_users(), {"user_ids": user_ids}):
             found[row["user_id"]].append(row["room_id"])
         return {user_id: tuple(sorted(room_ids)) for user_id, room_ids in found.items()}
 
@@ -78,30 +78,43 @@ class AccessReads:
         room_ids = sorted({room_id for _, room_id in keys})
         digests = sorted({digest for digest, _ in keys})
         found = {row["id"]: row for row in await rooms_by_ids(self._db, room_ids)}
-        query = (
-            sa.select(tokens.c.token_hash, memberships.c.room_id)
-            .select_from(
-                tokens.outerjoin(
-                    memberships,
-                    sa.and_(memberships.c.user_id == tokens.c.user_id, memberships.c.room_id.in_(room_ids)),
-                )
-            )
-            .where(tokens.c.token_hash.in_(digests))
-        )
         signed_in: set[str] = set()
         member: set[tuple[str, int]] = set()
-        for row in await fetch_rows(self._db, query):
+        for row in await fetch_rows(self._db, _memberships_of_tokens(), {"room_ids": room_ids, "digests": digests}):
             signed_in.add(row["token_hash"])
             if row["room_id"] is not None:
                 member.add((row["token_hash"], row["room_id"]))
         return {key: Access(found.get(key[1]), key[0] in signed_in, key in member) for key in keys}
 
     async def _load_positions(self, ids: list[int]) -> dict[int, Position | None]:
-        query = sa.select(messages.c.id, messages.c.room_id, messages.c.seq, messages.c.event_seq).where(
-            messages.c.id.in_(ids)
-        )
         found = {
             row["id"]: Position(row["room_id"], row["seq"], row["event_seq"])
-            for row in await fetch_rows(self._db, query)
+            for row in await fetch_rows(self._db, _positions(), {"ids": ids})
         }
         return {key: found.get(key) for key in ids}
+
+
+# The batched reads' statements, built once: each batch gives its lists (db.pool expands them).
+# Built and keyed for every batch, an access check's two statements cost more than their queries.
+@cache
+def _rooms_of_users() -> sa.Select:
+    return sa.select(memberships.c.user_id, memberships.c.room_id).where(
+        memberships.c.user_id.in_(sa.bindparam("user_ids", expanding=True))
+    )
+
+
+@cache
+def _memberships_of_tokens() -> sa.Select:
+    in_rooms = memberships.c.room_id.in_(sa.bindparam("room_ids", expanding=True))
+    return (
+        sa.select(tokens.c.token_hash, memberships.c.room_id)
+        .select_from(tokens.outerjoin(memberships, sa.and_(memberships.c.user_id == tokens.c.user_id, in_rooms)))
+        .where(tokens.c.token_hash.in_(sa.bindparam("digests", expanding=True)))
+    )
+
+
+@cache
+def _positions() -> sa.Select:
+    return sa.select(messages.c.id, messages.c.room_id, messages.c.seq, messages.c.event_seq).where(
+        messages.c.id.in_(sa.bindparam("ids", expanding=True))
+    )

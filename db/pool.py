@@ -25,14 +25,15 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import asyncpg
+import sqlalchemy as sa
 from databases import Database
 from databases.backends.common.records import Record as DatabasesRecord
 from databases.backends.common.records import create_column_maps
 from databases.backends.postgres import PostgresBackend, PostgresConnection, PostgresTransaction
 from databases.interfaces import Record, TransactionBackend
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, visitors
 from sqlalchemy.sql.ddl import DDLElement
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.elements import BindParameter, TextClause
 
 from db import asyncpg_pool
 from db.records import ReadOnlyRow, Row, RowView, as_rows
@@ -46,7 +47,8 @@ CACHE_SIZE = 512
 ColumnMaps = tuple[Mapping[Any, Any], Mapping[Any, Any], Mapping[Any, Any]]
 # By cache key: the compiled statement, its SQL and parameters' order (None: expanded per call), its maps.
 _compiled: dict[Any, tuple[Any, str | None, list[str] | None, ColumnMaps]] = {}
-_statics: dict[int, tuple[ClauseElement, Any, str, list[str], ColumnMaps]] = {}  # by id, the statement kept in it
+# By id, the statement kept in it; its SQL and parameters' order (None: expanded per call).
+_statics: dict[int, tuple[ClauseElement, Any, str | None, list[str] | None, ColumnMaps]] = {}
 
 
 class NoResetQueryConnection(asyncpg.Connection):
@@ -129,15 +131,26 @@ class BoundedWaitConnection(PostgresConnection):
 
     def _static(self, statement: ClauseElement, values: Mapping[str, Any]) -> tuple[str, list, tuple, ColumnMaps]:
         """A statement kept for good (its parameters named, their values given per call): compiled
-        once, neither copied with the values nor keyed again."""
+        once, neither copied with the values nor keyed again. An expanding parameter (`IN` a list
+        given per call) is expanded per call, as `_compiled_with_maps` expands a keyed one."""
         entry = _statics.get(id(statement))
         if entry is None or entry[0] is not statement:
-            made: Any = statement.compile(dialect=self._dialect, compile_kwargs={"render_postcompile": True})
-            order = sorted(made.params)
+            made: Any = statement.compile(dialect=self._dialect)
+            if any(bind.expanding for bind in made.binds.values()):
+                text, order = None, None
+            else:
+                made = statement.compile(dialect=self._dialect, compile_kwargs={"render_postcompile": True})
+                order = sorted(made.params)
+                text = _positional(made.string, order)
             maps = create_column_maps(made._result_columns)
-            entry = _statics[id(statement)] = (statement, made, _positional(made.string, order), order, maps)
+            entry = _statics[id(statement)] = (statement, made, text, order, maps)
         compiled: Any
         _statement, compiled, sql, names, maps = entry
+        if sql is None or names is None:
+            expanded = compiled.construct_expanded_state(compiled.construct_params(params=values))
+            names = sorted(expanded.parameters)
+            sql = _positional(expanded.statement, names)
+            return sql, _bound(expanded.parameters, names, expanded.processors), compiled._result_columns, maps
         return sql, _bound(values, names, compiled._bind_processors), compiled._result_columns, maps
 
     def _compiled_with_maps(self, query: ClauseElement) -> tuple[str, list, tuple, ColumnMaps]:
@@ -204,14 +217,16 @@ class OutageAwareTransaction(PostgresTransaction):
             raise _translated(error)  # noqa: B904
 
 
-async def fetch_rows(db: Database, query: ClauseElement) -> list[Row]:
+async def fetch_rows(db: Database, query: ClauseElement, values: Mapping[str, Any] | None = None) -> list[Row]:
     """A query's rows as plain dicts, on the connection (and in the transaction) `db.fetch_all`
     would use. On Postgres without the Record `databases` wraps each row in, which we only
     unwrapped again: that was a fifth of a 100-row query's cost. And where the task holds no
     connection yet (no transaction open), straight on a pooled one: the same connection
     `databases` would acquire and release around this one query, without the per-task
-    `Connection` (three locks and a backend connection) it builds for it."""
-    return await _fetched_rows(db, query, None, views=False)
+    `Connection` (three locks and a backend connection) it builds for it. With `values`, the
+    query is a statement kept for good, as for `fetch_views` (building and keying a batched
+    read's statement for each batch cost more than its query)."""
+    return await _fetched_rows(db, query, values, views=False)
 
 
 async def fetch_views(db: Database, statement: ClauseElement, values: Mapping[str, Any]) -> list[RowView]:
@@ -237,8 +252,23 @@ async def _fetched_rows(db: Database, query: ClauseElement, values: Mapping[str,
         async with connection._query_lock:
             if isinstance(task_connection, BoundedWaitConnection):
                 return _shaped(await task_connection.fetch_records(query, values, record_class), views)
-            bound = query if values is None else cast(TextClause, query).bindparams(**values)
+            bound = query if values is None else _with_values(query, values)
             return as_rows(await task_connection.fetch_all(bound))
+
+
+def _with_values(query: ClauseElement, values: Mapping[str, Any]) -> ClauseElement:
+    """A kept statement with its named parameters bound to `values`, for `databases` to compile
+    (on SQLite). Not `.params()`: SQLAlchemy 2.1 keeps those values apart from the statement, and
+    `databases` compiles with postcompile rendering, which then refuses to read them."""
+    if isinstance(query, TextClause):
+        return query.bindparams(**values)
+
+    def bound(element: Any, **_: Any) -> Any:
+        if isinstance(element, BindParameter) and element.key in values:
+            return sa.bindparam(element.key, values[element.key], type_=element.type, expanding=element.expanding)
+        return None
+
+    return cast(ClauseElement, visitors.replacement_traverse(cast(Any, query), {}, bound))
 
 
 def _shaped(records: list[asyncpg.Record], views: bool) -> list[Any]:

@@ -38,8 +38,13 @@ async def room_by_id(db: Database, room_id: int) -> Row | None:
     return as_row(await db.fetch_one(sa.select(*ROOM_COLUMNS).where(rooms.c.id == room_id)))
 
 
+@cache
+def _rooms_by_ids() -> sa.Select:
+    return sa.select(*ROOM_COLUMNS).where(rooms.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
 async def rooms_by_ids(db: Database, ids: list[int]) -> list[Row]:
-    return await fetch_rows(db, sa.select(*ROOM_COLUMNS).where(rooms.c.id.in_(ids)))
+    return await fetch_rows(db, _rooms_by_ids(), {"ids": ids})
 
 
 @cache

@@ -1,5 +1,7 @@
 """Users and their login tokens (stored only as hashes)."""
 
+from functools import cache
+
 import sqlalchemy as sa
 from databases import Database
 
@@ -62,13 +64,17 @@ async def user_for_token(db: Database, token_hash: str) -> Row | None:
     return as_row(await db.fetch_one(query))
 
 
-async def users_for_tokens(db: Database, token_hashes: list[str]) -> dict[str, Row]:
-    query = (
+@cache
+def _users_for_tokens() -> sa.Select:
+    return (
         sa.select(tokens.c.token_hash, *PUBLIC_COLUMNS)
         .select_from(tokens.join(users, tokens.c.user_id == users.c.id))
-        .where(tokens.c.token_hash.in_(token_hashes))
+        .where(tokens.c.token_hash.in_(sa.bindparam("digests", expanding=True)))
     )
-    return {row.pop("token_hash"): row for row in await fetch_rows(db, query)}
+
+
+async def users_for_tokens(db: Database, token_hashes: list[str]) -> dict[str, Row]:
+    return {row.pop("token_hash"): row for row in await fetch_rows(db, _users_for_tokens(), {"digests": token_hashes})}
 
 
 async def delete_token(db: Database, token_hash: str) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from databases import Database
 from databases.backends.common.records import create_column_maps
 from databases.backends.postgres import PostgresConnection
 from graphql import GraphQLError, GraphQLInt, default_field_resolver
@@ -468,4 +469,28 @@ async def test_a_connection_goes_back_to_the_pool_in_the_task_that_used_it(datab
             assert [dict(row) for row in await pool.fetch_views(database, seen, {"n": 7})] == [{"n": 7}]
     finally:
         loop.set_task_factory(None)
+        await database.disconnect()
+
+
+@pytest.mark.parametrize("where", ["postgres", "sqlite"])
+async def test_a_kept_statement_takes_lists_of_any_length(where: str, database_url: str, tmp_path: Any) -> None:
+    """A batched read's statement is built once and its `IN` lists given per call: on Postgres
+    expanded from the statement compiled once (SQLAlchemy's expanded state), on SQLite bound for
+    `databases` to compile (not `.params()`, whose values SQLAlchemy 2.1 keeps apart)."""
+    url = database_url if where == "postgres" else f"sqlite:///{tmp_path / 'kept.db'}"
+    database = pool.ChatDatabase(url) if where == "postgres" else Database(url)
+    await database.connect()
+    try:
+        numbers = sa.text("SELECT 1 AS n UNION SELECT 2 UNION SELECT 3 UNION SELECT 4").columns(n=sa.Integer).subquery()
+        kept = sa.select(numbers.c.n).where(numbers.c.n.in_(sa.bindparam("ns", expanding=True))).order_by(numbers.c.n)
+        for ns in ([2], [4, 1, 3], [], [5]):
+            assert await pool.fetch_rows(database, kept, {"ns": ns}) == [{"n": n} for n in sorted(ns) if n <= 4]
+        both = sa.select(numbers.c.n).where(
+            numbers.c.n.in_(sa.bindparam("low", expanding=True)) | numbers.c.n.in_(sa.bindparam("high", expanding=True))
+        )
+        found = await pool.fetch_rows(database, both, {"low": [1], "high": [3, 4]})
+        assert sorted(row["n"] for row in found) == [1, 3, 4]
+        async with database.transaction():  # on the transaction's connection, the same
+            assert await pool.fetch_rows(database, kept, {"ns": [3]}) == [{"n": 3}]
+    finally:
         await database.disconnect()

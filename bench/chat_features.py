@@ -10,7 +10,7 @@ Redis), each beside what it is measured against in the same run:
 - typing heartbeats from 100 users in one room, one every 3 s each: Redis commands per second
   and server CPU;
 - `{ rooms { id unreadCount } }` for a user in 100 rooms against `{ me { ... } }`, 50 clients:
-  requests per second, warmed up, in alternating rounds, the clients' connections opened a few
+  requests per second, warmed up, in rounds whose order turns, the clients' connections opened a few
   milliseconds apart (bench.loadgen.http_load), with how they fell on the two workers in each
   round: all on one worker would leave `me` one core, while the unread query's Postgres has
   the other.
@@ -305,7 +305,7 @@ async def main(quick: bool) -> None:
                 "Typing: 100 users in one room, a heartbeat every 3 s each", await typing(stack, 100, 3.0, 30.0 / scale)
             )
             show(
-                "Unread counts against `me`, 50 clients, same run, alternating rounds",
+                "Unread counts against `me`, 50 clients, same run, rounds in turned order",
                 await unread(stack, 100, 20.0 / scale),
             )
         finally:

@@ -27,6 +27,10 @@ class _Environment:
         raw = self.text(name)
         return int(raw) if raw else default
 
+    def optional_integer(self, name: str) -> int | None:
+        raw = self.text(name)
+        return int(raw) if raw else None
+
     def number(self, name: str, default: float) -> float:
         raw = self.text(name)
         return float(raw) if raw else default
@@ -170,11 +174,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     redis_url = env.text("REDIS_URL") or None
     # Without Redis the broadcast is in-process: only one worker can see every message.
     workers = max(1, env.integer("WEB_CONCURRENCY", 2)) if redis_url else 1
-    limit = env.text("DATABASE_CONNECTION_LIMIT")
-    requested = env.text("DATABASE_POOL_MAX")
     dynos = max(1, env.integer("WEB_DYNOS", 1))
-    redis_limit = env.text("REDIS_CONNECTION_LIMIT")
-    redis_requested = env.text("REDIS_POOL_MAX")
     return Settings(
         database_url=normalize_database_url(env.text("DATABASE_URL", DEFAULT_SQLITE_URL)),
         redis_url=redis_url,
@@ -182,19 +182,19 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         port=env.integer("PORT", 8000),
         web_concurrency=workers,
         db_pool_max=pool_size_per_worker(
-            limit=int(limit) if limit else None,
+            limit=env.optional_integer("DATABASE_CONNECTION_LIMIT"),
             reserve=env.integer("DATABASE_CONNECTION_RESERVE", 3),
             workers=workers,
             dynos=dynos,
-            requested=int(requested) if requested else None,
+            requested=env.optional_integer("DATABASE_POOL_MAX"),
         ),
         db_acquire_timeout=env.number("DATABASE_ACQUIRE_TIMEOUT", 5.0),
         redis_pool_max=pool_size_per_worker(
-            limit=int(redis_limit) if redis_limit else None,
+            limit=env.optional_integer("REDIS_CONNECTION_LIMIT"),
             reserve=env.integer("REDIS_CONNECTION_RESERVE", 2),
             workers=workers,
             dynos=dynos,
-            requested=int(redis_requested) if redis_requested else None,
+            requested=env.optional_integer("REDIS_POOL_MAX"),
             default=10,
             least=2,
             service="REDIS",

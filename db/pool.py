@@ -147,10 +147,7 @@ class BoundedWaitConnection(PostgresConnection):
         compiled: Any
         _statement, compiled, sql, names, maps = entry
         if sql is None or names is None:
-            expanded = compiled.construct_expanded_state(compiled.construct_params(params=values))
-            names = sorted(expanded.parameters)
-            sql = _positional(expanded.statement, names)
-            return sql, _bound(expanded.parameters, names, expanded.processors), compiled._result_columns, maps
+            return (*_expanded(compiled, compiled.construct_params(params=values)), compiled._result_columns, maps)
         return sql, _bound(values, names, compiled._bind_processors), compiled._result_columns, maps
 
     def _compiled_with_maps(self, query: ClauseElement) -> tuple[str, list, tuple, ColumnMaps]:
@@ -176,13 +173,16 @@ class BoundedWaitConnection(PostgresConnection):
         cached, text, order, maps = entry
         values = cached.construct_params(extracted_parameters=key.bindparams)
         if text is None or order is None:
-            expanded = cached.construct_expanded_state(values)
-            names = sorted(expanded.parameters)
-            sql = _positional(expanded.statement, names)
-            values, processors = expanded.parameters, expanded.processors
-        else:
-            sql, names, processors = text, order, cached._bind_processors
-        return sql, _bound(values, names, processors), cached._result_columns, maps
+            return (*_expanded(cached, values), cached._result_columns, maps)
+        return text, _bound(values, order, cached._bind_processors), cached._result_columns, maps
+
+
+def _expanded(compiled: Any, values: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """The SQL and parameters of a statement compiled with its IN lists unexpanded, for these
+    values (SQLAlchemy's post-compile step)."""
+    expanded = compiled.construct_expanded_state(values)
+    names = sorted(expanded.parameters)
+    return _positional(expanded.statement, names), _bound(expanded.parameters, names, expanded.processors)
 
 
 def _bound(values: Mapping[str, Any], names: list[str], processors: Mapping[str, Any]) -> list[Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from graphql import (
@@ -26,6 +26,7 @@ from graphql import (
 )
 
 CACHE_SIZE = 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,30 +78,27 @@ class Validator:
         self._schema = schema
         self._rules = tuple(rules)
         self._variable_rule = variable_rule
-        self._by_text: dict[str, tuple[GraphQLError, ...]] = {}
-        self._read: dict[str, tuple[str, ...]] = {}  # by text: the variables the rule reads, sorted
+        # By text: the verdict of the rules that read only the document, and the variables the
+        # variable rule reads (sorted), found with it.
+        self._by_text: dict[str, tuple[tuple[GraphQLError, ...], tuple[str, ...]]] = {}
         self._by_variables: dict[tuple[str, bytes], tuple[GraphQLError, ...]] = {}
 
     def errors(self, text: str, document: DocumentNode, variables: dict[str, Any] | None) -> tuple[GraphQLError, ...]:
-        errors = self._by_text.get(text)
-        if errors is None:
-            errors = _remember(self._by_text, text, tuple(validate(self._schema, document, self._rules)))
         rule = self._variable_rule
+        verdict = self._by_text.get(text)
+        if verdict is None:
+            found = tuple(validate(self._schema, document, self._rules))
+            read = _variables_in(document, rule.arguments) if rule is not None and not found else ()
+            verdict = _remember(self._by_text, text, (found, read))
+        errors, read = verdict
         if errors or rule is None:
             return errors
-        read = self._read.get(text)
-        if read is None:
-            if len(self._read) >= CACHE_SIZE:
-                self._read.clear()
-            read = self._read[text] = _variables_in(document, rule.arguments)
         variables = variables or {}
         key = (text, orjson.dumps([variables.get(name) for name in read]))
-        errors = self._by_variables.get(key)
-        if errors is None:
-            errors = _remember(
-                self._by_variables, key, tuple(validate(self._schema, document, [rule.build(variables)]))
-            )
-        return errors
+        kept = self._by_variables.get(key)
+        if kept is None:
+            kept = _remember(self._by_variables, key, tuple(validate(self._schema, document, [rule.build(variables)])))
+        return kept
 
 
 def _variables_in(document: DocumentNode, arguments: frozenset[str]) -> tuple[str, ...]:
@@ -120,10 +118,8 @@ def _variables_in(document: DocumentNode, arguments: frozenset[str]) -> tuple[st
     return tuple(sorted(found))
 
 
-def _remember(
-    cache: dict[Any, tuple[GraphQLError, ...]], key: Any, errors: tuple[GraphQLError, ...]
-) -> tuple[GraphQLError, ...]:
+def _remember(cache: dict[Any, T], key: Any, value: T) -> T:
     if len(cache) >= CACHE_SIZE:
         cache.clear()
-    cache[key] = errors
-    return errors
+    cache[key] = value
+    return value

@@ -30,6 +30,43 @@ logger = logging.getLogger("chat.presence")
 GroupsOf = Callable[[int], Awaitable[tuple[int, ...]]]
 
 
+class Batches:
+    """Connections' groups sent to Redis a batch at a time, one round trip each, the next batch
+    being those added meanwhile: a reconnect storm's thousands of connections, or a thousand
+    clients leaving together, cost a few pipelines on one Redis connection. A command each
+    opened a connection for nearly every one of them (each kept in the pool after)."""
+
+    def __init__(
+        self,
+        send: Callable[[dict[str, tuple[int, ...]]], Awaitable[None]],
+        spawn: Callable[[Any], None],
+        failure: str,
+    ) -> None:
+        self._send = send
+        self._spawn = spawn
+        self._failure = failure  # logged, with the error's type, for a batch that failed
+        self._pending: dict[str, tuple[int, ...]] = {}
+        self._sending = False
+
+    def add(self, key: str, groups: tuple[int, ...]) -> None:
+        self._pending[key] = groups
+        if not self._sending:
+            self._sending = True
+            self._spawn(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)
+            while self._pending:
+                batch, self._pending = self._pending, {}
+                try:
+                    await self._send(batch)
+                except Exception as error:  # presence is best effort; held entries expire
+                    logger.warning(self._failure, type(error).__name__)
+        finally:
+            self._sending = False
+
+
 class PresenceTracker:
     """This process's connections in the presence sets; changes announced at most every
     ANNOUNCE_SECONDS per group (a reconnect storm announces each once, not once per client)."""
@@ -54,10 +91,9 @@ class PresenceTracker:
         self._changed: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._unrecorded: dict[str, tuple[int, ...]] = {}  # connections read, not yet held
-        self._recording = False
-        self._leaving: dict[str, tuple[int, ...]] = {}  # connections released, not yet taken out
-        self._letting_go = False
+        # Connections read, to be held; connections released, to be taken out.
+        self._recording = Batches(self._hold, self._spawn, "Presence not recorded (%s)")
+        self._leaving = Batches(self._take_out, self._spawn, "Presence not released (%s)")
 
     async def start(self) -> None:
         self._spawn(self._renew_forever())
@@ -84,25 +120,7 @@ class PresenceTracker:
             return
         if key in self._connections:
             self._connections[key] = (user_id, groups)
-            self._unrecorded[key] = groups
-            if not self._recording:
-                self._recording = True
-                self._spawn(self._record_pending())
-
-    async def _record_pending(self) -> None:
-        """Connections held a batch at a time, one round trip each, the next batch being those
-        read meanwhile: a reconnect storm's thousands of connections cost Redis a few pipelines
-        on one of its connections, not a command each on as many connections as were waiting."""
-        try:
-            await asyncio.sleep(0)
-            while self._unrecorded:
-                pending, self._unrecorded = self._unrecorded, {}
-                try:
-                    await self._hold(pending)
-                except Exception as error:
-                    logger.warning("Presence not recorded (%s)", type(error).__name__)
-        finally:
-            self._recording = False
+            self._recording.add(key, groups)
 
     def disconnected(self, key: str) -> None:
         if key in self._connections:
@@ -123,45 +141,29 @@ class PresenceTracker:
         self._timers.pop(key, None)
         held = self._connections.pop(key, None)
         if held is not None and held[1]:
-            self._leaving[key] = held[1]
-            if not self._letting_go:
-                self._letting_go = True
-                self._spawn(self._let_go_pending())
+            self._leaving.add(key, held[1])
 
-    async def _let_go_pending(self) -> None:
-        """Released connections taken out a batch at a time, as `_record_pending` holds them:
-        a thousand clients that leave together are a pipeline or two, where a command each
-        opened a Redis connection for nearly every one of them (each kept in the pool after)."""
-        try:
-            await asyncio.sleep(0)
-            while self._leaving:
-                leaving, self._leaving = self._leaving, {}
-                members: dict[str, list[str]] = {}
-                group_of: dict[str, int] = {}
-                for key, groups in leaving.items():
-                    for group in groups:
-                        topic = self._topic(group)
-                        members.setdefault(topic, []).append(key)
-                        group_of[topic] = group
-                try:
-                    removed = await self._sets.remove_many(members)
-                except Exception as error:  # their time runs out all the same
-                    logger.warning("Presence not released (%s)", type(error).__name__)
-                    continue
-                self._changed.update(group_of[topic] for topic, count in removed.items() if count)
-        finally:
-            self._letting_go = False
+    async def _take_out(self, leaving: dict[str, tuple[int, ...]]) -> None:
+        keys, group_of = self._by_topic(leaving)
+        removed = await self._sets.remove_many(keys)
+        self._changed.update(group_of[topic] for topic, count in removed.items() if count)
 
     async def _hold(self, held: dict[str, tuple[int, ...]]) -> None:
         until = time.time() + self._hold_seconds
-        entries: dict[str, dict[str, float]] = {}
-        for key, groups in held.items():
+        keys, group_of = self._by_topic(held)
+        added = await self._sets.add_many({topic: dict.fromkeys(found, until) for topic, found in keys.items()})
+        self._changed.update(group_of[topic] for topic, count in added.items() if count)
+
+    def _by_topic(self, groups_of: dict[str, tuple[int, ...]]) -> tuple[dict[str, list[str]], dict[str, int]]:
+        """The connections' keys by their groups' topics, and each topic's group."""
+        keys: dict[str, list[str]] = {}
+        group_of: dict[str, int] = {}
+        for key, groups in groups_of.items():
             for group in groups:
-                entries.setdefault(self._topic(group), {})[key] = until
-        group_of = {self._topic(group): group for groups in held.values() for group in groups}
-        for topic, added in (await self._sets.add_many(entries)).items():
-            if added:
-                self._changed.add(group_of[topic])
+                topic = self._topic(group)
+                keys.setdefault(topic, []).append(key)
+                group_of[topic] = group
+        return keys, group_of
 
     async def _renew_forever(self) -> None:
         """Every connection's groups read again (joins and leaves since), and held again."""

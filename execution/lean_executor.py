@@ -124,6 +124,9 @@ class FlatList(NamedTuple):
     item_type: GraphQLObjectType
     items_nullable: bool
     fields: list[PlannedField]
+    # Where every field reads a key: (name, key, the type passing as it is, whether an int is an
+    # ID's), for items whose every value is as plain as that; any other item takes `fields`.
+    reads: tuple[tuple[str, str, type, bool], ...] | None = None
 
 
 # Plans of selections whose subfields are plain fields (no fragment, no directive: nothing in
@@ -169,20 +172,42 @@ class LeanExecutor(Executor):
 
     def _complete_flat(self, plan: FlatList, path: Path, items: list[Any]) -> list[Any] | None:
         """The completed list, or None where any item is not plain."""
-        item_type, items_nullable, fields = plan
+        item_type, items_nullable, fields, reads = plan
         type_name = item_type.name
         infos: dict[str, tuple[tuple, tuple]] = {}  # a field's resolve info around its path, made once per list
         completed: list[Any] = []
+        known: type | None = None  # the items' type, once seen to be read by key
         for index, item in enumerate(items):
-            readable = type(item) is dict or _reads_as_mapping(type(item))
-            if not readable:
+            kind = type(item)
+            readable = kind is known or kind is dict or _reads_as_mapping(kind)
+            if readable:
+                known = kind
+                if reads is not None:
+                    data: dict[str, Any] = {}
+                    for name, key, passes, int_id in reads:
+                        if key not in item:
+                            break
+                        value = item[key]
+                        value_type = type(value)
+                        if value_type is passes:
+                            if value_type is int and not MIN_INT <= value <= MAX_INT:
+                                break
+                        elif int_id and value_type is int:
+                            value = str(value)  # GraphQLID's output for an int
+                        else:
+                            break
+                        data[name] = value
+                    else:
+                        completed.append(data)
+                        continue
+            else:
                 if item is None and items_nullable:
                     completed.append(None)
                     continue
                 if item is None or isinstance(item, Exception) or self.is_awaitable(item):
                     return None
             item_path = None
-            data: dict[str, Any] = {}
+            data = {}
             for name, resolve, key, arguments, passes, coerce, nullable, definition, nodes in fields:
                 try:
                     if key is not None and readable and key in item:
@@ -302,4 +327,9 @@ class LeanExecutor(Executor):
                     [d.node for d in details],
                 )
             )
-        return FlatList(object_type, nullable, fields)
+        reads = tuple(
+            (field.name, field.key, field.passes, field.coerce is _id_output)
+            for field in fields
+            if field.key is not None and field.passes is not None
+        )
+        return FlatList(object_type, nullable, fields, reads if len(reads) == len(fields) else None)

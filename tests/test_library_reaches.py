@@ -366,6 +366,36 @@ async def test_anything_but_plain_goes_the_usual_way_with_the_same_errors() -> N
     assert ours == theirs and ours["data"] is None and ours["errors"][0]["path"] == ["items", 0, "n"] and short == 0
 
 
+async def test_a_list_read_by_keys_alone_answers_as_graphql_core_does_item_by_item() -> None:
+    """Where every field reads a key (`rooms { id unreadCount }`), plain items take one loop and
+    any other item the usual one, with graphql-core's answer for each."""
+    from collections import defaultdict
+
+    from execution.lean_executor import MAX_INT
+
+    missing = defaultdict(lambda: 99, {"id": 5, "n": 10})  # `stars` missing: its resolver, not the default
+    items: list[Any] = [
+        {"id": 0, "n": 1, "stars": 4},  # plain: an int ID written as graphql-core writes it
+        {"id": "x", "n": 2, "stars": 5},  # a str ID passes as it is
+        {"id": 2, "n": 3, "label": "abc"},  # `stars` from its resolver
+        {"id": 3, "n": True, "stars": 1},  # a bool where an Int is: graphql-core's coercion
+        MappingProxyType({"id": 4, "n": 4, "stars": 2}),  # another mapping, read by key
+        missing,
+    ]
+    missing["label"] = "xy"
+    theirs, ours, short = await both(lean_schema(), "{ items { id n stars } }", {"items": items})
+    assert ours == theirs and not ours["errors"] and short == 1
+    assert ours["data"]["items"][:3] == [
+        {"id": "0", "n": 1, "stars": 4}, {"id": "x", "n": 2, "stars": 5}, {"id": "2", "n": 3, "stars": 3},
+    ]  # fmt: skip
+    assert ours["data"]["items"][3]["n"] == 1 and ours["data"]["items"][5]["stars"] == 2
+    assert "stars" not in missing  # read as the default resolver reads, without a default made
+    # A value the scalar refuses (beyond 32 bits) is graphql-core's error at its path.
+    items[1] = {"id": 1, "n": MAX_INT + 1, "stars": 5}
+    theirs, ours, short = await both(lean_schema(), "{ items { id n stars } }", {"items": items})
+    assert ours == theirs and ours["data"] is None and ours["errors"][0]["path"] == ["items", 1, "n"]
+
+
 async def test_an_executor_copied_per_event_does_not_grow_with_events() -> None:
     """The live engine keeps one executor per selection for as long as anyone subscribes with it."""
     from graphql import execute_subscription_event, parse

@@ -184,12 +184,12 @@ class LeanExecutor(Executor):
                 known = kind
                 if reads is not None:
                     data: dict[str, Any] = {}
-                    for name, key, passes, int_id in reads:
-                        if key not in item:
+                    for name, read, plain, int_id in reads:
+                        if read not in item:
                             break
-                        value = item[key]
+                        value = item[read]
                         value_type = type(value)
-                        if value_type is passes:
+                        if value_type is plain:
                             if value_type is int and not MIN_INT <= value <= MAX_INT:
                                 break
                         elif int_id and value_type is int:

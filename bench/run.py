@@ -215,9 +215,12 @@ class Scenario:
 
 async def main(quick: bool) -> None:
     scale = 5 if quick else 1
+    # The two scenarios with targets post 400 messages: their p99 is over every delivery, and a
+    # thousand subscribers make each message 1% of 100, so over 100 messages one message held up
+    # on its way in (a slow commit, before any fan-out) was the p99 by itself.
     scenarios = [
-        Scenario("messageCreated: S=1000, 1 room, 20 msg/s", 1000 // scale, 1, 20.0, 100 // scale),
-        Scenario("roomEvents: S=1000, 1 room, 20 msg/s", 1000 // scale, 1, 20.0, 100 // scale, "roomEvents"),
+        Scenario("messageCreated: S=1000, 1 room, 20 msg/s", 1000 // scale, 1, 20.0, 400 // scale),
+        Scenario("roomEvents: S=1000, 1 room, 20 msg/s", 1000 // scale, 1, 20.0, 400 // scale, "roomEvents"),
         Scenario("messageCreated: S=200, 1 room, 100 msg/s", 200 // scale, 1, 100.0, 300 // scale),
         Scenario("messageCreated: 10 rooms of 100, 20 msg/s", 1000 // scale, 10, 20.0, 100 // scale),
     ]

@@ -162,6 +162,12 @@ class Settings:
     multipart_heartbeat_seconds: float
     persisted_queries_max: int
     persisted_queries_ttl_seconds: int
+    # Issue 24, one block per part (kept apart so the parts merge without conflicts).
+    # [documents]
+    # [lists and mutations]
+    # [addresses and accounts]
+    # [sessions and profiles]
+    # [live bounds]
 
     @property
     def is_sqlite(self) -> bool:
@@ -232,4 +238,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         multipart_heartbeat_seconds=env.number("MULTIPART_HEARTBEAT_SECONDS", 5.0),
         persisted_queries_max=env.integer("PERSISTED_QUERIES_MAX", 10_000),
         persisted_queries_ttl_seconds=env.integer("PERSISTED_QUERIES_TTL_SECONDS", 7 * 24 * 3600),
+        # [documents]
+        # [lists and mutations]
+        # [addresses and accounts]
+        # [sessions and profiles]
+        # [live bounds]
     )

@@ -25,7 +25,16 @@ LOG_DIR = ROOT / "test-artifacts" / "logs"
 # Every test signs up from 127.0.0.1: limits high enough not to get in the way, unless a test
 # sets its own (each Server's env overrides these). No worker recycling either: a session-long
 # server would restart a worker mid-test (1012 to its WebSockets); the tests of recycling set it.
-BASE_ENV = {"RATE_LIMIT_AUTH": "100000/60", "RATE_LIMIT_MESSAGES": "100000/10", "MAX_REQUESTS": "0"}
+BASE_ENV = {
+    "RATE_LIMIT_AUTH": "100000/60",
+    "RATE_LIMIT_MESSAGES": "100000/10",
+    "MAX_REQUESTS": "0",
+    # [documents]
+    # [lists and mutations]
+    # [addresses and accounts]
+    # [sessions and profiles]
+    # [live bounds]
+}
 
 
 def free_port() -> int:

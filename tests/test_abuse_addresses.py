@@ -195,7 +195,7 @@ def test_the_access_log_records_the_address_the_limits_use(
     headers = [("X-Forwarded-For", forwarded_for)] if forwarded_for is not None else []
     assert raw(limited, "GET", probe, headers).status == 404
     line = wait_for_log(limited, re.escape(f'"GET {probe} HTTP/1.1" 404'))
-    assert re.search(rf"(^|\s){re.escape(logged)}:\d+ - \"GET", line), line
+    assert line.startswith(f'{logged}:') and re.match(r"[^ ]+:\d+ - ", line), line
 
 
 def test_several_forwarded_for_lines_are_one_list_and_the_last_entry_counts(limited: Server) -> None:
@@ -203,7 +203,7 @@ def test_several_forwarded_for_lines_are_one_list_and_the_last_entry_counts(limi
     headers = [("X-Forwarded-For", "203.0.113.50"), ("X-Forwarded-For", "10.2.2.2, 203.0.113.51")]
     raw(limited, "GET", probe, headers)
     line = wait_for_log(limited, re.escape(f'"GET {probe} HTTP/1.1"'))
-    assert " 203.0.113.51:" in line, line
+    assert line.startswith("203.0.113.51:"), line
 
 
 def test_a_websocket_is_known_by_the_same_address(limited: Server) -> None:
@@ -235,7 +235,7 @@ def test_an_untrusted_peers_forwarding_headers_change_nothing(database_url: str)
         answer = raw(server, "GET", probe, [("X-Forwarded-For", "203.0.113.5"), ("X-Forwarded-Proto", "https")])
         assert answer.header("strict-transport-security") is None
         line = wait_for_log(server, re.escape(f'"GET {probe} HTTP/1.1"'))
-        assert " 127.0.0.1:" in line and "203.0.113.5" not in line, line
+        assert line.startswith("127.0.0.1:") and "203.0.113.5" not in line, line
         guesses = [log_in(server, "nobody@example.com", "x" * 8, f"203.0.113.{i}") for i in range(5)]
         assert [codes(a) for a in guesses] == [["UNAUTHENTICATED"]] * 3 + [["RATE_LIMITED"]] * 2
     finally:
@@ -253,9 +253,8 @@ def test_every_response_carries_nosniff_and_hsts_behind_https(limited: Server, d
     room = create_room(api, ann)
     api.close()
     https = [("X-Forwarded-Proto", "https")]
-    subscription = json.dumps(
-        {"query": "subscription($r: ID!) { typing(room: $r) { room { id } } }", "variables": {"r": room}}
-    )
+    typing = "subscription($r: ID!) { typing(room: $r) { room { id } } }"
+    subscription = json.dumps({"query": typing, "variables": {"r": room}}).encode()
     auth = [("Authorization", f"Bearer {ann.token}"), ("Content-Type", "application/json")]
     answers = {
         "json": graphql(limited, "{ __typename }", {}, https),

@@ -195,7 +195,7 @@ def test_the_access_log_records_the_address_the_limits_use(
     headers = [("X-Forwarded-For", forwarded_for)] if forwarded_for is not None else []
     assert raw(limited, "GET", probe, headers).status == 404
     line = wait_for_log(limited, re.escape(f'"GET {probe} HTTP/1.1" 404'))
-    assert line.startswith(f'{logged}:') and re.match(r"[^ ]+:\d+ - ", line), line
+    assert line.startswith(f"{logged}:") and re.match(r"[^ ]+:\d+ - ", line), line
 
 
 def test_several_forwarded_for_lines_are_one_list_and_the_last_entry_counts(limited: Server) -> None:

@@ -22,14 +22,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import auth
 import logs
 from auth import Viewer, token_digest, token_from_header
 from errors import Unauthenticated, format_error
 from execution.http import GraphQLOverHTTP
 from execution.operations import Operations
 from execution.persisted_queries import MemoryQueryStore, PersistedQueries, RedisQueryStore
+from forwarded import TrustedPeers, apply_forwarded
 from limits.body_size import BodySizeLimitMiddleware
 from limits.query_shape import cost_rule, shape_rule
 from realtime.broadcast import redis_reachable
@@ -40,10 +42,13 @@ from realtime.operations import LiveServer
 from realtime.websocket import WebSocketEndpoint
 from resolvers import VIEWER_FIELDS, build_schema
 from resolvers.context import make_context
+from security_headers import add_security_headers
 from services import Services, running
 from settings import Settings, load
-from uvicorn_protocols import SERVER_SEND, LeanWebSocketProtocol
+from uvicorn_protocols import NOT_COUNTED, SERVER_SEND, LeanWebSocketProtocol
 
+# Health checks never count towards MAX_REQUESTS: anyone may send them, as fast as they like.
+HEALTH_CHECKS = frozenset(("/healthz", "/readyz"))
 WEB_DIST = Path(__file__).resolve().parent / "web" / "dist"
 SIGNED_OUT = "Signed out."
 # Python's defaults are (700, 10, 10): a full collection every ~70,000 allocations. These make it
@@ -60,6 +65,8 @@ class ChatApp:
     def __init__(self, settings: Settings) -> None:
         logs.configure(settings.log_level)
         self.settings = settings
+        self.trusted_peers = TrustedPeers(settings.forwarded_allow_ips)
+        auth.configure_hashing(settings.password_hash_threads, settings.password_hash_queue)
         self.schema = build_schema()
         self.operations = Operations(
             self.schema,
@@ -94,12 +101,19 @@ class ChatApp:
         return self.http.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "lifespan":
+            apply_forwarded(scope, self.trusted_peers)  # the client and scheme everything below sees
+        if kind == "http":
+            scope[SERVER_SEND] = send  # a stream writes its chunks behind the middleware
+            if scope["path"] in HEALTH_CHECKS:
+                scope[NOT_COUNTED] = True
+            send = _responding(scope, send)
         if scope.get("path") == "/graphql":
-            if scope["type"] == "http":
-                scope[SERVER_SEND] = send  # a stream writes its chunks behind the middleware
+            if kind == "http":
                 await self.graphql_http(scope, receive, send)
                 return
-            if scope["type"] == "websocket" and self.websocket is not None:
+            if kind == "websocket" and self.websocket is not None:
                 await self.websocket(scope, receive, send)
                 return
         await self.http(scope, receive, send)
@@ -194,8 +208,11 @@ class ChatApp:
     async def healthz(self, request: Request) -> JSONResponse:
         """Liveness only: the process answers. Readiness of Postgres and Redis is /readyz.
 
-        Also this worker's viewer cache: `live` false for more than a moment means its heartbeat
-        is not coming back from Redis, and every request reads its token from Postgres."""
+        With HEALTHZ_DETAILS, also this worker's pid and viewer cache (`live` false for more than
+        a moment means its heartbeat is not coming back from Redis, and every request reads its
+        token from Postgres) and its WebSocket counters: not for anyone on the internet."""
+        if not self.settings.healthz_details:
+            return JSONResponse({"status": "ok"})
         services: Services = request.app.state.services
         viewers, stats = services.viewers, services.viewers.stats
         cache = {"live": viewers.live, "entries": len(viewers), "hits": stats.hits, "misses": stats.misses}
@@ -221,6 +238,22 @@ class ChatApp:
         ready = all(value in ("ok", "not configured") for value in checks.values())
         body = {"status": "ready" if ready else "unavailable", **checks}
         return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def _responding(scope: Scope, send: Send) -> Send:
+    """`send` adding the security headers to the response's start, and marking a refusal (any
+    4xx: a 413, a 429, a request refused before execution) not to count towards MAX_REQUESTS."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            add_security_headers(scope, headers)
+            message = {**message, "headers": headers}
+            if 400 <= message["status"] < 500:
+                scope[NOT_COUNTED] = True
+        await send(message)
+
+    return send_with_headers
 
 
 async def no_web_client(_request: Request) -> JSONResponse:

@@ -16,7 +16,7 @@ max_requests_jitter = settings.max_requests_jitter
 graceful_timeout = settings.graceful_timeout
 timeout = 30
 keepalive = 5
-# Heroku's router sets X-Forwarded-For/-Proto; the client's address and scheme come from them.
-forwarded_allow_ips = "*"
+# X-Forwarded-For/-Proto are read by the app (forwarded.py, FORWARDED_ALLOW_IPS): the rightmost
+# entry, the one Heroku's router appended. uvicorn's own handling is off (worker.py).
 accesslog = "-"
 errorlog = "-"

@@ -166,6 +166,11 @@ class Settings:
     # [documents]
     # [lists and mutations]
     # [addresses and accounts]
+    forwarded_allow_ips: tuple[str, ...]
+    rate_login_account: Rate
+    password_hash_threads: int
+    password_hash_queue: int
+    healthz_details: bool
     # [sessions and profiles]
     # [live bounds]
 
@@ -241,6 +246,19 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         # [documents]
         # [lists and mutations]
         # [addresses and accounts]
+        # Peers whose X-Forwarded-For/-Proto are believed (addresses, networks or "*"). On a dyno
+        # every peer is Heroku's router ("*", as the Python buildpack sets); elsewhere only this
+        # machine, so a client reaching `make run` directly is known by its own address.
+        forwarded_allow_ips=tuple(
+            entry.strip()
+            for entry in env.text("FORWARDED_ALLOW_IPS", "*" if env.text("DYNO") else "127.0.0.1,::1").split(",")
+            if entry.strip()
+        ),
+        rate_login_account=Rate.parse(env.text("RATE_LIMIT_LOGIN_ACCOUNT", "10/300")),
+        # argon2id takes 64 MiB per hash: at most this many at once per worker, and this many waiting.
+        password_hash_threads=max(1, env.integer("PASSWORD_HASH_THREADS", 2)),
+        password_hash_queue=max(0, env.integer("PASSWORD_HASH_QUEUE", 64)),
+        healthz_details=env.flag("HEALTHZ_DETAILS", False),
         # [sessions and profiles]
         # [live bounds]
     )

@@ -2,7 +2,9 @@
 uvicorn's internals, written against uvicorn 0.54.0 (pinned in requirements.txt);
 tests/test_library_reaches.py fails loudly when uvicorn changes under it.
 
-HTTP: a stopping worker answers every request it was sent (DrainingHttpProtocol, DrainingServer).
+HTTP: a stopping worker answers every request it was sent (DrainingHttpProtocol, DrainingServer),
+and a response the app marks NOT_COUNTED (health checks, refusals) does not count towards
+MAX_REQUESTS (uvicorn counts every response in `on_response_complete`).
 
 WebSocket: uvicorn's protocol, keeping less for each idle connection (it lets go of the
 handshake's parsed request and response, swaps an `asyncio.Queue` and an `asyncio.Event` that only
@@ -24,6 +26,7 @@ import random
 import socket
 import struct
 from collections import deque
+from functools import partial
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
@@ -37,6 +40,10 @@ RESTARTING = b"Restarting, retry"
 # called when the worker starts to drain; and True when the request arrived while it drained.
 ON_DRAIN = "chat.on_drain"
 DRAINING = "chat.draining"
+# True in an HTTP request's scope when its response must not count towards MAX_REQUESTS (a health
+# check, a refusal): set by the app before its response completes. Anyone can send those, cheaply,
+# as fast as they like; recycling is for what ordinary traffic leaves behind.
+NOT_COUNTED = "chat.not_counted"
 # The `send` the server gave the app, kept in the scope by the app before middleware wrap it:
 # what `chunk_writer` looks behind.
 SERVER_SEND = "chat.server_send"
@@ -102,11 +109,20 @@ class DrainingHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        if self.cycle is not None:  # nothing waits on it yet; a stream waits on it for its life
-            self.cycle.message_event = LeanEvent()  # type: ignore[assignment]
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # a new request (not an upgrade)
+            cycle.message_event = LeanEvent()  # type: ignore[assignment]  # a stream waits on it for life
+            cycle.on_response = partial(self.response_complete, cycle.scope)
         if self.draining and self.cycle is not None:
             self.cycle.keep_alive = False
             self.cycle.scope[DRAINING] = True  # type: ignore[literal-required]
+
+    def response_complete(self, scope: Any) -> None:
+        """uvicorn's `on_response_complete` (it counts the response), taking back the count of
+        a response the app marked NOT_COUNTED."""
+        self.on_response_complete()
+        if scope.get(NOT_COUNTED):
+            self.server_state.total_requests -= 1
 
     def handle_websocket_upgrade(self) -> None:
         """A WebSocket opened while draining would only be closed with 1012 at once."""

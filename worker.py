@@ -25,6 +25,9 @@ class ChatWorker(UvicornWorker):
             "http": DrainingHttpProtocol,
             "ws": "uvicorn_protocols:LeanWebSocketProtocol",
             "lifespan": "on",
+            # The client's address and scheme are the app's to read (forwarded.py): uvicorn's
+            # middleware takes the leftmost X-Forwarded-For entry, the one the client wrote.
+            "proxy_headers": False,
             "ws_ping_interval": settings.ws_keepalive_seconds,
             "ws_ping_timeout": settings.ws_keepalive_seconds,
             "ws_max_size": settings.ws_max_size,

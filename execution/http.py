@@ -29,6 +29,7 @@ from errors import as_service_unavailable
 from execution.media import Accepted, Single, Streamed, negotiate
 from execution.operations import Operations, Request, only_unavailable, valid_payload
 from execution.persisted_queries import PersistedQueries, PersistedQueryError
+from uvicorn_protocols import NOT_COUNTED
 
 # Sent with every 503: the pool's wait ran out or the database is away (restarting, failing over).
 RETRY_AFTER_SECONDS = 2
@@ -79,6 +80,8 @@ class GraphQLOverHTTP:
             await self.stream(scope, receive, send, outcome.request, outcome.kind)
             return
         status, body, headers = outcome
+        if isinstance(body, dict) and refused(body):
+            scope[NOT_COUNTED] = True  # as cheap as a 4xx: not towards MAX_REQUESTS either
         media = (accepted.single or Single.JSON).value
         if isinstance(body, str):  # the explorer
             await _send(send, 200, body.encode(), {"content-type": "text/html; charset=utf-8"})
@@ -167,6 +170,19 @@ class GraphQLOverHTTP:
         if only_unavailable(formatted):
             return 503, {"errors": formatted}, {"Retry-After": str(RETRY_AFTER_SECONDS)}
         return 400, {"errors": formatted}, {}
+
+
+def refused(result: dict) -> bool:
+    """An answer that ran nothing: a request error (no `data`), or only rate limits' refusals."""
+    if "data" not in result:
+        return True
+    errors = result.get("errors") or ()
+    data = result["data"]
+    return (
+        bool(errors)
+        and all((error.get("extensions") or {}).get("code") == "RATE_LIMITED" for error in errors)
+        and (data is None or all(value is None for value in data.values()))
+    )
 
 
 def _json_param(params: Any, name: str) -> Any:

@@ -58,8 +58,10 @@ def require_viewer(info: GraphQLResolveInfo) -> Viewer:
 
 
 def client_address(info: GraphQLResolveInfo) -> str:
-    """The client's address; behind Heroku's router uvicorn takes it from X-Forwarded-For."""
-    client = info.context["request"].client
+    """The client's address: the peer's, or behind a trusted router the rightmost
+    X-Forwarded-For entry (forwarded.py sets it in the scope, where the access log reads it too)."""
+    request = info.context["request"]
+    client = request.client if request is not None else None
     return client.host if client else "unknown"
 
 

@@ -71,6 +71,9 @@ async def resolve_sign_up(_root: None, info: GraphQLResolveInfo, name: str, emai
 async def resolve_log_in(_root: None, info: GraphQLResolveInfo, email: str, password: str) -> dict:
     services = services_of(info)
     await services.limiter.check("auth", client_address(info), services.settings.rate_auth)
+    # And per account, whatever the address: guesses spread over many addresses add up. Keyed by
+    # the email's digest (an unvalidated email can be long); counted before any hashing.
+    await services.limiter.check("login-account", auth.email_hash(email), services.settings.rate_login_account)
     user = await users.user_with_password(services.db, auth.normalize_email(email))
     password_hash = user["password_hash"] if user else None
     if not await auth.verify_password(password_hash, password) or user is None:

@@ -3,7 +3,8 @@ library names the version it was written against. These tests fail loudly when t
 library is another version, or when what the module relies on no longer behaves as it did:
 the saving must never be lost quietly.
 
-- uvicorn_protocols.py: uvicorn (draining HTTP protocol and server, lean WebSocket protocol,
+- uvicorn_protocols.py: uvicorn (draining HTTP protocol and server, responses not counted towards
+  MAX_REQUESTS, lean WebSocket protocol,
   frames and streamed chunks written straight to the transport);
 - worker.py: uvicorn-worker (its `_serve`);
 - db/pool.py: databases and SQLAlchemy (bounded pool wait, compiled-statement cache, column maps,
@@ -167,6 +168,33 @@ async def test_streamed_chunks_go_straight_to_the_transport_and_a_draining_worke
     await sends[0]({"type": "http.response.body", "body": b"", "more_body": False})
     assert not writer.open and not writer.write(b"x")
     assert transport.written.endswith(b"0\r\n\r\n")
+
+
+async def test_a_response_marked_not_counted_does_not_count_towards_max_requests() -> None:
+    """uvicorn counts every response in `on_response_complete`, called through the cycle's
+    `on_response`; DrainingHttpProtocol takes a marked one's count back, pipelined ones included."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        if scope["path"] == "/healthz":
+            scope[uvicorn_protocols.NOT_COUNTED] = True
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = Config(app=app, http=DrainingHttpProtocol, lifespan="off", log_level="warning")
+    config.load()
+    state = ServerState()
+    protocol = DrainingHttpProtocol(config=config, server_state=state, app_state={})
+    protocol.connection_made(Transport())
+    request = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+    protocol.data_received(request % b"/healthz" + request % b"/graphql" + request % b"/readyz")  # pipelined
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert state.total_requests == 2
+    protocol.data_received(request % b"/healthz")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert state.total_requests == 2
 
 
 async def test_the_pool_compiles_statements_as_databases_does() -> None:

@@ -32,6 +32,8 @@ BASE_ENV = {
     # [documents]
     # [lists and mutations]
     # [addresses and accounts]
+    "RATE_LIMIT_LOGIN_ACCOUNT": "100000/300",
+    "HEALTHZ_DETAILS": "1",  # tests/test_viewer_cache.py and others read a worker's pid and counters
     # [sessions and profiles]
     # [live bounds]
 }

@@ -26,11 +26,12 @@ from typing import Any
 import httpx
 import pytest
 from graphql import get_introspection_query
+from redis import Redis
 
 from settings import load
 from tests.support.graphql import GraphQLClient, create_room, sign_up
 from tests.support.httpstream import open_multipart, open_sse
-from tests.support.processes import ROOT, SHARED_REDIS_URL, Server
+from tests.support.processes import ROOT, SHARED_REDIS_URL, Server, migrate
 from tests.support.wsclient import GraphQLWebSocket
 
 JSON = {"content-type": "application/json", "accept": "application/json"}
@@ -314,3 +315,43 @@ def test_on_a_dyno_introspection_is_refused_and_there_is_no_explorer(dyno: Serve
     assert set(codes(body)) == {"GRAPHQL_VALIDATION_FAILED"} and "introspection" in body["errors"][0]["message"].lower()
     assert httpx.get(f"{dyno.url}/graphql", headers={"accept": "text/html"}).status_code == 405
     assert send(dyno, "POST", "{ __typename }")[0].json() == {"data": {"__typename": "Query"}}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def byte_bounded(
+    request: pytest.FixtureRequest, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, str]]:
+    """One worker keeping at most 3,000 bytes of persisted documents: in memory or in Redis."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}:"
+    if request.param == "memory":
+        path = tmp_path_factory.mktemp("apq-bytes") / "chat.db"
+        env = {"DATABASE_URL": f"sqlite:///{path}", "REDIS_URL": ""}
+        migrate(env)
+    else:
+        env = {"DATABASE_URL": database_url, "REDIS_URL": SHARED_REDIS_URL, "CHANNEL_PREFIX": prefix}
+    server = Server(env={**env, "PERSISTED_QUERIES_MAX_BYTES": "3000"}, workers=1).start()
+    yield server, prefix if request.param == "redis" else ""
+    server.stop()
+
+
+def test_the_persisted_query_store_is_bounded_in_bytes(byte_bounded: tuple[Server, str]) -> None:
+    server, prefix = byte_bounded
+    client = GraphQLClient(server.url)
+    try:
+        token = sign_up(client, "Ann").token
+    finally:
+        client.close()
+    # Five valid documents of about 1 KB each (a comment pads them): at most two fit in 3,000 bytes.
+    queries = [f"query Q{uuid.uuid4().hex} {{ me {{ id }} }}\n#" + "x" * 1000 for _ in range(5)]
+    for query in queries:
+        assert persisted(server, query, sha256(query), token)["data"]["me"] is not None
+    kept = [codes(persisted(server, None, sha256(query))) != ["PERSISTED_QUERY_NOT_FOUND"] for query in queries]
+    assert kept == [False, False, False, True, True]
+    if prefix:
+        redis = Redis.from_url(SHARED_REDIS_URL)
+        try:
+            assert int(redis.get(f"{prefix}apq-bytes") or 0) <= 3000
+            assert redis.zcard(f"{prefix}apq-index") == 2
+            assert len(list(redis.scan_iter(f"{prefix}apq:*"))) == 2
+        finally:
+            redis.close()

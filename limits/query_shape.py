@@ -259,13 +259,16 @@ class _Cost:
         if value is None or node.selection_set is None:
             return 1
         items: Iterable[Any] = value if _is_list(definition.type) else (value,)
+        named = get_named_type(definition.type)
         cost = 1
         for item in items:
-            cost += self.introspected(get_named_type(definition.type), item, node.selection_set, frozenset())
+            cost += self.introspected(named, item, node.selection_set, frozenset())
         return cost
 
     def arguments(self, definition: GraphQLField, node: FieldNode) -> dict[str, Any]:
         """The field's arguments as its resolver takes them (defaults filled in)."""
+        if not definition.args:
+            return {}
         given = {argument.name.value: argument.value for argument in node.arguments or ()}
         values: dict[str, Any] = {}
         for name, argument in definition.args.items():

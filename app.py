@@ -72,9 +72,13 @@ class ChatApp:
             self.schema,
             error_formatter=format_error,
             rules=[shape_rule(settings.query_max_depth, settings.query_max_fields, settings.query_max_aliases)],
-            variable_rule=cost_rule(settings.query_max_cost),
+            variable_rule=cost_rule(
+                settings.query_max_cost, settings.query_max_subscription_cost, settings.query_max_introspection_cost
+            ),
             introspection=settings.introspection,
             debug=settings.debug,
+            max_query_bytes=settings.max_query_bytes,
+            max_response_bytes=settings.max_response_bytes,
         )
         explorer = ExplorerGraphiQL().html(None) if settings.explorer else None
         self.graphql = GraphQLOverHTTP(self.operations, self._http_context, explorer)
@@ -124,6 +128,13 @@ class ChatApp:
         token = token_from_header(request.headers.get("authorization"))
         return make_context(services, await services.viewers.viewer_for_token(services.db, token), request)
 
+    async def _signed_in(self, request: Request) -> bool:
+        """A persisted query is registered only for a valid token: storing documents then takes
+        accounts (rate limited), not just requests."""
+        services: Services = self.state.services
+        token = token_from_header(request.headers.get("authorization"))
+        return await services.viewers.viewer_for_token(services.db, token) is not None
+
     @asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         settings = self.settings
@@ -152,10 +163,12 @@ class ChatApp:
                     settings.channel_prefix,
                     settings.persisted_queries_max,
                     settings.persisted_queries_ttl_seconds,
+                    settings.persisted_queries_max_bytes,
                 )
                 if services.redis is not None
-                else MemoryQueryStore(settings.persisted_queries_max)
+                else MemoryQueryStore(settings.persisted_queries_max, settings.persisted_queries_max_bytes)
             )
+            self.graphql.may_register = self._signed_in
             # What start-up built lives as long as the process: the collector need not scan it
             # again. And it runs less often: each collection pauses every live delivery (a full
             # one took tens of milliseconds); what it finds is the rare cycle, most garbage goes

@@ -164,6 +164,11 @@ class Settings:
     persisted_queries_ttl_seconds: int
     # Issue 24, one block per part (kept apart so the parts merge without conflicts).
     # [documents]
+    max_query_bytes: int
+    max_response_bytes: int
+    query_max_subscription_cost: int
+    query_max_introspection_cost: int
+    persisted_queries_max_bytes: int
     # [lists and mutations]
     # [addresses and accounts]
     forwarded_allow_ips: tuple[str, ...]
@@ -223,12 +228,15 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=env.text("LOG_LEVEL", "info").upper(),
         debug=env.flag("DEBUG", False),
         max_body_bytes=env.integer("MAX_BODY_BYTES", 1_000_000),
-        query_max_depth=env.integer("QUERY_MAX_DEPTH", 10),
-        query_max_fields=env.integer("QUERY_MAX_FIELDS", 200),
+        # Introspection is measured like any query: these admit the standard introspection
+        # query (depth 15, 220 to 232 fields) and every document of the web client and tests.
+        query_max_depth=env.integer("QUERY_MAX_DEPTH", 15),
+        query_max_fields=env.integer("QUERY_MAX_FIELDS", 300),
         query_max_aliases=env.integer("QUERY_MAX_ALIASES", 30),
-        query_max_cost=env.integer("QUERY_MAX_COST", 5000),
-        introspection=env.flag("INTROSPECTION", True),
-        explorer=env.flag("EXPLORER", True),
+        query_max_cost=env.integer("QUERY_MAX_COST", 1_000_000),
+        # Off on a Heroku dyno (DYNO is set there), on for `make run`.
+        introspection=env.flag("INTROSPECTION", not env.text("DYNO")),
+        explorer=env.flag("EXPLORER", not env.text("DYNO")),
         cors_origins=tuple(o.strip() for o in env.text("CORS_ORIGINS").split(",") if o.strip()),
         rate_messages=Rate.parse(env.text("RATE_LIMIT_MESSAGES", "30/10")),
         rate_auth=Rate.parse(env.text("RATE_LIMIT_AUTH", "10/60")),
@@ -244,6 +252,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         persisted_queries_max=env.integer("PERSISTED_QUERIES_MAX", 10_000),
         persisted_queries_ttl_seconds=env.integer("PERSISTED_QUERIES_TTL_SECONDS", 7 * 24 * 3600),
         # [documents]
+        max_query_bytes=env.integer("MAX_QUERY_BYTES", 32 * 1024),
+        max_response_bytes=env.integer("MAX_RESPONSE_BYTES", 4 * 1024 * 1024),
+        query_max_subscription_cost=env.integer("QUERY_MAX_SUBSCRIPTION_COST", 500),
+        query_max_introspection_cost=env.integer("QUERY_MAX_INTROSPECTION_COST", 10_000),
+        persisted_queries_max_bytes=env.integer("PERSISTED_QUERIES_MAX_BYTES", 2 * 1024 * 1024),
         # [lists and mutations]
         # [addresses and accounts]
         # Peers whose X-Forwarded-For/-Proto are believed (addresses, networks or "*"). On a dyno

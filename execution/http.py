@@ -68,6 +68,8 @@ class GraphQLOverHTTP:
         # Set by the app's lifespan: they need its Redis and live engine.
         self.stream: StreamServer | None = None
         self.persisted: PersistedQueries | None = None
+        # Whether this request may register a persisted query (the app: a signed-in user).
+        self.may_register: Callable[[HTTPRequest], Awaitable[bool]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         accepted = negotiate(Headers(scope=scope).get("accept"))
@@ -113,7 +115,7 @@ class GraphQLOverHTTP:
         prepared = self.operations.prepare(data)
         if isinstance(prepared, list):  # refused before anything ran: a request error
             return (400 if graphql_response or accepted.single is None else 200), {"errors": prepared}, {}
-        if digest is not None and self.persisted is not None:
+        if digest is not None and self.persisted is not None and await self._may_register(request):
             await self.persisted.register(digest, prepared.query)
         if request.method == "GET" and prepared.kind == OperationType.MUTATION:
             raise Refusal(405, "Mutations cannot be sent with GET; use POST.", "METHOD_NOT_ALLOWED", {"Allow": "POST"})
@@ -135,7 +137,18 @@ class GraphQLOverHTTP:
         result = self.operations.result(await self.operations.execute(prepared, context))
         if only_unavailable(result.get("errors") or []):
             return 503, result, {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        return 200, result, {}
+        return 200, self.operations.encode_payload(result), {}
+
+    async def _may_register(self, request: HTTPRequest) -> bool:
+        """Only who the app allows registers (an anonymous request with hash and text is served,
+        its document not kept); when the check itself fails, nothing is registered."""
+        if self.may_register is None:
+            return False
+        try:
+            return await self.may_register(request)
+        except Exception as error:
+            self.logger.warning("Persisted query not registered: %s", type(error).__name__)
+            return False
 
     async def data_of(self, request: HTTPRequest) -> Any:
         """The operation's data; or the explorer's page, for a GET without a query."""

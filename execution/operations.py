@@ -28,7 +28,7 @@ from graphql import (
 from graphql.execution.values import get_variable_values
 
 from errors import ServiceUnavailable
-from execution.documents import Validator, VariableRule, parse_document
+from execution.documents import Validator, VariableRule, parse_document, text_bytes
 from execution.lean_executor import LeanExecutor
 
 ErrorFormatter = Callable[[GraphQLError, bool], dict]
@@ -73,6 +73,10 @@ class Operations:
     introspection: bool = True
     debug: bool = False
     logger: str = "chat.graphql"
+    # A longer query text is refused before it is parsed (QUERY_TOO_LARGE).
+    max_query_bytes: int = 32 * 1024
+    # An encoded result longer than this is replaced by a RESPONSE_TOO_LARGE error.
+    max_response_bytes: int = 4 * 1024 * 1024
 
     def __post_init__(self) -> None:
         rules = [*specified_rules, *self.rules]
@@ -87,6 +91,10 @@ class Operations:
     def prepare(self, payload: dict[str, Any]) -> Request | list[dict]:
         """The request, or the formatted errors that refuse it before anything runs."""
         query, name, variables = payload["query"], payload.get("operationName") or None, payload.get("variables")
+        if len(query) > self.max_query_bytes or text_bytes(query) > self.max_query_bytes:
+            # Before parsing: the text is never parsed, validated, cached or persisted.
+            message = f"The query text is longer than {self.max_query_bytes} bytes."
+            return [self.format(GraphQLError(message, extensions={"code": "QUERY_TOO_LARGE"}))]
         try:
             document = parse_document(query)
         except GraphQLError as error:
@@ -131,7 +139,19 @@ class Operations:
         return payload
 
     def encode(self, result: ExecutionResult) -> bytes:
-        return orjson.dumps(self.result(result))
+        return self.encode_payload(self.result(result))
+
+    def encode_payload(self, payload: dict[str, Any]) -> bytes:
+        """The payload encoded; if that is longer than `max_response_bytes`, an error instead
+        (the work is done by then, but the bytes never reach a socket's buffers or the client)."""
+        encoded = orjson.dumps(payload)
+        if len(encoded) <= self.max_response_bytes:
+            return encoded
+        return orjson.dumps(self.too_large(len(encoded)))
+
+    def too_large(self, size: int) -> dict[str, Any]:
+        message = f"The response ({size} bytes) is longer than {self.max_response_bytes} bytes: select less."
+        return {"data": None, "errors": [self.format(GraphQLError(message, extensions={"code": "RESPONSE_TOO_LARGE"}))]}
 
 
 def is_unavailable(error: BaseException) -> bool:

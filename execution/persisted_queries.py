@@ -2,9 +2,12 @@
 with the SHA-256 of its document and no text; an unknown hash gets PERSISTED_QUERY_NOT_FOUND,
 on which the client sends the text once with the hash, and it is kept after it validated.
 
-The store is bounded and shared: Redis (every worker and dyno) or this process's memory (the
-embedded default). A stored text is hashed again when read, so a hash is never trusted for a
-document it does not match, whoever wrote the key.
+The store is bounded in documents and in bytes, and shared: Redis (every worker and dyno) or
+this process's memory (the embedded default); the least recently registered (in Redis) or used
+(in memory) go first. Only a signed-in user's request registers a document (the app decides,
+see `GraphQLOverHTTP.may_register`): an anonymous request with hash and text is served but not
+kept, so filling the store takes accounts, which are rate limited. A stored text is hashed again
+when read, so a hash is never trusted for a document it does not match, whoever wrote the key.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from typing import Any, Protocol
 
 from redis import asyncio as aioredis
+
+from execution.documents import BytesLRU, text_bytes
 
 logger = logging.getLogger("chat.graphql")
 
@@ -40,56 +44,83 @@ class QueryStore(Protocol):
     async def put(self, digest: str, query: str) -> None: ...
 
 
-class LRU:
-    """The most recently used `size` entries."""
+# What a stored document weighs beyond its text: its hash, and the store's bookkeeping.
+ENTRY_OVERHEAD = 128
+# The most a Redis store keeps in each worker's memory, in front of Redis.
+LOCAL_BYTES = 256 * 1024
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[str, str] = OrderedDict()
 
-    def get(self, key: str) -> str | None:
-        value = self._entries.get(key)
-        if value is not None:
-            self._entries.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: str) -> None:
-        self._entries[key] = value
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
+def weight(digest: str, query: str) -> int:
+    return text_bytes(query) + len(digest) + ENTRY_OVERHEAD
 
 
 class MemoryQueryStore:
-    def __init__(self, size: int) -> None:
-        self._lru = LRU(size)
+    """At most `size` documents and `max_bytes` of them, the least recently used going first."""
+
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self.size = size
+        self._lru: BytesLRU[str, str] = BytesLRU(max_bytes)
 
     async def get(self, digest: str) -> str | None:
         return self._lru.get(digest)
 
     async def put(self, digest: str, query: str) -> None:
-        self._lru.put(digest, query)
+        self._lru.put(digest, query, weight(digest, query))
+        while len(self._lru) > self.size:
+            self._lru.pop_oldest()
+
+    @property
+    def bytes(self) -> int:
+        return self._lru.bytes
+
+
+# One registration, atomically: store the text with its TTL, index it by time and size, then
+# drop the oldest until both the count and the total bytes are within their bounds. (A key that
+# expired meanwhile still counts until it is dropped, oldest first: the store only holds less.)
+REGISTER = """
+local index, sizes, total = KEYS[1], KEYS[2], KEYS[3]
+local prefix, digest, query = ARGV[1], ARGV[2], ARGV[3]
+local ttl, now, max_count, max_bytes, size = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]),
+  tonumber(ARGV[7]), tonumber(ARGV[8])
+local old = tonumber(redis.call('HGET', sizes, digest) or '0')
+redis.call('SET', prefix .. digest, query, 'EX', ttl)
+redis.call('ZADD', index, now, digest)
+redis.call('HSET', sizes, digest, size)
+local bytes = redis.call('INCRBY', total, size - old)
+local count = redis.call('ZCARD', index)
+while count > 0 and (count > max_count or bytes > max_bytes) do
+  local victim = redis.call('ZPOPMIN', index)[1]
+  redis.call('DEL', prefix .. victim)
+  local freed = tonumber(redis.call('HGET', sizes, victim) or '0')
+  redis.call('HDEL', sizes, victim)
+  bytes = redis.call('INCRBY', total, -freed)
+  count = count - 1
+end
+return bytes
+"""
 
 
 class RedisQueryStore:
-    """Each document under its own key with a TTL, and an index by last registration trimmed to
-    `size`: the oldest go first. Read through a small local LRU (a hot document costs no round
-    trip). Redis unavailable: a lookup misses (the client sends the text) and a registration is
-    dropped; the request itself is served."""
+    """Each document under its own key with a TTL; an index by last registration, their sizes
+    and their total, trimmed (oldest first) to `size` documents and `max_bytes` by one script.
+    Read through a small local LRU (a hot document costs no round trip). Redis unavailable: a
+    lookup misses (the client sends the text) and a registration is dropped; the request itself
+    is served."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, size: int, ttl_seconds: int, local: int = 1000) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str, size: int, ttl_seconds: int, max_bytes: int, local: int = 1000
+    ) -> None:
         self._redis = redis
         self._prefix = f"{prefix}apq:"
-        self._index = f"{prefix}apq-index"
+        self._keys = [f"{prefix}apq-index", f"{prefix}apq-sizes", f"{prefix}apq-bytes"]
         self._size = size
+        self._max_bytes = max_bytes
         self._ttl = ttl_seconds
-        self._local = LRU(min(local, size))
+        self._local = MemoryQueryStore(min(local, size), min(LOCAL_BYTES, max_bytes))
+        self._register = redis.register_script(REGISTER)
 
     async def get(self, digest: str) -> str | None:
-        query = self._local.get(digest)
+        query = await self._local.get(digest)
         if query is not None:
             return query
         try:
@@ -100,22 +131,19 @@ class RedisQueryStore:
         if raw is None:
             return None
         query = raw.decode() if isinstance(raw, bytes) else str(raw)
-        self._local.put(digest, query)
+        await self._local.put(digest, query)
         return query
 
     async def put(self, digest: str, query: str) -> None:
-        self._local.put(digest, query)
-        key = self._prefix + digest
+        size = weight(digest, query)
+        if size > self._max_bytes:
+            return
+        await self._local.put(digest, query)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.set(key, query, ex=self._ttl)
-                pipe.zadd(self._index, {digest: time.time()})
-                pipe.zcard(self._index)
-                count = (await pipe.execute())[-1]
-            if count > self._size:
-                evicted: list[Any] = await self._redis.zpopmin(self._index, count - self._size)
-                if evicted:
-                    await self._redis.delete(*(self._prefix + pair[0].decode() for pair in evicted))
+            await self._register(
+                keys=self._keys,
+                args=[self._prefix, digest, query, self._ttl, time.time(), self._size, self._max_bytes, size],
+            )
         except Exception as error:
             logger.warning("Persisted query registration failed: %s", error)
 

@@ -26,7 +26,7 @@ def _first(first: int) -> int:
 
 
 @room_type.field("members")
-async def resolve_members(room: dict, info: GraphQLResolveInfo) -> list[dict]:
+async def resolve_members(room: dict, info: GraphQLResolveInfo, first: int = 100) -> list[dict]:
     return await loaders_of(info).members.load(room["id"])
 
 

@@ -1,7 +1,8 @@
 """Automatic persisted queries, Apollo's protocol: an unknown hash is PERSISTED_QUERY_NOT_FOUND
 (HTTP 200, so Apollo's link sends the text); the text with its hash registers it once it validated;
 a hash that is not the text's is refused (400) and registers nothing; GET with the hash only
-works. The store is Redis, shared by every worker and server on it, or the process's memory on
+works. Only a signed-in user's request registers (tests/test_abuse_documents.py: an anonymous one
+is served, not kept). The store is Redis, shared by every worker and server on it, or the process's memory on
 the embedded default; either way bounded, the oldest going first."""
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ def assert_not_found(response: httpx.Response) -> None:
     body = response.json()
     assert body["errors"] == NOT_FOUND, body
     assert body.get("data") is None
+
+
+def token_on(server: Server) -> str:
+    """A signed-in user of `server`: registering a persisted query takes one."""
+    client = GraphQLClient(server.url)
+    try:
+        return sign_up(client, "Registrar").token
+    finally:
+        client.close()
 
 
 def registered(server: Server, query: str) -> bool:
@@ -168,8 +178,9 @@ def test_a_document_that_does_not_validate_is_not_registered(any_server: Server,
 
 def test_a_hash_registered_on_one_server_works_on_another_on_the_same_redis(server: Server, sibling: Server) -> None:
     here, there = unique_query(), unique_query()
-    assert post(server, here, sha256(here)).json() == {"data": {"me": None}}
-    assert post(sibling, there, sha256(there)).json() == {"data": {"me": None}}
+    token = token_on(server)  # the same database: valid on both
+    assert post(server, here, sha256(here), token=token).json()["data"]["me"]["name"] == "Registrar"
+    assert post(sibling, there, sha256(there), token=token).json()["data"]["me"]["name"] == "Registrar"
     assert registered(sibling, here)
     assert get(sibling, sha256(here)).json() == {"data": {"me": None}}
     assert registered(server, there)
@@ -179,7 +190,8 @@ def test_a_hash_registered_on_one_server_works_on_another_on_the_same_redis(serv
 def test_the_embedded_default_keeps_them_in_memory(sqlite_server: Server) -> None:
     query = unique_query()
     assert_not_found(get(sqlite_server, sha256(query)))
-    assert post(sqlite_server, query, sha256(query)).json() == {"data": {"me": None}}
+    token = token_on(sqlite_server)
+    assert post(sqlite_server, query, sha256(query), token=token).json()["data"]["me"]["name"] == "Registrar"
     assert registered(sqlite_server, query)
     assert get(sqlite_server, sha256(query)).json() == {"data": {"me": None}}
 
@@ -203,12 +215,13 @@ def bounded(
 
 def test_the_store_is_bounded_and_the_oldest_go_first(bounded: Server) -> None:
     queries = [unique_query() for _ in range(5)]
+    token = token_on(bounded)
     for query in queries:
-        assert post(bounded, query, sha256(query)).json() == {"data": {"me": None}}
+        assert post(bounded, query, sha256(query), token=token).json()["data"]["me"]["name"] == "Registrar"
     # Checked oldest first: a lookup that finds one makes it the most recent.
     assert [registered(bounded, query) for query in queries] == [False, False, True, True, True]
     # Registering again is how a client gets an evicted one back.
-    assert post(bounded, queries[0], sha256(queries[0])).json() == {"data": {"me": None}}
+    assert post(bounded, queries[0], sha256(queries[0]), token=token).json()["data"]["me"]["name"] == "Registrar"
     assert registered(bounded, queries[0])
 
 

@@ -165,6 +165,8 @@ class Settings:
     # Issue 24, one block per part (kept apart so the parts merge without conflicts).
     # [documents]
     # [lists and mutations]
+    rate_actions: Rate  # per user: edits, deletes, reactions, read positions, joins and leaves
+    rate_rooms: Rate  # per user: rooms created
     # [addresses and accounts]
     # [sessions and profiles]
     # [live bounds]
@@ -240,6 +242,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         persisted_queries_ttl_seconds=env.integer("PERSISTED_QUERIES_TTL_SECONDS", 7 * 24 * 3600),
         # [documents]
         # [lists and mutations]
+        rate_actions=Rate.parse(env.text("RATE_LIMIT_ACTIONS", "60/10")),
+        rate_rooms=Rate.parse(env.text("RATE_LIMIT_ROOMS", "20/3600")),
         # [addresses and accounts]
         # [sessions and profiles]
         # [live bounds]

@@ -78,21 +78,19 @@ def _refusal(argument: str, character: str, what: str) -> BadUserInput:
 
 
 def clean_name(value: str, argument: str, limit: int) -> str:
-    """A user's or a room's name: trimmed, 1 to `limit` characters, nothing invisible or
-    direction-changing in it. BAD_USER_INPUT (naming `argument` and the first such character)
-    otherwise."""
-    value = _trimmed(value, argument, limit)
-    refused = first_refused_in_name(value)
+    """A user's or a room's name: nothing invisible or direction-changing anywhere in it (its
+    ends included), then trimmed of spaces to 1 to `limit` characters. BAD_USER_INPUT (naming
+    `argument` and the first such character) otherwise."""
+    refused = first_refused_in_name(value)  # anywhere, the ends included: not trimmed away unseen
     if refused is not None:
         raise _refusal(argument, refused, "control, invisible or text-direction characters")
-    return value
+    return _trimmed(value, argument, limit)
 
 
 def clean_body(value: str, argument: str, limit: int) -> str:
     """A message body: trimmed, 1 to `limit` characters, newlines and tabs kept, no other control
     character. BAD_USER_INPUT otherwise."""
-    value = _trimmed(value, argument, limit)
     refused = first_refused_in_body(value)
     if refused is not None:
         raise _refusal(argument, refused, "control characters other than newlines and tabs")
-    return value
+    return _trimmed(value, argument, limit)

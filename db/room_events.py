@@ -31,6 +31,8 @@ MEMBER_LEFT = "member_left"
 
 Event = dict[str, Any]
 
+MAX_IN_LIST = 10_000
+
 MESSAGE_FIELDS = ("id", "room_id", "seq", "sender_id", "body", "created_at", "edited_at", "deleted_at")
 
 
@@ -254,13 +256,18 @@ def revised(earlier: Event, later: Event) -> Event | None:
 async def reactions_by_message(db: Database, message_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Each message's reactions: `{"emoji", "count", "users"}` (who reacted, for `mine`), by
     emoji in the order of each one's earliest standing reaction."""
-    query = (
-        sa.select(reactions.c.message_id, reactions.c.emoji, reactions.c.user_id)
-        .where(reactions.c.message_id.in_(message_ids))
-        .order_by(reactions.c.message_id, reactions.c.created_at, reactions.c.user_id)
-    )
     found: dict[int, dict[str, dict[str, Any]]] = {}
-    for row in await fetch_rows(db, query):
+    rows: list[Row] = []
+    # In chunks: a statement takes at most 32,767 parameters (asyncpg), and a page of events
+    # across hundreds of rooms can concern more messages than that.
+    for start in range(0, len(message_ids), MAX_IN_LIST):
+        query = (
+            sa.select(reactions.c.message_id, reactions.c.emoji, reactions.c.user_id)
+            .where(reactions.c.message_id.in_(message_ids[start : start + MAX_IN_LIST]))
+            .order_by(reactions.c.message_id, reactions.c.created_at, reactions.c.user_id)
+        )
+        rows += await fetch_rows(db, query)
+    for row in rows:
         by_emoji = found.setdefault(row["message_id"], {})
         entry = by_emoji.setdefault(row["emoji"], {"emoji": row["emoji"], "count": 0, "users": []})
         entry["count"] += 1

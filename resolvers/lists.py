@@ -9,8 +9,8 @@ DEFAULT_LIST = 100
 MAX_LIST = 500
 
 
-def list_size(first: int) -> int:
-    """`first` as asked; BAD_USER_INPUT outside 0..MAX_LIST."""
-    if not 0 <= first <= MAX_LIST:
+def list_size(first: int | None) -> int:
+    """`first` as asked; BAD_USER_INPUT outside 0..MAX_LIST (an explicit null included)."""
+    if first is None or not 0 <= first <= MAX_LIST:
         raise BadUserInput(f"`first` must be between 0 and {MAX_LIST}.", argument="first")
     return first

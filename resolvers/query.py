@@ -19,7 +19,7 @@ def resolve_me(_root: None, info: GraphQLResolveInfo) -> dict | None:
 
 
 @query_type.field("rooms")
-async def resolve_rooms(_root: None, info: GraphQLResolveInfo, first: int = DEFAULT_LIST) -> list[RowView]:
+async def resolve_rooms(_root: None, info: GraphQLResolveInfo, first: int | None = DEFAULT_LIST) -> list[RowView]:
     return await rooms.rooms_of_user(db_of(info), require_viewer(info).id, list_size(first))
 
 
@@ -29,6 +29,8 @@ async def resolve_room(_root: None, info: GraphQLResolveInfo, id: str) -> dict:
 
 
 @query_type.field("unreadCounts")
-async def resolve_unread_counts(_root: None, info: GraphQLResolveInfo, first: int = DEFAULT_LIST) -> list[RowView]:
+async def resolve_unread_counts(
+    _root: None, info: GraphQLResolveInfo, first: int | None = DEFAULT_LIST
+) -> list[RowView]:
     """My rooms, each read with my read state: every count in one query."""
     return await rooms.rooms_of_user(db_of(info), require_viewer(info).id, list_size(first))

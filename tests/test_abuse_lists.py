@@ -88,7 +88,7 @@ def test_rooms_unread_counts_and_members_are_bounded_by_first(client: GraphQLCli
     assert len(client.data(ROOMS, {"first": 500}, ann.token)["rooms"]) == 103
     assert client.data(ROOMS, {"first": 0}, ann.token)["rooms"] == []
     for query in (ROOMS, UNREAD):
-        for first in (501, -1, 2**31 - 1):
+        for first in (501, -1, 2**31 - 1, None):  # an explicit null too
             body = client.post(query, {"first": first}, ann.token)
             assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "argument": "first"}, body
 
@@ -99,8 +99,15 @@ def test_rooms_unread_counts_and_members_are_bounded_by_first(client: GraphQLCli
     assert [member["id"] for member in members] == [ann.id, people[1].id]  # in the order they joined
     everyone = client.data(ROOM_MEMBERS, {"id": made[0]}, ann.token)["room"]["members"]
     assert [member["id"] for member in everyone] == [person.id for person in people]
-    body = client.post(ROOM_MEMBERS, {"id": made[0], "first": 501}, ann.token)
-    assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "argument": "first"}
+    for first in (501, None):
+        body = client.post(ROOM_MEMBERS, {"id": made[0], "first": first}, ann.token)
+        assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "argument": "first"}
+    for page in ("messages", "events"):  # the pages' `first` too
+        query = "query($id: ID!, $f: Int) { room(id: $id) { PAGE(first: $f) { edges { cursor } } } }".replace(
+            "PAGE", page
+        )
+        body = client.post(query, {"id": made[0], "f": None}, ann.token)
+        assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "argument": "first"}, body
 
 
 def test_nested_lists_read_in_batches_answer_as_each_room_alone(client: GraphQLClient) -> None:

@@ -533,3 +533,19 @@ async def test_a_room_i_am_not_in_is_not_found_as_a_missing_one(any_server: Serv
     assert existing["errors"][0]["message"] == missing["errors"][0]["message"]
     assert existing["data"] == missing["data"] == {"room": None}
     assert "secret plans" not in json.dumps(existing)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_lone_surrogate_sent_over_a_websocket_never_reaches_a_resolver(
+    any_server: Server, client: GraphQLClient, protocol: str
+) -> None:
+    """`\\ud800` is valid JSON syntax: the frame's parser (orjson, strict UTF-8) refuses it as an
+    invalid message (4400), as the HTTP body's refuses it with BAD_REQUEST."""
+    offset = len(any_server.log())
+    ann = sign_up(client, "Ann")
+    room = create_room(client, ann)
+    ws = await GraphQLWebSocket.open(any_server.ws_url, protocol, ann.token)
+    await ws.subscribe("1", CREATE_MESSAGE, {"room": room, "body": "a\ud800b"})
+    assert await ws.close_code() == 4400
+    assert client.data(ROOM, {"id": room}, ann.token)["room"]["id"] == room  # still serving
+    assert "Traceback" not in _log_since(any_server, offset)

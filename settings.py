@@ -170,6 +170,8 @@ class Settings:
     query_max_introspection_cost: int
     persisted_queries_max_bytes: int
     # [lists and mutations]
+    rate_actions: Rate  # per user: edits, deletes, reactions, read positions, joins and leaves
+    rate_rooms: Rate  # per user: rooms created
     # [addresses and accounts]
     forwarded_allow_ips: tuple[str, ...]
     rate_login_account: Rate
@@ -258,6 +260,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         query_max_introspection_cost=env.integer("QUERY_MAX_INTROSPECTION_COST", 10_000),
         persisted_queries_max_bytes=env.integer("PERSISTED_QUERIES_MAX_BYTES", 2 * 1024 * 1024),
         # [lists and mutations]
+        rate_actions=Rate.parse(env.text("RATE_LIMIT_ACTIONS", "60/10")),
+        rate_rooms=Rate.parse(env.text("RATE_LIMIT_ROOMS", "20/3600")),
         # [addresses and accounts]
         # Peers whose X-Forwarded-For/-Proto are believed (addresses, networks or "*"). On a dyno
         # every peer is Heroku's router ("*", as the Python buildpack sets); elsewhere only this

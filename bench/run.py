@@ -88,6 +88,8 @@ class Stack:
             "CHANNEL_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
             "RATE_LIMIT_MESSAGES": "1000000/1",
             "RATE_LIMIT_AUTH": "1000000/1",
+            "RATE_LIMIT_ACTIONS": "1000000/1",  # chat_features reacts and edits as fast as it can
+            "RATE_LIMIT_ROOMS": "1000000/1",  # and creates 100 rooms per user
             "MAX_REQUESTS": "0",
             "WS_MAX_SUBSCRIPTIONS": "100",
             "WS_SEND_QUEUE": "100000",

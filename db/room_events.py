@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +30,8 @@ MEMBER_JOINED = "member_joined"
 MEMBER_LEFT = "member_left"
 
 Event = dict[str, Any]
+
+MAX_IN_LIST = 10_000
 
 MESSAGE_FIELDS = ("id", "room_id", "seq", "sender_id", "body", "created_at", "edited_at", "deleted_at")
 
@@ -174,6 +177,43 @@ async def after(db: Database, room: Row, seq: int, limit: int) -> list[Event]:
     return await _events(db, await fetch_rows(db, query), room)
 
 
+async def after_in_rooms(db: Database, room_ids: list[int], seq: int, limit: int) -> dict[int, list[Event]]:
+    """Each room's first `limit` events after `seq`, oldest first, as `after` reads one room's:
+    one statement for all the rooms (a window over each room's log), and one more for the
+    reactions of all their messages, however many rooms there are."""
+    pages: dict[int, list[Event]] = {room_id: [] for room_id in room_ids}
+    rows = await fetch_rows(db, _after_in_rooms(), {"room_ids": room_ids, "seq": seq, "limit": limit})
+    for row in rows:
+        room = {"id": row["room_id"], "name": row["room_name"]}
+        pages[row["room_id"]].append(_event(row, room))
+    await _with_reactions(db, [event for page in pages.values() for event in page])
+    return pages
+
+
+@cache
+def _after_in_rooms() -> sa.Select:
+    position = sa.func.row_number().over(partition_by=room_events.c.room_id, order_by=room_events.c.seq)
+    ranked = (
+        sa.select(
+            *_COLUMNS,
+            room_events.c.room_id,
+            rooms.c.name.label("room_name"),
+            position.label("position"),
+        )
+        .select_from(_FROM.join(rooms, rooms.c.id == room_events.c.room_id))
+        .where(
+            room_events.c.room_id.in_(sa.bindparam("room_ids", expanding=True)),
+            room_events.c.seq > sa.bindparam("seq", type_=sa.Integer),
+        )
+        .subquery()
+    )
+    return (
+        sa.select(*(column for column in ranked.c if column.name != "position"))
+        .where(ranked.c.position <= sa.bindparam("limit", type_=sa.Integer))
+        .order_by(ranked.c.room_id, ranked.c.seq)
+    )
+
+
 async def newest(db: Database, room: Row, limit: int) -> list[Event]:
     """The room's last `limit` events, oldest first."""
     query = (
@@ -190,13 +230,18 @@ async def _events(db: Database, rows: list[Row], room: Row) -> list[Event]:
     """Events from their rows; the messages they concern as they are now, reactions included
     (one more read for the whole batch)."""
     events = [_event(row, room) for row in rows]
+    await _with_reactions(db, events)
+    return events
+
+
+async def _with_reactions(db: Database, events: list[Event]) -> None:
+    """Each event's message given its reactions as they are now: one read for all of them."""
     message_ids = sorted({event["message"]["id"] for event in events if event["message"] is not None})
     if message_ids:
         found = await reactions_by_message(db, message_ids)
         for event in events:
             if event["message"] is not None:
                 event["message"]["reactions"] = found.get(event["message"]["id"], [])
-    return events
 
 
 def revised(earlier: Event, later: Event) -> Event | None:
@@ -211,13 +256,18 @@ def revised(earlier: Event, later: Event) -> Event | None:
 async def reactions_by_message(db: Database, message_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Each message's reactions: `{"emoji", "count", "users"}` (who reacted, for `mine`), by
     emoji in the order of each one's earliest standing reaction."""
-    query = (
-        sa.select(reactions.c.message_id, reactions.c.emoji, reactions.c.user_id)
-        .where(reactions.c.message_id.in_(message_ids))
-        .order_by(reactions.c.message_id, reactions.c.created_at, reactions.c.user_id)
-    )
     found: dict[int, dict[str, dict[str, Any]]] = {}
-    for row in await fetch_rows(db, query):
+    rows: list[Row] = []
+    # In chunks: a statement takes at most 32,767 parameters (asyncpg), and a page of events
+    # across hundreds of rooms can concern more messages than that.
+    for start in range(0, len(message_ids), MAX_IN_LIST):
+        query = (
+            sa.select(reactions.c.message_id, reactions.c.emoji, reactions.c.user_id)
+            .where(reactions.c.message_id.in_(message_ids[start : start + MAX_IN_LIST]))
+            .order_by(reactions.c.message_id, reactions.c.created_at, reactions.c.user_id)
+        )
+        rows += await fetch_rows(db, query)
+    for row in rows:
         by_emoji = found.setdefault(row["message_id"], {})
         entry = by_emoji.setdefault(row["emoji"], {"emoji": row["emoji"], "count": 0, "users": []})
         entry["count"] += 1

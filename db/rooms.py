@@ -57,14 +57,17 @@ def _rooms_of_user() -> sa.TextClause:
         .select_from(rooms.join(memberships, memberships.c.room_id == rooms.c.id))
         .where(memberships.c.user_id == sa.bindparam("user_id"))
         .order_by(memberships.c.joined_at, rooms.c.id)
+        .limit(sa.bindparam("limit"))
     )
-    return sa.text(str(statement)).bindparams(sa.bindparam("user_id", type_=sa.Integer))
+    return sa.text(str(statement)).bindparams(
+        sa.bindparam("user_id", type_=sa.Integer), sa.bindparam("limit", type_=sa.Integer)
+    )
 
 
-async def rooms_of_user(db: Database, user_id: int) -> list[RowView]:
-    """The user's rooms, oldest membership first, each with the user's read state in it (rows
-    only read: a list of a hundred of them is a common query)."""
-    return await fetch_views(db, _rooms_of_user(), {"user_id": user_id})
+async def rooms_of_user(db: Database, user_id: int, limit: int) -> list[RowView]:
+    """The user's first `limit` rooms, oldest membership first, each with the user's read state
+    in it (rows only read: a list of a hundred of them is a common query)."""
+    return await fetch_views(db, _rooms_of_user(), {"user_id": user_id, "limit": limit})
 
 
 async def is_member(db: Database, room_id: int, user_id: int) -> bool:
@@ -106,15 +109,42 @@ async def remove_member(db: Database, room: Row, user: Row) -> room_events.Event
     return room_events.event(seq, room_events.MEMBER_LEFT, left, room, user=user)
 
 
-async def members_by_room_ids(db: Database, room_ids: list[int]) -> dict[int, list[Row]]:
-    """Members of each room, in order of joining."""
-    query = (
-        sa.select(memberships.c.room_id, *USER_COLUMNS)
-        .select_from(memberships.join(users, memberships.c.user_id == users.c.id))
-        .where(memberships.c.room_id.in_(room_ids))
-        .order_by(memberships.c.joined_at, users.c.id)
+async def members_by_room_ids(db: Database, room_ids: list[int], limit: int) -> dict[int, list[Row]]:
+    """The first `limit` members of each room, in order of joining: one statement for all the
+    rooms (a window over each room's memberships), however many there are."""
+    return await _grouped_by_room(db, _members_by_room_ids(), {"room_ids": room_ids, "limit": limit})
+
+
+@cache
+def _members_by_room_ids() -> sa.Select:
+    position = sa.func.row_number().over(
+        partition_by=memberships.c.room_id, order_by=(memberships.c.joined_at, memberships.c.user_id)
     )
+    ranked = (
+        sa.select(memberships.c.room_id, memberships.c.user_id, memberships.c.joined_at, position.label("position"))
+        .where(memberships.c.room_id.in_(sa.bindparam("room_ids", expanding=True)))
+        .subquery()
+    )
+    return (
+        sa.select(ranked.c.room_id, *USER_COLUMNS)
+        .select_from(ranked.join(users, users.c.id == ranked.c.user_id))
+        .where(ranked.c.position <= sa.bindparam("limit", type_=sa.Integer))
+        .order_by(ranked.c.room_id, ranked.c.position)
+    )
+
+
+async def _grouped_by_room(db: Database, statement: sa.Select, values: dict) -> dict[int, list[Row]]:
     grouped: dict[int, list[Row]] = defaultdict(list)
-    for row in await fetch_rows(db, query):
+    for row in await fetch_rows(db, statement, values):
         grouped[row.pop("room_id")].append(row)
     return grouped
+
+
+async def members_among(db: Database, room_id: int, user_ids: list[int]) -> list[int]:
+    """Those of `user_ids` who belong to the room now, in their order (a read as long as the
+    list asked about, not as the room)."""
+    query = sa.select(memberships.c.user_id).where(
+        memberships.c.room_id == room_id, memberships.c.user_id.in_(user_ids)
+    )
+    belong = {row["user_id"] for row in await fetch_rows(db, query)}
+    return [user_id for user_id in user_ids if user_id in belong]

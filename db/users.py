@@ -38,6 +38,10 @@ def _is_unique_violation(error: Exception) -> bool:
 
 
 async def user_with_password(db: Database, email: str) -> Row | None:
+    """None too for an email no database can hold (a NUL, a lone surrogate): the driver would
+    refuse it with an error, and no account can have it."""
+    if "\x00" in email or (not email.isprintable() and _unencodable(email)):
+        return None
     query = sa.select(*PUBLIC_COLUMNS, users.c.password_hash).where(users.c.email == email)
     return as_row(await db.fetch_one(query))
 
@@ -79,3 +83,11 @@ async def users_for_tokens(db: Database, token_hashes: list[str]) -> dict[str, R
 
 async def delete_token(db: Database, token_hash: str) -> None:
     await db.execute(tokens.delete().where(tokens.c.token_hash == token_hash))
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False

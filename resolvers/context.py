@@ -10,7 +10,7 @@ from graphql import GraphQLResolveInfo
 
 from auth import Viewer
 from db import rooms
-from errors import Forbidden, NotFound, Unauthenticated
+from errors import NotFound, Unauthenticated
 from resolvers.loaders import Loaders
 from services import Services
 
@@ -69,12 +69,15 @@ def loaders_of(info: GraphQLResolveInfo) -> Loaders:
     return info.context["loaders"]
 
 
+ROOM_NOT_FOUND = "Room not found."
+
+
 async def require_member(info: GraphQLResolveInfo, room_id: int) -> dict:
-    """The room, if it exists and the viewer belongs to it."""
+    """The room, if it exists and the viewer belongs to it. NOT_FOUND alike, same message, for a
+    room that does not exist and for one the viewer is not in: `room(id)` does not confirm that
+    a room exists to someone outside it."""
     viewer = require_viewer(info)
     room = await loaders_of(info).rooms.load(room_id)
-    if room is None:
-        raise NotFound("Room not found.")
-    if not await rooms.is_member(db_of(info), room_id, viewer.id):
-        raise Forbidden(NOT_A_MEMBER)
+    if room is None or not await rooms.is_member(db_of(info), room_id, viewer.id):
+        raise NotFound(ROOM_NOT_FOUND)
     return room

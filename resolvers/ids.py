@@ -1,21 +1,41 @@
-"""Parsing the IDs and cursors clients send back to us."""
+"""Parsing the IDs and cursors clients send back to us.
+
+Every number in them is checked against the range of the columns it is compared with (int4:
+ids and seqs are `INTEGER`), so nothing a client writes reaches SQL as a number the database
+refuses: garbage, a negative number or one past 2**31 - 1 is BAD_USER_INPUT naming the argument,
+never an INTERNAL_SERVER_ERROR (and a traceback in the log) from the database driver.
+"""
 
 import base64
 import binascii
 
-from errors import BadUserInput, NotFound
+from errors import BadUserInput
 
 _CURSOR_PREFIX = "seq:"
 
 
-def parse_id(value: str, what: str) -> int:
-    """A malformed ID names nothing we have: NOT_FOUND, like an unknown one."""
+MAX_INT4 = 2**31 - 1
+_MAX_DIGITS = 12  # int() of a long string is quadratic: no id or seq of ours is longer
+
+
+def _number(text: str) -> int:
+    """A decimal number of at most `_MAX_DIGITS` digits; ValueError otherwise."""
+    text = text.strip()
+    if not text or len(text) > _MAX_DIGITS or not text.lstrip("-").isdecimal() or not text.isascii():
+        raise ValueError(text)
+    return int(text)
+
+
+def parse_id(value: str, what: str, argument: str = "id") -> int:
+    """The row id an ID stands for. What cannot be one of our ids (not a decimal integer, zero,
+    negative, past int4) is BAD_USER_INPUT; a well-formed one that names nothing is the
+    caller's NOT_FOUND."""
     try:
-        number = int(str(value))
+        number = _number(str(value))
     except ValueError:
-        raise NotFound(f"{what} not found.") from None
-    if number <= 0 or number > 2**31 - 1:
-        raise NotFound(f"{what} not found.")
+        number = 0
+    if number <= 0 or number > MAX_INT4:
+        raise BadUserInput(f"`{argument}` is not a valid {what} ID.", argument=argument)
     return number
 
 
@@ -28,9 +48,12 @@ def decode_cursor(cursor: str) -> int:
         text = base64.urlsafe_b64decode(cursor.encode()).decode()
         if not text.startswith(_CURSOR_PREFIX):
             raise ValueError(text)
-        return int(text[len(_CURSOR_PREFIX) :])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadUserInput("Invalid cursor.", argument="after") from None
+        seq = _number(text[len(_CURSOR_PREFIX) :])
+        if 0 <= seq <= MAX_INT4:
+            return seq
+    except (ValueError, binascii.Error, UnicodeError):
+        pass
+    raise BadUserInput("Invalid cursor.", argument="after")
 
 
 _EVENT_PREFIX = "event:"
@@ -48,8 +71,9 @@ def decode_event_cursor(cursor: str, room_id: int, argument: str = "after") -> i
         if not text.startswith(_EVENT_PREFIX):
             raise ValueError(text)
         room, _, seq = text[len(_EVENT_PREFIX) :].partition(":")
-        if int(room) == room_id and int(seq) >= 0:
-            return int(seq)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        number = _number(seq)
+        if _number(room) == room_id and 0 <= number <= MAX_INT4:
+            return number
+    except (ValueError, binascii.Error, UnicodeError):
         pass
     raise BadUserInput("Not a cursor of this room's events.", argument=argument)

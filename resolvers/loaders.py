@@ -29,9 +29,34 @@ class RoomLoader(DatabaseLoader):
 
 
 class MembersLoader(DatabaseLoader):
-    async def batch_load_fn(self, keys: list[int]) -> list[list[Row]]:
-        grouped = await rooms.members_by_room_ids(self.db, list(keys))
-        return [grouped.get(key, []) for key in keys]
+    """Keys are (room, limit): the members of every room of a request asked with one limit are
+    read in one statement."""
+
+    async def batch_load_fn(self, keys: list[tuple[int, int]]) -> list[list[Row]]:
+        groups: dict[int, list[int]] = {}
+        for room_id, limit in keys:
+            groups.setdefault(limit, []).append(room_id)
+        found: dict[tuple[int, int], list[Row]] = {}
+        for limit, room_ids in groups.items():
+            for room_id, members in (await rooms.members_by_room_ids(self.db, room_ids, limit)).items():
+                found[(room_id, limit)] = members
+        return [found.get(key, []) for key in keys]
+
+
+class EventsLoader(DatabaseLoader):
+    """Keys are (room, after, limit), as `PageLoader`'s: the pages of every room of a request
+    asked alike (`rooms { events(first: 20) }`) are read in one statement, and their messages'
+    reactions in one more, whatever the number of rooms."""
+
+    async def batch_load_fn(self, keys: list[tuple[int, int, int]]) -> list[list[room_events.Event]]:
+        groups: dict[tuple[int, int], list[int]] = {}
+        for room_id, after, limit in keys:
+            groups.setdefault((after, limit), []).append(room_id)
+        pages: dict[tuple[int, int, int], list[room_events.Event]] = {}
+        for (after, limit), room_ids in groups.items():
+            for room_id, events in (await room_events.after_in_rooms(self.db, room_ids, after, limit)).items():
+                pages[(room_id, after, limit)] = events
+        return [pages[key] for key in keys]
 
 
 class PageLoader(DatabaseLoader):
@@ -86,6 +111,10 @@ class Loaders:
     @cached_property
     def members(self) -> MembersLoader:
         return MembersLoader(self._db)
+
+    @cached_property
+    def events(self) -> EventsLoader:
+        return EventsLoader(self._db)
 
     @cached_property
     def pages(self) -> PageLoader:

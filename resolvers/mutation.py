@@ -9,6 +9,7 @@ from ariadne import MutationType
 from graphql import GraphQLResolveInfo
 
 import auth
+from auth import Viewer
 from db import messages, read_state, rooms, users
 from errors import BadUserInput, Forbidden, NotFound, Unauthenticated, format_error
 from resolvers import typing
@@ -23,6 +24,7 @@ from resolvers.context import (
 )
 from resolvers.ids import decode_event_cursor, parse_id
 from resolvers.sources import room_access
+from resolvers.text_input import clean_body, clean_name, has_lone_surrogate, has_unstorable
 from topics import presence_topic, room_topic, topics_of
 
 MAX_NAME = 100
@@ -34,11 +36,14 @@ LEFT_THE_ROOM = "You left this room."
 mutation_type = MutationType()
 
 
-def _trimmed(value: str, argument: str, limit: int) -> str:
-    value = value.strip()
-    if not 1 <= len(value) <= limit:
-        raise BadUserInput(f"`{argument}` must be 1 to {limit} characters.", argument=argument)
-    return value
+async def _act(info: GraphQLResolveInfo) -> Viewer:
+    """The signed-in viewer, counted against RATE_LIMIT_ACTIONS: every change to a message, a
+    reaction, a read position or a membership is a new event fanned out to the room, so each
+    costs everyone in it. Checked before anything is read or written."""
+    viewer = require_viewer(info)
+    services = services_of(info)
+    await services.limiter.check("actions", str(viewer.id), services.settings.rate_actions)
+    return viewer
 
 
 async def _signed_in(info: GraphQLResolveInfo, user: dict) -> dict:
@@ -51,12 +56,12 @@ async def _signed_in(info: GraphQLResolveInfo, user: dict) -> dict:
 async def resolve_sign_up(_root: None, info: GraphQLResolveInfo, name: str, email: str, password: str) -> dict:
     services = services_of(info)
     await services.limiter.check("auth", client_address(info), services.settings.rate_auth)
-    name = _trimmed(name, "name", MAX_NAME)
+    name = clean_name(name, "name", MAX_NAME)
     email = auth.normalize_email(email)
     local, _, domain = email.partition("@")
-    if not local or "." not in domain or len(email) > MAX_EMAIL or " " in email:
+    if not local or "." not in domain or len(email) > MAX_EMAIL or " " in email or has_unstorable(email):
         raise BadUserInput("`email` is not a valid email address.", argument="email")
-    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD or has_lone_surrogate(password):
         raise BadUserInput(f"`password` must be {MIN_PASSWORD} to {MAX_PASSWORD} characters.", argument="password")
     try:
         user = await users.create_user(
@@ -76,6 +81,8 @@ async def resolve_log_in(_root: None, info: GraphQLResolveInfo, email: str, pass
     await services.limiter.check("login-account", auth.email_hash(email), services.settings.rate_login_account)
     user = await users.user_with_password(services.db, auth.normalize_email(email))
     password_hash = user["password_hash"] if user else None
+    if has_lone_surrogate(password):  # argon2 cannot hash it: no account has it
+        raise Unauthenticated("Invalid email or password.")
     if not await auth.verify_password(password_hash, password) or user is None:
         raise Unauthenticated("Invalid email or password.")
     if auth.needs_rehash(user["password_hash"]):
@@ -95,14 +102,16 @@ async def resolve_log_out(_root: None, info: GraphQLResolveInfo) -> bool:
 @mutation_type.field("createRoom")
 async def resolve_create_room(_root: None, info: GraphQLResolveInfo, name: str) -> dict:
     viewer = require_viewer(info)
-    room, _joined = await rooms.create_room(db_of(info), _trimmed(name, "name", MAX_NAME), viewer.user)
+    services = services_of(info)
+    await services.limiter.check("rooms", str(viewer.id), services.settings.rate_rooms)
+    room, _joined = await rooms.create_room(services.db, clean_name(name, "name", MAX_NAME), viewer.user)
     return room  # nobody can be listening to a room that did not exist: nothing to announce
 
 
 @mutation_type.field("joinRoom")
 async def resolve_join_room(_root: None, info: GraphQLResolveInfo, room: str) -> dict:
-    viewer = require_viewer(info)
-    found = await loaders_of(info).rooms.load(parse_id(room, "Room"))
+    viewer = await _act(info)
+    found = await loaders_of(info).rooms.load(parse_id(room, "Room", argument="room"))
     if found is None:
         raise NotFound("Room not found.")
     services = services_of(info)
@@ -115,9 +124,9 @@ async def resolve_join_room(_root: None, info: GraphQLResolveInfo, room: str) ->
 
 @mutation_type.field("leaveRoom")
 async def resolve_leave_room(_root: None, info: GraphQLResolveInfo, room: str) -> bool:
-    viewer = require_viewer(info)
+    viewer = await _act(info)
     services = services_of(info)
-    found = await loaders_of(info).rooms.load(parse_id(room, "Room"))
+    found = await loaders_of(info).rooms.load(parse_id(room, "Room", argument="room"))
     if found is None:
         raise NotFound("Room not found.")
     left = await rooms.remove_member(services.db, found, viewer.user)
@@ -139,11 +148,11 @@ async def resolve_create_message(_root: None, info: GraphQLResolveInfo, room: st
     viewer = require_viewer(info)
     services = services_of(info)
     await services.limiter.check("messages", str(viewer.id), services.settings.rate_messages)
-    room_id = parse_id(room, "Room")
-    body = _trimmed(body, "body", MAX_BODY)
+    room_id = parse_id(room, "Room", argument="room")
+    body = clean_body(body, "body", MAX_BODY)
     created = await messages.create_message(services.db, room_id, viewer.user, body)
     if created is None:
-        await require_member(info, room_id)  # raises NOT_FOUND or FORBIDDEN, as for any room
+        await require_member(info, room_id)  # raises NOT_FOUND, as `room(id)` does
         raise Forbidden(NOT_A_MEMBER)  # left just now
     # Only after the commit: a subscriber never hears of a message it could not read back.
     await services.publisher.event(room_topic(room_id), created)
@@ -164,9 +173,9 @@ def _refused(refusal: messages.Refused) -> Exception:
 @mutation_type.field("editMessage")
 async def resolve_edit_message(_root: None, info: GraphQLResolveInfo, id: str, body: str) -> dict:
     """Sender only; the message keeps its place in the history, with `editedAt` set."""
-    viewer = require_viewer(info)
+    viewer = await _act(info)
     services = services_of(info)
-    body = _trimmed(body, "body", MAX_BODY)
+    body = clean_body(body, "body", MAX_BODY)
     try:
         edited = await messages.edit_message(services.db, parse_id(id, "Message"), viewer.user, body)
     except messages.Refused as refusal:
@@ -178,7 +187,7 @@ async def resolve_edit_message(_root: None, info: GraphQLResolveInfo, id: str, b
 @mutation_type.field("deleteMessage")
 async def resolve_delete_message(_root: None, info: GraphQLResolveInfo, id: str) -> bool:
     """Sender only: true when it is deleted now, false when it was already."""
-    viewer = require_viewer(info)
+    viewer = await _act(info)
     services = services_of(info)
     try:
         deleted = await messages.delete_message(services.db, parse_id(id, "Message"), viewer.user)
@@ -203,9 +212,9 @@ def _emoji(value: str) -> str:
 
 
 async def _reaction(info: GraphQLResolveInfo, message: str, emoji: str, added: bool) -> dict:
-    viewer = require_viewer(info)
+    viewer = await _act(info)
     services = services_of(info)
-    message_id = parse_id(message, "Message")
+    message_id = parse_id(message, "Message", argument="message")
     try:
         changed = await messages.react(
             services.db,
@@ -240,9 +249,9 @@ async def resolve_unreact(_root: None, info: GraphQLResolveInfo, message: str, e
 @mutation_type.field("markRead")
 async def resolve_mark_read(_root: None, info: GraphQLResolveInfo, room: str, upTo: str) -> dict:
     """Never moves a read position backwards; the member's other devices see it live."""
-    viewer = require_viewer(info)
+    viewer = await _act(info)
     services = services_of(info)
-    room_id = parse_id(room, "Room")
+    room_id = parse_id(room, "Room", argument="room")
     up_to = decode_event_cursor(upTo, room_id, argument="upTo")
     try:
         marked = await read_state.mark_read(services.db, room_id, viewer.user, up_to)
@@ -261,6 +270,6 @@ async def resolve_typing(_root: None, info: GraphQLResolveInfo, room: str) -> bo
     viewer = require_viewer(info)
     services = services_of(info)
     await services.limiter.check("typing", str(viewer.id), services.settings.rate_typing)
-    found = await room_access(services, viewer, parse_id(room, "Room"))
+    found = await room_access(services, viewer, parse_id(room, "Room", argument="room"))
     await typing.started(services, found["id"], viewer.id)
     return True

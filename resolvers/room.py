@@ -6,11 +6,12 @@ from typing import TypeVar
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
-from db import read_state, room_events
+from db import read_state
 from errors import BadUserInput
 from execution.lean_executor import reads
-from resolvers.context import db_of, loaders_of, viewer_of
+from resolvers.context import loaders_of, viewer_of
 from resolvers.ids import decode_cursor, decode_event_cursor, encode_cursor, encode_event_cursor
+from resolvers.lists import DEFAULT_LIST, list_size
 from resolvers.room_event import cursor_of
 
 MAX_PAGE = 100
@@ -19,19 +20,21 @@ room_type = ObjectType("Room")
 T = TypeVar("T")
 
 
-def _first(first: int) -> int:
-    if first < 0 or first > MAX_PAGE:
+def _first(first: int | None) -> int:
+    if first is None or first < 0 or first > MAX_PAGE:  # an explicit null too
         raise BadUserInput(f"`first` must be between 0 and {MAX_PAGE}.", argument="first")
     return first
 
 
 @room_type.field("members")
-async def resolve_members(room: dict, info: GraphQLResolveInfo, first: int = 100) -> list[dict]:
-    return await loaders_of(info).members.load(room["id"])
+async def resolve_members(room: dict, info: GraphQLResolveInfo, first: int | None = DEFAULT_LIST) -> list[dict]:
+    return await loaders_of(info).members.load((room["id"], list_size(first)))
 
 
 @room_type.field("messages")
-async def resolve_messages(room: dict, info: GraphQLResolveInfo, first: int = 50, after: str | None = None) -> dict:
+async def resolve_messages(
+    room: dict, info: GraphQLResolveInfo, first: int | None = 50, after: str | None = None
+) -> dict:
     first = _first(first)
     before = decode_cursor(after) if after is not None else None
     rows = await loaders_of(info).pages.load((room["id"], first + 1, before))
@@ -47,11 +50,14 @@ async def resolve_messages(room: dict, info: GraphQLResolveInfo, first: int = 50
 
 
 @room_type.field("events")
-async def resolve_events(room: dict, info: GraphQLResolveInfo, first: int = 100, after: str | None = None) -> dict:
-    """Oldest first: the same log `roomEvents` replays, so a client can page and then go live."""
+async def resolve_events(
+    room: dict, info: GraphQLResolveInfo, first: int | None = 100, after: str | None = None
+) -> dict:
+    """Oldest first: the same log `roomEvents` replays, so a client can page and then go live.
+    Read through the request's loader: every room of `rooms { events }` in one statement."""
     first = _first(first)
     start = decode_event_cursor(after, room["id"]) if after is not None else 0
-    events = await room_events.after(db_of(info), room, start, first + 1)
+    events = await loaders_of(info).events.load((room["id"], start, first + 1))
     edges = [{"cursor": cursor_of(event), "node": event} for event in events[:first]]
     return {
         "edges": edges,

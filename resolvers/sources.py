@@ -94,6 +94,4 @@ async def members_among(services: Services, room_id: int, user_ids: list[int]) -
     """Those of `user_ids` who belong to the room now (who left is in no list of it)."""
     if not user_ids:
         return []
-    members = await rooms.members_by_room_ids(services.db, [room_id])
-    belong = {member["id"] for member in members.get(room_id, [])}
-    return [user_id for user_id in user_ids if user_id in belong]
+    return await rooms.members_among(services.db, room_id, user_ids)

@@ -14,7 +14,7 @@ from ariadne import SubscriptionType
 from graphql import GraphQLResolveInfo
 
 from db import room_events
-from errors import BadUserInput, NotFound
+from errors import BadUserInput
 from realtime.live import Event, LiveSource
 from resolvers import presence, typing
 from resolvers.context import require_viewer, resume_point, services_of
@@ -42,14 +42,11 @@ async def message_created_source(
 ) -> LiveSource:
     viewer = require_viewer(info)
     services = services_of(info)
-    found = await room_access(services, viewer, parse_id(room, "Room"))
+    found = await room_access(services, viewer, parse_id(room, "Room", argument="room"))
     start = from_now(found)
     after = resume_point(info, after)
     if after is not None:
-        try:
-            position = await services.access.message_position(parse_id(after, "Message"))
-        except NotFound:
-            position = None
+        position = await services.access.message_position(parse_id(after, "Message", argument="after"))
         if position is None or position.room_id != found["id"]:
             raise BadUserInput("`after` is not a message of this room.", argument="after")
         start = position.event_seq
@@ -70,7 +67,7 @@ def resolve_message_created(event: Event, _info: GraphQLResolveInfo, **_args: An
 async def room_events_source(_root: None, info: GraphQLResolveInfo, room: str, after: str | None = None) -> LiveSource:
     viewer = require_viewer(info)
     services = services_of(info)
-    room_id = parse_id(room, "Room")
+    room_id = parse_id(room, "Room", argument="room")
     found = await room_access(services, viewer, room_id)
     after = resume_point(info, after)
     start = from_now(found) if after is None else decode_event_cursor(after, room_id)
@@ -106,7 +103,7 @@ async def _room_state_source(
     """An ephemeral room state (typing, presence) for a member: now, then on every change."""
     viewer = require_viewer(info)
     services = services_of(info)
-    found = await room_access(services, viewer, parse_id(room, "Room"))
+    found = await room_access(services, viewer, parse_id(room, "Room", argument="room"))
     return state_source(services, viewer, found, topic_of(found["id"]), state_of(services, found))
 
 

@@ -36,21 +36,27 @@ def test_members_in_join_order_and_join_is_idempotent(client: GraphQLClient) -> 
     assert members == [{"id": ann.id, "name": "Ann"}, {"id": bob.id, "name": "Bob"}, {"id": cy.id, "name": "Cy"}]
 
 
-def test_non_members_get_forbidden_and_unknown_rooms_not_found(client: GraphQLClient) -> None:
+def test_non_members_and_unknown_rooms_get_the_same_not_found(client: GraphQLClient) -> None:
     ann, eve = sign_up(client, "Ann"), sign_up(client, "Eve")
     room = create_room(client, ann)
     post_message(client, ann, room, "secret")
+    unknown = client.post(ROOM, {"id": "999999"}, token=eve.token)
     for query in (ROOM, MESSAGES):
         body = client.post(query, {"id": room}, token=eve.token)
         assert body["data"] == {"room": None}
-        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+        assert body["errors"][0]["message"] == unknown["errors"][0]["message"]
         assert "secret" not in str(body)
-    assert client.error_codes(CREATE_MESSAGE, {"room": room, "body": "hi"}, token=eve.token) == ["FORBIDDEN"]
-    for unknown in ("999999", "not-a-number", "-1"):
-        assert client.error_codes(ROOM, {"id": unknown}, token=ann.token) == ["NOT_FOUND"]
+    assert client.error_codes(CREATE_MESSAGE, {"room": room, "body": "hi"}, token=eve.token) == ["NOT_FOUND"]
+    assert client.error_codes(ROOM, {"id": "999999"}, token=ann.token) == ["NOT_FOUND"]
+    assert client.error_codes("mutation($r: ID!) { joinRoom(room: $r) { id } }", {"r": "999999"}, token=ann.token) == [
+        "NOT_FOUND"
+    ]
+    for malformed in ("not-a-number", "-1", "0", "2147483648"):  # can be no room's id
+        assert client.error_codes(ROOM, {"id": malformed}, token=ann.token) == ["BAD_USER_INPUT"]
         assert client.error_codes(
-            "mutation($r: ID!) { joinRoom(room: $r) { id } }", {"r": unknown}, token=ann.token
-        ) == ["NOT_FOUND"]
+            "mutation($r: ID!) { joinRoom(room: $r) { id } }", {"r": malformed}, token=ann.token
+        ) == ["BAD_USER_INPUT"]
     assert client.error_codes(ROOM, {"id": room}) == ["UNAUTHENTICATED"]
     assert client.error_codes("{ rooms { id } }") == ["UNAUTHENTICATED"]
 
@@ -63,8 +69,8 @@ def test_leaving_a_room_takes_away_reading_and_posting(client: GraphQLClient) ->
     assert client.data(leave, {"r": room}, token=bob.token)["leaveRoom"] is True
     assert client.data(leave, {"r": room}, token=bob.token)["leaveRoom"] is False
     assert client.error_codes(leave, {"r": "424242"}, token=bob.token) == ["NOT_FOUND"]
-    assert client.error_codes(ROOM, {"id": room}, token=bob.token) == ["FORBIDDEN"]
-    assert client.error_codes(CREATE_MESSAGE, {"room": room, "body": "hi"}, token=bob.token) == ["FORBIDDEN"]
+    assert client.error_codes(ROOM, {"id": room}, token=bob.token) == ["NOT_FOUND"]
+    assert client.error_codes(CREATE_MESSAGE, {"room": room, "body": "hi"}, token=bob.token) == ["NOT_FOUND"]
     assert client.data("{ rooms { id } }", token=bob.token)["rooms"] == []
     assert client.data(ROOM, {"id": room}, token=ann.token)["room"]["members"] == [{"id": ann.id, "name": "Ann"}]
 

@@ -31,6 +31,8 @@ BASE_ENV = {
     "MAX_REQUESTS": "0",
     # [documents]
     # [lists and mutations]
+    "RATE_LIMIT_ACTIONS": "100000/10",
+    "RATE_LIMIT_ROOMS": "100000/3600",
     # [addresses and accounts]
     "RATE_LIMIT_LOGIN_ACCOUNT": "100000/300",
     "HEALTHZ_DETAILS": "1",  # tests/test_viewer_cache.py and others read a worker's pid and counters

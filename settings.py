@@ -235,7 +235,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         query_max_depth=env.integer("QUERY_MAX_DEPTH", 15),
         query_max_fields=env.integer("QUERY_MAX_FIELDS", 300),
         query_max_aliases=env.integer("QUERY_MAX_ALIASES", 30),
-        query_max_cost=env.integer("QUERY_MAX_COST", 1_000_000),
+        query_max_cost=env.integer("QUERY_MAX_COST", 20_000),
         # Off on a Heroku dyno (DYNO is set there), on for `make run`.
         introspection=env.flag("INTROSPECTION", not env.text("DYNO")),
         explorer=env.flag("EXPLORER", not env.text("DYNO")),

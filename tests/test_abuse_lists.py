@@ -50,9 +50,9 @@ LOG_IN = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { 
 # their recent history and members sends.
 NESTED = """
 query {
-  rooms {
+  rooms(first: 50) {
     id name latestEventCursor unreadCount lastReadCursor
-    members { id name avatar }
+    members(first: 20) { id name avatar }
     events(first: 5) {
       edges { cursor node { __typename cursor at
         ... on MessageCreated { message { id body sender { id name } reactions { emoji count mine } } }
@@ -66,7 +66,7 @@ query {
     }
   }
 }"""
-ONE_ROOM = NESTED.replace("rooms {", "room(id: $id) {").replace("query {", "query($id: ID!) {")
+ONE_ROOM = NESTED.replace("rooms(first: 50) {", "room(id: $id) {").replace("query {", "query($id: ID!) {")
 
 
 def codes(body: dict) -> list[str]:

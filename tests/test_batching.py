@@ -12,9 +12,9 @@ from tests.support.graphql import GraphQLClient, create_room, join_room, post_me
 from tests.support.processes import PrivatePostgres, Server, migrate
 
 QUERY = """{
-  rooms {
+  rooms(first: 10) {
     name
-    members { id name avatar }
+    members(first: 20) { id name avatar }
     messages(first: 50) { edges { node { body sender { id name } room { id name } } } }
   }
 }"""

@@ -93,7 +93,7 @@ def test_three_workers_serve_300_concurrent_requests_within_six_connections(
                 if i % 3 == 0:
                     payload = {"query": CREATE_MESSAGE, "variables": {"room": room, "body": f"load {i}"}}
                 else:
-                    payload = {"query": "{ me { name } rooms { id members { id } } }"}
+                    payload = {"query": "{ me { name } rooms(first: 10) { id members(first: 10) { id } } }"}
                 return (await http.post("/graphql", json=payload)).json()
 
             return await asyncio.gather(*(one(i) for i in range(300)))
@@ -154,7 +154,7 @@ def test_requests_beyond_the_pool_wait_then_get_service_unavailable(limited_role
 
         async def burst() -> list[httpx.Response]:
             headers = {"Authorization": f"Bearer {ann.token}"}
-            query = "{ rooms { members { name } messages { edges { node { body } } } } }"
+            query = "{ rooms(first: 10) { members(first: 10) { name } messages(first: 10) { edges { node { body } } } } }"
             async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
                 return await asyncio.gather(*(http.post("/graphql", json={"query": query}) for _ in range(100)))
 

@@ -46,8 +46,10 @@ def env_for(database_url: str, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def limited(database_url: str) -> Iterator[Server]:
-    """The shipped sign-in limits and /healthz, on two workers."""
-    env = env_for(database_url, RATE_LIMIT_AUTH="10/60", RATE_LIMIT_LOGIN_ACCOUNT="10/300", HEALTHZ_DETAILS="0")
+    """The shipped sign-in counts and /healthz, on two workers. The windows are an hour long: the
+    limits count in fixed windows, and a test's eleven sign-ins that straddle the end of a 60 s
+    window would see the count start again (a loaded machine took seconds over them)."""
+    env = env_for(database_url, RATE_LIMIT_AUTH="10/3600", RATE_LIMIT_LOGIN_ACCOUNT="10/3600", HEALTHZ_DETAILS="0")
     server = Server(env=env, workers=2).start()
     yield server
     server.stop()
@@ -228,7 +230,7 @@ def test_a_websocket_is_known_by_the_same_address(limited: Server) -> None:
 def test_an_untrusted_peers_forwarding_headers_change_nothing(database_url: str) -> None:
     """Without a router (FORWARDED_ALLOW_IPS not naming the peer), a client that writes the
     headers is still known by its own address, gets no HSTS, and cannot spread its guesses."""
-    env = env_for(database_url, FORWARDED_ALLOW_IPS="10.0.0.0/8", RATE_LIMIT_AUTH="3/60")
+    env = env_for(database_url, FORWARDED_ALLOW_IPS="10.0.0.0/8", RATE_LIMIT_AUTH="3/3600")
     server = Server(env=env, workers=1).start()
     try:
         probe = f"/probe-{uuid.uuid4().hex[:12]}"

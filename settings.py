@@ -167,6 +167,9 @@ class Settings:
     # [lists and mutations]
     # [addresses and accounts]
     # [sessions and profiles]
+    token_ttl_seconds: int
+    token_renew_seconds: int
+    rate_profile: Rate
     # [live bounds]
 
     @property
@@ -242,5 +245,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         # [lists and mutations]
         # [addresses and accounts]
         # [sessions and profiles]
+        # A token lives this long after it was issued or last renewed; use renews it (sliding
+        # expiry) at most once per TOKEN_RENEW_SECONDS, so a request costs no write; 0: never renewed.
+        token_ttl_seconds=max(1, env.integer("TOKEN_TTL_SECONDS", 30 * 24 * 3600)),
+        token_renew_seconds=max(0, env.integer("TOKEN_RENEW_SECONDS", 24 * 3600)),
+        rate_profile=Rate.parse(env.text("RATE_LIMIT_PROFILE", "10/60")),
         # [live bounds]
     )

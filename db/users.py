@@ -84,7 +84,10 @@ async def create_token(
     )
 
 
-def _valid(query: sa.Select) -> sa.Select:
+def _valid(query: sa.Select, at: datetime | None = None) -> sa.Select:
+    """Unexpired at `at`; without it, at the `now` given with a kept statement's values."""
+    if at is not None:
+        return query.where(tokens.c.expires_at > at)
     return query.where(tokens.c.expires_at > sa.bindparam("now", type_=tokens.c.expires_at.type))
 
 
@@ -93,9 +96,10 @@ async def user_for_token(db: Database, token_hash: str) -> Row | None:
     query = _valid(
         sa.select(*PUBLIC_COLUMNS, *TOKEN_COLUMNS)
         .select_from(tokens.join(users, tokens.c.user_id == users.c.id))
-        .where(tokens.c.token_hash == token_hash)
+        .where(tokens.c.token_hash == token_hash),
+        now(),
     )
-    return as_row(await db.fetch_one(query.params(now=now())))
+    return as_row(await db.fetch_one(query))
 
 
 @cache
@@ -118,9 +122,7 @@ async def renew_token(db: Database, token_hash: str, expires_at: datetime) -> bo
     revoked or expired meanwhile (it is never brought back)."""
     async with db.transaction():
         token_id = await db.fetch_val(
-            _valid(
-                sa.select(tokens.c.id).where(tokens.c.token_hash == token_hash, tokens.c.parent_id.is_(None))
-            ).params(now=now())
+            _valid(sa.select(tokens.c.id).where(tokens.c.token_hash == token_hash, tokens.c.parent_id.is_(None)), now())
         )
         if token_id is None:
             return False
@@ -141,8 +143,9 @@ async def create_session(db: Database, token_hash: str, session_hash: str) -> li
             _valid(
                 sa.select(tokens.c.id, tokens.c.user_id, tokens.c.expires_at).where(
                     tokens.c.token_hash == token_hash, tokens.c.parent_id.is_(None)
-                )
-            ).params(now=now())
+                ),
+                now(),
+            )
         )
         if parent is None:
             return None

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import avatars
 import logs
-from auth import TokenPolicy, Viewer, new_session_secret, token_digest, token_from_header, viewer_from_row
+from auth import Viewer, new_session_secret, token_digest, token_from_header, token_policy, viewer_from_row
 from db import users
 from errors import Unauthenticated, format_error
 from execution.http import GraphQLOverHTTP
@@ -65,7 +65,7 @@ class ChatApp:
     def __init__(self, settings: Settings) -> None:
         logs.configure(settings.log_level)
         self.settings = settings
-        self.policy = TokenPolicy(settings.token_ttl_seconds, settings.token_renew_seconds)
+        self.policy = token_policy(settings.token_ttl_seconds, settings.token_renew_seconds)
         self.schema = build_schema()
         self.operations = Operations(
             self.schema,

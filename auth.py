@@ -121,6 +121,12 @@ class TokenPolicy:
         return expires_at < now() + timedelta(seconds=self.ttl_seconds - self.renew_seconds)
 
 
+def token_policy(ttl_seconds: float, renew_seconds: float) -> TokenPolicy:
+    """Renewed at most once per `renew_seconds`, and at least twice a lifetime when renewed at all
+    (a lifetime shorter than the renewal period would otherwise never be renewed)."""
+    return TokenPolicy(ttl_seconds, min(renew_seconds, ttl_seconds / 2) if renew_seconds > 0 else 0.0)
+
+
 # Without settings (a bench, a unit test): the default lifetime, never renewed.
 DEFAULT_POLICY = TokenPolicy(30 * 24 * 3600)
 

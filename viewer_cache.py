@@ -66,8 +66,12 @@ class ViewerCache:
         now = time.monotonic()
         if epoch != self.epoch or now >= self._lease_until:
             return
-        # Not past the token's expiry: a monotonic deadline for the wall-clock one.
-        remaining = getattr(viewer, "expires_at", math.inf) - time.time()
+        # Not past the token's expiry, nor past when its renewal falls due (a read then renews
+        # it): a monotonic deadline for the wall-clock one.
+        expires_at = getattr(viewer, "expires_at", math.inf)
+        if self.policy.renew_seconds > 0:
+            expires_at -= self.policy.ttl_seconds - self.policy.renew_seconds
+        remaining = expires_at - time.time()
         if remaining <= 0:
             return
         if len(self._entries) >= self._max_entries:

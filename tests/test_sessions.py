@@ -51,6 +51,10 @@ def open_session(url: str, token: str) -> str:
     return response.cookies[COOKIE]
 
 
+def cookie_header(cookie: str) -> dict[str, str]:
+    return {"cookie": f"{COOKIE}={cookie}"}
+
+
 @dataclass
 class Live:
     """One subscription to a room on each transport, all made with one token (SSE twice: by
@@ -60,8 +64,7 @@ class Live:
     sse: dict[str, SSEStream] = field(default_factory=dict)
     multipart: MultipartStream | None = None
 
-    async def all_receive(self, api: GraphQLClient, poster: Account, room: str, body: str) -> None:
-        post_message(api, poster, room, body)
+    async def all_receive(self, body: str) -> None:
         for ws in self.sockets.values():
             assert (await ws.result("1"))["data"]["messageCreated"]["body"] == body
         for stream in self.sse.values():
@@ -158,9 +161,9 @@ async def test_log_out_everywhere_ends_every_token_on_every_transport(server: Se
         live_everywhere(server, ann.token, room, anchor) as laptop,
         live_everywhere(server, phone, room, anchor) as handset,
     ):
-        await laptop.all_receive(api, bob, room, "hello")
-        await handset.all_receive(api, bob, room, "hello")  # (the second post is heard below)
-        assert (await bobs.result("1"))["data"]["messageCreated"]["body"] == "hello"
+        post_message(api, bob, room, "hello")
+        await laptop.all_receive("hello")
+        await handset.all_receive("hello")
         assert (await bobs.result("1"))["data"]["messageCreated"]["body"] == "hello"
         cookie = open_session(server.url, phone)
         assert api.data(LOG_OUT_EVERYWHERE, token=phone) == {"logOut": True}
@@ -302,7 +305,8 @@ async def test_a_live_connection_ends_when_its_token_expires(short_lived: Server
         room, anchor = room_with_anchor(api, ann)
         cookie = open_session(short_lived.url, ann.token)
         async with live_everywhere(short_lived, ann.token, room, anchor) as live:
-            await live.all_receive(api, ann, room, "while valid")
+            post_message(api, ann, room, "while valid")
+            await live.all_receive("while valid")
             # Ends within one check interval (a quarter of the lifetime) of the expiry.
             await live.all_end(timeout=10.0)
             assert time.monotonic() - signed_up_at >= 2.5

@@ -180,3 +180,15 @@ async def delete_token(db: Database, token_hash: str) -> None:
 async def delete_tokens_of_user(db: Database, user_id: int) -> None:
     """Every token of the user, sessions included."""
     await db.execute(tokens.delete().where(tokens.c.user_id == user_id))
+
+
+async def replace_password(db: Database, user_id: int, password_hash: str) -> None:
+    """The new password, and every token of the user gone, in one transaction."""
+    async with db.transaction():
+        await set_password_hash(db, user_id, password_hash)
+        await delete_tokens_of_user(db, user_id)
+
+
+async def prune_expired_tokens(db: Database, user_id: int) -> None:
+    """The user's expired tokens (refused already; this only keeps the table from growing)."""
+    await db.execute(tokens.delete().where(tokens.c.user_id == user_id, tokens.c.expires_at <= now()))

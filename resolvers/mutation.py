@@ -49,6 +49,7 @@ async def _signed_in(info: GraphQLResolveInfo, user: dict) -> dict:
     token = auth.new_token()
     settings = services_of(info).settings
     expires_at = auth.TokenPolicy(settings.token_ttl_seconds).expiry()
+    await users.prune_expired_tokens(db_of(info), user["id"])
     await users.create_token(db_of(info), user["id"], auth.token_digest(token), expires_at)
     return {"token": token, "user": {k: v for k, v in user.items() if k != "password_hash"}}
 
@@ -326,8 +327,9 @@ async def resolve_change_password(_root: None, info: GraphQLResolveInfo, current
     stored = user["password_hash"] if len(current) <= MAX_PASSWORD else None  # a dummy hash, same time
     if not await auth.verify_password(stored, current):
         raise BadUserInput("`current` is not your password.", argument="current")
-    await users.set_password_hash(services.db, viewer.id, await auth.hash_password(new))
-    await services.revocations.revoke_user(viewer.id, partial(users.delete_tokens_of_user, services.db, viewer.id))
+    new_hash = await auth.hash_password(new)
+    # Announced first: while Redis cannot take it, nothing changes (not the password either).
+    await services.revocations.revoke_user(viewer.id, partial(users.replace_password, services.db, viewer.id, new_hash))
     return await _signed_in(info, user)
 
 

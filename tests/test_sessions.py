@@ -311,6 +311,10 @@ async def test_a_live_connection_ends_when_its_token_expires(short_lived: Server
             await live.all_end(timeout=10.0)
             assert time.monotonic() - signed_up_at >= 2.5
         await refused_everywhere(short_lived, ann.token, cookie, room)
+        # Signing in again prunes the user's expired tokens (the session with its token).
+        assert api.data(ME, token=log_in(api, ann)) == {"me": {"id": ann.id}}
+        database_url = short_lived.env["DATABASE_URL"]
+        assert psql(database_url, f"SELECT count(*) FROM tokens WHERE user_id = {int(ann.id)}") == "1"
     finally:
         api.close()
 

@@ -281,14 +281,25 @@ async def resolve_typing(_root: None, info: GraphQLResolveInfo, room: str) -> bo
 # Sessions and profiles (issue 24).
 
 MAX_AVATAR_URL = 2048
-# Dropped from names: control characters (NUL included), format characters (bidirectional
-# overrides and isolates, zero-width spaces and joiners, the BOM), surrogates and private use.
-# A minimal cleaner of our own, meant to be swapped for the shared one for names.
-_DROPPED_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn"))
+# Refused in names: control characters (NUL included), format characters (bidirectional
+# overrides and isolates, zero-width spaces and joiners, the BOM), surrogates, line and
+# paragraph separators. A minimal check of our own, written to be swapped for the shared one
+# (helper `lists`: resolvers/text_input.clean_name, same signature and the same refusal).
+_REFUSED_IN_NAMES = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
+_REFUSED_IN_URLS = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 
 
-def clean_name(value: str) -> str:
-    return "".join(c for c in value if unicodedata.category(c) not in _DROPPED_CATEGORIES)
+def clean_name(value: str, argument: str, limit: int) -> str:
+    """Nothing invisible or direction-changing anywhere (so one user cannot pass for another),
+    then trimmed to 1 to `limit` characters; BAD_USER_INPUT otherwise."""
+    for character in value:
+        if unicodedata.category(character) in _REFUSED_IN_NAMES:
+            raise BadUserInput(
+                f"`{argument}` may not contain control, invisible or text-direction characters "
+                f"(U+{ord(character):04X}).",
+                argument=argument,
+            )
+    return _trimmed(value, argument, limit)
 
 
 def _avatar_url(value: str) -> str | None:
@@ -306,7 +317,7 @@ def _avatar_url(value: str) -> str | None:
         parts is None
         or parts.scheme.lower() not in ("http", "https")
         or not parts.hostname
-        or any(c.isspace() or unicodedata.category(c) in _DROPPED_CATEGORIES for c in value)
+        or any(c.isspace() or unicodedata.category(c) in _REFUSED_IN_URLS for c in value)
     ):
         raise BadUserInput("`avatarUrl` must be an http(s) URL.", argument="avatarUrl")
     return value
@@ -341,14 +352,15 @@ async def resolve_update_profile(
     avatarUrl: str | None = None,
     gravatar: bool | None = None,
 ) -> dict:
-    """Only what is given changes; `avatarUrl: ""` removes the image. Rate limited
+    """Only what is given changes; `avatarUrl: ""` removes the image; a name is checked as
+    signUp's is. Rate limited
     (RATE_LIMIT_PROFILE, per user)."""
     viewer = require_viewer(info)
     services = services_of(info)
     await services.limiter.check("profile", str(viewer.id), services.settings.rate_profile)
     values: dict = {}
     if name is not None:
-        values["name"] = _trimmed(clean_name(name), "name", MAX_NAME)
+        values["name"] = clean_name(name, "name", MAX_NAME)
     if avatarUrl is not None:
         values["avatar_url"] = _avatar_url(avatarUrl)
     if gravatar is not None:

@@ -241,8 +241,11 @@ class ChatApp:
         return JSONResponse(body, status_code=200 if ready else 503)
 
 
-async def _create_session(services: Services, token: str) -> str | None:
-    """A new SSE session made from a valid bearer token; the sessions it displaces are revoked."""
+async def _create_session(services: Services, token: str, current: str | None) -> str | None:
+    """The cookie's session if it is one of this token's; else a new SSE session made from a
+    valid bearer token (the sessions it displaces are revoked)."""
+    if current is not None and await users.is_session_of(services.db, token_digest(current), token_digest(token)):
+        return current
     secret = new_session_secret()
     displaced = await users.create_session(services.db, token_digest(token), token_digest(secret))
     if displaced is None:

@@ -161,6 +161,18 @@ async def create_session(db: Database, token_hash: str, session_hash: str) -> li
     return [row["token_hash"] for row in older]
 
 
+async def is_session_of(db: Database, session_hash: str, token_hash: str) -> bool:
+    """Whether the session is valid and was made from this (valid) token."""
+    parent = tokens.alias("parent")
+    query = _valid(
+        sa.select(tokens.c.id)
+        .select_from(tokens.join(parent, tokens.c.parent_id == parent.c.id))
+        .where(tokens.c.token_hash == session_hash, parent.c.token_hash == token_hash),
+        now(),
+    )
+    return await db.fetch_val(query) is not None
+
+
 async def token_and_sessions(db: Database, token_hash: str) -> list[str]:
     """The token's digest and its sessions': what revoking it revokes."""
     parent = sa.select(tokens.c.id).where(tokens.c.token_hash == token_hash).scalar_subquery()

@@ -78,8 +78,9 @@ def session_secret(cookie: str | None) -> str | None:
 
 # A session secret is 4 + 43 characters: anything longer is not one (and is not hashed).
 MAX_SECRET = 64
-# bearer token -> a new session's secret, or None when the token is not valid
-CreateSession = Callable[[str], Awaitable[str | None]]
+# (bearer token, the session secret the request's cookie holds) -> the session's secret (that one
+# if it is a valid session of the token, else a new one), or None when the token is not valid
+CreateSession = Callable[[str, str | None], Awaitable[str | None]]
 # a session's secret -> it is revoked: deleted, and its streams ended in every process
 RevokeSession = Callable[[str], Awaitable[None]]
 
@@ -96,10 +97,11 @@ def _unavailable(error: ServiceUnavailable) -> Response:
 
 async def open_session(request: HTTPRequest, create: CreateSession) -> Response:
     """`POST /graphql/sse-session` with `Authorization: Bearer <token>`: the cookie an EventSource
-    sends instead (204), holding a new session made from the token; 401 for a token that is not
-    valid."""
+    sends instead (204), holding a session made from the token; 401 for a token that is not
+    valid. A browser asking again (each page, each reconnect) keeps the session its cookie holds:
+    a new one would end the streams still open with the old one."""
     token = token_from_header(request.headers.get("authorization"))
-    secret = await create(token) if token else None
+    secret = await create(token, session_secret(request.cookies.get(SESSION_COOKIE))) if token else None
     if secret is None:
         return _unauthenticated()
     response = Response(status_code=204)

@@ -268,6 +268,31 @@ async def test_a_token_keeps_a_few_cookie_sessions_at_most(server: Server, api: 
             assert [m["body"] for m in await stream.data("messageCreated", 1)] == ["to the four newest"]
 
 
+async def test_asking_again_with_the_cookie_keeps_the_session(server: Server, api: GraphQLClient) -> None:
+    """A browser POSTs again (each page, each reconnect) with its cookie: it keeps that session,
+    so the streams it has open are not ended by a new one displacing it."""
+    ann, bob = sign_up(api, "Ann"), sign_up(api, "Bob")
+    room, anchor = room_with_anchor(api, ann)
+    first = open_session(server.url, ann.token)
+    variables = {"room": room, "after": anchor}
+    async with await open_sse(
+        server.url, MESSAGE_CREATED, variables, method="GET", headers=cookie_header(first)
+    ) as stream:
+        for _ in range(6):
+            again = httpx.post(
+                f"{server.url}/graphql/sse-session",
+                headers={"authorization": f"Bearer {ann.token}", **cookie_header(first)},
+            )
+            assert again.status_code == 204 and again.cookies[COOKIE] == first
+        post_message(api, ann, room, "still streaming")
+        assert [m["body"] for m in await stream.data("messageCreated", 1)] == ["still streaming"]
+    # Another user's session in the cookie is not kept: Bob's token gets a session of its own.
+    bobs = httpx.post(
+        f"{server.url}/graphql/sse-session", headers={"authorization": f"Bearer {bob.token}", **cookie_header(first)}
+    )
+    assert bobs.status_code == 204 and bobs.cookies[COOKIE] not in (first, bob.token)
+
+
 def test_the_default_lifetime_renews_without_a_write_per_request(server: Server, api: GraphQLClient) -> None:
     ann = sign_up(api, "Ann")
     database_url = server.env["DATABASE_URL"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import auth
+import avatars
 import logs
-from auth import Viewer, token_digest, token_from_header
+from auth import Viewer, new_session_secret, token_digest, token_from_header, token_policy, viewer_from_row
+from db import users
 from errors import Unauthenticated, format_error
 from execution.http import GraphQLOverHTTP
 from execution.operations import Operations
@@ -39,6 +42,7 @@ from realtime.engine import Engine
 from realtime.http_streams import StreamEndpoint, close_session, open_session
 from realtime.keepalive import Keepalive
 from realtime.operations import LiveServer
+from realtime.token_expiry import ExpiryWatch, interval_for
 from realtime.websocket import WebSocketEndpoint
 from resolvers import VIEWER_FIELDS, build_schema
 from resolvers.context import make_context
@@ -51,6 +55,7 @@ from uvicorn_protocols import NOT_COUNTED, SERVER_SEND, LeanWebSocketProtocol
 HEALTH_CHECKS = frozenset(("/healthz", "/readyz"))
 WEB_DIST = Path(__file__).resolve().parent / "web" / "dist"
 SIGNED_OUT = "Signed out."
+SESSION_EXPIRED = "Your session expired; sign in again."
 # Python's defaults are (700, 10, 10): a full collection every ~70,000 allocations. These make it
 # every ~1,000,000; young garbage stays bounded (`make soak`: flat after warm-up).
 GC_THRESHOLDS = (10_000, 10, 10)
@@ -67,6 +72,7 @@ class ChatApp:
         self.settings = settings
         self.trusted_peers = TrustedPeers(settings.forwarded_allow_ips)
         auth.configure_hashing(settings.password_hash_threads, settings.password_hash_queue)
+        self.policy = token_policy(settings.token_ttl_seconds, settings.token_renew_seconds)
         self.schema = build_schema()
         self.operations = Operations(
             self.schema,
@@ -88,6 +94,7 @@ class ChatApp:
         self.http = Starlette(
             routes=[
                 Route("/graphql/sse-session", self.sse_session, methods=["POST", "DELETE"]),
+                Route("/avatars/{name}", avatars.endpoint, methods=["GET", "HEAD"]),
                 Route("/healthz", self.healthz),
                 Route("/readyz", self.readyz),
                 # The reference web client (web/), built by `make run`, `make test` and Heroku's Node buildpack.
@@ -139,6 +146,7 @@ class ChatApp:
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         settings = self.settings
         async with running(settings) as services:
+            services.viewers.policy = self.policy
             engine = Engine(
                 self.schema,
                 services.broadcast,
@@ -149,7 +157,15 @@ class ChatApp:
                 debug=settings.debug,
             )
             services.revocations.on_revoke.append(lambda digest: engine.end_token(digest, Unauthenticated(SIGNED_OUT)))
+            services.revocations.on_revoke_user.append(partial(_end_user, engine))
             services.revocations.on_resync.append(engine.recheck_all)
+            expiry = ExpiryWatch(
+                engine,
+                partial(_expiries, services),
+                Unauthenticated(SESSION_EXPIRED),
+                interval_for(settings.token_ttl_seconds),
+            )
+            await expiry.start()
             self.state.services = services
             self.state.engine = engine
             live = self.live = self._live_server(services, engine)
@@ -180,6 +196,7 @@ class ChatApp:
                 yield
             finally:
                 self.websocket = self.live = self.graphql.stream = None
+                await expiry.stop()
                 await engine.close()
 
     def _live_server(self, services: Services, engine: Engine) -> LiveServer:
@@ -190,8 +207,8 @@ class ChatApp:
             return await revalidate_digest(token_digest(token)) if token else None
 
         async def revalidate_digest(digest: str) -> Viewer | None:
-            user = await services.access.user_for_token(digest)
-            return None if user is None else Viewer(user=user, token_hash=digest)
+            """Renewed here too when due (a client that only streams keeps its token)."""
+            return await viewer_from_row(services.db, self.policy, digest, await services.access.user_for_token(digest))
 
         async def revalidate(viewer: Viewer) -> Viewer | None:
             return viewer if await services.access.user_for_token(viewer.token_hash) else None
@@ -210,13 +227,14 @@ class ChatApp:
         )
 
     async def sse_session(self, request: Request) -> Response:
-        """The cookie an EventSource sends for its token (realtime.http_streams)."""
-        if request.method == "DELETE":
-            return close_session(request)
+        """The cookie an EventSource sends: a session of its own (realtime.http_streams)."""
         if self.live is None:
             starting = {"message": "Starting.", "extensions": {"code": "SERVICE_UNAVAILABLE"}}
             return JSONResponse({"errors": [starting]}, 503)
-        return await open_session(request, self.live)
+        services: Services = self.state.services
+        if request.method == "DELETE":
+            return await close_session(request, partial(_revoke_session, services))
+        return await open_session(request, partial(_create_session, services))
 
     async def healthz(self, request: Request) -> JSONResponse:
         """Liveness only: the process answers. Readiness of Postgres and Redis is /readyz.
@@ -267,6 +285,45 @@ def _responding(scope: Scope, send: Send) -> Send:
         await send(message)
 
     return send_with_headers
+
+
+async def _create_session(services: Services, token: str, current: str | None) -> str | None:
+    """The cookie's session if it is one of this token's; else a new SSE session made from a
+    valid bearer token (the sessions it displaces are revoked)."""
+    if current is not None and await users.is_session_of(services.db, token_digest(current), token_digest(token)):
+        return current
+    secret = new_session_secret()
+    displaced = await users.create_session(services.db, token_digest(token), token_digest(secret))
+    if displaced is None:
+        return None
+    if displaced:
+        await services.revocations.revoke(displaced, _nothing)  # deleted already
+    return secret
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _revoke_session(services: Services, secret: str) -> None:
+    digest = token_digest(secret)
+    await services.revocations.revoke(digest, partial(users.delete_token, services.db, digest))
+
+
+def _end_user(engine: Engine, user_id: int) -> None:
+    """Every live subscription of the user ends (all their tokens are revoked)."""
+    subscriptions = [s for held in engine.by_token.values() for s in held]
+    error = engine.error_formatter(Unauthenticated(SIGNED_OUT), engine.debug)
+    engine.end_where(subscriptions, lambda s: s.viewer.id == user_id, error)
+
+
+async def _expiries(services: Services, digests: Sequence[str]) -> dict[str, float | None]:
+    """Each token's expiry as the database has it now (None: revoked or expired)."""
+    rows = await asyncio.gather(*(services.access.user_for_token(digest) for digest in digests))
+    return {
+        digest: None if row is None else row["token_expires_at"].timestamp()
+        for digest, row in zip(digests, rows, strict=True)
+    }
 
 
 async def no_web_client(_request: Request) -> JSONResponse:

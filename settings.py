@@ -179,6 +179,9 @@ class Settings:
     password_hash_queue: int
     healthz_details: bool
     # [sessions and profiles]
+    token_ttl_seconds: int
+    token_renew_seconds: int
+    rate_profile: Rate
     # [live bounds]
 
     @property
@@ -277,5 +280,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         password_hash_queue=max(0, env.integer("PASSWORD_HASH_QUEUE", 64)),
         healthz_details=env.flag("HEALTHZ_DETAILS", False),
         # [sessions and profiles]
+        # A token lives this long after it was issued or last renewed; use renews it (sliding
+        # expiry) at most once per TOKEN_RENEW_SECONDS, so a request costs no write; 0: never renewed.
+        token_ttl_seconds=max(1, env.integer("TOKEN_TTL_SECONDS", 30 * 24 * 3600)),
+        token_renew_seconds=max(0, env.integer("TOKEN_RENEW_SECONDS", 24 * 3600)),
+        rate_profile=Rate.parse(env.text("RATE_LIMIT_PROFILE", "10/60")),
         # [live bounds]
     )

@@ -5,16 +5,19 @@ A remembered token may only be trusted while the process is sure it would have h
 token's revocation: `realtime.revocations` renews a lease each time the process hears its own
 heartbeat come back over the revocation channel, and a logOut waits out one lease after it
 announced the revocation. Without a live lease nothing is trusted and the cache empties.
+Nor is an entry trusted past its token's expiry as last read (a renewal elsewhere is seen at
+the next read).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 from databases import Database
 
-from auth import Viewer, token_digest, viewer_for_digest
+from auth import DEFAULT_POLICY, TokenPolicy, Viewer, token_digest, viewer_for_digest
 
 MAX_ENTRIES = 20_000
 # A backstop only: revocations, not age, are what ends an entry.
@@ -28,7 +31,10 @@ class CacheStats:
 
 
 class ViewerCache:
-    def __init__(self, max_entries: int = MAX_ENTRIES, entry_seconds: float = ENTRY_SECONDS) -> None:
+    def __init__(
+        self, max_entries: int = MAX_ENTRIES, entry_seconds: float = ENTRY_SECONDS, policy: TokenPolicy = DEFAULT_POLICY
+    ) -> None:
+        self.policy = policy
         self._entries: dict[str, tuple[Viewer, float]] = {}
         self._max_entries = max_entries
         self._entry_seconds = entry_seconds
@@ -60,12 +66,26 @@ class ViewerCache:
         now = time.monotonic()
         if epoch != self.epoch or now >= self._lease_until:
             return
+        # Not past the token's expiry, nor past when its renewal falls due (a read then renews
+        # it): a monotonic deadline for the wall-clock one.
+        expires_at = getattr(viewer, "expires_at", math.inf)
+        if self.policy.renew_seconds > 0:
+            expires_at -= self.policy.ttl_seconds - self.policy.renew_seconds
+        remaining = expires_at - time.time()
+        if remaining <= 0:
+            return
         if len(self._entries) >= self._max_entries:
             del self._entries[next(iter(self._entries))]
-        self._entries[digest] = (viewer, now + self._entry_seconds)
+        self._entries[digest] = (viewer, now + min(self._entry_seconds, remaining))
 
     def revoke(self, digest: str) -> None:
         self._entries.pop(digest, None)
+        self.epoch += 1
+
+    def revoke_user(self, user_id: int) -> None:
+        """Every token of the user (a rare event: a scan of the entries is fine)."""
+        for digest in [d for d, (viewer, _) in self._entries.items() if viewer.id == user_id]:
+            del self._entries[digest]
         self.epoch += 1
 
     def clear(self) -> None:
@@ -90,7 +110,7 @@ class ViewerCache:
             return viewer
         self.stats.misses += 1
         epoch = self.epoch
-        viewer = await viewer_for_digest(db, digest)
+        viewer = await viewer_for_digest(db, digest, self.policy)
         if viewer is not None:
             self.put(digest, viewer, epoch)
         return viewer

@@ -15,7 +15,7 @@ from databases import Database
 
 from db.batching import GroupedLoader
 from db.pool import fetch_rows
-from db.records import Row
+from db.records import Row, now
 from db.rooms import rooms_by_ids
 from db.tables import memberships, messages, tokens
 from db.users import users_for_tokens
@@ -80,7 +80,8 @@ class AccessReads:
         found = {row["id"]: row for row in await rooms_by_ids(self._db, room_ids)}
         signed_in: set[str] = set()
         member: set[tuple[str, int]] = set()
-        for row in await fetch_rows(self._db, _memberships_of_tokens(), {"room_ids": room_ids, "digests": digests}):
+        values = {"room_ids": room_ids, "digests": digests, "now": now()}
+        for row in await fetch_rows(self._db, _memberships_of_tokens(), values):
             signed_in.add(row["token_hash"])
             if row["room_id"] is not None:
                 member.add((row["token_hash"], row["room_id"]))
@@ -110,6 +111,8 @@ def _memberships_of_tokens() -> sa.Select:
         sa.select(tokens.c.token_hash, memberships.c.room_id)
         .select_from(tokens.outerjoin(memberships, sa.and_(memberships.c.user_id == tokens.c.user_id, in_rooms)))
         .where(tokens.c.token_hash.in_(sa.bindparam("digests", expanding=True)))
+        # An expired token is refused as a revoked one is (db/users.py).
+        .where(tokens.c.expires_at > sa.bindparam("now", type_=tokens.c.expires_at.type))
     )
 
 

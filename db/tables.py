@@ -13,6 +13,10 @@ users = sa.Table(
     sa.Column("email_hash", sa.String(64), nullable=False),
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # The user's own image (http(s)), and whether they opted in to Gravatar: neither set, the
+    # avatar is generated from the id alone (resolvers/user.py).
+    sa.Column("avatar_url", sa.String(2048), nullable=True),
+    sa.Column("gravatar", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 tokens = sa.Table(
@@ -22,6 +26,12 @@ tokens = sa.Table(
     sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Refused from then on; renewed by use (auth.py). A session's never outlives its parent's.
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    # Set for an SSE cookie session: the bearer token it was made from, revoked with it.
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("tokens.id", ondelete="CASCADE", name="fk_tokens_parent_id")),
+    sa.Index("ix_tokens_user_id", "user_id"),
+    sa.Index("ix_tokens_parent_id", "parent_id"),
 )
 
 rooms = sa.Table(

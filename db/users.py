@@ -1,5 +1,11 @@
-"""Users and their login tokens (stored only as hashes)."""
+"""Users and their login tokens (stored only as hashes).
 
+Every lookup of a token finds it only while it is unexpired: an expired token is refused as a
+revoked one is, wherever it is checked. An SSE session is a token row with `parent_id` set; it
+is deleted with its parent.
+"""
+
+from datetime import datetime
 from functools import cache
 
 import sqlalchemy as sa
@@ -9,7 +15,12 @@ from db.pool import fetch_rows
 from db.records import Row, as_row, now
 from db.tables import tokens, users
 
-PUBLIC_COLUMNS = (users.c.id, users.c.name, users.c.email_hash)
+# `email_hash` is read only for a user who opted in to Gravatar (resolvers/user.py).
+PUBLIC_COLUMNS = (users.c.id, users.c.name, users.c.email_hash, users.c.avatar_url, users.c.gravatar)
+# What a token lookup adds to the user's row (auth.viewer_from_row takes them off again).
+TOKEN_COLUMNS = (tokens.c.expires_at.label("token_expires_at"), tokens.c.parent_id.label("token_parent_id"))
+# Bounds the SSE sessions one bearer token holds (one a browser; the oldest goes first).
+MAX_SESSIONS_PER_TOKEN = 4
 
 
 class EmailTaken(Exception):
@@ -55,34 +66,148 @@ async def users_by_ids(db: Database, ids: list[int]) -> list[Row]:
     return await fetch_rows(db, query)
 
 
-async def create_token(db: Database, user_id: int, token_hash: str) -> None:
-    await db.execute(tokens.insert().values(user_id=user_id, token_hash=token_hash, created_at=now()))
+async def user_with_password_by_id(db: Database, user_id: int) -> Row | None:
+    query = sa.select(*PUBLIC_COLUMNS, users.c.password_hash).where(users.c.id == user_id)
+    return as_row(await db.fetch_one(query))
+
+
+async def update_profile(db: Database, user_id: int, values: dict) -> Row | None:
+    """Set the given columns (name, avatar_url, gravatar) and return the user's public row."""
+    if values:
+        await db.execute(users.update().where(users.c.id == user_id).values(**values))
+    return as_row(await db.fetch_one(sa.select(*PUBLIC_COLUMNS).where(users.c.id == user_id)))
+
+
+async def create_token(
+    db: Database, user_id: int, token_hash: str, expires_at: datetime, parent_id: int | None = None
+) -> None:
+    await db.execute(
+        tokens.insert().values(
+            user_id=user_id, token_hash=token_hash, created_at=now(), expires_at=expires_at, parent_id=parent_id
+        )
+    )
+
+
+def _valid(query: sa.Select, at: datetime | None = None) -> sa.Select:
+    """Unexpired at `at`; without it, at the `now` given with a kept statement's values."""
+    if at is not None:
+        return query.where(tokens.c.expires_at > at)
+    return query.where(tokens.c.expires_at > sa.bindparam("now", type_=tokens.c.expires_at.type))
 
 
 async def user_for_token(db: Database, token_hash: str) -> Row | None:
-    query = (
-        sa.select(*PUBLIC_COLUMNS)
+    """The token's user, with TOKEN_COLUMNS; None once it is revoked or expired."""
+    query = _valid(
+        sa.select(*PUBLIC_COLUMNS, *TOKEN_COLUMNS)
         .select_from(tokens.join(users, tokens.c.user_id == users.c.id))
-        .where(tokens.c.token_hash == token_hash)
+        .where(tokens.c.token_hash == token_hash),
+        now(),
     )
     return as_row(await db.fetch_one(query))
 
 
 @cache
 def _users_for_tokens() -> sa.Select:
-    return (
-        sa.select(tokens.c.token_hash, *PUBLIC_COLUMNS)
+    return _valid(
+        sa.select(tokens.c.token_hash, *PUBLIC_COLUMNS, *TOKEN_COLUMNS)
         .select_from(tokens.join(users, tokens.c.user_id == users.c.id))
         .where(tokens.c.token_hash.in_(sa.bindparam("digests", expanding=True)))
     )
 
 
 async def users_for_tokens(db: Database, token_hashes: list[str]) -> dict[str, Row]:
-    return {row.pop("token_hash"): row for row in await fetch_rows(db, _users_for_tokens(), {"digests": token_hashes})}
+    """Each valid token's user, with TOKEN_COLUMNS (batched: many connections check at once)."""
+    rows = await fetch_rows(db, _users_for_tokens(), {"digests": token_hashes, "now": now()})
+    return {row.pop("token_hash"): row for row in rows}
+
+
+async def renew_token(db: Database, token_hash: str, expires_at: datetime) -> bool:
+    """Move a valid bearer token's expiry (and its sessions') to `expires_at`; False when it is
+    revoked or expired meanwhile (it is never brought back)."""
+    async with db.transaction():
+        token_id = await db.fetch_val(
+            _valid(sa.select(tokens.c.id).where(tokens.c.token_hash == token_hash, tokens.c.parent_id.is_(None)), now())
+        )
+        if token_id is None:
+            return False
+        await db.execute(
+            tokens.update()
+            .where(sa.or_(tokens.c.id == token_id, tokens.c.parent_id == token_id))
+            .values(expires_at=expires_at)
+        )
+    return True
+
+
+async def create_session(db: Database, token_hash: str, session_hash: str) -> list[str] | None:
+    """An SSE session made from a valid bearer token, expiring with it; None if the token is not
+    valid. Returns the digests of the sessions it displaced (beyond MAX_SESSIONS_PER_TOKEN),
+    already deleted: the caller announces their revocation."""
+    async with db.transaction():
+        parent = await db.fetch_one(
+            _valid(
+                sa.select(tokens.c.id, tokens.c.user_id, tokens.c.expires_at).where(
+                    tokens.c.token_hash == token_hash, tokens.c.parent_id.is_(None)
+                ),
+                now(),
+            )
+        )
+        if parent is None:
+            return None
+        await create_token(db, parent["user_id"], session_hash, parent["expires_at"], parent_id=parent["id"])
+        older = await db.fetch_all(
+            sa.select(tokens.c.id, tokens.c.token_hash)
+            .where(tokens.c.parent_id == parent["id"])
+            .order_by(tokens.c.id.desc())
+            .offset(MAX_SESSIONS_PER_TOKEN)
+        )
+        if older:
+            await db.execute(tokens.delete().where(tokens.c.id.in_([row["id"] for row in older])))
+    return [row["token_hash"] for row in older]
+
+
+async def is_session_of(db: Database, session_hash: str, token_hash: str) -> bool:
+    """Whether the session is valid and was made from this (valid) token."""
+    parent = tokens.alias("parent")
+    query = _valid(
+        sa.select(tokens.c.id)
+        .select_from(tokens.join(parent, tokens.c.parent_id == parent.c.id))
+        .where(tokens.c.token_hash == session_hash, parent.c.token_hash == token_hash),
+        now(),
+    )
+    return await db.fetch_val(query) is not None
+
+
+async def token_and_sessions(db: Database, token_hash: str) -> list[str]:
+    """The token's digest and its sessions': what revoking it revokes."""
+    parent = sa.select(tokens.c.id).where(tokens.c.token_hash == token_hash).scalar_subquery()
+    mine = sa.or_(tokens.c.token_hash == token_hash, tokens.c.parent_id == parent)
+    query = sa.select(tokens.c.token_hash).where(mine)
+    return sorted({token_hash, *(row["token_hash"] for row in await db.fetch_all(query))})
 
 
 async def delete_token(db: Database, token_hash: str) -> None:
-    await db.execute(tokens.delete().where(tokens.c.token_hash == token_hash))
+    """The token and its sessions (explicitly: SQLite enforces no foreign keys here)."""
+    parent = sa.select(tokens.c.id).where(tokens.c.token_hash == token_hash).scalar_subquery()
+    async with db.transaction():
+        await db.execute(tokens.delete().where(tokens.c.parent_id == parent))
+        await db.execute(tokens.delete().where(tokens.c.token_hash == token_hash))
+
+
+async def delete_tokens_of_user(db: Database, user_id: int) -> None:
+    """Every token of the user, sessions included."""
+    await db.execute(tokens.delete().where(tokens.c.user_id == user_id))
+
+
+async def replace_password(db: Database, user_id: int, password_hash: str) -> None:
+    """The new password, and every token of the user gone, in one transaction."""
+    async with db.transaction():
+        await set_password_hash(db, user_id, password_hash)
+        await delete_tokens_of_user(db, user_id)
+
+
+async def prune_expired_tokens(db: Database, user_id: int) -> None:
+    """The user's expired tokens (refused already; this only keeps the table from growing)."""
+    await db.execute(tokens.delete().where(tokens.c.user_id == user_id, tokens.c.expires_at <= now()))
 
 
 def _unencodable(text: str) -> bool:

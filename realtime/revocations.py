@@ -1,7 +1,9 @@
 """Telling every process that a token is revoked, and knowing that each one heard in time.
 
-One channel per deployment carries `revoke <digest>`; each process also has a heartbeat channel
-of its own, `<revocations>:beat:<process>`, on which only it publishes and only it listens, the
+One channel per deployment carries `revoke <digest> [<digest>...]` (a token and its SSE
+sessions), `revoke-user <id>` (every token of a user: logOut everywhere, a new password) and
+`forget-user <id>` (a changed profile: cached viewers only); each process also has a heartbeat
+channel of its own, `<revocations>:beat:<process>`, on which only it publishes and only it listens, the
 time it sent the beat. Its one Redis connection carries both subscriptions, and Redis hands a
 connection its messages in the order it received them, across channels: a process that hears
 its own beat, sent at s, has heard every revocation announced before s, so it trusts its viewer
@@ -21,7 +23,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from errors import ServiceUnavailable
 from realtime.broadcast import ChannelBroadcast
@@ -50,6 +52,7 @@ class Revocations:
         # Told of every revocation this process hears, and of every reconnect (after which
         # revocations may have been missed): the live engine ends or re-checks subscriptions.
         self.on_revoke: list[Callable[[str], None]] = []
+        self.on_revoke_user: list[Callable[[int], None]] = []
         self.on_resync: list[Callable[[], None]] = []
 
     @property
@@ -67,28 +70,47 @@ class Revocations:
         await cancel_and_wait(tasks)
         self._cache.lapse()
 
-    async def revoke(self, digest: str, delete: Callable[[], Awaitable[None]]) -> None:
-        """Delete the token with `delete`; once this returns, no process accepts it."""
+    async def revoke(self, digest: str | Sequence[str], delete: Callable[[], Awaitable[None]]) -> None:
+        """Delete the tokens with `delete`; once this returns, no process accepts them."""
+        digests = [digest] if isinstance(digest, str) else list(digest)
+        await self._revoke("revoke " + " ".join(digests), delete)
+
+    async def revoke_user(self, user_id: int, delete: Callable[[], Awaitable[None]]) -> None:
+        """Delete every token of the user with `delete`; once this returns, no process accepts one."""
+        await self._revoke(f"revoke-user {int(user_id)}", delete)
+
+    async def forget_user(self, user_id: int) -> None:
+        """Every process forgets the user's cached viewers (their profile changed), ending
+        nothing. Best effort: a process that misses it re-reads within ENTRY_SECONDS."""
+        message = f"forget-user {int(user_id)}"
+        self._heard_revocation(message)
+        if self._shared and self.running:
+            try:
+                await self._announce(message)
+            except ServiceUnavailable:
+                pass
+
+    async def _revoke(self, message: str, delete: Callable[[], Awaitable[None]]) -> None:
         if not self.running:
             await delete()  # no process of this deployment caches viewers
             return
         if self._shared:
-            await self._announce(digest)  # refused here, nothing has changed yet
+            await self._announce(message)  # refused here, nothing has changed yet
         await delete()
-        self._revoked(digest)
+        self._heard_revocation(message)
         if not self._shared:
             return
         try:
             # Again, for lookups that read the token between the first announcement and the delete.
-            await self._announce(digest)
+            await self._announce(message)
         except ServiceUnavailable:
             logger.error("A revocation reached Redis only before the token was deleted")
         await asyncio.sleep(LEASE_SECONDS + MARGIN_SECONDS)
 
-    async def _announce(self, digest: str) -> None:
+    async def _announce(self, message: str) -> None:
         try:
             async with asyncio.timeout(ANNOUNCE_TIMEOUT):
-                await self._broadcast.publish(self._channel, f"revoke {digest}")
+                await self._broadcast.publish(self._channel, message)
         except Exception as error:
             logger.warning("Announcing a revocation failed (%s)", type(error).__name__)
             raise ServiceUnavailable("Signing out needs Redis, which is unreachable; try again shortly.") from None
@@ -119,9 +141,20 @@ class Revocations:
         elif channel == self._beat_channel:
             self._cache.renew(float(message) + LEASE_SECONDS)
         else:
-            kind, _, digest = message.partition(" ")
-            if kind == "revoke":
+            self._heard_revocation(message)
+
+    def _heard_revocation(self, message: str) -> None:
+        kind, _, rest = message.partition(" ")
+        if kind == "revoke":
+            for digest in rest.split():
                 self._revoked(digest)
+        elif kind == "revoke-user" and rest.isdigit():
+            user_id = int(rest)
+            self._cache.revoke_user(user_id)
+            for user_listener in self.on_revoke_user:
+                user_listener(user_id)
+        elif kind == "forget-user" and rest.isdigit():
+            self._cache.revoke_user(int(rest))
 
     def _revoked(self, digest: str) -> None:
         self._cache.revoke(digest)

@@ -2,7 +2,9 @@
 before it is announced."""
 
 import re
+import unicodedata
 from functools import partial
+from urllib.parse import urlsplit
 
 import emoji as emoji_library
 from ariadne import MutationType
@@ -15,6 +17,7 @@ from errors import BadUserInput, Forbidden, NotFound, Unauthenticated, format_er
 from resolvers import typing
 from resolvers.context import (
     NOT_A_MEMBER,
+    SIGN_IN_FIRST,
     client_address,
     db_of,
     loaders_of,
@@ -47,9 +50,13 @@ async def _act(info: GraphQLResolveInfo) -> Viewer:
 
 
 async def _signed_in(info: GraphQLResolveInfo, user: dict) -> dict:
+    """A new token, expiring TOKEN_TTL_SECONDS from now unless use renews it (auth.py)."""
     token = auth.new_token()
-    await users.create_token(db_of(info), user["id"], auth.token_digest(token))
-    return {"token": token, "user": {k: user[k] for k in ("id", "name", "email_hash")}}
+    settings = services_of(info).settings
+    expires_at = auth.TokenPolicy(settings.token_ttl_seconds).expiry()
+    await users.prune_expired_tokens(db_of(info), user["id"])
+    await users.create_token(db_of(info), user["id"], auth.token_digest(token), expires_at)
+    return {"token": token, "user": {k: v for k, v in user.items() if k != "password_hash"}}
 
 
 @mutation_type.field("signUp")
@@ -91,11 +98,19 @@ async def resolve_log_in(_root: None, info: GraphQLResolveInfo, email: str, pass
 
 
 @mutation_type.field("logOut")
-async def resolve_log_out(_root: None, info: GraphQLResolveInfo) -> bool:
-    """Every process hears the revocation: its cached viewer goes, its live subscriptions end."""
+async def resolve_log_out(_root: None, info: GraphQLResolveInfo, everywhere: bool = False) -> bool:
+    """Every process hears the revocation: its cached viewer goes, its live subscriptions end.
+    The token's SSE sessions go with it; `everywhere`: every token of the user goes.
+
+    Not rate limited of its own: each call spends the token it is sent with (everywhere: all of
+    them), and getting another is limited by sign-in's limits."""
     viewer = require_viewer(info)
     services = services_of(info)
-    await services.revocations.revoke(viewer.token_hash, partial(users.delete_token, services.db, viewer.token_hash))
+    if everywhere:
+        await services.revocations.revoke_user(viewer.id, partial(users.delete_tokens_of_user, services.db, viewer.id))
+        return True
+    digests = await users.token_and_sessions(services.db, viewer.token_hash)
+    await services.revocations.revoke(digests, partial(users.delete_token, services.db, viewer.token_hash))
     return True
 
 
@@ -273,3 +288,79 @@ async def resolve_typing(_root: None, info: GraphQLResolveInfo, room: str) -> bo
     found = await room_access(services, viewer, parse_id(room, "Room", argument="room"))
     await typing.started(services, found["id"], viewer.id)
     return True
+
+
+# Sessions and profiles (issue 24).
+
+MAX_AVATAR_URL = 2048
+_REFUSED_IN_URLS = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+
+
+def _avatar_url(value: str) -> str | None:
+    """An absolute http(s) URL of at most MAX_AVATAR_URL characters, or None for "" (unset)."""
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > MAX_AVATAR_URL:
+        raise BadUserInput(f"`avatarUrl` must be at most {MAX_AVATAR_URL} characters.", argument="avatarUrl")
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() or unicodedata.category(c) in _REFUSED_IN_URLS for c in value)
+    ):
+        raise BadUserInput("`avatarUrl` must be an http(s) URL.", argument="avatarUrl")
+    return value
+
+
+@mutation_type.field("changePassword")
+async def resolve_change_password(_root: None, info: GraphQLResolveInfo, current: str, new: str) -> dict:
+    """Limited as sign-in is (its `auth` limit, keyed by the user); every token of the user is
+    revoked, the one sent included, and their live subscriptions end; a fresh token comes back."""
+    viewer = require_viewer(info)
+    services = services_of(info)
+    await services.limiter.check("auth", f"user:{viewer.id}", services.settings.rate_auth)
+    if not MIN_PASSWORD <= len(new) <= MAX_PASSWORD:
+        raise BadUserInput(f"`new` must be {MIN_PASSWORD} to {MAX_PASSWORD} characters.", argument="new")
+    user = await users.user_with_password_by_id(services.db, viewer.id)
+    if user is None:
+        raise Unauthenticated(SIGN_IN_FIRST)
+    stored = user["password_hash"] if len(current) <= MAX_PASSWORD else None  # a dummy hash, same time
+    if not await auth.verify_password(stored, current):
+        raise BadUserInput("`current` is not your password.", argument="current")
+    new_hash = await auth.hash_password(new)
+    # Announced first: while Redis cannot take it, nothing changes (not the password either).
+    await services.revocations.revoke_user(viewer.id, partial(users.replace_password, services.db, viewer.id, new_hash))
+    return await _signed_in(info, user)
+
+
+@mutation_type.field("updateProfile")
+async def resolve_update_profile(
+    _root: None,
+    info: GraphQLResolveInfo,
+    name: str | None = None,
+    avatarUrl: str | None = None,
+    gravatar: bool | None = None,
+) -> dict:
+    """Only what is given changes; `avatarUrl: ""` removes the image; a name is checked as
+    signUp's is. Rate limited
+    (RATE_LIMIT_PROFILE, per user)."""
+    viewer = require_viewer(info)
+    services = services_of(info)
+    await services.limiter.check("profile", str(viewer.id), services.settings.rate_profile)
+    values: dict = {}
+    if name is not None:
+        values["name"] = clean_name(name, "name", MAX_NAME)
+    if avatarUrl is not None:
+        values["avatar_url"] = _avatar_url(avatarUrl)
+    if gravatar is not None:
+        values["gravatar"] = gravatar
+    user = await users.update_profile(services.db, viewer.id, values)
+    if user is None:
+        raise Unauthenticated(SIGN_IN_FIRST)
+    await services.revocations.forget_user(viewer.id)  # `me` is read from cached viewers
+    return user

@@ -80,13 +80,11 @@ def test_no_field_exposes_an_email(client: GraphQLClient) -> None:
 
 
 @pytest.mark.parametrize(("size", "expected"), [(None, 80), (0, 1), (-5, 1), (32, 32), (4000, 2048)])
-def test_avatar_is_a_gravatar_url_of_the_email_hash_clamped(
-    client: GraphQLClient, size: int | None, expected: int
-) -> None:
+def test_avatar_is_drawn_from_the_id_alone_clamped(client: GraphQLClient, size: int | None, expected: int) -> None:
+    """Issue 24: no Gravatar (a hash of the email) unless the user opts in; see test_profiles.py."""
     account = sign_up(client, "Gus")
     argument = "" if size is None else f"(size: {size})"
     avatar = client.data(f"{{ me {{ avatar{argument} }} }}", token=account.token)["me"]["avatar"]
     digest = hashlib.sha256(account.email.strip().lower().encode()).hexdigest()
-    assert avatar.startswith(f"https://www.gravatar.com/avatar/{digest}?")
-    assert f"s={expected}&" in avatar
-    assert account.email not in avatar
+    assert avatar == f"/avatars/{account.id}.svg?s={expected}"
+    assert digest not in avatar and account.email not in avatar

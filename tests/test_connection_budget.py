@@ -154,7 +154,9 @@ def test_requests_beyond_the_pool_wait_then_get_service_unavailable(limited_role
 
         async def burst() -> list[httpx.Response]:
             headers = {"Authorization": f"Bearer {ann.token}"}
-            query = "{ rooms(first: 10) { members(first: 10) { name } messages(first: 10) { edges { node { body } } } } }"
+            query = (
+                "{ rooms(first: 10) { members(first: 10) { name } messages(first: 10) { edges { node { body } } } } }"
+            )
             async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
                 return await asyncio.gather(*(http.post("/graphql", json={"query": query}) for _ in range(100)))
 

@@ -26,7 +26,7 @@ REQUEST_ERRORS = [
     ("{ me { id ", None, "GRAPHQL_PARSE_FAILED"),
     ("{ nothing }", None, "GRAPHQL_VALIDATION_FAILED"),
     ("query($id: ID!) { room(id: $id) { id } }", {}, "BAD_USER_INPUT"),  # a required variable missing
-    ("query($n: Int) { rooms(first: 5) { messages(first: $n) { edges { cursor } } } }", {"n": "many"}, "BAD_USER_INPUT"),
+    ("query($n: Int) { rooms(first: 5) { messages(first: $n) { edges { cursor } } } }", {"n": "x"}, "BAD_USER_INPUT"),
 ]
 MALFORMED = [
     (b"{not json", "application/json"),

@@ -5,7 +5,7 @@ import type { PersonFragment } from "./generated/graphql";
 const COLORS = ["#5b8def", "#e0795a", "#4bab7a", "#a56de2", "#d4a72c", "#4aa3b5"];
 
 /** The user's picture, or their initials on a colour of their own when it does not load
- * (Gravatar unreachable, no network). */
+ * (an image the user set that is gone, no network). */
 export function Avatar({ person, size = 32 }: { person: PersonFragment; size?: number }) {
   const [failed, setFailed] = useState(false);
   if (!failed) {

@@ -88,7 +88,7 @@ class GraphQLOverHTTP:
         if isinstance(body, str):  # the explorer
             await _send(send, 200, body.encode(), {"content-type": "text/html; charset=utf-8"})
             return
-        encoded = body if isinstance(body, bytes) else orjson.dumps(body)
+        encoded = body if isinstance(body, bytes) else self.operations.encode_payload(body)
         await _send(send, status, encoded, {"content-type": media, **headers})
 
     async def answer(
@@ -137,7 +137,7 @@ class GraphQLOverHTTP:
         result = self.operations.result(await self.operations.execute(prepared, context))
         if only_unavailable(result.get("errors") or []):
             return 503, result, {"Retry-After": str(RETRY_AFTER_SECONDS)}
-        return 200, self.operations.encode_payload(result), {}
+        return 200, result, {}  # encoded by the caller, once it has seen whether it was refused
 
     async def _may_register(self, request: HTTPRequest) -> bool:
         """Only who the app allows registers (an anonymous request with hash and text is served,

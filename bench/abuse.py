@@ -35,6 +35,7 @@ import itertools
 import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -176,6 +177,13 @@ class Api:
 
     async def close(self) -> None:
         await self.http.aclose()
+
+
+STARTED = time.monotonic()
+
+
+def progress(what: str) -> None:
+    print(f"[{time.monotonic() - STARTED:6.1f} s] {what}", file=sys.stderr, flush=True)
 
 
 # -- live delivery -----------------------------------------------------------------------------
@@ -345,6 +353,8 @@ class Round:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     cpu_percent: float = 0.0
+    postgres_percent: float = 0.0
+    generator_percent: float = 0.0
     subscriptions: Counter[str] = field(default_factory=Counter)
     reactions: Counter[str] = field(default_factory=Counter)
     attacker_results: int = 0
@@ -406,6 +416,26 @@ async def react_at_rate(api: Api, token: str, message: str, rate: float, seconds
     return answers
 
 
+def postgres_cpu_seconds(database: str) -> float:
+    """utime + stime of the Postgres backends connected to `database` (their process titles
+    name it), in seconds: what the server's SQL costs, apart from the other databases on the
+    shared Postgres."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if database.encode() not in cmdline.read():
+                    continue
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 async def until_quiet(pid: int, seconds: float = 60.0) -> None:
     """Until the server spends under a fifth of a core over half a second (the backlog an
     attacker left drained), or `seconds` pass."""
@@ -427,6 +457,7 @@ async def live_round(
     seconds: float,
     attacker: tuple[str, dict[str, tuple[int, int]]] | None,
 ) -> Round:
+    progress(f"live delivery: {label}")
     result = Round(label)
     assert server.process is not None
     subs = await open_honest(server, honest, room)
@@ -437,7 +468,9 @@ async def live_round(
     # Refusals come at once; an accepted subscription says nothing until an event: a bounded
     # wait for the refusals, no barrier to poll for.
     await asyncio.sleep(2)
+    database = database_name(server)
     cpu_before, started = tree_cpu_seconds(server.process.pid), time.monotonic()
+    postgres_before, generator_before = postgres_cpu_seconds(database), time.process_time()
     count = int(POSTER_RATE * seconds)
     with collector_paused():
         posting = publish(server.url, honest[0], [room], count, POSTER_RATE)
@@ -451,7 +484,10 @@ async def live_round(
         result.messages, result.failed_posts = count, count - len(acknowledged)
         result.expected = len(acknowledged) * len(subs)
         await until_read(subs, result.expected, 30)
-    result.cpu_percent = (tree_cpu_seconds(server.process.pid) - cpu_before) / (time.monotonic() - started) * 100
+    elapsed = time.monotonic() - started
+    result.cpu_percent = (tree_cpu_seconds(server.process.pid) - cpu_before) / elapsed * 100
+    result.postgres_percent = (postgres_cpu_seconds(database) - postgres_before) / elapsed * 100
+    result.generator_percent = (time.process_time() - generator_before) / elapsed * 100
     latencies = [latency for sub in subs for latency in sub.latencies]
     distinct = sum(len(sub.seen) for sub in subs)
     result.received = sum(sum(sub.seen.values()) for sub in subs)
@@ -475,6 +511,7 @@ async def live(database_url: str, seconds: float) -> tuple[list[Round], dict[str
     async with stack(database_url) as (server, _redis):
         api = Api(server.url)
         try:
+            progress(f"signing up {HONEST + 2} users")
             honest = await api.sign_up(HONEST)
             attacker, scout = await api.sign_up(2)
             room = (await api.gql(CREATE_ROOM, token=honest[0]))["createRoom"]["id"]
@@ -483,6 +520,7 @@ async def live(database_url: str, seconds: float) -> tuple[list[Round], dict[str
             target = (await api.gql(CREATE_MESSAGE, {"room": room, "body": f"{time.time():.6f} target"}, honest[0]))[
                 "createMessage"
             ]["id"]
+            progress("the ladder of sizes")
             ladders = {name: await probe(server, api, scout, honest[0], room, name) for name in ATTACK_FIELDS}
             # None accepted: the lightest, to count its refusals all the same.
             shapes = {name: chosen or LADDER[-1] for name, (chosen, _) in ladders.items()}
@@ -521,6 +559,10 @@ class Cache:
 def redis_memory(redis: PrivateRedis) -> int:
     fields = dict(line.split(":", 1) for line in redis.cli("info", "memory").split() if ":" in line)
     return int(fields["used_memory"])
+
+
+def database_name(server: Server) -> str:
+    return server.env["DATABASE_URL"].rsplit("/", 1)[1]
 
 
 def worker_rss(master: int) -> dict[int, int]:
@@ -572,6 +614,7 @@ def body_of(number: int, size: int, distinct: bool, persisted: bool) -> bytes:
 
 
 async def caches(database_url: str, label: str, count: int, size: int) -> Cache:
+    progress(f"caches: {label}")
     distinct, persisted, signed_in = VARIANTS[label]
     result = Cache(label)
     async with stack(database_url) as (server, redis):
@@ -635,7 +678,7 @@ def report_live(rounds: list[Round], ladders: dict, seconds: float) -> None:
     row("messages posted", [r.messages for r in rounds], 0)
     row("  of which refused", [r.failed_posts for r in rounds], 0)
     row("deliveries expected", [r.expected for r in rounds], 0)
-    row("missing", [r.missing for r in rounds], 0)
+    row("missing (not in 30 s after the last post)", [r.missing for r in rounds], 0)
     row("duplicates", [r.duplicates for r in rounds], 0)
     row("error frames", [r.error_frames for r in rounds], 0)
     row("other events received (reactions)", [r.other_events for r in rounds], 0)
@@ -643,6 +686,8 @@ def report_live(rounds: list[Round], ladders: dict, seconds: float) -> None:
     row("latency p99 (ms)", [r.p99_ms for r in rounds], ratio=True)
     row("latency max (ms)", [r.max_ms for r in rounds], ratio=True)
     row("server CPU (% of one core)", [r.cpu_percent for r in rounds], ratio=True)
+    row("Postgres CPU, this database (% of one core)", [r.postgres_percent for r in rounds], ratio=True)
+    row("load generator CPU (% of one core)", [r.generator_percent for r in rounds], ratio=True)
     attacked = rounds[1]
     print("  the attacker's subscriptions:")
     for verdict, number in attacked.subscriptions.most_common():

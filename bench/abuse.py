@@ -2,13 +2,14 @@
 Procfile's gunicorn, 2 workers, Postgres, a Redis of its own), each figure beside its baseline
 in the same run:
 
-- Live delivery: 200 honest subscribers in one room (half `messageCreated`, half `roomEvents`
-  with the web client's selection), a poster at a steady rate. Without an attacker, then with a
-  member of the room holding 100 distinct heavy subscriptions (the heaviest selection the server
-  accepts, found by a ladder of sizes at start) spread over WebSockets of 20, and reacting at
-  the action rate limit (6 a second: RATE_LIMIT_ACTIONS' default 60/10), then without again.
-  The honest subscribers' p50 and p99 delivery latency, what went missing, and what the server
-  answered the attacker (subscriptions and reactions accepted and refused, by code).
+- Live delivery: 200 honest subscribers (50 users, 4 each) in one room (half `messageCreated`,
+  half `roomEvents` with the web client's selection), a poster at a steady rate. Without an
+  attacker, then with a member of the room holding 100 distinct heavy subscriptions (the
+  heaviest selection the server accepts, found by a ladder of sizes at start) spread over
+  WebSockets of 20, and reacting at the action rate limit (6 a second: RATE_LIMIT_ACTIONS'
+  default 60/10), then without again. The honest subscribers' p50 and p99 delivery latency,
+  what went missing, and what the server answered the attacker (subscriptions and reactions
+  accepted and refused, by code).
 - Caches: each worker's RSS and Redis' `used_memory` before and after 2,000 distinct valid
   documents padded to just under 32 KB (`{__typename}` and a `#...` comment), sent plainly and
   as Apollo persisted-query registrations (anonymous and signed in), beside 2,000 of one small
@@ -17,9 +18,10 @@ in the same run:
 The attacker meets every limit at its default: the servers here start from the process's
 environment and this bench's settings only, not the tests' BASE_ENV (which raises limits for
 tests that all sign up from one address). What the bench itself needs is raised: sign-ups
-(RATE_LIMIT_AUTH, for 200 users), the poster's messages (RATE_LIMIT_MESSAGES: 5 a second is
-above the default 3), and no worker recycling (MAX_REQUESTS=0: a recycled worker would hide
-what its caches hold, and the attack's rounds would disconnect everyone).
+(RATE_LIMIT_AUTH: 52 users, 50 honest ones, the attacker and a scout that finds the heaviest
+selection), the poster's messages (RATE_LIMIT_MESSAGES: 5 a second is above the default 3; the
+attacker posts none), and no worker recycling (MAX_REQUESTS=0: a recycled worker would hide
+what its caches hold, and would disconnect everyone mid-round).
 
     make bench-abuse        # or: python -m bench.abuse [--quick] [--query-bytes N]
 
@@ -79,7 +81,8 @@ REACT = "mutation($m: ID!, $e: String!) { react(message: $m, emoji: $e) { id } }
 UNREACT = "mutation($m: ID!, $e: String!) { unreact(message: $m, emoji: $e) { id } }"
 HONEST_FIELDS = ("messageCreated", "roomEventsMix")  # bench.loadgen.SUBSCRIPTIONS: what the web client selects
 ATTACK_FIELDS = ("messageCreated", "roomEvents")
-HONEST = 200
+HONEST = 200  # subscribers, over USERS accounts
+USERS = 50  # 4 subscribers each, well under MAX_CONNECTIONS_PER_USER (each sign-up costs an argon2id hash)
 ATTACK_SUBSCRIPTIONS = 100
 PER_SOCKET = 20  # WS_MAX_SUBSCRIPTIONS' default, and MAX_CONNECTIONS_PER_USER's 20 sockets hold 400
 REACTIONS_PER_SECOND = 6.0  # RATE_LIMIT_ACTIONS' default, 60 per 10 s
@@ -362,12 +365,14 @@ class Round:
 
 
 async def open_honest(server: Server, tokens: list[str], room: str) -> list[Subscriber]:
+    """HONEST subscribers over `tokens` in turn, each field in turn (a user with two subscribers
+    has one of each)."""
     subscribers: list[Subscriber] = []
-    for start in range(0, len(tokens), 100):
+    for start in range(0, HONEST, 100):
         subscribers += await asyncio.gather(
             *(
-                HonestSubscriber.open(server.ws_url, tokens[i], room, None, HONEST_FIELDS[i % 2])
-                for i in range(start, min(len(tokens), start + 100))
+                HonestSubscriber.open(server.ws_url, tokens[i % len(tokens)], room, None, HONEST_FIELDS[i % 2])
+                for i in range(start, min(HONEST, start + 100))
             )
         )
     return subscribers
@@ -511,8 +516,8 @@ async def live(database_url: str, seconds: float) -> tuple[list[Round], dict[str
     async with stack(database_url) as (server, _redis):
         api = Api(server.url)
         try:
-            progress(f"signing up {HONEST + 2} users")
-            honest = await api.sign_up(HONEST)
+            progress(f"signing up {USERS + 2} users")
+            honest = await api.sign_up(USERS)
             attacker, scout = await api.sign_up(2)
             room = (await api.gql(CREATE_ROOM, token=honest[0]))["createRoom"]["id"]
             for token in [*honest[1:], attacker, scout]:
@@ -658,7 +663,8 @@ def columns(name: str, values: list[str], width: int = 22) -> None:
 
 def report_live(rounds: list[Round], ladders: dict, seconds: float) -> None:
     print(
-        f"\nLive delivery: {HONEST} honest subscribers in one room (half messageCreated, half roomEvents), "
+        f"\nLive delivery: {HONEST} honest subscribers ({USERS} users) in one room (half messageCreated, half "
+        "roomEvents), "
         f"a poster at {POSTER_RATE:.0f} msg/s for {seconds:.0f} s a round; the attacker, a member, holds "
         f"{ATTACK_SUBSCRIPTIONS} distinct heavy subscriptions ({PER_SOCKET} a WebSocket) and reacts "
         f"{REACTIONS_PER_SECOND:.0f} times a second"

@@ -358,6 +358,7 @@ class Round:
     cpu_percent: float = 0.0
     postgres_percent: float = 0.0
     generator_percent: float = 0.0
+    by_field: dict[str, tuple[float, float, int]] = field(default_factory=dict)  # p50, p99 (ms), missing
     subscriptions: Counter[str] = field(default_factory=Counter)
     reactions: Counter[str] = field(default_factory=Counter)
     attacker_results: int = 0
@@ -501,6 +502,11 @@ async def live_round(
     result.other_events = sum(getattr(sub, "other_events", 0) for sub in subs)
     result.p50_ms, result.p99_ms = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
     result.max_ms = max(latencies, default=float("nan")) * 1000
+    for name in HONEST_FIELDS:  # open_honest's order: each field in turn
+        group = [sub for number, sub in enumerate(subs) if HONEST_FIELDS[number % 2] == name]
+        times = [latency for sub in group for latency in sub.latencies]
+        missing = len(acknowledged) * len(group) - sum(len(sub.seen) for sub in group)
+        result.by_field[name] = (percentile(times, 0.5) * 1000, percentile(times, 0.99) * 1000, missing)
     result.subscriptions = Counter(flood.verdict(operation) or "silent" for flood, operation in operations)
     result.attacker_results = sum(sum(flood.results.values()) for flood in floods)
     result.attacker_mib = sum(flood.bytes for flood in floods) / 2**20
@@ -691,6 +697,11 @@ def report_live(rounds: list[Round], ladders: dict, seconds: float) -> None:
     row("latency p50 (ms)", [r.p50_ms for r in rounds], ratio=True)
     row("latency p99 (ms)", [r.p99_ms for r in rounds], ratio=True)
     row("latency max (ms)", [r.max_ms for r in rounds], ratio=True)
+    for name in HONEST_FIELDS:
+        shown = "roomEvents" if name.startswith("roomEvents") else name
+        row(f"  {shown}: latency p50 (ms)", [r.by_field[name][0] for r in rounds], ratio=True)
+        row(f"  {shown}: latency p99 (ms)", [r.by_field[name][1] for r in rounds], ratio=True)
+        row(f"  {shown}: missing", [r.by_field[name][2] for r in rounds], 0)
     row("server CPU (% of one core)", [r.cpu_percent for r in rounds], ratio=True)
     row("Postgres CPU, this database (% of one core)", [r.postgres_percent for r in rounds], ratio=True)
     row("load generator CPU (% of one core)", [r.generator_percent for r in rounds], ratio=True)

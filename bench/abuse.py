@@ -296,47 +296,64 @@ class Flood(Subscriber):
 
 def heavy(field: str, levels: int, first: int, alias: str = "") -> str:
     """A subscription that reads `first` messages of the room, with their reactions and sender,
-    for every event; with `levels` 2, each of those messages reads `first` messages again. Depth
-    10 at most (QUERY_MAX_DEPTH's default)."""
-    node = "reactions { emoji count } sender { name }"
-    if levels == 2:
-        node += f" room {{ messages(first: {first}) {{ edges {{ node {{ body }} }} }} }}"
+    for every event; each level more reads `first` messages again from each of those (the last
+    level only their bodies). Two levels are depth 10 (QUERY_MAX_DEPTH's default today), three
+    are 14."""
+    inner = "body"
+    for _ in range(levels - 1):
+        inner = f"room {{ messages(first: {first}) {{ edges {{ node {{ {inner} }} }} }} }}"
+    node = "reactions { emoji count } sender { name }" + (f" {inner}" if levels > 1 else "")
     selection = f"room {{ messages(first: {first}) {{ edges {{ node {{ {node} }} }} }} }}"
     return f"subscription($room: ID!) {{ {alias}{field}(room: $room) {{ {selection} }} }}"
 
 
-# Heaviest first, by the messages one execution completes (n, or n + n*n for two levels).
+def weight(shape: tuple[int, int]) -> int:
+    """The messages one execution completes: n + n^2 + ... for `levels` levels of `first: n`."""
+    levels, first = shape
+    return sum(first**level for level in range(1, levels + 1))
+
+
+# Heaviest first.
 LADDER = sorted(
-    [(2, n) for n in (100, 50, 30, 20, 14, 10, 7, 5, 3, 2)] + [(1, n) for n in (100, 70, 50, 35, 25, 15, 10, 5, 2, 1)],
-    key=lambda shape: -(shape[1] + shape[1] ** 2 if shape[0] == 2 else shape[1]),
+    [(3, n) for n in (10, 7, 5, 4, 3)]
+    + [(2, n) for n in (100, 50, 30, 20, 14, 10, 7, 5, 3, 2)]
+    + [(1, n) for n in (100, 70, 50, 35, 25, 15, 10, 5, 2, 1)],
+    key=lambda shape: -weight(shape),
 )
 
 
 def shape_name(shape: tuple[int, int]) -> str:
     levels, first = shape
-    return f"messages(first: {first})" + (" nested twice" if levels == 2 else "")
+    nesting = {1: "", 2: " nested twice", 3: " nested three times"}[levels]
+    return f"messages(first: {first}){nesting} ({weight(shape):,} messages an event)"
 
 
 async def probe(
     server: Server, api: Api, scout: str, poster: str, room: str, field: str
 ) -> tuple[tuple[int, int] | None, dict[tuple[int, int], str]]:
-    """The ladder, on one WebSocket of a scout's own (the attacker's caps stay untouched): every
-    size subscribed at once, then a message posted until each is refused or has a result (three
-    tries, 5 s each). The heaviest with a result without errors, and every size's verdict."""
-    flood = await Flood.connect(server.ws_url, scout)
+    """The ladder, on WebSockets of a scout's own (the attacker's caps stay untouched), 20 sizes
+    to a socket: every size subscribed at once, then a message posted until each is refused or
+    has a result (three tries, 5 s each). The heaviest with a result without errors, and every
+    size's verdict."""
+    floods = [await Flood.connect(server.ws_url, scout) for _ in range(0, len(LADDER), PER_SOCKET)]
+
+    def verdict(number: int) -> str | None:
+        return floods[number // PER_SOCKET].verdict(f"p{number}")
+
     try:
         for number, shape in enumerate(LADDER):
-            flood.subscribe(f"p{number}", heavy(field, *shape), room)
+            floods[number // PER_SOCKET].subscribe(f"p{number}", heavy(field, *shape), room)
         for _ in range(3):
             await api.gql(CREATE_MESSAGE, {"room": room, "body": f"{time.time():.6f} probe"}, poster)
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and any(flood.verdict(f"p{n}") is None for n in range(len(LADDER))):
+            while time.monotonic() < deadline and any(verdict(n) is None for n in range(len(LADDER))):
                 await asyncio.sleep(0.05)
-            if all(flood.verdict(f"p{n}") is not None for n in range(len(LADDER))):
+            if all(verdict(n) is not None for n in range(len(LADDER))):
                 break
-        verdicts = {shape: flood.verdict(f"p{n}") or "silent" for n, shape in enumerate(LADDER)}
+        verdicts = {shape: verdict(n) or "silent" for n, shape in enumerate(LADDER)}
     finally:
-        flood.close()
+        for flood in floods:
+            flood.close()
     chosen = next((shape for shape, verdict in verdicts.items() if verdict == "accepted"), None)
     return chosen, verdicts
 

@@ -694,9 +694,13 @@ def report_live(rounds: list[Round], ladders: dict, seconds: float) -> None:
     )
     for name, (chosen, verdicts) in ladders.items():
         print(f"  {name}: the heaviest selection accepted: {shape_name(chosen) if chosen else 'none'}")
-        refused = Counter(verdict for verdict in verdicts.values() if verdict != "accepted")
-        ladder = ", ".join(f"{verdict} x{n}" for verdict, n in refused.items()) or "none"
-        print(f"    the ladder of {len(verdicts)} sizes, the rest: {ladder}")
+        others: dict[str, list[str]] = {}
+        for shape, verdict in verdicts.items():
+            if verdict != "accepted":
+                others.setdefault(verdict, []).append(f"{shape[1]}x{shape[0]}")
+        print(f"    of a ladder of {len(verdicts)} (first x levels), not accepted:")
+        for verdict, shapes in others.items() or [("none", [])]:
+            print(f"      {verdict}: {', '.join(shapes)}")
     columns("", [r.label for r in rounds] + ["with/without"])
 
     def row(name: str, values: list[float], decimals: int = 1, ratio: bool = False) -> None:

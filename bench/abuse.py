@@ -243,7 +243,7 @@ class Flood(Subscriber):
     async def connect(cls, ws_url: str, token: str) -> Self:
         """Connected and acknowledged, nothing subscribed yet."""
         url = httpx.URL(ws_url)
-        _, flood = await asyncio.get_running_loop().create_connection(cls, url.host, url.port)
+        _, flood = await asyncio.get_running_loop().create_connection(cls, url.host, url.port or 80)
         try:
             flood.send_raw(upgrade_request(url.host, url.port or 80, url.path, "graphql-transport-ws"))
             await asyncio.wait_for(flood.handshake_done, 10)

@@ -199,6 +199,11 @@ class HonestSubscriber(Subscriber):
     def __init__(self) -> None:
         super().__init__()
         self.other_events = 0
+        self.closed_with: str | None = None  # how the server ended the connection, if it did
+
+    def on_close(self, code: int | None) -> None:
+        if self.closed_with is None:
+            self.closed_with = "no close frame" if code is None else str(code)
 
     def on_message(self, payload: bytes, received: float) -> None:
         frame = orjson.loads(payload)
@@ -369,6 +374,7 @@ class Round:
     duplicates: int = 0
     error_frames: int = 0
     other_events: int = 0
+    closed: Counter[str] = field(default_factory=Counter)  # honest sockets the server ended, by close code
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     max_ms: float = 0.0
@@ -517,6 +523,7 @@ async def live_round(
     result.missing, result.duplicates = result.expected - distinct, result.received - distinct
     result.error_frames = sum(sub.errors for sub in subs)
     result.other_events = sum(getattr(sub, "other_events", 0) for sub in subs)
+    result.closed = Counter(code for sub in subs if (code := getattr(sub, "closed_with", None)) is not None)
     result.p50_ms, result.p99_ms = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
     result.max_ms = max(latencies, default=float("nan")) * 1000
     for name in HONEST_FIELDS:  # open_honest's order: each field in turn
@@ -715,6 +722,9 @@ def report_live(rounds: list[Round], ladders: dict, seconds: float) -> None:
     row("duplicates", [r.duplicates for r in rounds], 0)
     row("error frames", [r.error_frames for r in rounds], 0)
     row("other events received (reactions)", [r.other_events for r in rounds], 0)
+    row("sockets the server closed", [sum(r.closed.values()) for r in rounds], 0)
+    for code in sorted({code for r in rounds for code in r.closed}):
+        row(f"  with {code}", [r.closed.get(code, 0) for r in rounds], 0)
     row("latency p50 (ms)", [r.p50_ms for r in rounds], ratio=True)
     row("latency p99 (ms)", [r.p99_ms for r in rounds], ratio=True)
     row("latency max (ms)", [r.max_ms for r in rounds], ratio=True)

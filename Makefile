@@ -51,7 +51,8 @@ test: install tests/js/node_modules/.installed web chromium
 # subscribers, then a resume from 20,000 messages back and a 5,000-client reconnect storm, then
 # the chat features (the roomEvents mix, typing heartbeats, unread counts), then subscriptions
 # over SSE and Apollo's multipart HTTP against WebSocket (S=1000 at 20 msg/s, and memory per
-# idle stream), then what a subscription's executor keeps per event (graphql-core's and ours).
+# idle stream), then what a subscription's executor keeps per event (graphql-core's and ours), then
+# what an abusive member or an anonymous client costs everyone else (bench-abuse).
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.idle_memory
@@ -59,6 +60,15 @@ bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.chat_features $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.http_streams $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.executor_memory
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.abuse $(ARGS)
+
+# An honest subscriber's p50 and p99 in a room of 200 without and with a member holding 100
+# distinct heavy subscriptions and reacting at the rate limit; each worker's RSS and Redis'
+# used_memory before and after 2,000 distinct padded documents, plain and as persisted-query
+# registrations (a few minutes; `make bench-abuse ARGS=--quick` for a smoke run).
+.PHONY: bench-abuse
+bench-abuse: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.abuse $(ARGS)
 
 # Churn for a few minutes (WebSocket cycles, HTTP with malformed and oversized requests) and
 # print each worker's memory before, at peak and after; `make soak ARGS=--quick` for a smoke run.

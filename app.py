@@ -180,6 +180,7 @@ class ChatApp:
             max_subscriptions=settings.ws_max_subscriptions,
             send_queue=settings.ws_send_queue,
             presence=services.presence,
+            quota=services.quota,
         )
 
     async def sse_session(self, request: Request) -> Response:

@@ -97,6 +97,10 @@ class Sink(Protocol):
         """The subscription cannot be served now: the transport ends so the client retries."""
 
 
+class Releasable(Protocol):
+    def release(self) -> None: ...
+
+
 class Selection:
     """What a subscriber asked for; subscribers with equal keys receive the same bytes."""
 
@@ -158,7 +162,7 @@ def audience_key(keyers: list[Keyer], viewer: Viewer) -> tuple[Hashable, ...]:
 class Subscription:
     """One subscriber: an operation on one transport."""
 
-    __slots__ = ("catching_up", "engine", "feed", "key", "selection", "seq", "sink", "source")
+    __slots__ = ("catching_up", "engine", "feed", "key", "selection", "seq", "sink", "slot", "source")
 
     def __init__(self, engine: Engine, source: LiveSource, selection: Selection, key: GroupKey, sink: Sink) -> None:
         self.engine = engine
@@ -169,6 +173,14 @@ class Subscription:
         self.seq: int | None = source.after  # None until admitted to a logged feed: its head
         self.feed: Feed | None = None
         self.catching_up: asyncio.Task[None] | None = None
+        self.slot: Releasable | None = None
+
+    def hold(self, slot: Releasable | None) -> None:
+        """Its user's subscription slot (realtime.quota), given back when it closes."""
+        if self.feed is None and slot is not None:
+            slot.release()  # closed already
+            return
+        self.slot = slot
 
     @property
     def viewer(self) -> Viewer:
@@ -187,6 +199,9 @@ class Subscription:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         self.catching_up = None
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
         if self.feed is not None:
             self.feed.remove(self)
         self.engine.unindex(self)

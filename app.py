@@ -37,6 +37,7 @@ from realtime.engine import Engine
 from realtime.http_streams import StreamEndpoint, close_session, open_session
 from realtime.keepalive import Keepalive
 from realtime.operations import LiveServer
+from realtime.replay import ReplayBudget
 from realtime.websocket import WebSocketEndpoint
 from resolvers import VIEWER_FIELDS, build_schema
 from resolvers.context import make_context
@@ -122,6 +123,13 @@ class ChatApp:
                 viewer_fields=VIEWER_FIELDS,
                 error_formatter=format_error,
                 debug=settings.debug,
+                feed_queue=settings.live_feed_queue,
+                replay=ReplayBudget(
+                    services.redis,
+                    settings.channel_prefix,
+                    settings.replay_budget.count,
+                    settings.replay_budget.seconds,
+                ),
             )
             services.revocations.on_revoke.append(lambda digest: engine.end_token(digest, Unauthenticated(SIGNED_OUT)))
             services.revocations.on_resync.append(engine.recheck_all)

@@ -65,6 +65,7 @@ from realtime.broadcast import ChannelBroadcast
 from realtime.cancelling import cancel_and_wait
 from realtime.live import Event, LiveSource
 from realtime.redis_backend import RESYNC
+from realtime.replay import Allowance, ReplayBudget
 
 logger = logging.getLogger("chat.live")
 
@@ -266,7 +267,9 @@ class Feed:
 
     async def start(self) -> None:
         channel = self.engine.channel(self.topic)
-        subscriber = await self._stack.enter_async_context(self.engine.broadcast.subscribe(channel))
+        subscriber = await self._stack.enter_async_context(
+            self.engine.broadcast.subscribe(channel, bound=self.engine.feed_queue)
+        )
         if self.log is not None:
             # Subscribed first, read second: nothing appended after this read can be missed.
             for event in await self.log.newest(RECENT):
@@ -293,6 +296,9 @@ class Feed:
         hand-over under the lock, from memory."""
         assert self.log is not None
         sink = subscription.sink
+        # What is older than `recent` is executed for this subscriber alone: paced by its user's
+        # replay budget (realtime.replay), before the log is even read.
+        allowance = Allowance(self.engine.replay, subscription.viewer.id)
         while subscription.feed is self and not sink.closed:
             assert subscription.seq is not None
             if subscription.seq >= self._remembered_from():
@@ -302,13 +308,14 @@ class Feed:
                     sink.history(await self._results(subscription, self.recent))
                     self._hand_over(subscription)
                     return
+            await allowance.ensure()
             events = await self.log.after(subscription.seq, CATCH_UP_BATCH)
             if subscription.feed is not self:
                 return
             if not events:  # the log has nothing newer than `recent` says: hand over
                 subscription.seq = max(subscription.seq, self._remembered_from())
                 continue
-            sink.history(await self._results(subscription, ((event, {}) for event in events)))
+            sink.history(await self._results(subscription, ((event, {}) for event in events), allowance))
             await sink.drained()
 
     async def join_now(self, subscription: Subscription) -> None:
@@ -334,8 +341,13 @@ class Feed:
         return self.recent[0][0]["seq"] - 1 if self.recent else self.last_seq
 
     async def _results(
-        self, subscription: Subscription, history: Iterable[tuple[Event, dict[PayloadKey, bytes]]]
+        self,
+        subscription: Subscription,
+        history: Iterable[tuple[Event, dict[PayloadKey, bytes]]],
+        allowance: Allowance | None = None,
     ) -> list[tuple[bytes, str | None]]:
+        """Each event's result for this subscriber: its group's, when the feed kept it (and
+        kept for the next resume when executed here), else executed (counted in `allowance`)."""
         source = subscription.source
         results = []
         executed = 0
@@ -347,9 +359,14 @@ class Feed:
             if source.kinds is not None and event.get("kind") not in source.kinds:
                 continue
             keyers = keyers_for(self.engine.audiences(subscription.selection), event)
-            payload = payloads.get((subscription.key, audience_key(keyers, subscription.viewer)))
+            payload_key = (subscription.key, audience_key(keyers, subscription.viewer))
+            payload = payloads.get(payload_key)
             if payload is None:
+                if allowance is not None:
+                    await allowance.spend()
                 payload = await self.engine.execute(subscription.selection, subscription.viewer, event)
+                if allowance is None:  # an event of `recent`: the next resume shares this result
+                    payloads[payload_key] = payload
                 executed += 1
                 if executed % YIELD_EVERY == 0 and not self.lock.locked():
                     # A resume is one client's: live delivery to everyone else goes between.
@@ -502,6 +519,8 @@ class Engine:
         error_formatter: ErrorFormatter,
         logger_name: str = "chat.graphql",
         debug: bool = False,
+        feed_queue: int | None = None,
+        replay: ReplayBudget | None = None,
     ) -> None:
         self.schema = schema
         self.broadcast = broadcast
@@ -511,6 +530,9 @@ class Engine:
         self.error_formatter = error_formatter
         self.logger = logging.getLogger(logger_name)
         self.debug = debug
+        # Messages waiting for one feed; past it the feed resyncs (realtime.broadcast).
+        self.feed_queue = feed_queue
+        self.replay = replay
         self.feeds: dict[str, Feed] = {}
         self.by_token: dict[str, set[Subscription]] = {}
         self._audiences: dict[str, tuple[Audience, ...]] = {}

@@ -94,6 +94,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             try:
                 yield services
             finally:
+                await services.publisher.close()
                 await services.quota.stop()
                 await services.presence.stop()
                 await services.revocations.stop()

@@ -80,8 +80,11 @@ class Allowance:
         if budget is None or self._left > 0:
             return
         chunk = min(CHUNK, max(1, budget.count))
-        while (wait := await budget.take(self._user, chunk)) > 0:
-            await asyncio.sleep(wait)
+        while True:
+            wait = await budget.take(self._user, chunk)
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)  # the next window: a time, not a condition to wait on
         self._left = chunk
 
     async def spend(self) -> None:

@@ -34,6 +34,8 @@ BASE_ENV = {
     # [addresses and accounts]
     # [sessions and profiles]
     # [live bounds]
+    # One user opens a connection per room at once in tests/test_live.py's races (24 a protocol).
+    "MAX_CONNECTIONS_PER_USER": "40",
 }
 
 

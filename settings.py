@@ -254,7 +254,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         # How long a process's counts outlive it in Redis (renewed every third of it).
         live_lease_seconds=env.number("LIVE_LEASE_SECONDS", 30.0),
         # Historical events a user's resumes may execute outside their group's shared results.
-        replay_budget=Rate.parse(env.text("LIVE_REPLAY_BUDGET", "2000/60")),
+        replay_budget=Rate.parse(env.text("LIVE_REPLAY_BUDGET", "5000/60")),
         # Messages waiting between Redis and one topic's feed; past it the feed resyncs from the log.
         live_feed_queue=env.integer("LIVE_FEED_QUEUE", 1000),
     )

@@ -34,8 +34,8 @@ BASE_ENV = {
     # [addresses and accounts]
     # [sessions and profiles]
     # [live bounds]
-    # One user opens a connection per room at once in tests/test_live.py's races (24 a protocol).
-    "MAX_CONNECTIONS_PER_USER": "40",
+    # One user holds 24 connections in tests/test_live.py's races, 42 in tests/test_resume.py's burst.
+    "MAX_CONNECTIONS_PER_USER": "50",
     # One user resumes thousands of events at once in tests/test_resume.py (3 x 2,999).
     "LIVE_REPLAY_BUDGET": "1000000/60",
 }

@@ -77,7 +77,6 @@ class ChannelBroadcast(Broadcast):
             for channel in emptied:
                 await self._backend.unsubscribe(channel)
 
-
     def deliver_locally(self, channel: str, message: str) -> None:
         """A message for this process's subscribers of `channel` only, as if it came back from
         the backend: what a publish that failed must still do here (a leave's end)."""

@@ -126,8 +126,10 @@ async def start_subscription(
         if isinstance(refusal, dict):
             return [refusal]
         slot = refusal
-        if sink.closed:  # gone while counting: nothing to start
+        if sink.closed:  # gone while counting (its own close ran): nothing to start, nothing held
             slot.release()
+            if holder.connection_slot is not None:
+                holder.connection_slot.release()
             return None
     selection = Selection.of(request.document, request.query, request.operation_name, request.variables)
     try:

@@ -344,3 +344,25 @@ async def test_a_leave_whose_publish_fails_still_ends_the_leaver_everywhere(
     assert "An end on" in app.log()  # the retry, not a reconnect, carried it
     for ws in [*leavers, *watchers]:
         await ws.close()
+
+
+async def test_with_redis_down_subscriptions_are_counted_per_process_not_refused(
+    on_private_redis: Server, private_redis: PrivateRedis
+) -> None:
+    """Redis holds the counts across processes; while it is away each process counts in its own
+    memory (the limits hold per process) rather than refusing everyone: a subscription made
+    then starts, and gets what was posted meanwhile once Redis is back."""
+    app = on_private_redis
+    api = GraphQLClient(app.url)
+    ann = sign_up(api, "Ann")
+    room = create_room(api, ann)
+    ws = await GraphQLWebSocket.open(app.ws_url, TRANSPORT_WS, ann.token)
+    private_redis.stop()
+    start = post_message(api, ann, room, "before")
+    await ws.subscribe("s", MESSAGE_CREATED, {"room": room, "after": start["id"]})
+    assert await ws.silent(1.0)  # not refused
+    posted = post_message(api, ann, room, "while Redis is down")
+    private_redis.start()
+    assert [m["seq"] for m in await ws.messages("s", 1, timeout=20)] == [posted["seq"]]
+    assert "Counting live" in app.log()
+    await ws.close()

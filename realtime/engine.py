@@ -65,6 +65,7 @@ from realtime.broadcast import ChannelBroadcast
 from realtime.cancelling import cancel_and_wait
 from realtime.live import Event, LiveSource
 from realtime.redis_backend import RESYNC
+from realtime.replay import CHUNK as REPLAY_CHUNK
 from realtime.replay import Allowance, ReplayBudget
 
 logger = logging.getLogger("chat.live")
@@ -341,7 +342,12 @@ class Feed:
             if not events:  # the log has nothing newer than `recent` says: hand over
                 subscription.seq = max(subscription.seq, self._remembered_from())
                 continue
-            sink.history(await self._results(subscription, ((event, {}) for event in events), allowance))
+            # A budget's chunk at a time: what the budget allowed goes out before it waits.
+            for start in range(0, len(events), REPLAY_CHUNK):
+                chunk = events[start : start + REPLAY_CHUNK]
+                results = await self._results(subscription, ((event, {}) for event in chunk), allowance)
+                if results:
+                    sink.history(results)
             await sink.drained()
 
     async def join_now(self, subscription: Subscription) -> None:

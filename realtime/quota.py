@@ -32,6 +32,7 @@ from realtime.cancelling import cancel_and_wait
 
 logger = logging.getLogger("chat.live")
 
+STOP_SECONDS = 2.0
 SUBSCRIPTIONS = "subscriptions"
 CONNECTIONS = "connections"
 
@@ -94,8 +95,27 @@ class LiveQuota:
             self._renewer = asyncio.create_task(self._renew_forever(), name="live-quota-leases")
 
     async def stop(self) -> None:
-        tasks = [*self._releasing, *([self._renewer] if self._renewer is not None else [])]
-        await cancel_and_wait(tasks)
+        """Every slot this process still holds is given back now, not when its lease runs out:
+        after a deploy or a recycle, clients reconnect within seconds and must find their slots
+        free (a SIGKILLed process has no such chance; its leases expire)."""
+        if self._renewer is not None:
+            await cancel_and_wait([self._renewer])
+        held, self._held = list(self._held.values()), {}
+        try:
+            async with asyncio.timeout(STOP_SECONDS):
+                if self._redis is not None and held:
+                    by_key: dict[str, list[str]] = {}
+                    for slot in held:
+                        by_key.setdefault(self._key(slot.kind, slot.user), []).append(slot.member)
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for key, members in by_key.items():
+                            pipe.zrem(key, *members)
+                        await pipe.execute()
+                if self._releasing:
+                    await asyncio.gather(*self._releasing, return_exceptions=True)
+        except (RedisError, OSError, TimeoutError) as error:
+            logger.warning("Giving back live slots at shutdown failed (%s); their leases expire", type(error).__name__)
+        await cancel_and_wait(self._releasing)
 
     async def take(self, kind: str, user: int) -> Slot | None:
         """A slot of `kind` for `user`, or None when they hold the limit already."""

@@ -16,6 +16,8 @@ attacker would send it, against real gunicorn on Postgres + Redis.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -367,3 +369,50 @@ async def test_with_redis_down_subscriptions_are_counted_per_process_not_refused
     assert [m["seq"] for m in await ws.messages("s", 1, timeout=20)] == [posted["seq"]]
     assert "Counting live" in app.log()
     await ws.close()
+
+
+async def test_a_restarted_worker_gives_its_slots_back_so_clients_reconnect_at_once(database_url: str) -> None:
+    """A worker stopping (a deploy, a recycle: SIGTERM) gives back every slot it held: its
+    clients, reconnecting at once to the next worker, find their connections' slots free rather
+    than waiting out the leases (LIVE_LEASE_SECONDS)."""
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": SHARED_REDIS_URL,
+        "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:8]}:",
+        "MAX_CONNECTIONS_PER_USER": "3",
+        "LIVE_LEASE_SECONDS": "300",
+    }
+    app = Server(env=env, workers=1).start()
+    try:
+        api = GraphQLClient(app.url)
+        ann = sign_up(api, "Ann")
+        room = create_room(api, ann)
+        assert app.process is not None
+        [worker] = worker_pids(app.process.pid)
+        held = []
+        for _ in range(3):
+            ws = await GraphQLWebSocket.open(app.ws_url, TRANSPORT_WS, ann.token)
+            await ws.subscribe("s", MESSAGE_CREATED, {"room": room})
+            held.append(ws)
+        post_message(api, ann, room, "before")
+        for ws in held:
+            assert [m["body"] for m in await ws.messages("s", 1)] == ["before"]
+        os.kill(worker, signal.SIGTERM)
+        for ws in held:
+            assert await ws.close_code(timeout=15) == 1012
+        deadline = time.monotonic() + 20
+        while worker_pids(app.process.pid) in ([], [worker]):
+            assert time.monotonic() < deadline, "no new worker"
+            await asyncio.sleep(0.1)
+        app.wait_ready()
+        again = []
+        for _ in range(3):
+            ws = await GraphQLWebSocket.open(app.ws_url, TRANSPORT_WS, ann.token)
+            await ws.subscribe("s", MESSAGE_CREATED, {"room": room})
+            again.append(ws)
+        post_message(api, ann, room, "after")
+        for ws in again:
+            assert [m["body"] for m in await ws.messages("s", 1)] == ["after"]
+            await ws.close()
+    finally:
+        app.stop()

@@ -542,19 +542,24 @@ class Feed:
         contexts: dict[Hashable, Any] = {}
         left = INLINE_SECONDS
         deferred: list[Group] = []
-        for group in sorted(self.groups.values(), key=_by_cost):
-            if not group.wants(event):
-                continue
-            # A group not measured yet is measured in the lane: a costly one never runs inline.
-            if self.log is not None and (group.pending or group.cost == 0.0 or group.cost > left):
-                group.pending += 1
-                deferred.append(group)
-                continue
-            started = time.perf_counter()
-            await self._deliver_group(group, event, seq, payloads, contexts)
-            elapsed = time.perf_counter() - started
-            self.engine.remember_cost(group.key, group.measured(elapsed))
-            left -= elapsed
+        try:
+            for group in sorted(self.groups.values(), key=_by_cost):
+                if not group.wants(event):
+                    continue
+                # A group not measured yet is measured in the lane: a costly one never runs inline.
+                if self.log is not None and (group.pending or group.cost == 0.0 or group.cost > left):
+                    group.pending += 1
+                    deferred.append(group)
+                    continue
+                started = time.perf_counter()
+                await self._deliver_group(group, event, seq, payloads, contexts)
+                elapsed = time.perf_counter() - started
+                self.engine.remember_cost(group.key, group.measured(elapsed))
+                left -= elapsed
+        except BaseException:  # the event is delivered again (a gap fill): nothing of it waits
+            for group in deferred:
+                group.pending = max(0, group.pending - 1)
+            raise
         if self.log is not None:
             self._remember(event, payloads)
             if deferred:
@@ -604,12 +609,17 @@ class Feed:
         )
         for group in groups.values():
             group.pending = 0
-            if self.groups.get(group.key) is not group:
-                continue
-            del self.groups[group.key]
-            for subscription in group.subscriptions:
-                self.joining.add(subscription)
-                subscription.catching_up = asyncio.create_task(self.engine._catch_up(self, subscription))
+            self._demote(group)
+
+    def _demote(self, group: Group) -> None:
+        """The group's subscribers catch up from the log from where each stands (nothing missed,
+        nothing twice), then rejoin live delivery."""
+        if self.groups.get(group.key) is not group:
+            return
+        del self.groups[group.key]
+        for subscription in group.subscriptions:
+            self.joining.add(subscription)
+            subscription.catching_up = asyncio.create_task(self.engine._catch_up(self, subscription))
 
     async def _run_lane(self) -> None:
         try:
@@ -625,8 +635,9 @@ class Feed:
                                     await self._deliver_group(group, event, event["seq"], payloads, contexts)
                                 except asyncio.CancelledError:
                                     raise
-                                except Exception:
+                                except Exception:  # e.g. the database away: it resumes from the log
                                     logger.exception("Topic %s: delivering an event failed", self.topic)
+                                    self._demote(group)
                                 elapsed = time.perf_counter() - started
                                 self.engine.remember_cost(group.key, group.measured(elapsed))
                     finally:

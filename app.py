@@ -42,6 +42,7 @@ from realtime.engine import Engine
 from realtime.http_streams import StreamEndpoint, close_session, open_session
 from realtime.keepalive import Keepalive
 from realtime.operations import LiveServer
+from realtime.replay import ReplayBudget
 from realtime.token_expiry import ExpiryWatch, interval_for
 from realtime.websocket import WebSocketEndpoint
 from resolvers import VIEWER_FIELDS, build_schema
@@ -155,6 +156,13 @@ class ChatApp:
                 viewer_fields=VIEWER_FIELDS,
                 error_formatter=format_error,
                 debug=settings.debug,
+                feed_queue=settings.live_feed_queue,
+                replay=ReplayBudget(
+                    services.redis,
+                    settings.channel_prefix,
+                    settings.replay_budget.count,
+                    settings.replay_budget.seconds,
+                ),
             )
             services.revocations.on_revoke.append(lambda digest: engine.end_token(digest, Unauthenticated(SIGNED_OUT)))
             services.revocations.on_revoke_user.append(partial(_end_user, engine))
@@ -224,6 +232,7 @@ class ChatApp:
             max_subscriptions=settings.ws_max_subscriptions,
             send_queue=settings.ws_send_queue,
             presence=services.presence,
+            quota=services.quota,
         )
 
     async def sse_session(self, request: Request) -> Response:

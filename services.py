@@ -18,6 +18,7 @@ from realtime.broadcast import ChannelBroadcast, open_broadcast
 from realtime.expiring import ExpiringSets, MemoryExpiringSets, RedisExpiringSets
 from realtime.presence import PresenceTracker
 from realtime.publisher import Publisher
+from realtime.quota import LiveQuota
 from realtime.revocations import Revocations
 from redis_client import create_redis
 from settings import Settings
@@ -38,6 +39,7 @@ class Services:
     publisher: Publisher
     expiring: ExpiringSets  # typing and presence: Redis, or this process's memory
     presence: PresenceTracker
+    quota: LiveQuota  # live subscriptions and connections per user
 
 
 @asynccontextmanager
@@ -74,6 +76,13 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             hold=settings.presence_seconds,
             offline_after=settings.presence_offline_after,
         ),
+        quota=LiveQuota(
+            redis,
+            settings.channel_prefix,
+            max_subscriptions=settings.max_subscriptions_per_user,
+            max_connections=settings.max_connections_per_user,
+            lease_seconds=settings.live_lease_seconds,
+        ),
     )
     await db.connect()
     try:
@@ -81,9 +90,12 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
         try:
             await services.revocations.start()
             await services.presence.start()
+            await services.quota.start()
             try:
                 yield services
             finally:
+                await services.publisher.close()
+                await services.quota.stop()
                 await services.presence.stop()
                 await services.revocations.stop()
         finally:

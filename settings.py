@@ -183,6 +183,11 @@ class Settings:
     token_renew_seconds: int
     rate_profile: Rate
     # [live bounds]
+    max_subscriptions_per_user: int
+    max_connections_per_user: int
+    live_lease_seconds: float
+    replay_budget: Rate
+    live_feed_queue: int
 
     @property
     def is_sqlite(self) -> bool:
@@ -286,4 +291,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         token_renew_seconds=max(0, env.integer("TOKEN_RENEW_SECONDS", 24 * 3600)),
         rate_profile=Rate.parse(env.text("RATE_LIMIT_PROFILE", "10/60")),
         # [live bounds]
+        # Live delivery per user, across transports, workers and dynos (realtime.quota).
+        max_subscriptions_per_user=env.integer("MAX_SUBSCRIPTIONS_PER_USER", 100),
+        max_connections_per_user=env.integer("MAX_CONNECTIONS_PER_USER", 20),
+        # How long a process's counts outlive it in Redis (renewed every third of it).
+        live_lease_seconds=env.number("LIVE_LEASE_SECONDS", 30.0),
+        # Historical events a user's resumes may execute outside their group's shared results.
+        replay_budget=Rate.parse(env.text("LIVE_REPLAY_BUDGET", "5000/60")),
+        # Messages waiting between Redis and one topic's feed; past it the feed resyncs from the log.
+        live_feed_queue=env.integer("LIVE_FEED_QUEUE", 1000),
     )

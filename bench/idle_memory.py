@@ -70,7 +70,9 @@ async def run(connections: int, burst: int) -> None:
     name = unique_name("chat_bench")
     url = create_database(name)
     env = {"DATABASE_URL": url, "REDIS_URL": SHARED_REDIS_URL, "CHANNEL_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
-           "MAX_REQUESTS": "0", "WS_SEND_QUEUE": str(burst + 16)}  # fmt: skip
+           "MAX_REQUESTS": "0", "WS_SEND_QUEUE": str(burst + 16),
+           # Every connection is one account's here: the per-user live bounds are not measured.
+           "MAX_SUBSCRIPTIONS_PER_USER": "1000000", "MAX_CONNECTIONS_PER_USER": "1000000"}  # fmt: skip
     server: Server | None = None
     try:
         migrate({"DATABASE_URL": url})

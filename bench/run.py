@@ -93,6 +93,10 @@ class Stack:
             "MAX_REQUESTS": "0",
             "WS_MAX_SUBSCRIPTIONS": "100",
             "WS_SEND_QUEUE": "100000",
+            # A thousand subscribers share 20 accounts here: the per-user live bounds are not measured.
+            "MAX_SUBSCRIPTIONS_PER_USER": "1000000",
+            "MAX_CONNECTIONS_PER_USER": "1000000",
+            "LIVE_REPLAY_BUDGET": "100000000/60",
             "LOG_LEVEL": "warning",
             **(env or {}),
         }

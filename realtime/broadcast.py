@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from broadcaster import Broadcast
+from broadcaster import Broadcast, Event
 from broadcaster._base import Subscriber
 from redis import asyncio as aioredis
 
-from realtime.redis_backend import ResilientRedisBackend
+from realtime.redis_backend import RESYNC, ResilientRedisBackend
+
+logger = logging.getLogger("chat.live")
 
 # The one module reaching into broadcaster's internals (its subscriber table, its backend, its
 # Subscriber class); tests/test_library_reaches.py fails loudly when broadcaster changes.
@@ -30,16 +34,20 @@ class ChannelBroadcast(Broadcast):
         self._ready: dict[str, asyncio.Future[None]] = {}
 
     @asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
-        async with self.subscribe_many(channel) as subscriber:
+    async def subscribe(self, channel: str, *, bound: int | None = None) -> AsyncIterator[Subscriber]:
+        async with self.subscribe_many(channel, bound=bound) as subscriber:
             yield subscriber
 
     @asynccontextmanager
-    async def subscribe_many(self, *channels: str) -> AsyncIterator[Subscriber]:
+    async def subscribe_many(self, *channels: str, bound: int | None = None) -> AsyncIterator[Subscriber]:
         """One queue for several channels, so its reader sees their events interleaved as the
         backend delivered them; one subscription per channel, read by one task, loses that order.
-        The channels' backend subscriptions are made in the order given."""
-        queue: asyncio.Queue = asyncio.Queue()
+        The channels' backend subscriptions are made in the order given.
+
+        With a `bound`, a reader that falls that many messages behind loses them for one RESYNC
+        per channel (see ResyncingQueue); without, the queue is unbounded (for readers whose
+        every message is cheap and must be seen, revocations)."""
+        queue: asyncio.Queue = asyncio.Queue() if bound is None else ResyncingQueue(bound)
         joined: list[tuple[str, set[asyncio.Queue]]] = []
         try:
             for channel in channels:
@@ -68,6 +76,44 @@ class ChannelBroadcast(Broadcast):
                     emptied.append(channel)
             for channel in emptied:
                 await self._backend.unsubscribe(channel)
+
+    def deliver_locally(self, channel: str, message: str) -> None:
+        """A message for this process's subscribers of `channel` only, as if it came back from
+        the backend: what a publish that failed must still do here (a leave's end)."""
+        for queue in list(self._subscribers.get(channel, ())):
+            queue.put_nowait(Event(channel=channel, message=message))
+
+
+class ResyncingQueue(asyncio.Queue):
+    """A subscriber's queue of at most `bound` messages. When a message arrives to a full queue,
+    what it holds is dropped, with that message, for one RESYNC per channel: the reader (a live
+    feed) re-reads what it missed from the topic's log, its state, or re-checks its
+    subscriptions, as after a Redis outage. Memory stays bounded however far behind the reader
+    is, and nothing on a logged topic is lost. Never blocks the one task that fans out to every
+    queue (broadcaster's listener)."""
+
+    def __init__(self, bound: int) -> None:
+        super().__init__()
+        self.bound = max(1, bound)
+        self.overflows = 0
+
+    def put_nowait(self, item: Any) -> None:
+        if item is not None and self.qsize() >= self.bound:
+            channels = {item.channel}
+            while not self.empty():
+                dropped = self.get_nowait()
+                if dropped is not None and dropped.message != RESYNC:
+                    channels.add(dropped.channel)
+            self.overflows += 1
+            logger.warning(
+                "A live feed fell %d messages behind on %s; it resyncs from the log",
+                self.bound,
+                ", ".join(sorted(channels)),
+            )
+            for channel in sorted(channels):
+                super().put_nowait(Event(channel=channel, message=RESYNC))
+            return
+        super().put_nowait(item)
 
 
 def open_broadcast(redis: aioredis.Redis | None) -> ChannelBroadcast:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from graphql import OperationType
@@ -29,6 +29,7 @@ from realtime.operations import (
     token_in,
 )
 from realtime.outbox import OperationSink, WebSocketOutbox
+from realtime.quota import Slot
 from uvicorn_protocols import LeanWebSocketProtocol
 
 logger = logging.getLogger("chat.websocket")
@@ -38,7 +39,17 @@ class Connection:
     SUBPROTOCOL: str
     RESULT: str  # the type of a result message: `next` or `data`
 
-    __slots__ = ("_init_timer", "acknowledged", "operations", "outbox", "presence", "server", "viewer", "websocket")
+    __slots__ = (
+        "_init_timer",
+        "acknowledged",
+        "connection_slot",
+        "operations",
+        "outbox",
+        "presence",
+        "server",
+        "viewer",
+        "websocket",
+    )
 
     def __init__(self, server: LiveServer, websocket: WebSocket, direct: LeanWebSocketProtocol | None) -> None:
         self.server = server
@@ -49,6 +60,8 @@ class Connection:
         self.operations: dict[str, Operation] = {}
         self._init_timer: asyncio.TimerHandle | None = None
         self.presence: str | None = None  # this connection's key in the presence sets
+        # One of its user's connection slots, from its first subscription until it closes.
+        self.connection_slot: Slot | None = None
 
     async def serve(self) -> None:
         await self.websocket.accept(self.SUBPROTOCOL)
@@ -73,6 +86,8 @@ class Connection:
             operations, self.operations = self.operations, {}
             for operation in operations.values():
                 operation.stop()
+            if self.connection_slot is not None:
+                self.connection_slot.release()
             await self.outbox.aclose()
 
     async def handle(self, received: Mapping[str, Any]) -> None:
@@ -84,6 +99,14 @@ class Connection:
 
     def close(self, code: int, reason: str) -> None:
         self.outbox.close(code, reason)
+
+    def valid_id(self, operation_id: Any) -> TypeGuard[str]:
+        """A non-empty string of at most `max_operation_id_bytes` in UTF-8: an operation's id is
+        kept for its whole life (in its frames too), so its size is ours to bound."""
+        if not isinstance(operation_id, str) or not operation_id:
+            return False
+        limit = self.server.max_operation_id_bytes
+        return len(operation_id) <= limit and len(operation_id.encode("utf-8", "surrogatepass")) <= limit
 
     async def authenticate(self, payload: Any) -> Viewer | None:
         """The viewer of a `connection_init` payload, or None (the connection is closed then)."""
@@ -159,7 +182,7 @@ class Connection:
 
         sink = OperationSink(self.outbox, operation_id, self.RESULT, ended)
         context = self.server.context(self.viewer, self.websocket, None)
-        outcome = await start_subscription(self.server, request, context, sink)
+        outcome = await start_subscription(self.server, request, context, sink, self)
         if outcome is None:  # ended while starting, and told so
             return
         if isinstance(outcome, list):

@@ -37,8 +37,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from inspect import isawaitable
 from typing import Any, Protocol
 
@@ -65,6 +65,8 @@ from realtime.broadcast import ChannelBroadcast
 from realtime.cancelling import cancel_and_wait
 from realtime.live import Event, LiveSource
 from realtime.redis_backend import RESYNC
+from realtime.replay import CHUNK as REPLAY_CHUNK
+from realtime.replay import Allowance, ReplayBudget
 
 logger = logging.getLogger("chat.live")
 
@@ -72,6 +74,16 @@ CATCH_UP_BATCH = 200
 YIELD_EVERY = 8
 RECENT = 64
 CONTROL = "control"
+# Per event, the groups executed before the feed takes its next event: cheapest first, until
+# this much time is spent; the rest go to the feed's lane (see Feed._deliver).
+INLINE_SECONDS = 0.010
+# Events the lane may hold; past it the groups in it are demoted to catching up from the log.
+LANE_EVENTS = 32
+# The share of the process's time that lanes and costly resumes may take.
+BACKGROUND_SHARE = 0.5
+# A selection whose execution takes less is resumed outside that share.
+CHEAP_SECONDS = 0.003
+COSTS_KEPT = 4096
 
 
 class Sink(Protocol):
@@ -95,6 +107,10 @@ class Sink(Protocol):
 
     def try_again_later(self) -> None:
         """The subscription cannot be served now: the transport ends so the client retries."""
+
+
+class Releasable(Protocol):
+    def release(self) -> None: ...
 
 
 class Selection:
@@ -158,7 +174,7 @@ def audience_key(keyers: list[Keyer], viewer: Viewer) -> tuple[Hashable, ...]:
 class Subscription:
     """One subscriber: an operation on one transport."""
 
-    __slots__ = ("catching_up", "engine", "feed", "key", "selection", "seq", "sink", "source")
+    __slots__ = ("catching_up", "engine", "feed", "key", "selection", "seq", "sink", "slot", "source")
 
     def __init__(self, engine: Engine, source: LiveSource, selection: Selection, key: GroupKey, sink: Sink) -> None:
         self.engine = engine
@@ -169,6 +185,14 @@ class Subscription:
         self.seq: int | None = source.after  # None until admitted to a logged feed: its head
         self.feed: Feed | None = None
         self.catching_up: asyncio.Task[None] | None = None
+        self.slot: Releasable | None = None
+
+    def hold(self, slot: Releasable | None) -> None:
+        """Its user's subscription slot (realtime.quota), given back when it closes."""
+        if self.feed is None and slot is not None:
+            slot.release()  # closed already
+            return
+        self.slot = slot
 
     @property
     def viewer(self) -> Viewer:
@@ -187,6 +211,9 @@ class Subscription:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         self.catching_up = None
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
         if self.feed is not None:
             self.feed.remove(self)
         self.engine.unindex(self)
@@ -197,9 +224,9 @@ class Subscription:
 
 
 class Group:
-    __slots__ = ("audiences", "event_id", "key", "kinds", "selection", "subscriptions")
+    __slots__ = ("audiences", "cost", "event_id", "key", "kinds", "pending", "selection", "subscriptions")
 
-    def __init__(self, subscription: Subscription, audiences: tuple[Audience, ...]) -> None:
+    def __init__(self, subscription: Subscription, audiences: tuple[Audience, ...], cost: float = 0.0) -> None:
         source = subscription.source
         self.key = subscription.key
         self.selection = subscription.selection
@@ -207,6 +234,12 @@ class Group:
         self.kinds = source.kinds
         self.event_id = source.event_id
         self.subscriptions: set[Subscription] = set()
+        self.cost = cost  # seconds an event's execution takes (a moving average)
+        self.pending = 0  # events waiting for it in the feed's lane
+
+    def measured(self, seconds: float) -> float:
+        self.cost = seconds if self.cost == 0.0 else 0.7 * self.cost + 0.3 * seconds
+        return self.cost
 
     def by_audience(self, event: Event) -> Iterable[tuple[tuple[Hashable, ...], list[Subscription]]]:
         """The subscribers, split by what they see of this event (all together when nothing in
@@ -240,6 +273,11 @@ class Feed:
         self.last_state: Event | None = None
         self._refresh: asyncio.TimerHandle | None = None
         self.lock = asyncio.Lock()
+        # Events whose costlier groups are executed after the cheap ones were delivered: the
+        # event, its payloads (in `recent` too), its contexts (loaders shared by its groups), the
+        # groups still to execute for it.
+        self.lane: deque[tuple[Event, dict[PayloadKey, bytes], dict[Hashable, Any], list[Group]]] = deque()
+        self._lane_task: asyncio.Task[None] | None = None
         self._stack = AsyncExitStack()
         self._task: asyncio.Task[None] | None = None
         self.started: asyncio.Future[None] | None = None
@@ -251,7 +289,9 @@ class Feed:
 
     async def start(self) -> None:
         channel = self.engine.channel(self.topic)
-        subscriber = await self._stack.enter_async_context(self.engine.broadcast.subscribe(channel))
+        subscriber = await self._stack.enter_async_context(
+            self.engine.broadcast.subscribe(channel, bound=self.engine.feed_queue)
+        )
         if self.log is not None:
             # Subscribed first, read second: nothing appended after this read can be missed.
             for event in await self.log.newest(RECENT):
@@ -263,6 +303,8 @@ class Feed:
             self._refresh.cancel()
         if self._task is not None:
             await cancel_and_wait([self._task])
+        if self._lane_task is not None:
+            await cancel_and_wait([self._lane_task])
         await self._stack.aclose()
 
     def admit(self, subscription: Subscription) -> None:
@@ -278,22 +320,34 @@ class Feed:
         hand-over under the lock, from memory."""
         assert self.log is not None
         sink = subscription.sink
+        # What is older than `recent` is executed for this subscriber alone: paced by its user's
+        # replay budget (realtime.replay), before the log is even read.
+        allowance = Allowance(self.engine.replay, subscription.viewer.id)
         while subscription.feed is self and not sink.closed:
             assert subscription.seq is not None
             if subscription.seq >= self._remembered_from():
+                # The results it lacks among the feed's last events, executed outside the lock
+                # (kept with them for everyone after): the hand-over under the lock finds them.
+                await self._prepare(subscription, list(self.recent), allowance)
                 async with self.lock:
                     if subscription.feed is not self or subscription.seq < self._remembered_from():
                         continue
                     sink.history(await self._results(subscription, self.recent))
                     self._hand_over(subscription)
                     return
+            await allowance.ensure()
             events = await self.log.after(subscription.seq, CATCH_UP_BATCH)
             if subscription.feed is not self:
                 return
             if not events:  # the log has nothing newer than `recent` says: hand over
                 subscription.seq = max(subscription.seq, self._remembered_from())
                 continue
-            sink.history(await self._results(subscription, ((event, {}) for event in events)))
+            # A budget's chunk at a time: what the budget allowed goes out before it waits.
+            for start in range(0, len(events), REPLAY_CHUNK):
+                chunk = events[start : start + REPLAY_CHUNK]
+                results = await self._results(subscription, ((event, {}) for event in chunk), allowance)
+                if results:
+                    sink.history(results)
             await sink.drained()
 
     async def join_now(self, subscription: Subscription) -> None:
@@ -319,8 +373,13 @@ class Feed:
         return self.recent[0][0]["seq"] - 1 if self.recent else self.last_seq
 
     async def _results(
-        self, subscription: Subscription, history: Iterable[tuple[Event, dict[PayloadKey, bytes]]]
+        self,
+        subscription: Subscription,
+        history: Iterable[tuple[Event, dict[PayloadKey, bytes]]],
+        allowance: Allowance | None = None,
     ) -> list[tuple[bytes, str | None]]:
+        """Each event's result for this subscriber: its group's, when the feed kept it (and
+        kept for the next resume when executed here), else executed (counted in `allowance`)."""
         source = subscription.source
         results = []
         executed = 0
@@ -332,9 +391,16 @@ class Feed:
             if source.kinds is not None and event.get("kind") not in source.kinds:
                 continue
             keyers = keyers_for(self.engine.audiences(subscription.selection), event)
-            payload = payloads.get((subscription.key, audience_key(keyers, subscription.viewer)))
+            payload_key = (subscription.key, audience_key(keyers, subscription.viewer))
+            payload = payloads.get(payload_key)
             if payload is None:
-                payload = await self.engine.execute(subscription.selection, subscription.viewer, event)
+                if allowance is not None:
+                    await allowance.spend()
+                    payload = await self.engine.execute_resumed(subscription, event)
+                else:  # an event of `recent`: the next resume shares this result
+                    payload = payloads[payload_key] = await self.engine.execute(
+                        subscription.selection, subscription.viewer, event
+                    )
                 executed += 1
                 if executed % YIELD_EVERY == 0 and not self.lock.locked():
                     # A resume is one client's: live delivery to everyone else goes between.
@@ -342,13 +408,33 @@ class Feed:
             results.append((payload, source.event_id(event) if source.event_id else None))
         return results
 
+    async def _prepare(
+        self, subscription: Subscription, entries: list[tuple[Event, dict[PayloadKey, bytes]]], allowance: Allowance
+    ) -> None:
+        """The subscriber's results for `entries` (events of `recent`) that nobody has asked for
+        yet, executed and kept with them; nothing is sent."""
+        source = subscription.source
+        assert subscription.seq is not None
+        for event, payloads in entries:
+            if event["seq"] <= subscription.seq or (source.kinds is not None and event.get("kind") not in source.kinds):
+                continue
+            keyers = keyers_for(self.engine.audiences(subscription.selection), event)
+            payload_key = (subscription.key, audience_key(keyers, subscription.viewer))
+            if payload_key not in payloads:
+                await allowance.spend()
+                payload = await self.engine.execute_resumed(subscription, event)
+                payloads.setdefault(payload_key, payload)
+            if subscription.feed is not self:
+                return
+
     def _hand_over(self, subscription: Subscription) -> None:
         self.joining.discard(subscription)
         subscription.catching_up = None
         group = self.groups.get(subscription.key)
         if group is None:
             audiences = self.engine.audiences(subscription.selection)
-            group = self.groups[subscription.key] = Group(subscription, audiences)
+            cost = self.engine.costs.get(subscription.key, 0.0)
+            group = self.groups[subscription.key] = Group(subscription, audiences, cost)
         group.subscriptions.add(subscription)
         # The group's one Selection and key: this subscriber's own copies of the query text and
         # variables go.
@@ -445,19 +531,125 @@ class Feed:
             await self._reread()
 
     async def _deliver(self, event: Event) -> None:
+        """The event to every group: one set of loaders per viewer for all of them (what one
+        group read, the next finds loaded), cheapest group first. On a logged topic, once
+        INLINE_SECONDS are spent, the groups that cost more than what is left (and any with
+        events still in the lane, so each group's events stay in order) go to the lane, which
+        executes them after, outside the lock, in at most BACKGROUND_SHARE of the process's time:
+        what one user selects never holds up the next event for everyone else."""
         seq = event.get("seq") if self.log is not None else None
         payloads: dict[PayloadKey, bytes] = {}
-        for key, group in list(self.groups.items()):
-            if not group.wants(event):
-                continue
-            event_id = group.event_id(event) if group.event_id is not None else None
-            for audience, subscriptions in group.by_audience(event):
-                viewer = subscriptions[0].viewer if audience else None
-                payload = payloads[(key, audience)] = await self.engine.execute(group.selection, viewer, event)
-                for subscription in subscriptions:
-                    subscription.deliver(seq, payload, event_id)
+        contexts: dict[Hashable, Any] = {}
+        left = INLINE_SECONDS
+        deferred: list[Group] = []
+        try:
+            for group in sorted(self.groups.values(), key=_by_cost):
+                if not group.wants(event):
+                    continue
+                # A group not measured yet is measured in the lane: a costly one never runs inline.
+                if self.log is not None and (group.pending or group.cost == 0.0 or group.cost > left):
+                    group.pending += 1
+                    deferred.append(group)
+                    continue
+                started = time.perf_counter()
+                await self._deliver_group(group, event, seq, payloads, contexts)
+                elapsed = time.perf_counter() - started
+                self.engine.remember_cost(group.key, group.measured(elapsed))
+                left -= elapsed
+        except BaseException:  # the event is delivered again (a gap fill): nothing of it waits
+            for group in deferred:
+                group.pending = max(0, group.pending - 1)
+            raise
         if self.log is not None:
             self._remember(event, payloads)
+            if deferred:
+                self._defer(event, payloads, contexts, deferred)
+
+    async def _deliver_group(
+        self,
+        group: Group,
+        event: Event,
+        seq: int | None,
+        payloads: dict[PayloadKey, bytes],
+        contexts: dict[Hashable, Any],
+    ) -> None:
+        event_id = group.event_id(event) if group.event_id is not None else None
+        for audience, subscriptions in group.by_audience(event):
+            viewer = subscriptions[0].viewer if audience else None
+            shared = None if viewer is None else (viewer.id, viewer.token_hash)
+            context = contexts.get(shared)
+            if context is None:
+                context = contexts[shared] = self.engine.context(viewer)
+            payload = payloads[(group.key, audience)] = await self.engine.execute(
+                group.selection, viewer, event, context
+            )
+            for subscription in subscriptions:
+                if subscription.feed is self:
+                    subscription.deliver(seq, payload, event_id)
+
+    def _defer(
+        self, event: Event, payloads: dict[PayloadKey, bytes], contexts: dict[Hashable, Any], groups: list[Group]
+    ) -> None:
+        self.lane.append((event, payloads, contexts, groups))
+        if len(self.lane) > LANE_EVENTS:
+            self._shed()
+        elif self._lane_task is None:
+            self._lane_task = asyncio.create_task(self._run_lane(), name=f"lane {self.topic}")
+
+    def _shed(self) -> None:
+        """The lane is too far behind: its groups' subscribers go back to catching up from the
+        log (paced by their users' replay budgets), and rejoin live delivery once caught up."""
+        groups = {id(group): group for *_, waiting in self.lane for group in waiting}
+        self.lane.clear()
+        if self._lane_task is not None:
+            self._lane_task.cancel()
+            self._lane_task = None
+        logger.warning(
+            "Topic %s: %d costly selections fell behind; they catch up from the log", self.topic, len(groups)
+        )
+        for group in groups.values():
+            group.pending = 0
+            self._demote(group)
+
+    def _demote(self, group: Group) -> None:
+        """The group's subscribers catch up from the log from where each stands (nothing missed,
+        nothing twice), then rejoin live delivery."""
+        if self.groups.get(group.key) is not group:
+            return
+        del self.groups[group.key]
+        for subscription in group.subscriptions:
+            self.joining.add(subscription)
+            subscription.catching_up = asyncio.create_task(self.engine._catch_up(self, subscription))
+
+    async def _run_lane(self) -> None:
+        try:
+            while self.lane:
+                event, payloads, contexts, groups = self.lane[0]
+                while groups:
+                    group = groups[0]
+                    try:
+                        if self.groups.get(group.key) is group:
+                            async with self.engine.share.piece():
+                                started = time.perf_counter()
+                                try:
+                                    await self._deliver_group(group, event, event["seq"], payloads, contexts)
+                                except asyncio.CancelledError:
+                                    raise
+                                except Exception:  # e.g. the database away: it resumes from the log
+                                    logger.exception("Topic %s: delivering an event failed", self.topic)
+                                    self._demote(group)
+                                elapsed = time.perf_counter() - started
+                                self.engine.remember_cost(group.key, group.measured(elapsed))
+                    finally:
+                        # Only now may its next event go inline: its events stay in order.
+                        group.pending = max(0, group.pending - 1)
+                        if groups and groups[0] is group:
+                            groups.pop(0)
+                if self.lane and self.lane[0][3] is groups:
+                    self.lane.popleft()
+        finally:
+            if self._lane_task is asyncio.current_task():
+                self._lane_task = None
 
     def _remember(self, event: Event, payloads: dict[PayloadKey, bytes]) -> None:
         assert self.log is not None
@@ -487,6 +679,8 @@ class Engine:
         error_formatter: ErrorFormatter,
         logger_name: str = "chat.graphql",
         debug: bool = False,
+        feed_queue: int | None = None,
+        replay: ReplayBudget | None = None,
     ) -> None:
         self.schema = schema
         self.broadcast = broadcast
@@ -496,10 +690,15 @@ class Engine:
         self.error_formatter = error_formatter
         self.logger = logging.getLogger(logger_name)
         self.debug = debug
+        # Messages waiting for one feed; past it the feed resyncs (realtime.broadcast).
+        self.feed_queue = feed_queue
+        self.replay = replay
         self.feeds: dict[str, Feed] = {}
         self.by_token: dict[str, set[Subscription]] = {}
         self._audiences: dict[str, tuple[Audience, ...]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.share = WorkShare()
+        self.costs: dict[GroupKey, float] = {}
 
     def channel(self, topic: str) -> str:
         return f"{self.channel_prefix}{topic}"
@@ -576,9 +775,31 @@ class Engine:
             if not subscriptions:
                 del self.by_token[token]
 
-    async def execute(self, selection: Selection, viewer: Viewer | None, event: Event) -> bytes:
-        """A selection executed once for an event, its result encoded once."""
-        executor = selection.executor_for(self.schema, event, self.context(viewer))
+    async def execute_resumed(self, subscription: Subscription, event: Event) -> bytes:
+        """A resumed subscriber's result for a past event: a selection known to be costly runs
+        within the process's share for background work (WorkShare), a cheap one at once (an
+        honest client catching up never queues behind someone's costly resumes)."""
+        cost = self.costs.get(subscription.key, 0.0)
+        if cost < CHEAP_SECONDS:
+            started = time.perf_counter()
+            payload = await self.execute(subscription.selection, subscription.viewer, event)
+            self.remember_cost(subscription.key, max(cost, time.perf_counter() - started))
+            return payload
+        async with self.share.piece():
+            return await self.execute(subscription.selection, subscription.viewer, event)
+
+    def remember_cost(self, key: GroupKey, seconds: float) -> None:
+        """What a selection costs an event, for its groups in any feed, now and later."""
+        if key not in self.costs and len(self.costs) >= COSTS_KEPT:
+            self.costs.clear()
+        self.costs[key] = seconds
+
+    async def execute(
+        self, selection: Selection, viewer: Viewer | None, event: Event, context: dict[str, Any] | None = None
+    ) -> bytes:
+        """A selection executed once for an event, its result encoded once; `context`: one
+        shared with the event's other executions for the same viewer (their loaders)."""
+        executor = selection.executor_for(self.schema, event, self.context(viewer) if context is None else context)
         outcome = (
             ExecutionResult(None, errors=executor)
             if isinstance(executor, list)
@@ -648,6 +869,49 @@ class Engine:
             await feed.stop()
         self.feeds.clear()
         await cancel_and_wait(self._tasks)
+
+
+def _by_cost(group: Group) -> float:
+    return group.cost
+
+
+class WorkShare:
+    """At most `share` of the process's time for background work (lanes, resumes from the log):
+    one piece at a time (so what runs between two pieces waits for one at most), from a bucket
+    filled at `share` seconds a second, up to `burst`; work waits while it is empty and is
+    charged what it took."""
+
+    def __init__(self, share: float = BACKGROUND_SHARE, burst: float = 0.1) -> None:
+        self.share = share
+        self.burst = burst
+        self.level = burst
+        self.at = time.monotonic()
+        self._one = asyncio.Lock()
+
+    @asynccontextmanager
+    async def piece(self) -> AsyncIterator[None]:
+        async with self._one:
+            await self.turn()
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.spent(time.perf_counter() - started)
+
+    def _fill(self) -> None:
+        now = time.monotonic()
+        self.level = min(self.burst, self.level + (now - self.at) * self.share)
+        self.at = now
+
+    async def turn(self) -> None:
+        self._fill()
+        while self.level <= 0:
+            await asyncio.sleep(-self.level / self.share)  # the time the bucket takes to refill
+            self._fill()
+
+    def spent(self, seconds: float) -> None:
+        self._fill()
+        self.level -= seconds
 
 
 def _settled(state: Event | None) -> Event | None:

@@ -70,7 +70,7 @@ class LegacyWSConnection(Connection):
 
     async def on_start(self, message: dict[str, Any]) -> None:
         operation_id, payload = message.get("id"), message.get("payload")
-        if not isinstance(operation_id, str) or not operation_id or not valid_payload(payload):
+        if not self.valid_id(operation_id) or not valid_payload(payload):
             self.close(close_codes.INVALID_MESSAGE, "Invalid start message")
             return
         if not self.acknowledged:

@@ -21,6 +21,7 @@ from execution.operations import Operations, Request, is_unavailable
 from realtime.engine import Engine, Selection, Sink, Subscription
 from realtime.keepalive import Keepalive
 from realtime.live import LiveSource
+from realtime.quota import CONNECTIONS, SUBSCRIPTIONS, LiveQuota, Slot, too_many_subscriptions
 
 logger = logging.getLogger("chat.websocket")
 
@@ -57,6 +58,13 @@ class Presence(Protocol):
     def disconnected(self, key: str) -> None: ...
 
 
+class SlotHolder(Protocol):
+    """A WebSocket connection or a stream: it takes one of its user's connection slots with its
+    first subscription and gives it back when it closes."""
+
+    connection_slot: Slot | None
+
+
 @dataclass
 class LiveServer:
     """What the WebSocket protocols need to serve operations; built once by the app factory."""
@@ -73,6 +81,9 @@ class LiveServer:
     max_subscriptions: int
     send_queue: int
     presence: Presence | None = None
+    quota: LiveQuota | None = None  # subscriptions and connections per user (realtime.quota)
+    # The longest operation id a WebSocket client may choose (a longer one is a protocol error).
+    max_operation_id_bytes: int = 128
 
 
 async def execute_single(server: LiveServer, request: Request, context: dict[str, Any]) -> bytes:
@@ -82,10 +93,13 @@ async def execute_single(server: LiveServer, request: Request, context: dict[str
 
 
 async def start_subscription(
-    server: LiveServer, request: Request, context: dict[str, Any], sink: Sink
+    server: LiveServer, request: Request, context: dict[str, Any], sink: Sink, holder: SlotHolder
 ) -> Subscription | list[dict] | None:
     """The running subscription; the formatted errors that refuse it; or None when it ended
-    while starting (its end is on the way to the client). Raises TryAgainLater."""
+    while starting (its end is on the way to the client). Raises TryAgainLater.
+
+    Past its user's limits (realtime.quota) it is refused with TOO_MANY_SUBSCRIPTIONS; the
+    connection and its other operations carry on."""
     operations = server.operations
     executor = Executor.build(
         operations.schema,
@@ -106,16 +120,48 @@ async def start_subscription(
         return [operations.format(error) for error in errors]
     if not isinstance(stream, LiveSource):
         return [operations.format(GraphQLError("This subscription is not served here."))]
+    slot = None
+    if server.quota is not None:
+        refusal = await _take_slots(server.quota, stream.viewer.id, holder)
+        if isinstance(refusal, dict):
+            return [refusal]
+        slot = refusal
+        if sink.closed:  # gone while counting (its own close ran): nothing to start, nothing held
+            slot.release()
+            if holder.connection_slot is not None:
+                holder.connection_slot.release()
+            return None
     selection = Selection.of(request.document, request.query, request.operation_name, request.variables)
     try:
         outcome = await server.engine.subscribe(stream, selection, sink)
     except Exception as error:
+        if slot is not None:
+            slot.release()
         if is_unavailable(error):
             raise TryAgainLater from error
         raise
-    if isinstance(outcome, GraphQLError):
-        return [operations.format(outcome)]
+    if not isinstance(outcome, Subscription):
+        if slot is not None:
+            slot.release()
+        return None if outcome is None else [operations.format(outcome)]
+    outcome.hold(slot)
     return outcome
+
+
+async def _take_slots(quota: LiveQuota, user: int, holder: SlotHolder) -> Slot | dict:
+    """The connection's slot (once per connection) and a subscription slot, or the refusal."""
+    if holder.connection_slot is None:
+        connection = await quota.take(CONNECTIONS, user)
+        if connection is None:
+            return too_many_subscriptions(CONNECTIONS, quota.limits[CONNECTIONS])
+        if holder.connection_slot is None:
+            holder.connection_slot = connection
+        else:  # another of its operations took one meanwhile
+            connection.release()
+    subscription = await quota.take(SUBSCRIPTIONS, user)
+    if subscription is None:
+        return too_many_subscriptions(SUBSCRIPTIONS, quota.limits[SUBSCRIPTIONS])
+    return subscription
 
 
 INTERNAL_ERROR = {"message": "Internal server error.", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}

@@ -31,6 +31,10 @@ RESYNC = '{"type":"resync"}'
 _REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 # Past this, a subscribe is left to the reconnect that must be under way (it resyncs the channel).
 CONFIRM_SECONDS = 5.0
+# Messages read from Redis and not yet handed to the feeds' queues. Past it the reader stops
+# reading: Redis keeps them in its output buffer for this connection, and past its
+# `client-output-buffer-limit pubsub` it drops the connection, which reconnects and resyncs.
+BACKLOG = 10_000
 
 
 class ResilientRedisBackend(BroadcastBackend):
@@ -40,7 +44,7 @@ class ResilientRedisBackend(BroadcastBackend):
         self._channels: set[str] = set()
         self._lock = asyncio.Lock()
         self._pubsub: Any = None
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(BACKLOG)
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._confirming: dict[str, list[asyncio.Future[None]]] = {}
@@ -109,7 +113,7 @@ class ResilientRedisBackend(BroadcastBackend):
                     if attempt:
                         logger.warning("Redis is back; resubscribed %d channels", len(self._channels))
                         for channel in self._channels:
-                            self._queue.put_nowait(Event(channel=channel, message=RESYNC))
+                            await self._queue.put(Event(channel=channel, message=RESYNC))
                 attempt = 0
                 self._connected.set()
                 while True:
@@ -118,7 +122,7 @@ class ResilientRedisBackend(BroadcastBackend):
                         continue
                     if message["type"] == "message":
                         channel, data = message["channel"].decode(), message["data"].decode()
-                        self._queue.put_nowait(Event(channel=channel, message=data))
+                        await self._queue.put(Event(channel=channel, message=data))
                     elif message["type"] == "subscribe":
                         for confirmed in self._confirming.pop(message["channel"].decode(), ()):
                             if not confirmed.done():

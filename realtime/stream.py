@@ -22,6 +22,7 @@ from execution.operations import Request, is_unavailable
 from realtime.keepalive import Keepalive
 from realtime.operations import INTERNAL_ERROR, LiveServer, TryAgainLater, execute_single, start_subscription
 from realtime.outbox import StreamOutbox
+from realtime.quota import Slot
 from uvicorn_protocols import DRAINING, ON_DRAIN, chunk_writer
 
 logger = logging.getLogger("chat.live")
@@ -39,7 +40,7 @@ class Stream:
     PREAMBLE: bytes  # the first bytes, sent at once
     HEARTBEAT: bytes
 
-    __slots__ = ("keepalive", "outbox", "presence", "server", "subscription")
+    __slots__ = ("connection_slot", "keepalive", "outbox", "presence", "server", "subscription")
 
     def __init__(self, server: LiveServer, keepalive: Keepalive) -> None:
         self.server = server
@@ -47,6 +48,7 @@ class Stream:
         self.outbox: StreamOutbox | None = None
         self.subscription: Any = None
         self.presence: str | None = None
+        self.connection_slot: Slot | None = None  # one of its user's (realtime.quota)
 
     # The frames of a protocol.
     def result(self, payload: bytes, event_id: str | None) -> bytes:
@@ -81,6 +83,8 @@ class Stream:
                 self.server.presence.disconnected(self.presence)
             if self.subscription is not None:
                 self.subscription.close()
+            if self.connection_slot is not None:
+                self.connection_slot.release()
             await outbox.aclose()
 
     async def cut(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -107,7 +111,7 @@ class Stream:
                 outbox.put(self.result(await execute_single(self.server, request, context), None))
                 outbox.finish(self.end_frame())
                 return
-            outcome = await start_subscription(self.server, request, context, self)
+            outcome = await start_subscription(self.server, request, context, self, self)
         except TryAgainLater:
             self.try_again_later()
             return

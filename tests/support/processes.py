@@ -38,6 +38,10 @@ BASE_ENV = {
     "HEALTHZ_DETAILS": "1",  # tests/test_viewer_cache.py and others read a worker's pid and counters
     # [sessions and profiles]
     # [live bounds]
+    # One user holds 24 connections in tests/test_live.py's races, 42 in tests/test_resume.py's burst.
+    "MAX_CONNECTIONS_PER_USER": "50",
+    # One user resumes thousands of events at once in tests/test_resume.py (3 x 2,999).
+    "LIVE_REPLAY_BUDGET": "1000000/60",
 }
 
 

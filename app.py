@@ -157,6 +157,7 @@ class ChatApp:
                 error_formatter=format_error,
                 debug=settings.debug,
                 feed_queue=settings.live_feed_queue,
+                max_payload_bytes=settings.max_response_bytes,
                 replay=ReplayBudget(
                     services.redis,
                     settings.channel_prefix,

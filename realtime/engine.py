@@ -681,7 +681,10 @@ class Engine:
         debug: bool = False,
         feed_queue: int | None = None,
         replay: ReplayBudget | None = None,
+        max_payload_bytes: int | None = None,
     ) -> None:
+        """`max_payload_bytes`: an event's encoded result longer than this goes out as a
+        RESPONSE_TOO_LARGE error instead (MAX_RESPONSE_BYTES, as for queries and mutations)."""
         self.schema = schema
         self.broadcast = broadcast
         self.channel_prefix = channel_prefix
@@ -693,6 +696,7 @@ class Engine:
         # Messages waiting for one feed; past it the feed resyncs (realtime.broadcast).
         self.feed_queue = feed_queue
         self.replay = replay
+        self.max_payload_bytes = max_payload_bytes
         self.feeds: dict[str, Feed] = {}
         self.by_token: dict[str, set[Subscription]] = {}
         self._audiences: dict[str, tuple[Audience, ...]] = {}
@@ -808,11 +812,21 @@ class Engine:
         result = await outcome if isawaitable(outcome) else outcome
         assert isinstance(result, ExecutionResult)
         if not result.errors:
-            return orjson.dumps({"data": result.data})
+            return self._bounded(orjson.dumps({"data": result.data}))
         for error in result.errors:
             log_error(error, self.logger)
         errors = [self.error_formatter(error, self.debug) for error in result.errors]
-        return orjson.dumps({"data": result.data, "errors": errors})
+        return self._bounded(orjson.dumps({"data": result.data, "errors": errors}))
+
+    def _bounded(self, payload: bytes) -> bytes:
+        """The payload, or RESPONSE_TOO_LARGE in its place: the work is done by then, but the
+        bytes are never queued for any of the group's subscribers."""
+        limit = self.max_payload_bytes
+        if limit is None or len(payload) <= limit:
+            return payload
+        message = f"The result ({len(payload)} bytes) is longer than {limit} bytes: select less."
+        error = GraphQLError(message, extensions={"code": "RESPONSE_TOO_LARGE"})
+        return orjson.dumps({"data": None, "errors": [self.error_formatter(error, self.debug)]})
 
     def end_where(
         self, subscriptions: Iterable[Subscription], matches: Callable[[Subscription], bool], error: dict

@@ -233,6 +233,35 @@ def test_a_response_over_the_limit_is_replaced_by_an_error(tight: Server) -> Non
         client.close()
 
 
+async def test_a_live_event_over_the_limit_is_replaced_by_an_error_and_the_next_one_arrives(tight: Server) -> None:
+    """The same guard on a subscription's results: the event whose result is too long arrives as
+    RESPONSE_TOO_LARGE in its place (resumed and live alike), and the subscription goes on."""
+    client = GraphQLClient(tight.url)
+    try:
+        ann = sign_up(client, "Ann")
+        room = create_room(client, ann)
+        start = client.data("query($r: ID!) { room(id: $r) { latestEventCursor } }", {"r": room}, ann.token)
+        post = "mutation($r: ID!, $b: String!) { createMessage(room: $r, body: $b) { id } }"
+        for body in ("x" * 2500, "short"):  # about 2.6 KB of result against MAX_RESPONSE_BYTES=2000
+            assert client.data(post, {"r": room, "b": body}, ann.token)["createMessage"]["id"]
+    finally:
+        client.close()
+    ws = await GraphQLWebSocket.open(f"ws://127.0.0.1:{tight.port}/graphql", "graphql-transport-ws")
+    try:
+        await ws.init({"authorization": f"Bearer {ann.token}"})
+        events = (
+            "subscription($r: ID!, $a: String) { roomEvents(room: $r, after: $a) "
+            "{ cursor ... on MessageCreated { message { body } } } }"
+        )
+        await ws.subscribe("events", events, {"r": room, "a": start["room"]["latestEventCursor"]})
+        too_long = await ws.result("events")
+        assert too_long["data"] is None and codes(too_long) == ["RESPONSE_TOO_LARGE"], str(too_long)[:300]
+        assert "2000 bytes" in too_long["errors"][0]["message"]
+        assert (await ws.result("events"))["data"]["roomEvents"]["message"]["body"] == "short"
+    finally:
+        await ws.close()
+
+
 async def test_subscriptions_have_their_own_lower_cost_limit(tight: Server) -> None:
     client = GraphQLClient(tight.url)
     try:

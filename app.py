@@ -45,7 +45,7 @@ from realtime.operations import LiveServer
 from realtime.replay import ReplayBudget
 from realtime.token_expiry import ExpiryWatch, interval_for
 from realtime.websocket import WebSocketEndpoint
-from resolvers import VIEWER_FIELDS, build_schema
+from resolvers import LIST_BOUNDS, VIEWER_FIELDS, build_schema
 from resolvers.context import make_context
 from security_headers import add_security_headers
 from services import Services, running
@@ -80,7 +80,10 @@ class ChatApp:
             error_formatter=format_error,
             rules=[shape_rule(settings.query_max_depth, settings.query_max_fields, settings.query_max_aliases)],
             variable_rule=cost_rule(
-                settings.query_max_cost, settings.query_max_subscription_cost, settings.query_max_introspection_cost
+                settings.query_max_cost,
+                settings.query_max_subscription_cost,
+                settings.query_max_introspection_cost,
+                list_bounds=LIST_BOUNDS,
             ),
             introspection=settings.introspection,
             debug=settings.debug,
@@ -316,7 +319,11 @@ async def _nothing() -> None:
 
 
 async def _revoke_session(services: Services, secret: str) -> None:
+    """A session that exists is revoked everywhere; a made-up cookie costs one batched read,
+    never an announcement to every process (anyone may send DELETE with any cookie)."""
     digest = token_digest(secret)
+    if await services.access.user_for_token(digest) is None:
+        return
     await services.revocations.revoke(digest, partial(users.delete_token, services.db, digest))
 
 

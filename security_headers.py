@@ -7,7 +7,8 @@ SSE and multipart streams, refusals (413s included), health checks and the web c
   directly cannot ask for it).
 - A Content-Security-Policy on the HTML pages: the web client's allows what web/dist loads (its
   own module script and stylesheet), its API at /graphql over http(s) and ws(s) of the same
-  origin, and images from us and over https (users' avatar URLs); nothing inline, no plugins,
+  origin, and images from us and over http(s) (users' avatar URLs, which updateProfile takes
+  in either scheme; a browser upgrades an http image on an https page); nothing inline, no plugins,
   no framing. GraphiQL's explorer (GET /graphql) is inline scripts and an import map pulling
   from esm.sh: a policy loose enough for it protects nothing, so it gets only
   `frame-ancestors 'none'` (no clickjacking); it is off on a dyno unless asked for.
@@ -24,7 +25,7 @@ NOSNIFF = (b"x-content-type-options", b"nosniff")
 # One year; not `includeSubDomains`: an app's domain does not own its siblings' policy.
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 WEB_CLIENT_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: http:; "
     "connect-src 'self'{sockets}; manifest-src 'self'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )

@@ -8,9 +8,10 @@ so runs again for each new value of those.
 The cost bounds the values an answer can hold, one per field of each object resolved:
 
 - a field costs 1 plus the cost of its selection;
-- a bounded list (`LIST_BOUNDS`) costs 1 plus `first` times its selection, and `first` absent,
-  null or out of range counts as the list's maximum, not its default: the default is what a
-  resolver does, the maximum is what a client can make it do. Nested lists multiply;
+- a bounded list (its longest page given by the resolvers: `list_bounds`) costs 1 plus `first`
+  times its selection, and `first` absent, null or out of range counts as the list's maximum,
+  not its default: the default is what a resolver does, the maximum is what a client can make
+  it do. Nested lists multiply;
 - introspection is answered from the static schema, so its lists are counted by what they hold:
   the meta-fields are resolved (graphql-core's own resolvers, on schema objects, no I/O) and
   counted one per value, and the count stops as soon as it passes the limit, so counting a bomb
@@ -21,7 +22,7 @@ A subscription's selection runs once per event, so a subscription has a lower li
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,14 +58,8 @@ from graphql.utilities import value_from_ast
 
 from execution.documents import VariableRule
 
-# The longest page each list field serves (the `first` its resolver accepts at most).
-LIST_BOUNDS: dict[tuple[str, str], int] = {
-    ("Query", "rooms"): 500,
-    ("Query", "unreadCounts"): 500,
-    ("Room", "members"): 500,
-    ("Room", "messages"): 100,
-    ("Room", "events"): 100,
-}
+# A list field's longest page, by (type, field): given by the resolvers (resolvers.LIST_BOUNDS).
+ListBounds = Mapping[tuple[str, str], int]
 INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 
@@ -159,8 +154,10 @@ class _Cost:
         variables: dict[str, Any],
         limit: int,
         introspection_limit: int,
+        list_bounds: ListBounds,
     ) -> None:
         self.schema = schema
+        self.list_bounds = list_bounds
         self.fragments = fragments
         self.variables = variables
         self.limit = limit
@@ -222,7 +219,7 @@ class _Cost:
             return 1
         named = get_named_type(definition.type)
         inner = self.selection(named, node.selection_set, visiting) if is_composite_type(named) else 0
-        bound = LIST_BOUNDS.get((getattr(parent, "name", ""), name))
+        bound = self.list_bounds.get((getattr(parent, "name", ""), name))
         return 1 + inner * (1 if bound is None else self.first(node, bound))
 
     def first(self, node: FieldNode, bound: int) -> int:
@@ -317,11 +314,13 @@ def operation_cost(
     variables: dict[str, Any],
     limit: int,
     introspection_limit: int | None = None,
+    *,
+    list_bounds: ListBounds,
 ) -> int | None:
     """The operation's cost, or None when it passes `limit`, or its introspection passes
     `introspection_limit` (counting stops there)."""
     bound = limit if introspection_limit is None else introspection_limit
-    counter = _Cost(schema, _fragments(document), variables, limit, bound)
+    counter = _Cost(schema, _fragments(document), variables, limit, bound, list_bounds)
     root = schema.get_root_type(operation.operation)
     return counter.cost if counter.within(root, operation.selection_set) else None
 
@@ -330,6 +329,8 @@ def cost_rule(
     maximum_cost: int,
     maximum_subscription_cost: int | None = None,
     maximum_introspection_cost: int | None = None,
+    *,
+    list_bounds: ListBounds,
 ) -> VariableRule:
     """The cost rule for some variables: `first: $n` makes the cost depend on them. A
     subscription's limit is `maximum_subscription_cost` (its selection runs once per event); the
@@ -347,7 +348,7 @@ def cost_rule(
                         continue
                     subscription = definition.operation == OperationType.SUBSCRIPTION
                     limit = subscription_limit if subscription else maximum_cost
-                    counter = _Cost(schema, _fragments(node), variables, limit, introspection_limit)
+                    counter = _Cost(schema, _fragments(node), variables, limit, introspection_limit, list_bounds)
                     if counter.within(schema.get_root_type(definition.operation), definition.selection_set):
                         continue
                     if counter.introspected_values > counter.introspection_limit:

@@ -73,6 +73,8 @@ logger = logging.getLogger("chat.live")
 CATCH_UP_BATCH = 200
 YIELD_EVERY = 8
 RECENT = 64
+# What the results kept with one event of `recent` may add up to, beyond the live groups' own.
+KEPT_BYTES_PER_EVENT = 256 * 1024
 CONTROL = "control"
 # Per event, the groups executed before the feed takes its next event: cheapest first, until
 # this much time is spent; the rest go to the feed's lane (see Feed._deliver).
@@ -398,9 +400,8 @@ class Feed:
                     await allowance.spend()
                     payload = await self.engine.execute_resumed(subscription, event)
                 else:  # an event of `recent`: the next resume shares this result
-                    payload = payloads[payload_key] = await self.engine.execute(
-                        subscription.selection, subscription.viewer, event
-                    )
+                    payload = await self.engine.execute(subscription.selection, subscription.viewer, event)
+                    _keep(payloads, payload_key, payload)
                 executed += 1
                 if executed % YIELD_EVERY == 0 and not self.lock.locked():
                     # A resume is one client's: live delivery to everyone else goes between.
@@ -423,7 +424,7 @@ class Feed:
             if payload_key not in payloads:
                 await allowance.spend()
                 payload = await self.engine.execute_resumed(subscription, event)
-                payloads.setdefault(payload_key, payload)
+                _keep(payloads, payload_key, payload)
             if subscription.feed is not self:
                 return
 
@@ -926,6 +927,17 @@ class WorkShare:
     def spent(self, seconds: float) -> None:
         self._fill()
         self.level -= seconds
+
+
+def _keep(payloads: dict[PayloadKey, bytes], key: PayloadKey, payload: bytes) -> None:
+    """Keep a resumer's result with its event of `recent` for the next resume of the same
+    selection, while the event's results stay within KEPT_BYTES_PER_EVENT: a loop of resumes,
+    each a new selection, would otherwise add one result per event per selection until the
+    event left `recent` (in a quiet room, never)."""
+    if key in payloads:
+        return
+    if sum(map(len, payloads.values())) + len(payload) <= KEPT_BYTES_PER_EVENT:
+        payloads[key] = payload
 
 
 def _settled(state: Event | None) -> Event | None:

@@ -105,7 +105,7 @@ async def open_session(request: HTTPRequest, create: CreateSession) -> Response:
     if secret is None:
         return _unauthenticated()
     response = Response(status_code=204)
-    secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+    secure = request.url.scheme == "https"  # behind a trusted router, its X-Forwarded-Proto (forwarded.py)
     response.set_cookie(SESSION_COOKIE, secret, path=SESSION_PATH, httponly=True, samesite="strict", secure=secure)
     return response
 

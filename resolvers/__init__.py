@@ -6,11 +6,12 @@ from ariadne import load_schema_from_path, make_executable_schema
 from graphql import GraphQLSchema
 
 from realtime.engine import Audience, per_viewer
+from resolvers.lists import MAX_LIST
 from resolvers.message import message_type, reaction_type, reactions_audience
 from resolvers.mutation import mutation_type
 from resolvers.presence import presence_type
 from resolvers.query import query_type
-from resolvers.room import room_type
+from resolvers.room import MAX_PAGE, room_type
 from resolvers.room_event import room_event_interface, room_event_types
 from resolvers.scalars import datetime_scalar
 from resolvers.subscription import subscription_type
@@ -26,6 +27,17 @@ VIEWER_FIELDS: dict[tuple[str, str], Audience] = {
     ("Room", "unreadCount"): per_viewer,
     ("Room", "lastReadCursor"): per_viewer,
     ("Reaction", "mine"): reactions_audience,
+}
+
+
+# The longest page of each bounded list, as its resolver serves it: the cost rule counts a list
+# by its `first`, and an absent one as this.
+LIST_BOUNDS: dict[tuple[str, str], int] = {
+    ("Query", "rooms"): MAX_LIST,
+    ("Query", "unreadCounts"): MAX_LIST,
+    ("Room", "members"): MAX_LIST,
+    ("Room", "messages"): MAX_PAGE,
+    ("Room", "events"): MAX_PAGE,
 }
 
 

@@ -319,8 +319,10 @@ def _avatar_url(value: str) -> str | None:
 
 @mutation_type.field("changePassword")
 async def resolve_change_password(_root: None, info: GraphQLResolveInfo, current: str, new: str) -> dict:
-    """Limited as sign-in is (its `auth` limit, keyed by the user); every token of the user is
-    revoked, the one sent included, and their live subscriptions end; a fresh token comes back."""
+    """Limited as sign-in is: its `auth` limit keyed by the user, and the same per-account
+    budget as logIn's guesses at this account's email (RATE_LIMIT_LOGIN_ACCOUNT), so a stolen
+    token adds no guesses of its own; every token of the user is revoked, the one sent
+    included, and their live subscriptions end; a fresh token comes back."""
     viewer = require_viewer(info)
     services = services_of(info)
     await services.limiter.check("auth", f"user:{viewer.id}", services.settings.rate_auth)
@@ -329,6 +331,7 @@ async def resolve_change_password(_root: None, info: GraphQLResolveInfo, current
     user = await users.user_with_password_by_id(services.db, viewer.id)
     if user is None:
         raise Unauthenticated(SIGN_IN_FIRST)
+    await services.limiter.check("login-account", user["email_hash"], services.settings.rate_login_account)
     stored = user["password_hash"] if len(current) <= MAX_PASSWORD else None  # a dummy hash, same time
     if not await auth.verify_password(stored, current):
         raise BadUserInput("`current` is not your password.", argument="current")

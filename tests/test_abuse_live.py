@@ -20,7 +20,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis as redis_sync
@@ -288,6 +288,18 @@ async def test_a_feed_that_falls_behind_resyncs_from_the_log_and_loses_nothing(b
         await ws.close()
 
 
+async def _until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    """Poll `condition` until it holds; fail past `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+def _subscribers(redis: PrivateRedis, channel: str) -> int:
+    return int(redis.cli("PUBSUB", "NUMSUB", channel).split()[-1])
+
+
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     server = PrivateRedis().start()
@@ -322,11 +334,14 @@ async def test_a_leave_whose_publish_fails_still_ends_the_leaver_everywhere(
             ws = await open_on_worker(app.ws_url, app.port, app.process.pid, worker, TRANSPORT_WS, account.token)
             await ws.subscribe("s", ROOM_EVENTS, {"room": room})
             into.append(ws)
-    await asyncio.sleep(0.3)  # every feed subscribed in Redis (an end only reaches a live feed)
+    # Every worker's feed subscribed in Redis (an end only reaches a live feed).
+    await _until(lambda: _subscribers(private_redis, f"t:room:{room}") >= 2, "both workers' feeds subscribed")
     private_redis.cli("ACL", "SETUSER", "default", "-publish")
     try:
         assert api.data("mutation($r: ID!) { leaveRoom(room: $r) }", {"r": room}, dan.token) == {"leaveRoom": True}
-        await asyncio.sleep(1.0)  # retries fail meanwhile
+        # Not a barrier: the outage lasts a second more, so the end's retries meet refusals too
+        # (its first publish was refused within the mutation).
+        await asyncio.sleep(1.0)
     finally:
         private_redis.cli("ACL", "SETUSER", "default", "+publish")
     for leaver in leavers:

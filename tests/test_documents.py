@@ -14,7 +14,7 @@ from graphql import ASTValidationRule, GraphQLError, parse, specified_rules
 from errors import code_for_request_error, format_error
 from execution.documents import Validator, VariableRule, _parse, parse_document
 from limits.query_shape import cost_rule
-from resolvers import build_schema
+from resolvers import LIST_BOUNDS, build_schema
 from tests.support.processes import Server
 
 MALFORMED = "{ me { id "
@@ -85,7 +85,7 @@ def test_a_malformed_query_sent_again_and_again_is_answered_the_same(server: Ser
 def test_the_cost_is_validated_again_only_for_new_values_of_the_variables_it_reads() -> None:
     """Keyed by every variable, each message posted (its body unlike any other) was validated
     again; the cost reads only the variables in `first`."""
-    rule = cost_rule(500)
+    rule = cost_rule(500, list_bounds=LIST_BOUNDS)
     built: list[dict] = []
 
     def counting(variables: dict[str, Any]) -> type[ASTValidationRule]:

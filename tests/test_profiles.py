@@ -177,8 +177,8 @@ def limited(database_url: str) -> Iterator[Server]:
         "DATABASE_URL": database_url,
         "REDIS_URL": SHARED_REDIS_URL,
         "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
-        "RATE_LIMIT_PROFILE": "3/60",
-        "RATE_LIMIT_AUTH": "4/60",
+        "RATE_LIMIT_PROFILE": "3/3600",
+        "RATE_LIMIT_AUTH": "4/3600",
     }
     server = Server(env=env, workers=2).start()
     yield server

@@ -6,6 +6,7 @@ and by cookie) and multipart. Against real servers: gunicorn on Postgres + Redis
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
 import time
 import uuid
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis import Redis
 
 from tests.support.graphql import Account, GraphQLClient, create_room, join_room, post_message, sign_up
 from tests.support.httpstream import MultipartStream, SSEStream, open_multipart, open_sse, part_errors
@@ -393,3 +395,29 @@ async def test_use_renews_a_token_and_idleness_ends_it(database_url: str) -> Non
     finally:
         api.close()
         server.stop()
+
+
+def test_a_made_up_session_cookie_announces_nothing(server: Server, channel_prefix: str) -> None:
+    """Anyone may send DELETE /graphql/sse-session with any cookie: one that names no session is
+    cleared without a revocation announced to every process (a real logOut after it is the first
+    thing the revocation channel carries)."""
+    redis = Redis.from_url(SHARED_REDIS_URL)
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(f"{channel_prefix}revocations")
+    api = GraphQLClient(server.url)
+    try:
+        ann = sign_up(api, "Ann")
+        for junk in (f"sse.{uuid.uuid4().hex}", "sse." + "x" * 40):
+            answer = httpx.delete(f"{server.url}/graphql/sse-session", cookies={"chat_sse_token": junk})
+            assert answer.status_code == 204
+        assert api.data(LOG_OUT, token=ann.token) == {"logOut": True}
+        deadline = time.monotonic() + 10
+        message = None
+        while message is None:
+            assert time.monotonic() < deadline, "the logOut's revocation never came"
+            message = pubsub.get_message(timeout=1.0)
+        assert message["data"].decode() == f"revoke {hashlib.sha256(ann.token.encode()).hexdigest()}"
+    finally:
+        api.close()
+        pubsub.close()
+        redis.close()

@@ -73,19 +73,25 @@ logger = logging.getLogger("chat.live")
 CATCH_UP_BATCH = 200
 YIELD_EVERY = 8
 RECENT = 64
+# A subscriber catching up from `recent` gets all but this many of its events outside the lock.
+HAND_OVER_EVENTS = 4
 # What the results kept with one event of `recent` may add up to, beyond the live groups' own.
 KEPT_BYTES_PER_EVENT = 256 * 1024
 CONTROL = "control"
-# Per event, the groups executed before the feed takes its next event: cheapest first, until
-# this much time is spent; the rest go to the feed's lane (see Feed._deliver).
+# Per event, what the groups executed before the feed takes its next event may take: each
+# account (a user, or a selection shared by several) this much per user in it, and all of them
+# together INLINE_TOTAL_SECONDS; the rest go to their backlogs (see Feed._deliver).
 INLINE_SECONDS = 0.010
-# Events the lane may hold; past it the groups in it are demoted to catching up from the log.
+INLINE_TOTAL_SECONDS = 0.050
+# Events one group's backlog may hold; past it that group is demoted to catching up from the log.
 LANE_EVENTS = 32
-# The share of the process's time that lanes and costly resumes may take.
+# The share of the process's time that backlogs and costly resumes may take.
 BACKGROUND_SHARE = 0.5
 # A selection whose execution takes less is resumed outside that share.
 CHEAP_SECONDS = 0.003
 COSTS_KEPT = 4096
+# How fast an account's use of the background share is forgotten (its half-life).
+USAGE_HALF_LIFE_SECONDS = 10.0
 
 
 class Sink(Protocol):
@@ -225,8 +231,20 @@ class Subscription:
         self.sink.end(payload)
 
 
+# An event waiting in a group's backlog: the event, its payloads (in `recent` too), its contexts
+# (loaders shared by the groups that execute it).
+Backlogged = tuple[Event, dict[PayloadKey, bytes], dict[Hashable, Any]]
+
+
 class Group:
-    __slots__ = ("audiences", "cost", "event_id", "key", "kinds", "pending", "selection", "subscriptions")
+    """The subscribers of one selection in one feed, executed once per event (per audience).
+
+    Whose work it is: its `account`, the one user in it, or the group itself when several users
+    share it (the web client's selection, say), weighing as many users as it serves. Time spent
+    on it inline and in the background share is charged to that account, so one user's many
+    selections are scheduled as that user's, and never ahead of a selection that many share."""
+
+    __slots__ = ("audiences", "backlog", "cost", "event_id", "key", "kinds", "selection", "subscriptions", "users")
 
     def __init__(self, subscription: Subscription, audiences: tuple[Audience, ...], cost: float = 0.0) -> None:
         source = subscription.source
@@ -236,8 +254,41 @@ class Group:
         self.kinds = source.kinds
         self.event_id = source.event_id
         self.subscriptions: set[Subscription] = set()
+        self.users: dict[int, int] = {}  # each user's subscriptions in it
         self.cost = cost  # seconds an event's execution takes (a moving average)
-        self.pending = 0  # events waiting for it in the feed's lane
+        # Events delivered to the feed and not yet to this group, in order (see Feed._deliver).
+        self.backlog: deque[Backlogged] = deque()
+
+    def add(self, subscription: Subscription) -> None:
+        if subscription not in self.subscriptions:
+            self.subscriptions.add(subscription)
+            user = subscription.viewer.id
+            self.users[user] = self.users.get(user, 0) + 1
+
+    def discard(self, subscription: Subscription) -> None:
+        if subscription in self.subscriptions:
+            self.subscriptions.discard(subscription)
+            user = subscription.viewer.id
+            left = self.users[user] - 1
+            if left:
+                self.users[user] = left
+            else:
+                del self.users[user]
+
+    @property
+    def account(self) -> Hashable:
+        if len(self.users) == 1:
+            return next(iter(self.users))
+        return self
+
+    @property
+    def weight(self) -> int:
+        return max(1, len(self.users))
+
+    @property
+    def charge(self) -> float:
+        """What an event's execution costs each user it serves."""
+        return self.cost / self.weight
 
     def measured(self, seconds: float) -> float:
         self.cost = seconds if self.cost == 0.0 else 0.7 * self.cost + 0.3 * seconds
@@ -275,10 +326,9 @@ class Feed:
         self.last_state: Event | None = None
         self._refresh: asyncio.TimerHandle | None = None
         self.lock = asyncio.Lock()
-        # Events whose costlier groups are executed after the cheap ones were delivered: the
-        # event, its payloads (in `recent` too), its contexts (loaders shared by its groups), the
-        # groups still to execute for it.
-        self.lane: deque[tuple[Event, dict[PayloadKey, bytes], dict[Hashable, Any], list[Group]]] = deque()
+        # The groups with a backlog, served by the lane task in the background share.
+        self.behind: set[Group] = set()
+        self.demoted_at = -60.0
         self._lane_task: asyncio.Task[None] | None = None
         self._stack = AsyncExitStack()
         self._task: asyncio.Task[None] | None = None
@@ -328,13 +378,22 @@ class Feed:
         while subscription.feed is self and not sink.closed:
             assert subscription.seq is not None
             if subscription.seq >= self._remembered_from():
-                # The results it lacks among the feed's last events, executed outside the lock
-                # (kept with them for everyone after): the hand-over under the lock finds them.
-                await self._prepare(subscription, list(self.recent), allowance)
+                entries = [entry for entry in self.recent if entry[0]["seq"] > subscription.seq]
+                if len(entries) > HAND_OVER_EVENTS:
+                    # All but the last few from memory, outside the lock, as from the log.
+                    results = await self._results(subscription, entries[:-HAND_OVER_EVENTS], allowance)
+                    if results:
+                        sink.history(results)
+                    await sink.drained()
+                    continue
+                # The results it lacks among the last few, executed outside the lock (and kept
+                # with them for everyone after, room permitting): the hand-over finds them, and
+                # executes under the lock only what arrived meanwhile.
+                own = await self._prepare(subscription, entries, allowance)
                 async with self.lock:
                     if subscription.feed is not self or subscription.seq < self._remembered_from():
                         continue
-                    sink.history(await self._results(subscription, self.recent))
+                    sink.history(await self._results(subscription, self.recent, own=own))
                     self._hand_over(subscription)
                     return
             await allowance.ensure()
@@ -379,9 +438,11 @@ class Feed:
         subscription: Subscription,
         history: Iterable[tuple[Event, dict[PayloadKey, bytes]]],
         allowance: Allowance | None = None,
+        own: Mapping[int, tuple[Event, bytes]] | None = None,
     ) -> list[tuple[bytes, str | None]]:
-        """Each event's result for this subscriber: its group's, when the feed kept it (and
-        kept for the next resume when executed here), else executed (counted in `allowance`)."""
+        """Each event's result for this subscriber: its group's, when the feed kept it, or its
+        own from `_prepare` (for that very event, not a revision of it), else executed (counted
+        in `allowance`) and kept for the next resume."""
         source = subscription.source
         results = []
         executed = 0
@@ -395,13 +456,16 @@ class Feed:
             keyers = keyers_for(self.engine.audiences(subscription.selection), event)
             payload_key = (subscription.key, audience_key(keyers, subscription.viewer))
             payload = payloads.get(payload_key)
+            if payload is None and own is not None and (prepared := own.get(event["seq"])) is not None:
+                if prepared[0] is event:
+                    payload = prepared[1]
             if payload is None:
                 if allowance is not None:
                     await allowance.spend()
                     payload = await self.engine.execute_resumed(subscription, event)
-                else:  # an event of `recent`: the next resume shares this result
+                else:
                     payload = await self.engine.execute(subscription.selection, subscription.viewer, event)
-                    _keep(payloads, payload_key, payload)
+                _keep(payloads, payload_key, payload)  # an event of `recent`: the next resume shares it
                 executed += 1
                 if executed % YIELD_EVERY == 0 and not self.lock.locked():
                     # A resume is one client's: live delivery to everyone else goes between.
@@ -411,9 +475,11 @@ class Feed:
 
     async def _prepare(
         self, subscription: Subscription, entries: list[tuple[Event, dict[PayloadKey, bytes]]], allowance: Allowance
-    ) -> None:
-        """The subscriber's results for `entries` (events of `recent`) that nobody has asked for
-        yet, executed and kept with them; nothing is sent."""
+    ) -> dict[int, tuple[Event, bytes]]:
+        """The subscriber's results for `entries` (a few events of `recent`) that nobody has
+        asked for yet, executed, kept with them where there is room, and returned by seq with
+        their event; nothing is sent."""
+        own: dict[int, tuple[Event, bytes]] = {}
         source = subscription.source
         assert subscription.seq is not None
         for event, payloads in entries:
@@ -425,8 +491,10 @@ class Feed:
                 await allowance.spend()
                 payload = await self.engine.execute_resumed(subscription, event)
                 _keep(payloads, payload_key, payload)
+                own[event["seq"]] = (event, payload)
             if subscription.feed is not self:
-                return
+                break
+        return own
 
     def _hand_over(self, subscription: Subscription) -> None:
         self.joining.discard(subscription)
@@ -436,7 +504,7 @@ class Feed:
             audiences = self.engine.audiences(subscription.selection)
             cost = self.engine.costs.get(subscription.key, 0.0)
             group = self.groups[subscription.key] = Group(subscription, audiences, cost)
-        group.subscriptions.add(subscription)
+        group.add(subscription)
         # The group's one Selection and key: this subscriber's own copies of the query text and
         # variables go.
         subscription.selection = group.selection
@@ -449,9 +517,10 @@ class Feed:
             group = self.groups.get(subscription.key)
             if group is None or subscription not in group.subscriptions:
                 return
-            group.subscriptions.discard(subscription)
+            group.discard(subscription)
             if not group.subscriptions:
                 del self.groups[subscription.key]
+                self._forget(group)
         subscription.feed = None
         if not self.groups and not self.joining:
             self.engine.retire(self)
@@ -533,38 +602,48 @@ class Feed:
 
     async def _deliver(self, event: Event) -> None:
         """The event to every group: one set of loaders per viewer for all of them (what one
-        group read, the next finds loaded), cheapest group first. On a logged topic, once
-        INLINE_SECONDS are spent, the groups that cost more than what is left (and any with
-        events still in the lane, so each group's events stay in order) go to the lane, which
-        executes them after, outside the lock, in at most BACKGROUND_SHARE of the process's time:
-        what one user selects never holds up the next event for everyone else."""
+        group read, the next finds loaded), the cheapest per user served first.
+
+        On a logged topic, what runs before the feed takes its next event is bounded: each
+        group's account (realtime.engine.Group) may spend INLINE_SECONDS per user it stands for,
+        and all of them INLINE_TOTAL_SECONDS. A group past its account's allowance, not yet
+        measured, or with events already waiting (each group's events stay in order) gets the
+        event in its backlog instead; the lane executes backlogs after, outside the lock, in at
+        most BACKGROUND_SHARE of the process's time, the account that used the least of it
+        first. So one user's heavy selections wait behind their own, never in front of anyone
+        else's, and a group more than LANE_EVENTS behind catches up from the log instead."""
         seq = event.get("seq") if self.log is not None else None
         payloads: dict[PayloadKey, bytes] = {}
         contexts: dict[Hashable, Any] = {}
-        left = INLINE_SECONDS
+        spent: dict[Hashable, float] = {}
+        total = 0.0
         deferred: list[Group] = []
-        try:
-            for group in sorted(self.groups.values(), key=_by_cost):
-                if not group.wants(event):
-                    continue
+        for group in sorted(self.groups.values(), key=_by_charge):
+            if not group.wants(event):
+                continue
+            if self.log is not None:
+                account = group.account
+                allowance = INLINE_SECONDS * group.weight - spent.get(account, 0.0)
                 # A group not measured yet is measured in the lane: a costly one never runs inline.
-                if self.log is not None and (group.pending or group.cost == 0.0 or group.cost > left):
-                    group.pending += 1
+                if (
+                    group.backlog
+                    or group.cost == 0.0
+                    or group.cost > allowance
+                    or total + group.cost > INLINE_TOTAL_SECONDS
+                ):
                     deferred.append(group)
                     continue
-                started = time.perf_counter()
-                await self._deliver_group(group, event, seq, payloads, contexts)
-                elapsed = time.perf_counter() - started
-                self.engine.remember_cost(group.key, group.measured(elapsed))
-                left -= elapsed
-        except BaseException:  # the event is delivered again (a gap fill): nothing of it waits
-            for group in deferred:
-                group.pending = max(0, group.pending - 1)
-            raise
+            started = time.perf_counter()
+            await self._deliver_group(group, event, seq, payloads, contexts)
+            elapsed = time.perf_counter() - started
+            self.engine.remember_cost(group.key, group.measured(elapsed))
+            if self.log is not None:
+                spent[account] = spent.get(account, 0.0) + elapsed
+                total += elapsed
         if self.log is not None:
             self._remember(event, payloads)
-            if deferred:
-                self._defer(event, payloads, contexts, deferred)
+            for group in deferred:
+                self._defer(group, (event, payloads, contexts))
 
     async def _deliver_group(
         self,
@@ -588,66 +667,65 @@ class Feed:
                 if subscription.feed is self:
                     subscription.deliver(seq, payload, event_id)
 
-    def _defer(
-        self, event: Event, payloads: dict[PayloadKey, bytes], contexts: dict[Hashable, Any], groups: list[Group]
-    ) -> None:
-        self.lane.append((event, payloads, contexts, groups))
-        if len(self.lane) > LANE_EVENTS:
-            self._shed()
-        elif self._lane_task is None:
+    def _defer(self, group: Group, entry: Backlogged) -> None:
+        if len(group.backlog) >= LANE_EVENTS:
+            self._demote(group)
+            return
+        group.backlog.append(entry)
+        self.behind.add(group)
+        if self._lane_task is None:
             self._lane_task = asyncio.create_task(self._run_lane(), name=f"lane {self.topic}")
 
-    def _shed(self) -> None:
-        """The lane is too far behind: its groups' subscribers go back to catching up from the
-        log (paced by their users' replay budgets), and rejoin live delivery once caught up."""
-        groups = {id(group): group for *_, waiting in self.lane for group in waiting}
-        self.lane.clear()
-        if self._lane_task is not None:
-            self._lane_task.cancel()
-            self._lane_task = None
-        logger.warning(
-            "Topic %s: %d costly selections fell behind; they catch up from the log", self.topic, len(groups)
-        )
-        for group in groups.values():
-            group.pending = 0
-            self._demote(group)
+    def _forget(self, group: Group) -> None:
+        """The group is gone from the feed: its backlog with it."""
+        group.backlog.clear()
+        self.behind.discard(group)
 
     def _demote(self, group: Group) -> None:
         """The group's subscribers catch up from the log from where each stands (nothing missed,
-        nothing twice), then rejoin live delivery."""
+        nothing twice), paced by their users' replay budgets, then rejoin live delivery."""
         if self.groups.get(group.key) is not group:
             return
         del self.groups[group.key]
+        self._forget(group)
+        now = time.monotonic()
+        if now - self.demoted_at > 60.0:  # once a minute at most: an attacker's demotions are many
+            self.demoted_at = now
+            logger.warning(
+                "Topic %s: costly selections fell %d events behind; they catch up from the log", self.topic, LANE_EVENTS
+            )
         for subscription in group.subscriptions:
             self.joining.add(subscription)
             subscription.catching_up = asyncio.create_task(self.engine._catch_up(self, subscription))
 
     async def _run_lane(self) -> None:
+        """The backlogs, one event of one group at a time: the group whose account used the least
+        of the background share goes next."""
+        share = self.engine.share
         try:
-            while self.lane:
-                event, payloads, contexts, groups = self.lane[0]
-                while groups:
-                    group = groups[0]
+            while self.behind:
+                group = min(self.behind, key=share.order)
+                if self.groups.get(group.key) is not group or not group.backlog:
+                    self.behind.discard(group)
+                    continue
+                async with share.piece(group.account, group.weight):
+                    if not group.backlog:  # demoted while it waited
+                        continue
+                    event, payloads, contexts = group.backlog[0]
+                    started = time.perf_counter()
                     try:
-                        if self.groups.get(group.key) is group:
-                            async with self.engine.share.piece():
-                                started = time.perf_counter()
-                                try:
-                                    await self._deliver_group(group, event, event["seq"], payloads, contexts)
-                                except asyncio.CancelledError:
-                                    raise
-                                except Exception:  # e.g. the database away: it resumes from the log
-                                    logger.exception("Topic %s: delivering an event failed", self.topic)
-                                    self._demote(group)
-                                elapsed = time.perf_counter() - started
-                                self.engine.remember_cost(group.key, group.measured(elapsed))
-                    finally:
-                        # Only now may its next event go inline: its events stay in order.
-                        group.pending = max(0, group.pending - 1)
-                        if groups and groups[0] is group:
-                            groups.pop(0)
-                if self.lane and self.lane[0][3] is groups:
-                    self.lane.popleft()
+                        await self._deliver_group(group, event, event["seq"], payloads, contexts)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # e.g. the database away: it resumes from the log
+                        logger.exception("Topic %s: delivering an event failed", self.topic)
+                        self._demote(group)
+                        continue
+                    self.engine.remember_cost(group.key, group.measured(time.perf_counter() - started))
+                    if group.backlog:
+                        group.backlog.popleft()
+                    if not group.backlog:
+                        self.behind.discard(group)
         finally:
             if self._lane_task is asyncio.current_task():
                 self._lane_task = None
@@ -790,7 +868,7 @@ class Engine:
             payload = await self.execute(subscription.selection, subscription.viewer, event)
             self.remember_cost(subscription.key, max(cost, time.perf_counter() - started))
             return payload
-        async with self.share.piece():
+        async with self.share.piece(subscription.viewer.id):
             return await self.execute(subscription.selection, subscription.viewer, event)
 
     def remember_cost(self, key: GroupKey, seconds: float) -> None:
@@ -886,32 +964,87 @@ class Engine:
         await cancel_and_wait(self._tasks)
 
 
-def _by_cost(group: Group) -> float:
-    return group.cost
+def _by_charge(group: Group) -> float:
+    return group.charge
 
 
 class WorkShare:
-    """At most `share` of the process's time for background work (lanes, resumes from the log):
-    one piece at a time (so what runs between two pieces waits for one at most), from a bucket
+    """At most `share` of the process's time for background work (backlogs, resumes from the
+    log), handed out fairly between accounts.
+
+    One piece at a time (so what runs between two pieces waits for one at most), from a bucket
     filled at `share` seconds a second, up to `burst`; work waits while it is empty and is
-    charged what it took."""
+    charged what it took. Each piece is charged to an account (a user, or a selection shared by
+    `weight` users, charged a `weight`th of it), and of the pieces waiting, the one whose account
+    used the least lately (a use decays with USAGE_HALF_LIFE_SECONDS) goes next: however many
+    pieces one user queues, anyone else's next piece waits for one of them at most."""
 
     def __init__(self, share: float = BACKGROUND_SHARE, burst: float = 0.1) -> None:
         self.share = share
         self.burst = burst
         self.level = burst
         self.at = time.monotonic()
-        self._one = asyncio.Lock()
+        self._busy = False
+        self._waiting: list[tuple[Hashable, asyncio.Future[None]]] = []
+        self._usage: dict[Hashable, tuple[float, float]] = {}  # account: (use, when)
+
+    def usage(self, account: Hashable) -> float:
+        """An account's recent use of the share, in seconds (decayed)."""
+        found = self._usage.get(account)
+        if found is None:
+            return 0.0
+        used, at = found
+        return used * 0.5 ** ((time.monotonic() - at) / USAGE_HALF_LIFE_SECONDS)
+
+    @property
+    def waiting(self) -> int:
+        """Pieces waiting for their turn."""
+        return len(self._waiting)
+
+    def order(self, group: Group) -> float:
+        return self.usage(group.account)
+
+    def _charge(self, account: Hashable, seconds: float) -> None:
+        if account not in self._usage and len(self._usage) >= COSTS_KEPT:
+            self._usage.clear()
+        self._usage[account] = (self.usage(account) + seconds, time.monotonic())
 
     @asynccontextmanager
-    async def piece(self) -> AsyncIterator[None]:
-        async with self._one:
+    async def piece(self, account: Hashable = None, weight: int = 1) -> AsyncIterator[None]:
+        if self._busy or self._waiting:
+            waiter = asyncio.get_running_loop().create_future()
+            entry = (account, waiter)
+            self._waiting.append(entry)
+            try:
+                await waiter
+            except BaseException:
+                if entry in self._waiting:
+                    self._waiting.remove(entry)
+                elif waiter.done() and not waiter.cancelled():
+                    self._next()  # it was handed the turn: pass it on
+                raise
+        self._busy = True
+        started = 0.0
+        try:
             await self.turn()
             started = time.perf_counter()
-            try:
-                yield
-            finally:
-                self.spent(time.perf_counter() - started)
+            yield
+        finally:
+            if started:
+                elapsed = time.perf_counter() - started
+                self.spent(elapsed)
+                self._charge(account, elapsed / weight)
+            self._next()
+
+    def _next(self) -> None:
+        """The turn to the waiting piece whose account used the least, or to nobody."""
+        self._busy = False
+        self._waiting = [entry for entry in self._waiting if not entry[1].done()]  # cancelled ones
+        if self._waiting:
+            entry = min(self._waiting, key=lambda waiting: self.usage(waiting[0]))
+            self._waiting.remove(entry)
+            self._busy = True
+            entry[1].set_result(None)
 
     def _fill(self) -> None:
         now = time.monotonic()

@@ -32,7 +32,7 @@ from realtime.revocations import Revocations
 from tests.support.graphql import Account, GraphQLClient, create_room, post_message, sign_up
 from tests.support.processes import PrivateRedis, Server, free_port
 from tests.support.tcpproxy import TCPProxy
-from tests.support.wsclient import MESSAGE_CREATED, TRANSPORT_WS, GraphQLWebSocket, open_on_worker
+from tests.support.wsclient import MESSAGE_CREATED, TRANSPORT_WS, GraphQLWebSocket, open_on_worker, worker_pids
 from tests.test_viewer_cache import KeepAlive, close_all, on_each_worker, served_from_memory
 from viewer_cache import ViewerCache
 
@@ -149,8 +149,6 @@ async def live_on_each_worker(app: Server, account: Account, token: str, room: s
 
 
 def app_workers(app: Server) -> list[int]:
-    from tests.support.wsclient import worker_pids
-
     assert app.process is not None
     return worker_pids(app.process.pid)
 
@@ -292,7 +290,7 @@ class FlakyBroadcast:
     async def publish(self, channel: str, message: str) -> None:
         if self.hung:
             await asyncio.get_running_loop().create_future()
-        if self.down and not channel.count(":beat:"):
+        if self.down and ":beat:" not in channel:
             raise ConnectionError("Redis is away")
         if ":beat:" not in channel:
             self.published.append(message)

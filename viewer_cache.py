@@ -4,7 +4,8 @@ read to know its viewer (that read was half of a plain query's server CPU).
 A remembered token may only be trusted while the process is sure it would have heard of that
 token's revocation: `realtime.revocations` renews a lease each time the process hears its own
 heartbeat come back over the revocation channel, and a logOut waits out one lease after it
-announced the revocation. Without a live lease nothing is trusted and the cache empties.
+announced the revocation (or gave up announcing it). Without a live lease nothing is trusted,
+and the cache empties: what it held is never trusted again once its lease has lapsed.
 Nor is an entry trusted past its token's expiry as last read (a renewal elsewhere is seen at
 the next read).
 """
@@ -93,6 +94,11 @@ class ViewerCache:
         self.epoch += 1
 
     def renew(self, until: float) -> None:
+        """A beat heard. After a lapse the cache starts empty and lookups under way store
+        nothing: what they read may predate a revocation announced while this process heard
+        nothing (realtime.revocations)."""
+        if time.monotonic() >= self._lease_until:
+            self.clear()
         self._lease_until = max(self._lease_until, until)
 
     def lapse(self) -> None:

@@ -336,7 +336,7 @@ async def resolve_change_password(_root: None, info: GraphQLResolveInfo, current
     if not await auth.verify_password(stored, current):
         raise BadUserInput("`current` is not your password.", argument="current")
     new_hash = await auth.hash_password(new)
-    # Announced first: while Redis cannot take it, nothing changes (not the password either).
+    # Postgres first (the new password, every token gone), then announced to every process.
     await services.revocations.revoke_user(viewer.id, partial(users.replace_password, services.db, viewer.id, new_hash))
     return await _signed_in(info, user)
 

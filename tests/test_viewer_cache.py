@@ -1,8 +1,8 @@
 """Each worker remembers which user a token belongs to, so a request needs no Postgres read to
 know its viewer; a logOut still ends the token at once on every worker. When logOut returns, no
 worker accepts the token: not one that served it a moment before, not one serving it while the
-logOut ran. While Redis hangs, workers stop trusting what they remember, and a logOut is refused
-rather than half done."""
+logOut ran. While Redis hangs, workers stop trusting what they remember, and a logOut still takes
+effect on every worker (its announcement is retried: tests/test_revocation_outage.py)."""
 
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ async def until_live_is(connections: dict[int, list[KeepAlive]], live: bool) -> 
         await asyncio.sleep(0.1)
 
 
-async def test_while_redis_hangs_nothing_is_trusted_from_memory_and_log_out_is_refused_whole(
+async def test_while_redis_hangs_nothing_is_trusted_from_memory_and_log_out_still_takes_effect(
     database_url: str, hung_redis: PrivateRedis
 ) -> None:
     env = {"DATABASE_URL": database_url, "REDIS_URL": hung_redis.url, "CHANNEL_PREFIX": "test-hung:"}
@@ -220,17 +220,17 @@ async def test_while_redis_hangs_nothing_is_trusted_from_memory_and_log_out_is_r
             after = await held[0].cache()
             assert (after["hits"], after["misses"]) == (before["hits"], before["misses"] + 1)  # read from Postgres
         first = next(iter(connections.values()))[0]
-        refused = await first.graphql(LOG_OUT, account.token)
-        assert [error["extensions"]["code"] for error in refused["errors"]] == ["SERVICE_UNAVAILABLE"]
-        for held in connections.values():
-            assert await held[0].me(account.token) == account.id  # not half revoked
-
-        os.kill(hung_redis.process.pid, signal.SIGCONT)
-        await until_live_is(connections, True)
-        for held in connections.values():
-            await served_from_memory(held[0], account)
+        # Postgres is the record: the logOut is answered, and no worker accepts the token.
         assert (await first.graphql(LOG_OUT, account.token)) == {"data": {"logOut": True}}
         for held in connections.values():
+            assert await held[0].me(account.token) is None
+
+        os.kill(hung_redis.process.pid, signal.SIGCONT)
+        await until_live_is(connections, True)  # trusting memory again, and still refusing it
+        other = sign_up(GraphQLClient(server.url), "Other")
+        for held in connections.values():
+            assert await held[0].me(account.token) is None
+            await served_from_memory(held[0], other)
             assert await held[0].me(account.token) is None
     finally:
         close_all(connections)

@@ -21,7 +21,7 @@ install: $(BIN)/.installed
 run: install
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) web; else echo "Node.js not found: serving the API without the web client"; fi
 	$(BIN)/python -m db.migrate
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/gunicorn -c gunicorn.conf.py app:app
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/gunicorn -c serving/gunicorn.conf.py app:app
 
 tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error

@@ -25,32 +25,32 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import auth
-import avatars
-import logs
-from auth import Viewer, new_session_secret, token_digest, token_from_header, token_policy, viewer_from_row
+from composition.services import running
+from core import logs
+from core.broadcast import redis_reachable
+from core.errors import Unauthenticated, format_error
+from core.settings import Settings, load
 from db import users
-from errors import Unauthenticated, format_error
-from execution.http import GraphQLOverHTTP
 from execution.operations import Operations
 from execution.persisted_queries import MemoryQueryStore, PersistedQueries, RedisQueryStore
-from forwarded import TrustedPeers, apply_forwarded
+from identity import auth, avatars
+from identity.auth import Viewer, new_session_secret, token_digest, token_from_header, token_policy, viewer_from_row
 from limits.body_size import BodySizeLimitMiddleware
 from limits.query_shape import cost_rule, shape_rule
-from realtime.broadcast import redis_reachable
-from realtime.engine import Engine
-from realtime.http_streams import StreamEndpoint, close_session, open_session
-from realtime.keepalive import Keepalive
-from realtime.operations import LiveServer
-from realtime.replay import ReplayBudget
-from realtime.token_expiry import ExpiryWatch, interval_for
-from realtime.websocket import WebSocketEndpoint
+from live.engine import Engine
+from live.replay import ReplayBudget
+from live.token_expiry import ExpiryWatch, interval_for
 from resolvers import LIST_BOUNDS, VIEWER_FIELDS, build_schema
 from resolvers.context import make_context
-from security_headers import add_security_headers
-from services import Services, running
-from settings import Settings, load
-from uvicorn_protocols import NOT_COUNTED, SERVER_SEND, LeanWebSocketProtocol
+from resolvers.services import Services
+from serving.forwarded import TrustedPeers, apply_forwarded
+from serving.security_headers import add_security_headers
+from serving.uvicorn_protocols import NOT_COUNTED, SERVER_SEND, LeanWebSocketProtocol
+from transports.http import GraphQLOverHTTP
+from transports.http_streams import StreamEndpoint, close_session, open_session
+from transports.keepalive import Keepalive
+from transports.operations import LiveServer
+from transports.websocket import WebSocketEndpoint
 
 # Health checks never count towards MAX_REQUESTS: anyone may send them, as fast as they like.
 HEALTH_CHECKS = frozenset(("/healthz", "/readyz"))
@@ -240,7 +240,7 @@ class ChatApp:
         )
 
     async def sse_session(self, request: Request) -> Response:
-        """The cookie an EventSource sends: a session of its own (realtime.http_streams)."""
+        """The cookie an EventSource sends: a session of its own (transports.http_streams)."""
         if self.live is None:
             starting = {"message": "Starting.", "extensions": {"code": "SERVICE_UNAVAILABLE"}}
             return JSONResponse({"errors": [starting]}, 503)

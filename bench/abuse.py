@@ -102,7 +102,7 @@ class DefaultsServer(Server):
         env = {**os.environ, "PORT": str(self.port), "WEB_CONCURRENCY": str(self.workers), **self.env}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                ["gunicorn", "-c", "gunicorn.conf.py", self.app],
+                ["gunicorn", "-c", "serving/gunicorn.conf.py", self.app],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

@@ -5,7 +5,7 @@ worker forwards that frame to each of its sockets with ASGI `send`. Whatever the
 beyond this is the price of GraphQL, the log and the guarantees. It fakes just enough of the
 API for the benchmark's load generator: sign-up, rooms, posting, graphql-transport-ws.
 
-    gunicorn -c gunicorn.conf.py bench.floor_app:app
+    gunicorn -c serving/gunicorn.conf.py bench.floor_app:app
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from redis import asyncio as aioredis
 
-from settings import load
+from core.settings import load
 
 settings = load()
 CHANNEL = f"{settings.channel_prefix}floor:"

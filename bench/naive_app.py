@@ -8,7 +8,7 @@ cache (no revocation listener, so every request reads its token from Postgres).
 broadcaster's own Redis backend delivers nothing with redis-py 8 (measured): the Broadcast runs
 over our Redis backend, which only carries the messages.
 
-    gunicorn -c gunicorn.conf.py bench.naive_app:app
+    gunicorn -c serving/gunicorn.conf.py bench.naive_app:app
 """
 
 from __future__ import annotations
@@ -29,19 +29,20 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from auth import Viewer, token_from_header, viewer_for_token
+from core.errors import BadUserInput, Forbidden
+from core.redis_backend import RESYNC, ResilientRedisBackend
+from core.redis_clients import create_redis
+from core.settings import load
 from db import room_events
 from db.access import AccessReads
 from db.connection import open_database
-from errors import BadUserInput, Forbidden
+from identity.auth import Viewer, token_from_header, viewer_for_token
+from identity.revocations import Revocations
+from identity.viewer_cache import ViewerCache
 from limits.rate import RateLimiter
-from realtime.expiring import MemoryExpiringSets, RedisExpiringSets
-from realtime.operations import token_in
-from realtime.presence import PresenceTracker
-from realtime.publisher import Publisher
-from realtime.redis_backend import RESYNC, ResilientRedisBackend
-from realtime.revocations import Revocations
-from redis_client import create_redis
+from live.expiring import MemoryExpiringSets, RedisExpiringSets
+from live.presence import PresenceTracker
+from live.publisher import Publisher
 from resolvers import SCHEMA_PATH
 from resolvers.context import make_context
 from resolvers.ids import decode_event_cursor, parse_id
@@ -51,12 +52,11 @@ from resolvers.query import query_type
 from resolvers.room import room_type
 from resolvers.room_event import room_event_interface, room_event_types
 from resolvers.scalars import datetime_scalar
+from resolvers.services import Services
 from resolvers.sources import room_access
+from resolvers.topics import presence_topic, room_topic
 from resolvers.user import user_type
-from services import Services
-from settings import load
-from topics import presence_topic, room_topic
-from viewer_cache import ViewerCache
+from transports.operations import token_in
 
 VIEWER = "naive.viewer"
 CATCH_UP_BATCH = 500

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from errors import ServiceUnavailable
+from core.errors import ServiceUnavailable
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

@@ -2,8 +2,8 @@
 
 from databases import Database
 
+from core.settings import Settings
 from db.pool import ChatDatabase
-from settings import Settings
 
 
 def open_database(settings: Settings) -> Database:

@@ -35,10 +35,10 @@ from sqlalchemy.sql import ClauseElement, visitors
 from sqlalchemy.sql.ddl import DDLElement
 from sqlalchemy.sql.elements import BindParameter, TextClause
 
+from core.errors import ServiceUnavailable, as_service_unavailable
+from core.outages import QuietPoolRetries, is_database_unavailable, outages
 from db import asyncpg_pool
 from db.records import ReadOnlyRow, Row, RowView, as_rows
-from errors import ServiceUnavailable, as_service_unavailable
-from outages import QuietPoolRetries, is_database_unavailable, outages
 
 # The one module reaching into `databases` (its backend and connection classes) and into the
 # compiled statements of SQLAlchemy; tests/test_library_reaches.py fails loudly when either changes.

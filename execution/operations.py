@@ -27,7 +27,7 @@ from graphql import (
 )
 from graphql.execution.values import get_variable_values
 
-from errors import ServiceUnavailable
+from core.errors import ServiceUnavailable
 from execution.documents import Validator, VariableRule, parse_document, text_bytes
 from execution.lean_executor import LeanExecutor
 

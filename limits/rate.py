@@ -13,8 +13,8 @@ import time
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from errors import CodedError
-from settings import Rate
+from core.errors import CodedError
+from core.settings import Rate
 
 logger = logging.getLogger("chat.ratelimit")
 

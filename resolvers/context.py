@@ -8,11 +8,11 @@ from typing import Any
 from databases import Database
 from graphql import GraphQLResolveInfo
 
-from auth import Viewer
+from core.errors import NotFound, Unauthenticated
 from db import rooms
-from errors import NotFound, Unauthenticated
+from identity.auth import Viewer
 from resolvers.loaders import Loaders
-from services import Services
+from resolvers.services import Services
 
 # Said wherever a token or a membership is checked: by resolvers, and by a live subscription.
 SIGN_IN_FIRST = "Sign in first: send `Authorization: Bearer <token>`."

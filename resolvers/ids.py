@@ -9,7 +9,7 @@ never an INTERNAL_SERVER_ERROR (and a traceback in the log) from the database dr
 import base64
 import binascii
 
-from errors import BadUserInput
+from core.errors import BadUserInput
 
 _CURSOR_PREFIX = "seq:"
 

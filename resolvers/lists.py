@@ -3,7 +3,7 @@
 thousands of rooms, or a room of thousands, costs one bounded read; the cost rule multiplies a
 list's children by its `first`."""
 
-from errors import BadUserInput
+from core.errors import BadUserInput
 
 DEFAULT_LIST = 100
 MAX_LIST = 500

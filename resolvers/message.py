@@ -7,8 +7,8 @@ from typing import Any
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
-from realtime.engine import Keyer
-from realtime.live import Event
+from live.engine import Keyer
+from live.source import Event
 from resolvers.context import loaders_of, viewer_of
 
 message_type = ObjectType("Message")

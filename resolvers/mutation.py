@@ -10,10 +10,10 @@ import emoji as emoji_library
 from ariadne import MutationType
 from graphql import GraphQLResolveInfo
 
-import auth
-from auth import Viewer
+from core.errors import BadUserInput, Forbidden, NotFound, Unauthenticated, format_error
 from db import messages, read_state, rooms, users
-from errors import BadUserInput, Forbidden, NotFound, Unauthenticated, format_error
+from identity import auth
+from identity.auth import Viewer
 from resolvers import typing
 from resolvers.context import (
     NOT_A_MEMBER,
@@ -28,7 +28,7 @@ from resolvers.context import (
 from resolvers.ids import decode_event_cursor, parse_id
 from resolvers.sources import room_access
 from resolvers.text_input import clean_body, clean_name, has_lone_surrogate, has_unstorable
-from topics import presence_topic, room_topic, topics_of
+from resolvers.topics import presence_topic, room_topic, topics_of
 
 MAX_NAME = 100
 MAX_EMAIL = 254

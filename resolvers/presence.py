@@ -1,4 +1,4 @@
-"""Who is online in a room: an ephemeral topic, kept by realtime.presence, read here."""
+"""Who is online in a room: an ephemeral topic, kept by live.presence, read here."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from graphql import GraphQLResolveInfo
 
 from db import room_events
 from db.records import Row
-from realtime.live import Event
+from live.source import Event
 from resolvers.context import loaders_of
+from resolvers.services import Services
 from resolvers.sources import members_among
-from services import Services
-from topics import presence_topic
+from resolvers.topics import presence_topic
 
 logger = logging.getLogger("chat.presence")
 presence_type = ObjectType("Presence")

@@ -6,8 +6,8 @@ from typing import TypeVar
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
+from core.errors import BadUserInput
 from db import read_state
-from errors import BadUserInput
 from execution.lean_executor import reads
 from resolvers.context import loaders_of, viewer_of
 from resolvers.ids import decode_cursor, decode_event_cursor, encode_cursor, encode_event_cursor

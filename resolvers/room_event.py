@@ -9,7 +9,7 @@ from ariadne import InterfaceType, ObjectType
 from graphql import GraphQLResolveInfo
 
 from db import room_events
-from realtime.live import Event
+from live.source import Event
 from resolvers.ids import encode_event_cursor
 
 TYPE_OF_KIND = {

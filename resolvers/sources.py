@@ -6,15 +6,15 @@ from collections.abc import Awaitable, Callable
 
 from graphql import GraphQLError
 
-from auth import Viewer
+from core.errors import Forbidden, NotFound, Unauthenticated
 from db import room_events, rooms
 from db.access import Access
 from db.records import Row
-from errors import Forbidden, NotFound, Unauthenticated
-from realtime.live import Event, LiveSource
+from identity.auth import Viewer
+from live.source import Event, LiveSource
 from resolvers.context import NOT_A_MEMBER, SIGN_IN_FIRST
-from services import Services
-from topics import room_topic
+from resolvers.services import Services
+from resolvers.topics import room_topic
 
 
 class RoomLog:

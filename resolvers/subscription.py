@@ -13,16 +13,16 @@ from typing import Any
 from ariadne import SubscriptionType
 from graphql import GraphQLResolveInfo
 
+from core.errors import BadUserInput
 from db import room_events
-from errors import BadUserInput
-from realtime.live import Event, LiveSource
+from live.source import Event, LiveSource
 from resolvers import presence, typing
 from resolvers.context import require_viewer, resume_point, services_of
 from resolvers.ids import decode_event_cursor, parse_id
 from resolvers.room_event import cursor_of
+from resolvers.services import Services
 from resolvers.sources import room_access, room_source, state_source
-from services import Services
-from topics import presence_topic, typing_topic
+from resolvers.topics import presence_topic, typing_topic
 
 subscription_type = SubscriptionType()
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from errors import BadUserInput
+from core.errors import BadUserInput
 
 _NAME_REFUSED = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _BODY_KEPT = frozenset("\n\r\t")

@@ -14,11 +14,11 @@ from graphql import GraphQLResolveInfo
 
 from db import room_events
 from db.records import Row
-from realtime.live import Event
+from live.source import Event
 from resolvers.context import loaders_of
+from resolvers.services import Services
 from resolvers.sources import members_among
-from services import Services
-from topics import typing_topic
+from resolvers.topics import typing_topic
 
 typing_type = ObjectType("Typing")
 logger = logging.getLogger("chat.typing")

@@ -6,7 +6,7 @@ from collections.abc import Awaitable
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
-import avatars
+from identity import avatars
 from resolvers.context import loaders_of
 
 GRAVATAR = "https://www.gravatar.com/avatar/{hash}?s={size}&d=identicon"

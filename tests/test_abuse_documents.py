@@ -28,7 +28,7 @@ import pytest
 from graphql import get_introspection_query
 from redis import Redis
 
-from settings import load
+from core.settings import load
 from tests.support.graphql import GraphQLClient, create_room, sign_up
 from tests.support.httpstream import open_multipart, open_sse
 from tests.support.processes import ROOT, SHARED_REDIS_URL, Server, migrate

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
+from core.errors import ServiceUnavailable
 from db.batching import GroupedLoader
-from errors import ServiceUnavailable
 
 
 async def test_every_key_is_answered_when_asked_for_around_the_end_of_a_batch() -> None:

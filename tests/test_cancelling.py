@@ -10,8 +10,8 @@ import asyncio
 import random
 import uuid
 
-from realtime.cancelling import cancel_and_wait
-from redis_client import create_redis
+from core.cancelling import cancel_and_wait
+from core.redis_clients import create_redis
 from tests.support.processes import SHARED_REDIS_URL
 
 

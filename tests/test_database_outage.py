@@ -19,8 +19,8 @@ import asyncpg
 import httpx
 import pytest
 
-from errors import DatabaseUnavailable, ServiceUnavailable
-from outages import is_database_unavailable
+from core.errors import DatabaseUnavailable, ServiceUnavailable
+from core.outages import is_database_unavailable
 from tests.support.graphql import CREATE_MESSAGE, GraphQLClient, create_room, sign_up
 from tests.support.processes import SHARED_REDIS_URL, PrivatePostgres, Server, free_port, migrate
 from tests.support.tcpproxy import TCPProxy

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from graphql import ASTValidationRule, GraphQLError, parse, specified_rules
 
-from errors import code_for_request_error, format_error
+from core.errors import code_for_request_error, format_error
 from execution.documents import Validator, VariableRule, _parse, parse_document
 from limits.query_shape import cost_rule
 from resolvers import LIST_BOUNDS, build_schema

@@ -11,7 +11,7 @@ the saving must never be lost quietly.
   reads outside a transaction without the per-task connection);
 - db/asyncpg_pool.py: asyncpg (a connection given back to its pool in the releasing task);
 - execution/lean_executor.py: graphql-core (flat lists, memos of per-event copies);
-- realtime/broadcast.py: broadcaster (its subscriber table and backend).
+- core/broadcast.py: broadcaster (its subscriber table and backend).
 """
 
 from __future__ import annotations
@@ -33,16 +33,14 @@ from graphql import GraphQLError, GraphQLInt, default_field_resolver
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-import uvicorn_protocols
-import worker
+from core import broadcast
+from core.errors import ServiceUnavailable
 from db import asyncpg_pool, pool
 from db.records import ReadOnlyRow
 from db.tables import messages
-from errors import ServiceUnavailable
 from execution.lean_executor import reads
-from realtime import broadcast
-from tests.support.rawws import client_frame, upgrade_request
-from uvicorn_protocols import (
+from serving import uvicorn_protocols, worker
+from serving.uvicorn_protocols import (
     DrainingHttpProtocol,
     LeanEvent,
     LeanWebSocketProtocol,
@@ -50,6 +48,7 @@ from uvicorn_protocols import (
     chunk_writer,
     frame_writer,
 )
+from tests.support.rawws import client_frame, upgrade_request
 
 
 def test_each_reach_is_written_against_the_installed_version() -> None:
@@ -428,7 +427,7 @@ async def test_an_executor_copied_per_event_does_not_grow_with_events() -> None:
     """The live engine keeps one executor per selection for as long as anyone subscribes with it."""
     from graphql import execute_subscription_event, parse
 
-    from realtime.engine import Selection
+    from live.engine import Selection
 
     query = "subscription { items { id n } }"
     selection = Selection.of(parse(query), query, None, None)

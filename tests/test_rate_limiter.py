@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
+from core.settings import Rate
 from limits.rate import MEMORY_ENTRIES, PRUNE_SECONDS, RateLimited, RateLimiter
-from settings import Rate
 
 # A day's window: a fixed window that ended during the test would forget the cap it checks.
 SIGN_IN = Rate(3, 86_400.0)

@@ -25,16 +25,16 @@ from typing import Any
 import pytest
 from redis import asyncio as aioredis
 
-from auth import token_digest
-from realtime import revocations as module
-from realtime.redis_backend import RESYNC
-from realtime.revocations import Revocations
+from core.redis_backend import RESYNC
+from identity import revocations as module
+from identity.auth import token_digest
+from identity.revocations import Revocations
+from identity.viewer_cache import ViewerCache
 from tests.support.graphql import Account, GraphQLClient, create_room, post_message, sign_up
 from tests.support.processes import PrivateRedis, Server, free_port
 from tests.support.tcpproxy import TCPProxy
 from tests.support.wsclient import MESSAGE_CREATED, TRANSPORT_WS, GraphQLWebSocket, open_on_worker, worker_pids
 from tests.test_viewer_cache import KeepAlive, close_all, on_each_worker, served_from_memory
-from viewer_cache import ViewerCache
 
 LOG_OUT = "mutation { logOut }"
 LOG_OUT_EVERYWHERE = "mutation { logOut(everywhere: true) }"

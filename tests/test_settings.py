@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import settings as settings_module
-from settings import ConfigurationError, Rate, load, normalize_database_url, pool_size_per_worker, sqlalchemy_url
+from core import settings as settings_module
+from core.settings import ConfigurationError, Rate, load, normalize_database_url, pool_size_per_worker, sqlalchemy_url
 
 HEROKU_VARIABLES = ["DATABASE_URL", "REDIS_URL", "WEB_CONCURRENCY", "PORT", "DATABASE_CONNECTION_LIMIT"]
 

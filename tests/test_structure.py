@@ -1,4 +1,4 @@
-"""The code's shape: no import cycles between the product's packages and top-level modules,
+"""The code's shape: packages that name layers, imports that run one way (down this list),
 nothing connected or started by importing them, and apps built by a factory from settings."""
 
 from __future__ import annotations
@@ -11,11 +11,25 @@ from pathlib import Path
 
 from tests.support.processes import ROOT
 
-PACKAGES = ("db", "execution", "limits", "realtime", "resolvers")
+# Bottom to top: a unit imports only units before it.
+LAYERS = (
+    "core",  # settings, errors, outages, logs, Redis clients, the broadcast
+    "serving",  # gunicorn's config, the worker, uvicorn's protocols, the request's edge
+    "db",  # the record, behind plain async functions
+    "identity",  # tokens, viewers, revocations
+    "execution",  # the transport-free GraphQL pipeline
+    "limits",  # refusals: body size, query shape and cost, rates
+    "live",  # the engine: topics and bytes
+    "resolvers",  # the schema's behaviour: rooms, members, messages
+    "transports",  # one module per wire protocol
+    "composition",  # the one composition root
+    "app",  # routes and the lifespan
+)
+PACKAGES = tuple(unit for unit in LAYERS if unit != "app")
 MODULES = tuple(
     path.stem
     for path in sorted(ROOT.glob("*.py"))
-    if path.stem not in ("gunicorn.conf",) and not path.stem.startswith("test")
+    if path.stem not in ("conftest",) and not path.stem.startswith("test")
 )
 UNITS = frozenset(PACKAGES + MODULES)
 
@@ -66,12 +80,28 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_no_import_cycles_between_packages_and_modules() -> None:
+def test_the_top_level_is_app_py_and_packages_that_name_layers() -> None:
+    assert MODULES == ("app",), MODULES
+    packages = {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
+    assert packages == set(PACKAGES), packages
+
+
+def test_imports_run_one_way_down_the_layers() -> None:
     graph = import_graph()
+    upward = sorted(
+        (unit, target)
+        for unit, targets in graph.items()
+        for target in targets
+        if LAYERS.index(target) > LAYERS.index(unit)
+    )
+    assert upward == [], upward
     assert find_cycle(graph) is None, find_cycle(graph)
-    # The live engine knows topics, not rooms: nothing in realtime/ reaches for the resolvers.
-    assert "resolvers" not in graph["realtime"] and "db" not in graph["realtime"]
-    assert graph["db"] <= {"errors", "outages", "settings"}
+
+
+def test_the_live_engine_knows_topics_not_rooms() -> None:
+    graph = import_graph()
+    assert graph["live"] <= {"core", "identity", "execution"}, graph["live"]
+    assert graph["db"] <= {"core"}, graph["db"]
 
 
 def test_the_cycle_finder_finds_cycles() -> None:
@@ -82,14 +112,14 @@ def test_the_cycle_finder_finds_cycles() -> None:
 def test_importing_everything_connects_nothing_and_starts_nothing() -> None:
     """Run in a fresh interpreter: pools, Redis clients, the broadcast and the engine are made by
     the app's lifespan, never by an import."""
-    modules = [*sorted({*MODULES, *PACKAGES} - {"worker"}), "worker"]
+    modules = [*sorted({*MODULES, *PACKAGES} - {"serving"}), "serving"]  # the worker last, as gunicorn does
     script = textwrap.dedent(
         f"""
         import asyncio, importlib, os, pkgutil, threading
         for name in {modules!r}:
             module = importlib.import_module(name)
             for info in pkgutil.walk_packages(getattr(module, "__path__", []), name + "."):
-                if ".migrations" not in info.name:
+                if ".migrations" not in info.name and "gunicorn" not in info.name:
                     importlib.import_module(info.name)
         sockets = 0
         for fd in os.listdir("/proc/self/fd"):
@@ -119,7 +149,7 @@ def test_apps_are_built_from_settings_without_touching_the_environment() -> None
     script = textwrap.dedent(
         """
         from app import create_app
-        from settings import load
+        from core.settings import load
         one = create_app(load({"DATABASE_URL": "sqlite:////tmp/one.db", "CHANNEL_PREFIX": "one:"}))
         two = create_app(load({"DATABASE_URL": "postgres://u@h/d", "REDIS_URL": "redis://h", "WEB_CONCURRENCY": "3"}))
         assert one.settings.database_url == "sqlite:////tmp/one.db" and one.settings.web_concurrency == 1

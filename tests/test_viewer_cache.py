@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
+from identity.viewer_cache import ViewerCache
 from tests.support.graphql import Account, GraphQLClient, sign_up
 from tests.support.processes import SHARED_REDIS_URL, PrivateRedis, Server
 from tests.support.wsclient import connection_owners, worker_pids
-from viewer_cache import ViewerCache
 
 ME = "{ me { id } }"
 LOG_OUT = "mutation { logOut }"

@@ -7,8 +7,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from core.settings import load, sqlalchemy_url
 from db.tables import metadata
-from settings import load, sqlalchemy_url
 
 
 def _run(connection: Connection) -> None:

@@ -80,7 +80,7 @@ def migrate(env: Mapping[str, str]) -> None:
 
 @dataclass
 class Server:
-    """`gunicorn -c gunicorn.conf.py app:app`, the Procfile's web command, on a free port."""
+    """`gunicorn -c serving/gunicorn.conf.py app:app`, the Procfile's web command, on a free port."""
 
     env: dict[str, str]
     workers: int = 2
@@ -101,7 +101,7 @@ class Server:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"server-{self.port}.log"
         env = {**os.environ, **BASE_ENV, "PORT": str(self.port), "WEB_CONCURRENCY": str(self.workers), **self.env}
-        command = ["gunicorn", "-c", "gunicorn.conf.py", self.app]
+        command = ["gunicorn", "-c", "serving/gunicorn.conf.py", self.app]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -1,0 +1,88 @@
+"""The composition root: the process-wide resources (database pool, Redis, broadcast,
+revocations, rate limiter) that the resolvers reach (resolvers.services.Services),
+opened by the app's lifespan from the settings and reached through the app, never through
+module globals: importing a module connects to nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from core.broadcast import open_broadcast
+from core.redis_clients import create_redis
+from core.settings import Settings
+from db.access import AccessReads
+from db.connection import open_database
+from identity.revocations import Revocations
+from identity.viewer_cache import ViewerCache
+from limits.rate import RateLimiter
+from live.expiring import MemoryExpiringSets, RedisExpiringSets
+from live.presence import PresenceTracker
+from live.publisher import Publisher
+from live.quota import LiveQuota
+from resolvers.services import Services
+from resolvers.topics import presence_topic
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Services]:
+    redis = (
+        create_redis(
+            settings.redis_url, settings.redis_ssl_cert_reqs, settings.redis_pool_max, settings.redis_acquire_timeout
+        )
+        if settings.redis_url
+        else None
+    )
+    db = open_database(settings)
+    broadcast = open_broadcast(redis)
+    viewers = ViewerCache()
+    expiring = RedisExpiringSets(redis, settings.channel_prefix) if redis else MemoryExpiringSets()
+    publisher = Publisher(broadcast, settings.channel_prefix)
+    access = AccessReads(db)
+    services = Services(
+        settings=settings,
+        db=db,
+        redis=redis,
+        broadcast=broadcast,
+        viewers=viewers,
+        revocations=Revocations(broadcast, viewers, f"{settings.channel_prefix}revocations", shared=redis is not None),
+        limiter=RateLimiter(redis, settings.channel_prefix),
+        access=access,
+        publisher=publisher,
+        expiring=expiring,
+        presence=PresenceTracker(
+            expiring,
+            publisher,
+            access.room_ids_of,
+            presence_topic,
+            hold=settings.presence_seconds,
+            offline_after=settings.presence_offline_after,
+        ),
+        quota=LiveQuota(
+            redis,
+            settings.channel_prefix,
+            max_subscriptions=settings.max_subscriptions_per_user,
+            max_connections=settings.max_connections_per_user,
+            lease_seconds=settings.live_lease_seconds,
+        ),
+    )
+    await db.connect()
+    try:
+        await broadcast.connect()
+        try:
+            await services.revocations.start()
+            await services.presence.start()
+            await services.quota.start()
+            try:
+                yield services
+            finally:
+                await services.publisher.close()
+                await services.quota.stop()
+                await services.presence.stop()
+                await services.revocations.stop()
+        finally:
+            await broadcast.disconnect()
+    finally:
+        await db.disconnect()
+        if redis is not None:
+            await redis.aclose()

@@ -1,0 +1,303 @@
+"""Every setting the service reads from the environment, read here and nowhere else.
+
+Names follow Heroku's conventions (PORT, WEB_CONCURRENCY, DATABASE_URL, REDIS_URL) so the
+same code runs on a laptop with no servers and on a dyno with add-ons attached.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+DEFAULT_SQLITE_URL = "sqlite:///chat.db"
+
+
+class _Environment:
+    """Typed reads of one environment mapping."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def text(self, name: str, default: str = "") -> str:
+        return self.environ.get(name, "").strip() or default
+
+    def integer(self, name: str, default: int) -> int:
+        raw = self.text(name)
+        return int(raw) if raw else default
+
+    def optional_integer(self, name: str) -> int | None:
+        raw = self.text(name)
+        return int(raw) if raw else None
+
+    def number(self, name: str, default: float) -> float:
+        raw = self.text(name)
+        return float(raw) if raw else default
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name).lower()
+        return raw in ("1", "true", "yes", "on") if raw else default
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept Heroku's `postgres://...?sslmode=require` and speak asyncpg's dialect.
+
+    `databases` reads only `ssl`, `min_size` and `max_size` from the query and silently
+    ignores `sslmode`, so `sslmode` is translated to asyncpg's `ssl` here.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    if scheme in ("postgres", "postgresql+asyncpg"):
+        scheme = "postgresql"
+    if scheme == "sqlite+aiosqlite":
+        scheme = "sqlite"
+    query = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "sslmode":
+            key = "ssl"
+        query.append((key, value))
+    return _join(scheme, parts.netloc, parts.path, query)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same database as a SQLAlchemy async URL, for Alembic."""
+    parts = urlsplit(url)
+    driver = {"postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}[parts.scheme]
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("min_size", "max_size")]
+    return _join(driver, parts.netloc, parts.path, query)
+
+
+def _join(scheme: str, netloc: str, path: str, query: list[tuple[str, str]]) -> str:
+    """urlunsplit drops the `//` of `sqlite:///file.db`; this keeps it."""
+    url = f"{scheme}://{netloc}{path}"
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+class ConfigurationError(Exception):
+    """A setting that cannot work; raised at start-up, before anything binds or connects."""
+
+
+def pool_size_per_worker(
+    limit: int | None,
+    reserve: int,
+    workers: int,
+    dynos: int,
+    requested: int | None,
+    *,
+    default: int = 5,
+    least: int = 1,
+    service: str = "DATABASE",
+) -> int:
+    """Each worker's share of the plan's connection limit, shared by every worker of every dyno.
+
+    `reserve` is kept back for the release phase, one-off dynos and `heroku pg:psql` (or
+    `redis-cli`); a worker needs at least `least` (Redis: its pub/sub connection and one more).
+    """
+    if limit is None:
+        return requested or default
+    share = (limit - reserve) // (workers * dynos)
+    if share < least:
+        each = "one connection" if least == 1 else f"{least} connections"
+        raise ConfigurationError(
+            f"{service}_CONNECTION_LIMIT={limit} with {service}_CONNECTION_RESERVE={reserve} cannot give "
+            f"{each} to each of {workers} workers x {dynos} dynos "
+            "(WEB_CONCURRENCY x WEB_DYNOS): raise the limit (a bigger plan), or lower WEB_CONCURRENCY, "
+            "WEB_DYNOS or the reserve."
+        )
+    return min(share, requested) if requested else share
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most `count` hits per `seconds`, written "count/seconds" in the environment."""
+
+    count: int
+    seconds: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        count, _, seconds = text.partition("/")
+        return cls(int(count), float(seconds or 60))
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str | None
+    channel_prefix: str
+    port: int
+    web_concurrency: int
+    db_pool_max: int
+    db_acquire_timeout: float
+    redis_pool_max: int
+    redis_acquire_timeout: float
+    redis_ssl_cert_reqs: str
+    ws_keepalive_seconds: float
+    ws_init_timeout_seconds: float
+    ws_max_size: int
+    ws_max_subscriptions: int
+    ws_send_queue: int
+    max_requests: int
+    max_requests_jitter: int
+    graceful_timeout: int
+    log_level: str
+    debug: bool
+    max_body_bytes: int
+    query_max_depth: int
+    query_max_fields: int
+    query_max_aliases: int
+    query_max_cost: int
+    introspection: bool
+    explorer: bool
+    cors_origins: tuple[str, ...]
+    rate_messages: Rate
+    rate_auth: Rate
+    rate_typing: Rate
+    max_reactions: int
+    typing_seconds: float
+    presence_seconds: float
+    presence_offline_after: float
+    sse_heartbeat_seconds: float
+    multipart_heartbeat_seconds: float
+    persisted_queries_max: int
+    persisted_queries_ttl_seconds: int
+    # Issue 24, one block per part (kept apart so the parts merge without conflicts).
+    # [documents]
+    max_query_bytes: int
+    max_response_bytes: int
+    query_max_subscription_cost: int
+    query_max_introspection_cost: int
+    persisted_queries_max_bytes: int
+    # [lists and mutations]
+    rate_actions: Rate  # per user: edits, deletes, reactions, read positions, joins and leaves
+    rate_rooms: Rate  # per user: rooms created
+    # [addresses and accounts]
+    forwarded_allow_ips: tuple[str, ...]
+    rate_login_account: Rate
+    password_hash_threads: int
+    password_hash_queue: int
+    healthz_details: bool
+    # [sessions and profiles]
+    token_ttl_seconds: int
+    token_renew_seconds: int
+    rate_profile: Rate
+    # [live bounds]
+    max_subscriptions_per_user: int
+    max_connections_per_user: int
+    live_lease_seconds: float
+    replay_budget: Rate
+    live_feed_queue: int
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings in `environ` (the process's environment by default)."""
+    env = _Environment(os.environ if environ is None else environ)
+    redis_url = env.text("REDIS_URL") or None
+    # Without Redis the broadcast is in-process: only one worker can see every message.
+    workers = max(1, env.integer("WEB_CONCURRENCY", 2)) if redis_url else 1
+    dynos = max(1, env.integer("WEB_DYNOS", 1))
+    return Settings(
+        database_url=normalize_database_url(env.text("DATABASE_URL", DEFAULT_SQLITE_URL)),
+        redis_url=redis_url,
+        channel_prefix=env.environ.get("CHANNEL_PREFIX", "chat:"),
+        port=env.integer("PORT", 8000),
+        web_concurrency=workers,
+        db_pool_max=pool_size_per_worker(
+            limit=env.optional_integer("DATABASE_CONNECTION_LIMIT"),
+            reserve=env.integer("DATABASE_CONNECTION_RESERVE", 3),
+            workers=workers,
+            dynos=dynos,
+            requested=env.optional_integer("DATABASE_POOL_MAX"),
+        ),
+        db_acquire_timeout=env.number("DATABASE_ACQUIRE_TIMEOUT", 5.0),
+        redis_pool_max=pool_size_per_worker(
+            limit=env.optional_integer("REDIS_CONNECTION_LIMIT"),
+            reserve=env.integer("REDIS_CONNECTION_RESERVE", 2),
+            workers=workers,
+            dynos=dynos,
+            requested=env.optional_integer("REDIS_POOL_MAX"),
+            default=10,
+            least=2,
+            service="REDIS",
+        ),
+        redis_acquire_timeout=env.number("REDIS_ACQUIRE_TIMEOUT", 5.0),
+        redis_ssl_cert_reqs=env.text("REDIS_SSL_CERT_REQS", "none"),
+        ws_keepalive_seconds=env.number("WS_KEEPALIVE_SECONDS", 20.0),
+        ws_init_timeout_seconds=env.number("WS_INIT_TIMEOUT_SECONDS", 10.0),
+        ws_max_size=env.integer("WS_MAX_SIZE", 64 * 1024),
+        ws_max_subscriptions=env.integer("WS_MAX_SUBSCRIPTIONS", 20),
+        ws_send_queue=env.integer("WS_SEND_QUEUE", 256),
+        max_requests=env.integer("MAX_REQUESTS", 1000),
+        max_requests_jitter=env.integer("MAX_REQUESTS_JITTER", 200),
+        graceful_timeout=env.integer("GRACEFUL_TIMEOUT", 20),
+        log_level=env.text("LOG_LEVEL", "info").upper(),
+        debug=env.flag("DEBUG", False),
+        max_body_bytes=env.integer("MAX_BODY_BYTES", 1_000_000),
+        # Introspection is measured like any query: these admit the standard introspection
+        # query (depth 15, 220 to 232 fields) and every document of the web client and tests.
+        query_max_depth=env.integer("QUERY_MAX_DEPTH", 15),
+        query_max_fields=env.integer("QUERY_MAX_FIELDS", 300),
+        query_max_aliases=env.integer("QUERY_MAX_ALIASES", 30),
+        query_max_cost=env.integer("QUERY_MAX_COST", 20_000),
+        # Off on a Heroku dyno (DYNO is set there), on for `make run`.
+        introspection=env.flag("INTROSPECTION", not env.text("DYNO")),
+        explorer=env.flag("EXPLORER", not env.text("DYNO")),
+        cors_origins=tuple(o.strip() for o in env.text("CORS_ORIGINS").split(",") if o.strip()),
+        rate_messages=Rate.parse(env.text("RATE_LIMIT_MESSAGES", "30/10")),
+        rate_auth=Rate.parse(env.text("RATE_LIMIT_AUTH", "10/60")),
+        rate_typing=Rate.parse(env.text("RATE_LIMIT_TYPING", "10/10")),
+        max_reactions=env.integer("MAX_REACTIONS", 20),
+        typing_seconds=env.number("TYPING_SECONDS", 6.0),
+        presence_seconds=env.number("PRESENCE_SECONDS", 45.0),
+        presence_offline_after=env.number("PRESENCE_OFFLINE_AFTER", 5.0),
+        # Heroku's router cuts a response that sends nothing for 55 s; Apollo's clients expect
+        # multipart heartbeats every 5 s.
+        sse_heartbeat_seconds=env.number("SSE_HEARTBEAT_SECONDS", 15.0),
+        multipart_heartbeat_seconds=env.number("MULTIPART_HEARTBEAT_SECONDS", 5.0),
+        persisted_queries_max=env.integer("PERSISTED_QUERIES_MAX", 10_000),
+        persisted_queries_ttl_seconds=env.integer("PERSISTED_QUERIES_TTL_SECONDS", 7 * 24 * 3600),
+        # [documents]
+        max_query_bytes=env.integer("MAX_QUERY_BYTES", 32 * 1024),
+        max_response_bytes=env.integer("MAX_RESPONSE_BYTES", 4 * 1024 * 1024),
+        query_max_subscription_cost=env.integer("QUERY_MAX_SUBSCRIPTION_COST", 500),
+        query_max_introspection_cost=env.integer("QUERY_MAX_INTROSPECTION_COST", 10_000),
+        persisted_queries_max_bytes=env.integer("PERSISTED_QUERIES_MAX_BYTES", 2 * 1024 * 1024),
+        # [lists and mutations]
+        rate_actions=Rate.parse(env.text("RATE_LIMIT_ACTIONS", "60/10")),
+        rate_rooms=Rate.parse(env.text("RATE_LIMIT_ROOMS", "20/3600")),
+        # [addresses and accounts]
+        # Peers whose X-Forwarded-For/-Proto are believed (addresses, networks or "*"). On a dyno
+        # every peer is Heroku's router ("*", as the Python buildpack sets); elsewhere only this
+        # machine, so a client reaching `make run` directly is known by its own address.
+        forwarded_allow_ips=tuple(
+            entry.strip()
+            for entry in env.text("FORWARDED_ALLOW_IPS", "*" if env.text("DYNO") else "127.0.0.1,::1").split(",")
+            if entry.strip()
+        ),
+        rate_login_account=Rate.parse(env.text("RATE_LIMIT_LOGIN_ACCOUNT", "10/300")),
+        # argon2id takes 64 MiB per hash: at most this many at once per worker, and this many waiting.
+        password_hash_threads=max(1, env.integer("PASSWORD_HASH_THREADS", 2)),
+        password_hash_queue=max(0, env.integer("PASSWORD_HASH_QUEUE", 64)),
+        healthz_details=env.flag("HEALTHZ_DETAILS", False),
+        # [sessions and profiles]
+        # A token lives this long after it was issued or last renewed; use renews it (sliding
+        # expiry) at most once per TOKEN_RENEW_SECONDS, so a request costs no write; 0: never renewed.
+        token_ttl_seconds=max(1, env.integer("TOKEN_TTL_SECONDS", 30 * 24 * 3600)),
+        token_renew_seconds=max(0, env.integer("TOKEN_RENEW_SECONDS", 24 * 3600)),
+        rate_profile=Rate.parse(env.text("RATE_LIMIT_PROFILE", "10/60")),
+        # [live bounds]
+        # Live delivery per user, across transports, workers and dynos (live.quota).
+        max_subscriptions_per_user=env.integer("MAX_SUBSCRIPTIONS_PER_USER", 100),
+        max_connections_per_user=env.integer("MAX_CONNECTIONS_PER_USER", 20),
+        # How long a process's counts outlive it in Redis (renewed every third of it).
+        live_lease_seconds=env.number("LIVE_LEASE_SECONDS", 30.0),
+        # Historical events a user's resumes may execute outside their group's shared results.
+        replay_budget=Rate.parse(env.text("LIVE_REPLAY_BUDGET", "5000/60")),
+        # Messages waiting between Redis and one topic's feed; past it the feed resyncs from the log.
+        live_feed_queue=env.integer("LIVE_FEED_QUEUE", 1000),
+    )

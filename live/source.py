@@ -1,0 +1,67 @@
+"""What a subscription's source resolver returns for the live engine to serve it.
+
+The engine knows topics, not rooms: a source names a topic, says where the subscriber resumes
+(for a topic with a log) and how to check that its viewer may still receive it. Adding a live
+field is SDL, a source resolver returning a `LiveSource`, and a field resolver that turns one
+event into the field's value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from graphql import GraphQLError
+
+from identity.auth import Viewer
+
+Event = dict[str, Any]
+
+
+class TopicLog(Protocol):
+    """A topic's durable log, whose events carry a gap-free `seq` (1, 2, 3...)."""
+
+    async def after(self, seq: int, limit: int) -> list[Event]:
+        """Up to `limit` events after `seq`, oldest first."""
+        ...
+
+    async def newest(self, limit: int) -> list[Event]:
+        """The last `limit` events, oldest first (the last one is the log's head)."""
+        ...
+
+    def revised(self, earlier: Event, later: Event) -> Event | None:
+        """How `earlier` reads once `later` has happened, or None when it reads the same: a
+        replay from memory must show what a replay from the log would (an edit or a delete
+        reaching back to the message's earlier events)."""
+        ...
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class LiveSource:
+    topic: str
+    viewer: Viewer
+    # Why the viewer may not (or no longer) receive the topic, or None: run once the subscription
+    # is in its feed (so a revocation racing the start cannot slip by) and after a reconnect.
+    check: Callable[[], Awaitable[GraphQLError | None]]
+    # A logged topic: events are numbered, resumable and filled from here when missed.
+    log: TopicLog | None = None
+    # Resume after this seq of the log; None: from now on.
+    after: int | None = None
+    # The event kinds this field delivers (None: every event of the topic).
+    kinds: frozenset[str] | None = None
+    # The id a transport gives each result (SSE's `id:`), which the client passes back to resume.
+    event_id: Callable[[Event], str | None] | None = None
+    # An ephemeral topic's state: read for a new subscriber, and again on every change announced
+    # on the topic (once per process), and when the state says it expires (`refresh_at`, epoch
+    # seconds); subscribers get it when it changed.
+    state: Callable[[], Awaitable[Event]] | None = None
+
+    @property
+    def logged(self) -> bool:
+        return self.log is not None
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        """graphql-core accepts only an async iterable from a source resolver; the live engine
+        serves this one, nothing iterates it."""
+        raise TypeError("A LiveSource is served by the live engine (live.engine), not iterated")

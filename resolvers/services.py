@@ -1,0 +1,36 @@
+"""What the resolvers reach of the process: its resources, built by the composition root
+(composition.services) and handed to every operation in its context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from databases import Database
+from redis import asyncio as aioredis
+
+from core.broadcast import ChannelBroadcast
+from core.settings import Settings
+from db.access import AccessReads
+from identity.revocations import Revocations
+from identity.viewer_cache import ViewerCache
+from limits.rate import RateLimiter
+from live.expiring import ExpiringSets
+from live.presence import PresenceTracker
+from live.publisher import Publisher
+from live.quota import LiveQuota
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    redis: aioredis.Redis | None
+    broadcast: ChannelBroadcast
+    viewers: ViewerCache
+    revocations: Revocations
+    limiter: RateLimiter
+    access: AccessReads
+    publisher: Publisher
+    expiring: ExpiringSets  # typing and presence: Redis, or this process's memory
+    presence: PresenceTracker
+    quota: LiveQuota  # live subscriptions and connections per user

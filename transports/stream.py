@@ -1,0 +1,177 @@
+"""What the streamed HTTP transports (SSE, Apollo's multipart) share: one operation per response.
+
+The head and a first frame go out at once (a proxy or client waiting for the first byte never
+times out), then the operation's results as frames of the transport's kind, heartbeats from one
+timer per process, and an end. The stream is the operation's sink on the live engine: the same
+shared execution, authorization and gap-free resume as a WebSocket subscription. A stream whose
+worker stops, or that cannot be served now, ends without its protocol's end: the client
+reconnects (an EventSource by itself) and resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from graphql import OperationType
+from starlette.types import Receive, Scope, Send
+
+from execution.operations import Request, is_unavailable
+from identity.auth import Viewer
+from live.quota import Slot
+from serving.uvicorn_protocols import DRAINING, ON_DRAIN, chunk_writer
+from transports.keepalive import Keepalive
+from transports.operations import INTERNAL_ERROR, LiveServer, TryAgainLater, execute_single, start_subscription
+from transports.outbox import StreamOutbox
+
+logger = logging.getLogger("chat.live")
+
+UNAVAILABLE = {
+    "message": "The server cannot serve this now; try again shortly.",
+    "extensions": {"code": "SERVICE_UNAVAILABLE"},
+}
+
+
+class Stream:
+    """One streamed operation; a protocol module says how its frames look."""
+
+    HEADERS: tuple[tuple[bytes, bytes], ...]
+    PREAMBLE: bytes  # the first bytes, sent at once
+    HEARTBEAT: bytes
+
+    __slots__ = ("connection_slot", "keepalive", "outbox", "presence", "server", "subscription")
+
+    def __init__(self, server: LiveServer, keepalive: Keepalive) -> None:
+        self.server = server
+        self.keepalive = keepalive
+        self.outbox: StreamOutbox | None = None
+        self.subscription: Any = None
+        self.presence: str | None = None
+        self.connection_slot: Slot | None = None  # one of its user's (live.quota)
+
+    # The frames of a protocol.
+    def result(self, payload: bytes, event_id: str | None) -> bytes:
+        raise NotImplementedError
+
+    def end_frame(self) -> bytes:
+        raise NotImplementedError
+
+    def refusal(self, errors: list[dict]) -> bytes:
+        """The errors that refused the operation, as a result."""
+        return self.result(orjson.dumps({"errors": errors}), None)
+
+    def unavailable(self) -> bytes | None:
+        """What tells the client to come back (None: ending without the end frame says it)."""
+        return None
+
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, request: Request, viewer: Viewer | None, context: dict
+    ) -> None:
+        outbox = await self._open(scope, send)
+        if scope.get(DRAINING):  # this worker is stopping: the client comes back to the next one
+            outbox.close(0, "")
+        else:
+            scope[ON_DRAIN] = self.drain
+            await self._run(request, viewer, context)
+        try:
+            await _until_disconnected(receive)
+        finally:
+            scope.pop(ON_DRAIN, None)
+            self.keepalive.discard(self)
+            if self.presence is not None and self.server.presence is not None:
+                self.server.presence.disconnected(self.presence)
+            if self.subscription is not None:
+                self.subscription.close()
+            if self.connection_slot is not None:
+                self.connection_slot.release()
+            await outbox.aclose()
+
+    async def cut(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Open and end at once, without the end frame: the client comes back shortly (an
+        EventSource gives up for good on an answer other than 200, so an outage is said this way)."""
+        outbox = await self._open(scope, send)
+        self.try_again_later()
+        try:
+            await _until_disconnected(receive)
+        finally:
+            await outbox.aclose()
+
+    async def _open(self, scope: Scope, send: Send) -> StreamOutbox:
+        await send({"type": "http.response.start", "status": 200, "headers": list(self.HEADERS)})
+        outbox = self.outbox = StreamOutbox(send, chunk_writer(scope), self.server.send_queue)
+        outbox.put(self.PREAMBLE)
+        return outbox
+
+    async def _run(self, request: Request, viewer: Viewer | None, context: dict) -> None:
+        outbox = self.outbox
+        assert outbox is not None
+        try:
+            if request.kind != OperationType.SUBSCRIPTION:
+                outbox.put(self.result(await execute_single(self.server, request, context), None))
+                outbox.finish(self.end_frame())
+                return
+            outcome = await start_subscription(self.server, request, context, self, self)
+        except TryAgainLater:
+            self.try_again_later()
+            return
+        except Exception as error:
+            if is_unavailable(error):
+                self.try_again_later()
+                return
+            logger.exception("A streamed operation failed")
+            outbox.put(self.refusal([INTERNAL_ERROR]))
+            outbox.finish(self.end_frame())
+            return
+        if outcome is None:  # ended while starting, and told so
+            return
+        if isinstance(outcome, list):
+            outbox.put(self.refusal(outcome))
+            outbox.finish(self.end_frame())
+            return
+        self.subscription = outcome
+        self.keepalive.add(self, outbox.put, self.HEARTBEAT)
+        if viewer is not None and self.server.presence is not None:
+            self.presence = self.server.presence.connected(viewer)
+
+    def drain(self) -> None:
+        """The worker is stopping: end now, without the end frame, so the client reconnects."""
+        if self.outbox is not None:
+            self.outbox.close(0, "")
+
+    # The live engine's Sink.
+    @property
+    def closed(self) -> bool:
+        return self.outbox is None or self.outbox.closed
+
+    def send(self, payload: bytes, event_id: str | None) -> None:
+        assert self.outbox is not None
+        self.outbox.put(self.result(payload, event_id))
+
+    def history(self, results: list[tuple[bytes, str | None]]) -> None:
+        assert self.outbox is not None
+        self.outbox.put_history([self.result(payload, event_id) for payload, event_id in results])
+
+    async def drained(self) -> None:
+        if self.outbox is not None:
+            await self.outbox.drained()
+
+    def end(self, payload: bytes) -> None:
+        assert self.outbox is not None
+        self.outbox.put(self.result(payload, None))
+        self.outbox.finish(self.end_frame())
+
+    def try_again_later(self) -> None:
+        assert self.outbox is not None
+        frame = self.unavailable()
+        if frame is None:
+            self.outbox.close(0, "")
+        else:
+            self.outbox.put(frame)
+            self.outbox.finish(self.end_frame())
+
+
+async def _until_disconnected(receive: Receive) -> None:
+    """Until the response has ended (uvicorn then reports a disconnect) or the client left."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

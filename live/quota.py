@@ -204,3 +204,14 @@ def too_many_subscriptions(kind: str, limit: int) -> dict:
         "message": f"At most {limit} {what} per user at once.",
         "extensions": {"code": "TOO_MANY_SUBSCRIPTIONS"},
     }
+
+
+TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+
+
+def too_many_connections(limit: int) -> dict:
+    """Why a WebSocket's connection_init is refused: its user holds `limit` connections."""
+    return {
+        "message": f"At most {limit} live connections and streams per user at once.",
+        "extensions": {"code": TOO_MANY_CONNECTIONS},
+    }

@@ -15,13 +15,13 @@ JS = ROOT / "tests" / "js"
 GRAPHQL_HTTP_AUDITS = 61
 
 
-def run_node_tests(server: Server, file: str) -> str:
+def run_node_tests(server: Server, file: str, env: dict[str, str] | None = None) -> str:
     assert (JS / "node_modules" / "@apollo" / "client").is_dir(), "run `make test`: it installs tests/js (npm ci)"
     try:
         result = subprocess.run(
             ["node", "--test", "--test-reporter=spec", str(JS / file)],
             cwd=ROOT,
-            env={**os.environ, "CHAT_SERVER_URL": server.url},
+            env={**os.environ, "CHAT_SERVER_URL": server.url, **(env or {})},
             capture_output=True,
             text=True,
             timeout=240,

@@ -3,6 +3,10 @@ subprotocol, read messages until the client is gone, time out a missing `connect
 authenticate, and run each operation (a query or mutation to its end, a subscription on the live
 engine). The protocol modules hold their state machines: which message means what, and how each
 outcome is framed.
+
+A connection acknowledged for a user holds one of that user's connection slots
+(MAX_CONNECTIONS_PER_USER, live.quota) from the acknowledgement until it closes, subscribed
+or idle: past the limit its connection_init is refused, each protocol in its own way.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from starlette.websockets import WebSocket
 
 from execution.operations import Request, is_unavailable
 from identity.auth import Viewer
-from live.quota import Slot
+from live.quota import CONNECTIONS, TOO_MANY_CONNECTIONS, Slot, too_many_connections
 from serving.uvicorn_protocols import LeanWebSocketProtocol
 from transports import close_codes
 from transports.operations import (
@@ -43,6 +47,7 @@ class Connection:
         "_init_timer",
         "acknowledged",
         "connection_slot",
+        "earlier_slots",
         "operations",
         "outbox",
         "presence",
@@ -60,8 +65,9 @@ class Connection:
         self.operations: dict[str, Operation] = {}
         self._init_timer: asyncio.TimerHandle | None = None
         self.presence: str | None = None  # this connection's key in the presence sets
-        # One of its user's connection slots, from its first subscription until it closes.
+        # One of its user's connection slots, from the acknowledgement until it closes.
         self.connection_slot: Slot | None = None
+        self.earlier_slots: tuple[Slot, ...] = ()  # of users it was acknowledged as before
 
     async def serve(self) -> None:
         await self.websocket.accept(self.SUBPROTOCOL)
@@ -88,6 +94,8 @@ class Connection:
                 operation.stop()
             if self.connection_slot is not None:
                 self.connection_slot.release()
+            for slot in self.earlier_slots:
+                slot.release()
             await self.outbox.aclose()
 
     async def handle(self, received: Mapping[str, Any]) -> None:
@@ -119,6 +127,35 @@ class Connection:
             return None
         self.viewer = viewer
         return viewer
+
+    async def hold_connection_slot(self, viewer: Viewer) -> bool:
+        """One of the viewer's connection slots, held until the connection closes (its
+        subscriptions then need none of their own); False when the viewer holds
+        MAX_CONNECTIONS_PER_USER already, across every worker and dyno: the protocol then refuses
+        connection_init and closes. One Redis round trip (the quota's script), taken before the
+        connection sets anything up (its ack, keepalives, presence), so a refusal is cheap.
+
+        A connection acknowledged again as the same user keeps its slot; as another user (the
+        legacy protocol allows a second connection_init) it takes that user's as well, and keeps
+        the first, whose subscriptions may still run on it."""
+        quota = self.server.quota
+        held = self.connection_slot
+        if quota is None or (held is not None and held.user == viewer.id):
+            return True
+        slot = await quota.take(CONNECTIONS, viewer.id)
+        if slot is None:
+            return False
+        if held is not None:
+            self.earlier_slots = (*self.earlier_slots, held)
+        self.connection_slot = slot
+        return True
+
+    def too_many_connections(self) -> tuple[dict, str]:
+        """The refusal of a connection_init past MAX_CONNECTIONS_PER_USER: the error and the
+        close reason (under the 123 bytes a close frame allows), both naming the code."""
+        assert self.server.quota is not None
+        limit = self.server.quota.limits[CONNECTIONS]
+        return too_many_connections(limit), f"{TOO_MANY_CONNECTIONS}: at most {limit} per user"
 
     def acknowledge(self, ack: bytes, keepalive: bytes) -> None:
         """connection_init accepted: the ack, keepalives from now on, and the user online."""

@@ -3,7 +3,9 @@
 The state machine of one connection:
 
     connection_init       -> connection_ack and a first `ka` (connection_error, then 4403,
-                             without a valid token; 4408 when it does not come in time)
+                             without a valid token; 4408 when it does not come in time;
+                             connection_error with TOO_MANY_CONNECTIONS, then 1008, when its
+                             user holds MAX_CONNECTIONS_PER_USER connections already)
     start                 -> data* then complete (4400 malformed, 4401 before the ack; an id
                              still running is replaced, as the protocol says)
     stop                  -> the operation stops
@@ -14,6 +16,12 @@ Refusals and errors go out as subscriptions-transport-ws's own server sends them
 only `errors`, then `complete` (Apollo's WebSocketLink surfaces nothing else as GraphQL errors).
 Queries and mutations end with `complete` too, or the client would keep them forever. `ka` goes
 out on the keepalive interval: the client reconnects when none arrives for 30 s.
+
+subscriptions-transport-ws's client reconnects after any close it did not ask for, whatever the
+code, with exponential backoff (100 ms doubling to 10 s, jittered) unless built with
+`reconnect: false`; a `connection_error` only reaches its `connectionCallback`. A refusal
+past MAX_CONNECTIONS_PER_USER cannot stop it, then, but each attempt costs us one token lookup
+and one Redis round trip, and the backoff paces them.
 """
 
 from __future__ import annotations
@@ -61,6 +69,11 @@ class LegacyWSConnection(Connection):
             if not self.outbox.closed:
                 self.outbox.put(orjson.dumps({"type": "connection_error", "payload": UNAUTHENTICATED}))
                 self.close(close_codes.FORBIDDEN, "Forbidden")
+            return
+        if not await self.hold_connection_slot(viewer):
+            error, reason = self.too_many_connections()
+            self.outbox.put(orjson.dumps({"type": "connection_error", "payload": error}))
+            self.close(close_codes.TOO_MANY_CONNECTIONS, reason)
             return
         if self.acknowledged:  # again: the protocol lets a client send it twice
             self.outbox.put(ACK)

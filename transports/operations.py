@@ -59,8 +59,9 @@ class Presence(Protocol):
 
 
 class SlotHolder(Protocol):
-    """A WebSocket connection or a stream: it takes one of its user's connection slots with its
-    first subscription and gives it back when it closes."""
+    """A WebSocket connection or a stream, holding one of its user's connection slots until it
+    closes: a WebSocket from its acknowledgement (transports.connection), so its subscriptions find
+    it held; a stream from its subscription, taken here."""
 
     connection_slot: Slot | None
 
@@ -122,14 +123,14 @@ async def start_subscription(
         return [operations.format(GraphQLError("This subscription is not served here."))]
     slot = None
     if server.quota is not None:
-        refusal = await _take_slots(server.quota, stream.viewer.id, holder)
-        if isinstance(refusal, dict):
-            return [refusal]
-        slot = refusal
+        taken = await _take_slots(server.quota, stream.viewer.id, holder)
+        if isinstance(taken, dict):
+            return [taken]
+        slot, connection = taken
         if sink.closed:  # gone while counting (its own close ran): nothing to start, nothing held
             slot.release()
-            if holder.connection_slot is not None:
-                holder.connection_slot.release()
+            if connection is not None:
+                connection.release()
             return None
     selection = Selection.of(request.document, request.query, request.operation_name, request.variables)
     try:
@@ -148,8 +149,10 @@ async def start_subscription(
     return outcome
 
 
-async def _take_slots(quota: LiveQuota, user: int, holder: SlotHolder) -> Slot | dict:
-    """The connection's slot (once per connection) and a subscription slot, or the refusal."""
+async def _take_slots(quota: LiveQuota, user: int, holder: SlotHolder) -> tuple[Slot, Slot | None] | dict:
+    """A subscription slot, and the holder's connection slot if it held none yet (taken here,
+    once per holder: a stream's), or the refusal."""
+    connection = None
     if holder.connection_slot is None:
         connection = await quota.take(CONNECTIONS, user)
         if connection is None:
@@ -158,10 +161,11 @@ async def _take_slots(quota: LiveQuota, user: int, holder: SlotHolder) -> Slot |
             holder.connection_slot = connection
         else:  # another of its operations took one meanwhile
             connection.release()
+            connection = None
     subscription = await quota.take(SUBSCRIPTIONS, user)
     if subscription is None:
         return too_many_subscriptions(SUBSCRIPTIONS, quota.limits[SUBSCRIPTIONS])
-    return subscription
+    return subscription, connection
 
 
 INTERNAL_ERROR = {"message": "Internal server error.", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}

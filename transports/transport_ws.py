@@ -3,7 +3,8 @@
 The state machine of one connection, modelled on graphql-ws's own `server.ts`:
 
     connection_init  -> connection_ack (4403 without a valid token, 4429 when repeated,
-                        4408 when it does not come in time)
+                        4408 when it does not come in time, 1008 "TOO_MANY_CONNECTIONS: ..."
+                        when its user holds MAX_CONNECTIONS_PER_USER connections already)
     ping / pong      -> pong / nothing
     subscribe        -> next* then complete, or error (4400 malformed, 4401 before the ack,
                         4409 for an id still running)
@@ -67,6 +68,12 @@ class TransportWSConnection(Connection):
         viewer = await self.authenticate(payload)
         if viewer is None:
             self.close(close_codes.FORBIDDEN, "Forbidden")
+            return
+        if not await self.hold_connection_slot(viewer):
+            # A close code graphql-ws's client does not retry (transports.close_codes): refused
+            # clients do not come back in a loop; the reason reaches the subscriptions' errors.
+            _, reason = self.too_many_connections()
+            self.close(close_codes.TOO_MANY_CONNECTIONS, reason)
             return
         self.acknowledge(ACK, PING)
 

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -35,6 +36,15 @@ subscription($room: ID!, $after: String) {
 }"""
 
 
+@dataclass
+class Refused:
+    """How the server refused a connection_init: what it sent first, then its close."""
+
+    messages: list[dict]
+    code: int | None
+    reason: str
+
+
 class GraphQLWebSocket:
     def __init__(self, ws: ClientConnection, protocol: str) -> None:
         self.ws = ws
@@ -49,6 +59,31 @@ class GraphQLWebSocket:
             ack = await client.init({"authorization": f"Bearer {token}"})
             assert ack["type"] == "connection_ack", ack
         return client
+
+    @classmethod
+    async def connect(cls, url: str, protocol: str) -> GraphQLWebSocket:
+        """Connected (the handshake done), nothing sent yet."""
+        return cls(await connect(url, subprotocols=[protocol], max_size=None), protocol)  # type: ignore[list-item]
+
+    async def acknowledged(self, token: str | None, timeout: float = 5.0) -> GraphQLWebSocket | Refused:
+        """connection_init sent with `token` (none: anonymous): this connection once
+        acknowledged, or how the server refused it (the messages before its close but
+        keepalives, the close's code and reason)."""
+        payload = {} if token is None else {"authorization": f"Bearer {token}"}
+        await self.send({"type": "connection_init", "payload": payload})
+        before = []
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    message = json.loads(await self.ws.recv())
+                    if message["type"] == "connection_ack":
+                        return self
+                    if message["type"] == "ping":
+                        await self.send({"type": "pong"})
+                    elif message["type"] not in ("ka", "pong"):
+                        before.append(message)
+        except ConnectionClosed as closed:
+            return Refused(before, closed.rcvd.code if closed.rcvd else None, closed.rcvd.reason if closed.rcvd else "")
 
     @property
     def local_port(self) -> int:
@@ -153,6 +188,20 @@ def connection_owners(port: int) -> dict[int, int]:
 def worker_pids(server_pid: int) -> list[int]:
     with open(f"/proc/{server_pid}/task/{server_pid}/children") as children:
         return sorted(int(pid) for pid in children.read().split())
+
+
+async def connect_on_worker(url: str, port: int, server_pid: int, worker: int, protocol: str) -> GraphQLWebSocket:
+    """A connection (handshake done, nothing sent) served by `worker`, as `open_on_worker`."""
+    others = [pid for pid in worker_pids(server_pid) if pid != worker]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        client = await GraphQLWebSocket.connect(url, protocol)
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+    assert connection_owners(port).get(client.local_port) == worker
+    return client
 
 
 async def open_on_worker(

@@ -8,15 +8,35 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test bench lint format web chromium
+.PHONY: install run test bench lint format web chromium lock
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.txt
 	touch $@
 
 install: $(BIN)/.installed
+
+# `make lock`: regenerate requirements.txt and requirements-dev.txt (every package pinned, with
+# the hashes of all its files on PyPI) from requirements.in and requirements-dev.in, keeping
+# every pin that still fits; `make lock UPGRADE="anyio idna"` moves those packages to their
+# newest allowed versions. pip-tools runs from a venv of its own, and reads PyPI whatever this
+# machine's pip configuration adds (local indexes, find-links): the hashes are those of the
+# files Heroku downloads.
+LOCK_VENV ?= .venv-lock
+PIP_COMPILE = env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
+	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet \
+	--generate-hashes --allow-unsafe --strip-extras --index-url https://pypi.org/simple --no-emit-index-url \
+	$(addprefix --upgrade-package ,$(UPGRADE))
+
+$(LOCK_VENV)/bin/pip-compile:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q pip==26.3 pip-tools==7.7.0
+
+lock: $(LOCK_VENV)/bin/pip-compile
+	$(PIP_COMPILE) --output-file requirements.txt requirements.in
+	$(PIP_COMPILE) --output-file requirements-dev.txt requirements-dev.in
 
 run: install
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) web; else echo "Node.js not found: serving the API without the web client"; fi

@@ -36,9 +36,10 @@ from core.settings import load
 from db import room_events
 from db.access import AccessReads
 from db.connection import open_database
-from identity.auth import Viewer, token_from_header, viewer_for_token
+from identity.auth import DEFAULT_POLICY, Viewer, token_from_header
 from identity.revocations import Revocations
 from identity.viewer_cache import ViewerCache
+from identity.viewers import Viewers, viewer_for_token
 from limits.rate import RateLimiter
 from live.expiring import MemoryExpiringSets, RedisExpiringSets
 from live.presence import PresenceTracker
@@ -166,7 +167,7 @@ async def context(request: HTTPConnection, _data: Any = None) -> dict[str, Any]:
         viewer = request.scope.get(VIEWER)
     else:
         token = token_from_header(request.headers.get("authorization"))
-        viewer = await services.viewers.viewer_for_token(services.db, token)
+        viewer = await services.viewers.remembered(token)
     return make_context(services, viewer, request)
 
 
@@ -195,7 +196,7 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         db=db,
         redis=redis,
         broadcast=broadcast,  # type: ignore[arg-type]
-        viewers=viewers,
+        viewers=Viewers(db, access, viewers, DEFAULT_POLICY),
         revocations=Revocations(broadcast, viewers, "", shared=False),  # type: ignore[arg-type]
         limiter=RateLimiter(redis, settings.channel_prefix),
         access=access,

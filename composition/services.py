@@ -1,20 +1,17 @@
-"""The composition root: the process-wide resources (database pool, Redis, broadcast,
-revocations, rate limiter) that the resolvers reach (resolvers.services.Services),
-opened by the app's lifespan from the settings and reached through the app, never through
-module globals: importing a module connects to nothing."""
+"""The process's resources that the resolvers reach (resolvers.services.Services), built from the
+settings, connected to nothing yet: `composition.assemble` opens and starts them in order."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from core.broadcast import open_broadcast
 from core.redis_clients import create_redis
 from core.settings import Settings
 from db.access import AccessReads
 from db.connection import open_database
+from identity.auth import TokenPolicy
 from identity.revocations import Revocations
 from identity.viewer_cache import ViewerCache
+from identity.viewers import Viewers
 from limits.rate import RateLimiter
 from live.expiring import MemoryExpiringSets, RedisExpiringSets
 from live.presence import PresenceTracker
@@ -24,8 +21,7 @@ from resolvers.services import Services
 from resolvers.topics import presence_topic
 
 
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Services]:
+def build_services(settings: Settings, policy: TokenPolicy) -> Services:
     redis = (
         create_redis(
             settings.redis_url, settings.redis_ssl_cert_reqs, settings.redis_pool_max, settings.redis_acquire_timeout
@@ -35,17 +31,17 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
     )
     db = open_database(settings)
     broadcast = open_broadcast(redis)
-    viewers = ViewerCache()
+    cache = ViewerCache(policy=policy)
     expiring = RedisExpiringSets(redis, settings.channel_prefix) if redis else MemoryExpiringSets()
     publisher = Publisher(broadcast, settings.channel_prefix)
     access = AccessReads(db)
-    services = Services(
+    return Services(
         settings=settings,
         db=db,
         redis=redis,
         broadcast=broadcast,
-        viewers=viewers,
-        revocations=Revocations(broadcast, viewers, f"{settings.channel_prefix}revocations", shared=redis is not None),
+        viewers=Viewers(db, access, cache, policy),
+        revocations=Revocations(broadcast, cache, f"{settings.channel_prefix}revocations", shared=redis is not None),
         limiter=RateLimiter(redis, settings.channel_prefix),
         access=access,
         publisher=publisher,
@@ -66,23 +62,3 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             lease_seconds=settings.live_lease_seconds,
         ),
     )
-    await db.connect()
-    try:
-        await broadcast.connect()
-        try:
-            await services.revocations.start()
-            await services.presence.start()
-            await services.quota.start()
-            try:
-                yield services
-            finally:
-                await services.publisher.close()
-                await services.quota.stop()
-                await services.presence.stop()
-                await services.revocations.stop()
-        finally:
-            await broadcast.disconnect()
-    finally:
-        await db.disconnect()
-        if redis is not None:
-            await redis.aclose()

@@ -17,7 +17,7 @@ from db.tables import tokens, users
 
 # `email_hash` is read only for a user who opted in to Gravatar (resolvers/user.py).
 PUBLIC_COLUMNS = (users.c.id, users.c.name, users.c.email_hash, users.c.avatar_url, users.c.gravatar)
-# What a token lookup adds to the user's row (auth.viewer_from_row takes them off again).
+# What a token lookup adds to the user's row (identity.viewers.viewer_from_row takes them off again).
 TOKEN_COLUMNS = (tokens.c.expires_at.label("token_expires_at"), tokens.c.parent_id.label("token_parent_id"))
 # Bounds the SSE sessions one bearer token holds (one a browser; the oldest goes first).
 MAX_SESSIONS_PER_TOKEN = 4

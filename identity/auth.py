@@ -32,11 +32,9 @@ from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from databases import Database
 
 from core.errors import ServiceUnavailable
-from db import users
-from db.records import Row, now
+from db.records import now
 
 T = TypeVar("T")
 
@@ -175,26 +173,3 @@ def token_policy(ttl_seconds: float, renew_seconds: float) -> TokenPolicy:
 
 # Without settings (a bench, a unit test): the default lifetime, never renewed.
 DEFAULT_POLICY = TokenPolicy(30 * 24 * 3600)
-
-
-async def viewer_from_row(db: Database, policy: TokenPolicy, digest: str, row: Row | None) -> Viewer | None:
-    """The viewer of a token row that `db.users` found (it finds only valid tokens), renewed first
-    when its renewal is due (a bearer token only; its sessions are renewed with it)."""
-    if row is None:
-        return None
-    user = {key: value for key, value in row.items() if not key.startswith("token_")}
-    expires_at: datetime = row["token_expires_at"]
-    if row["token_parent_id"] is None and policy.renewal_due(expires_at):
-        renewed = policy.expiry()
-        if await users.renew_token(db, digest, renewed):
-            expires_at = renewed
-    return Viewer(user=user, token_hash=digest, expires_at=expires_at.timestamp())
-
-
-async def viewer_for_token(db: Database, token: str | None, policy: TokenPolicy = DEFAULT_POLICY) -> Viewer | None:
-    return await viewer_for_digest(db, token_digest(token), policy) if token else None
-
-
-async def viewer_for_digest(db: Database, digest: str, policy: TokenPolicy = DEFAULT_POLICY) -> Viewer | None:
-    """None once the token is revoked or expired."""
-    return await viewer_from_row(db, policy, digest, await users.user_for_token(db, digest))

@@ -54,6 +54,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from core.broadcast import ChannelBroadcast
 from core.cancelling import cancel_and_wait
@@ -77,6 +78,33 @@ DIGESTS_PER_MESSAGE = 64
 SHUTDOWN_SECONDS = 1.0
 
 
+class RevocationListener(Protocol):
+    """Told of every revocation this process hears, and of every reconnect (after which
+    revocations may have been missed): the live engine ends or re-checks subscriptions."""
+
+    def token_revoked(self, digest: str) -> None: ...
+
+    def user_revoked(self, user_id: int) -> None: ...
+
+    def resync(self) -> None: ...
+
+
+class _Nobody:
+    """Before `start`: nothing is live to end (a revocation then only deletes and forgets)."""
+
+    def token_revoked(self, digest: str) -> None:
+        return None
+
+    def user_revoked(self, user_id: int) -> None:
+        return None
+
+    def resync(self) -> None:
+        return None
+
+
+NOBODY: RevocationListener = _Nobody()
+
+
 class Revocations:
     def __init__(self, broadcast: ChannelBroadcast, cache: ViewerCache, channel: str, *, shared: bool) -> None:
         """`shared`: other processes may hold tokens (Redis); otherwise this one alone does."""
@@ -86,11 +114,7 @@ class Revocations:
         self._beat_channel = f"{channel}:beat:{uuid.uuid4().hex}"
         self._shared = shared
         self._tasks: list[asyncio.Task[None]] = []
-        # Told of every revocation this process hears, and of every reconnect (after which
-        # revocations may have been missed): the live engine ends or re-checks subscriptions.
-        self.on_revoke: list[Callable[[str], None]] = []
-        self.on_revoke_user: list[Callable[[int], None]] = []
-        self.on_resync: list[Callable[[], None]] = []
+        self._listener: RevocationListener = NOBODY
         # Announcements Redis has not taken yet, one item each ("revoke <digest>",
         # "revoke-user <id>", or RESYNC standing for everything), in order, without repeats.
         self._pending: dict[str, None] = {}
@@ -106,7 +130,11 @@ class Revocations:
         """Announcements waiting for Redis (digests and user ids)."""
         return len(self._pending)
 
-    async def start(self) -> None:
+    async def start(self, listener: RevocationListener) -> None:
+        """Listen, telling `listener` of what is heard from now on. It is given here, not at
+        construction: the live engine it ends subscriptions on runs the resolvers, which reach
+        these revocations, so it is built after them (composition.assemble)."""
+        self._listener = listener
         self._tasks = [
             asyncio.create_task(self._listen(), name="revocations-listener"),
             asyncio.create_task(self._beat(), name="revocations-heartbeat"),
@@ -232,16 +260,14 @@ class Revocations:
             except Exception:
                 logger.exception("The revocation listener failed; restarting it")
             self._cache.lapse()
-            for listener in self.on_resync:  # what was announced meanwhile is lost
-                listener()
+            self._listener.resync()  # what was announced meanwhile is lost
             await asyncio.sleep(BEAT_SECONDS)
 
     def _hear(self, channel: str, message: str) -> None:
         if message == RESYNC:
             self._cache.clear()
             if channel == self._channel:
-                for listener in self.on_resync:
-                    listener()
+                self._listener.resync()
         elif channel == self._beat_channel:
             self._cache.renew(float(message) + LEASE_SECONDS)
         else:
@@ -255,15 +281,13 @@ class Revocations:
         elif kind == "revoke-user" and rest.isdigit():
             user_id = int(rest)
             self._cache.revoke_user(user_id)
-            for user_listener in self.on_revoke_user:
-                user_listener(user_id)
+            self._listener.user_revoked(user_id)
         elif kind == "forget-user" and rest.isdigit():
             self._cache.revoke_user(int(rest))
 
     def _revoked(self, digest: str) -> None:
         self._cache.revoke(digest)
-        for listener in self.on_revoke:
-            listener(digest)
+        self._listener.token_revoked(digest)
 
     async def _beat(self) -> None:
         while True:

@@ -16,9 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from databases import Database
-
-from identity.auth import DEFAULT_POLICY, TokenPolicy, Viewer, token_digest, viewer_for_digest
+from identity.auth import DEFAULT_POLICY, TokenPolicy, Viewer
 
 MAX_ENTRIES = 20_000
 # A backstop only: revocations, not age, are what ends an entry.
@@ -104,19 +102,3 @@ class ViewerCache:
     def lapse(self) -> None:
         self._lease_until = 0.0
         self.clear()
-
-    async def viewer_for_token(self, db: Database, token: str | None) -> Viewer | None:
-        """The token's viewer, from this process's memory while its lease is live."""
-        if not token:
-            return None
-        digest = token_digest(token)
-        viewer = self.get(digest)
-        if viewer is not None:
-            self.stats.hits += 1
-            return viewer
-        self.stats.misses += 1
-        epoch = self.epoch
-        viewer = await viewer_for_digest(db, digest, self.policy)
-        if viewer is not None:
-            self.put(digest, viewer, epoch)
-        return viewer

@@ -1,5 +1,6 @@
 """What the resolvers reach of the process: its resources, built by the composition root
-(composition.services) and handed to every operation in its context."""
+(composition.services, opened by composition.assemble) and handed to every operation in its
+context. Built whole, once; nothing is assigned onto it afterwards."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from core.broadcast import ChannelBroadcast
 from core.settings import Settings
 from db.access import AccessReads
 from identity.revocations import Revocations
-from identity.viewer_cache import ViewerCache
+from identity.viewers import Viewers
 from limits.rate import RateLimiter
 from live.expiring import ExpiringSets
 from live.presence import PresenceTracker
@@ -20,13 +21,13 @@ from live.publisher import Publisher
 from live.quota import LiveQuota
 
 
-@dataclass
+@dataclass(frozen=True)
 class Services:
     settings: Settings
     db: Database
     redis: aioredis.Redis | None
     broadcast: ChannelBroadcast
-    viewers: ViewerCache
+    viewers: Viewers  # who the viewer is (its cache: `viewers.cache`)
     revocations: Revocations
     limiter: RateLimiter
     access: AccessReads

@@ -315,12 +315,23 @@ async def until(condition: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+class Heard(list[str]):
+    """A revocation listener that writes down what it is told (resyncs aside)."""
+
+    def token_revoked(self, digest: str) -> None:
+        self.append(digest)
+
+    def user_revoked(self, user_id: int) -> None:
+        self.append(f"user {user_id}")
+
+    def resync(self) -> None:
+        return None
+
+
 async def started(broadcast: FlakyBroadcast) -> tuple[Revocations, list[str]]:
     revocations = Revocations(broadcast, ViewerCache(), "revocations", shared=True)  # type: ignore[arg-type]
-    heard: list[str] = []
-    revocations.on_revoke.append(heard.append)
-    revocations.on_revoke_user.append(lambda user: heard.append(f"user {user}"))
-    await revocations.start()
+    heard = Heard()
+    await revocations.start(heard)
     return revocations, heard
 
 

@@ -155,7 +155,8 @@ def test_apps_are_built_from_settings_without_touching_the_environment() -> None
         assert one.settings.database_url == "sqlite:////tmp/one.db" and one.settings.web_concurrency == 1
         assert two.settings.redis_url == "redis://h" and two.settings.web_concurrency == 3
         assert one.schema is not two.schema
-        assert not hasattr(one.state, "services")  # opened by the lifespan only
+        # Opened by the lifespan only, and reached through each request's scope, not the app.
+        assert not vars(one.http.state)["_state"] and not hasattr(one, "services") and not hasattr(one, "parts")
         print("ok")
         """
     )

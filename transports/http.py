@@ -60,16 +60,26 @@ class Streaming:
 
 
 class GraphQLOverHTTP:
-    def __init__(self, operations: Operations, context: ContextFactory, explorer_html: str | None) -> None:
+    def __init__(
+        self,
+        operations: Operations,
+        context: ContextFactory,
+        explorer_html: str | None,
+        *,
+        stream: StreamServer | None = None,
+        persisted: PersistedQueries | None = None,
+        may_register: Callable[[HTTPRequest], Awaitable[bool]] | None = None,
+    ) -> None:
+        """`stream`: serves what asks for SSE or multipart (none: those are refused).
+        `may_register`: whether this request may register a persisted query (the app: a
+        signed-in user)."""
         self.operations = operations
         self.context = context
         self.explorer_html = explorer_html if operations.introspection else None
         self.logger = logging.getLogger(operations.logger)
-        # Set by the app's lifespan: they need its Redis and live engine.
-        self.stream: StreamServer | None = None
-        self.persisted: PersistedQueries | None = None
-        # Whether this request may register a persisted query (the app: a signed-in user).
-        self.may_register: Callable[[HTTPRequest], Awaitable[bool]] | None = None
+        self.stream = stream
+        self.persisted = persisted
+        self.may_register = may_register
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         accepted = negotiate(Headers(scope=scope).get("accept"))

@@ -17,8 +17,10 @@ server, ending its streams, before it clears the cookie. It is never accepted as
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import orjson
+from databases import Database
 from graphql import OperationType
 from starlette.requests import HTTPConnection
 from starlette.requests import Request as HTTPRequest
@@ -26,8 +28,11 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from core.errors import ServiceUnavailable
+from db import users
 from execution.operations import Request
-from identity.auth import SESSION_PREFIX, token_from_header
+from identity.auth import SESSION_PREFIX, new_session_secret, token_digest, token_from_header
+from identity.revocations import Revocations
+from identity.viewers import Viewers
 from transports.keepalive import Keepalive
 from transports.media import Streamed
 from transports.multipart import MultipartStream
@@ -123,3 +128,44 @@ async def close_session(request: HTTPRequest, revoke: RevokeSession) -> Response
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path=SESSION_PATH, httponly=True, samesite="strict")
     return response
+
+
+class SessionEndpoint:
+    """`POST` and `DELETE /graphql/sse-session`: the cookie's session made from a bearer token,
+    and revoked."""
+
+    def __init__(self, db: Database, viewers: Viewers, revocations: Revocations) -> None:
+        self._db = db
+        self._viewers = viewers
+        self._revocations = revocations
+
+    async def __call__(self, request: HTTPRequest) -> Response:
+        if request.method == "DELETE":
+            return await close_session(request, self.revoke)
+        return await open_session(request, self.create)
+
+    async def create(self, token: str, current: str | None) -> str | None:
+        """The cookie's session if it is one of this token's; else a new SSE session made from a
+        valid bearer token (the sessions it displaces are revoked)."""
+        db = self._db
+        if current is not None and await users.is_session_of(db, token_digest(current), token_digest(token)):
+            return current
+        secret = new_session_secret()
+        displaced = await users.create_session(db, token_digest(token), token_digest(secret))
+        if displaced is None:
+            return None
+        if displaced:
+            await self._revocations.revoke(displaced, _nothing)  # deleted already
+        return secret
+
+    async def revoke(self, secret: str) -> None:
+        """A session that exists is revoked everywhere; a made-up cookie costs one batched read,
+        never an announcement to every process (anyone may send DELETE with any cookie)."""
+        digest = token_digest(secret)
+        if not await self._viewers.holds(digest):
+            return
+        await self._revocations.revoke(digest, partial(users.delete_token, self._db, digest))
+
+
+async def _nothing() -> None:
+    return None

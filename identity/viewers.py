@@ -1,0 +1,110 @@
+"""Who the viewer is: the one place that turns a token (or its digest) into a `Viewer`, for every
+transport.
+
+Two ways to ask, because two kinds of caller need different freshness:
+- `remembered`: an HTTP request. From this process's memory of tokens while that memory is
+  trusted (identity.viewer_cache), else read from the database (and renewed when due).
+- `of_token` / `of_digest`: a WebSocket's `connection_init`, an SSE or multipart stream. Read
+  every time, batched with every other connection starting now (a connection lives long, and a
+  reconnect storm's checks go in one query), and renewed when due: a client that only streams
+  keeps its token alive.
+
+And three checks on a viewer already known: `revalidated` (a WebSocket's query or mutation:
+its token still valid, never renewed), `holds` (a token, or an SSE session, exists), and
+`expiries` (what the database has now for tokens whose expiry has passed, live.token_expiry).
+
+Renewal (sliding expiry, `TokenPolicy`) happens only on a read from the database, and only for
+a bearer token: an SSE session is renewed with the token it was made from, never by its own use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from databases import Database
+
+from db import users
+from db.records import Row
+from identity.auth import DEFAULT_POLICY, TokenPolicy, Viewer, token_digest
+from identity.viewer_cache import ViewerCache
+
+
+class TokenReads(Protocol):
+    """A token's row as `db.users` finds it (valid tokens only), batched (db.access.AccessReads)."""
+
+    async def user_for_token(self, token_hash: str) -> Row | None: ...
+
+
+class Viewers:
+    def __init__(self, db: Database, reads: TokenReads, cache: ViewerCache, policy: TokenPolicy) -> None:
+        self._db = db
+        self._reads = reads
+        self.cache = cache
+        self.policy = policy
+
+    async def remembered(self, token: str | None) -> Viewer | None:
+        """An HTTP request's viewer: remembered while this process would hear of a revocation."""
+        if not token:
+            return None
+        digest = token_digest(token)
+        cache = self.cache
+        viewer = cache.get(digest)
+        if viewer is not None:
+            cache.stats.hits += 1
+            return viewer
+        cache.stats.misses += 1
+        epoch = cache.epoch
+        viewer = await viewer_for_digest(self._db, digest, self.policy)
+        if viewer is not None:
+            cache.put(digest, viewer, epoch)
+        return viewer
+
+    async def of_token(self, token: str | None) -> Viewer | None:
+        """A connection's or stream's viewer: read every time, batched, renewed when due."""
+        return await self.of_digest(token_digest(token)) if token else None
+
+    async def of_digest(self, digest: str) -> Viewer | None:
+        return await viewer_from_row(self._db, self.policy, digest, await self._reads.user_for_token(digest))
+
+    async def revalidated(self, viewer: Viewer) -> Viewer | None:
+        """The viewer while its token is still valid (read, batched; not renewed)."""
+        return viewer if await self._reads.user_for_token(viewer.token_hash) else None
+
+    async def holds(self, digest: str) -> bool:
+        """Whether the token (or session) exists and is valid: one batched read."""
+        return await self._reads.user_for_token(digest) is not None
+
+    async def expiries(self, digests: Sequence[str]) -> dict[str, float | None]:
+        """Each token's expiry as the database has it now (None: revoked or expired)."""
+        rows = await asyncio.gather(*(self._reads.user_for_token(digest) for digest in digests))
+        return {
+            digest: None if row is None else row["token_expires_at"].timestamp()
+            for digest, row in zip(digests, rows, strict=True)
+        }
+
+
+async def viewer_from_row(db: Database, policy: TokenPolicy, digest: str, row: Row | None) -> Viewer | None:
+    """The viewer of a token row that `db.users` found (it finds only valid tokens), renewed first
+    when its renewal is due (a bearer token only; its sessions are renewed with it)."""
+    if row is None:
+        return None
+    user = {key: value for key, value in row.items() if not key.startswith("token_")}
+    expires_at: datetime = row["token_expires_at"]
+    if row["token_parent_id"] is None and policy.renewal_due(expires_at):
+        renewed = policy.expiry()
+        if await users.renew_token(db, digest, renewed):
+            expires_at = renewed
+    return Viewer(user=user, token_hash=digest, expires_at=expires_at.timestamp())
+
+
+async def viewer_for_token(db: Database, token: str | None, policy: TokenPolicy = DEFAULT_POLICY) -> Viewer | None:
+    """Unbatched and uncached (the naive benchmark baseline's path)."""
+    return await viewer_for_digest(db, token_digest(token), policy) if token else None
+
+
+async def viewer_for_digest(db: Database, digest: str, policy: TokenPolicy = DEFAULT_POLICY) -> Viewer | None:
+    """None once the token is revoked or expired (one unbatched read: a cache miss)."""
+    return await viewer_from_row(db, policy, digest, await users.user_for_token(db, digest))

@@ -44,6 +44,7 @@ from limits.rate import RateLimiter
 from live.expiring import MemoryExpiringSets, RedisExpiringSets
 from live.presence import PresenceTracker
 from live.publisher import Publisher
+from live.quota import LiveQuota
 from resolvers import SCHEMA_PATH
 from resolvers.context import make_context
 from resolvers.ids import decode_event_cursor, parse_id
@@ -203,6 +204,8 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         publisher=publisher,
         expiring=expiring,
         presence=PresenceTracker(expiring, publisher, access.room_ids_of, presence_topic),
+        # Not consulted: the naive stack serves subscriptions through Ariadne's handler.
+        quota=LiveQuota(None, settings.channel_prefix, max_subscriptions=0, max_connections=0),
     )
     await db.connect()
     await broadcast.connect()

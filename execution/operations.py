@@ -2,12 +2,15 @@
 cached by text), then executed, its errors formatted and logged, its result encoded once. Built
 on graphql-core's public functions; HTTP, both WebSocket protocols and the streaming transports
 differ only in how they frame what comes out.
+
+`executed` and `Results` are the execute-and-format path itself: queries and mutations take it
+through `Operations`, and the live engine takes it for each event of a subscription.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from inspect import isawaitable
 from typing import Any, TypeGuard
 
@@ -17,6 +20,7 @@ from graphql import (
     ASTValidationRule,
     DocumentNode,
     ExecutionResult,
+    Executor,
     GraphQLError,
     GraphQLSchema,
     NoSchemaIntrospectionCustomRule,
@@ -32,6 +36,68 @@ from execution.documents import Validator, VariableRule, parse_document, text_by
 from execution.lean_executor import LeanExecutor
 
 ErrorFormatter = Callable[[GraphQLError, bool], dict]
+RootExecution = Callable[[Executor], Any]
+
+
+async def executed(
+    executor: Executor | list[GraphQLError], run: RootExecution = execute_root_selection_set
+) -> ExecutionResult:
+    """The result of running a built executor (`run`: graphql-core's root execution for a query
+    or mutation, `execute_subscription_event` for one event), or of the errors that kept it
+    from being built (variables that did not coerce)."""
+    if isinstance(executor, list):
+        return ExecutionResult(None, errors=executor)
+    result = run(executor)
+    if isawaitable(result):
+        result = await result
+    assert isinstance(result, ExecutionResult)
+    return result
+
+
+@dataclass(frozen=True)
+class Results:
+    """How this service formats and logs an operation's errors, and encodes its result once,
+    bounded: every operation's result, whichever transport or engine produced it, goes out
+    this way."""
+
+    error_formatter: ErrorFormatter
+    debug: bool = False
+    logger: str = "chat.graphql"
+    # An encoded result longer than this is replaced by a RESPONSE_TOO_LARGE error (None: any).
+    max_bytes: int | None = None
+    # What the RESPONSE_TOO_LARGE message calls the bytes (a query's response, an event's result).
+    noun: str = "response"
+
+    def format(self, error: GraphQLError) -> dict:
+        """An error the client is told of, logged."""
+        log_error(error, self.logger)
+        return self.error_formatter(error, self.debug)
+
+    def refusal(self, error: GraphQLError) -> dict:
+        """An error that ends or refuses an operation as expected (a revoked token, a member who
+        left): formatted, not logged."""
+        return self.error_formatter(error, self.debug)
+
+    def result(self, result: ExecutionResult) -> dict[str, Any]:
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            payload["errors"] = [self.format(error) for error in result.errors]
+        return payload
+
+    def encode(self, result: ExecutionResult) -> bytes:
+        return self.encode_payload(self.result(result))
+
+    def encode_payload(self, payload: dict[str, Any]) -> bytes:
+        """The payload encoded; if that is longer than `max_bytes`, an error instead (the work is
+        done by then, but the bytes never reach a socket's buffers or the client)."""
+        encoded = orjson.dumps(payload)
+        if self.max_bytes is None or len(encoded) <= self.max_bytes:
+            return encoded
+        return orjson.dumps(self.too_large(len(encoded)))
+
+    def too_large(self, size: int) -> dict[str, Any]:
+        message = f"The {self.noun} ({size} bytes) is longer than {self.max_bytes} bytes: select less."
+        return {"data": None, "errors": [self.format(GraphQLError(message, extensions={"code": "RESPONSE_TOO_LARGE"}))]}
 
 
 @dataclass(frozen=True)
@@ -78,15 +144,17 @@ class Operations:
     # An encoded result longer than this is replaced by a RESPONSE_TOO_LARGE error.
     max_response_bytes: int = 4 * 1024 * 1024
 
+    results: Results = field(init=False)
+
     def __post_init__(self) -> None:
         rules = [*specified_rules, *self.rules]
         if not self.introspection:
             rules.append(NoSchemaIntrospectionCustomRule)
         self.validator = Validator(self.schema, rules, self.variable_rule)
+        self.results = Results(self.error_formatter, self.debug, self.logger, self.max_response_bytes)
 
     def format(self, error: GraphQLError) -> dict:
-        log_error(error, self.logger)
-        return self.error_formatter(error, self.debug)
+        return self.results.format(error)
 
     def prepare(self, payload: dict[str, Any]) -> Request | list[dict]:
         """The request, or the formatted errors that refuse it before anything runs."""
@@ -124,34 +192,19 @@ class Operations:
             raw_variable_values=request.variables,
             operation_name=request.operation_name,
         )
-        if isinstance(executor, list):  # the variables did not coerce
-            return ExecutionResult(None, errors=executor)
-        result = execute_root_selection_set(executor)
-        if isawaitable(result):
-            result = await result
-        assert isinstance(result, ExecutionResult)
-        return result
+        return await executed(executor)
 
     def result(self, result: ExecutionResult) -> dict[str, Any]:
-        payload: dict[str, Any] = {"data": result.data}
-        if result.errors:
-            payload["errors"] = [self.format(error) for error in result.errors]
-        return payload
+        return self.results.result(result)
 
     def encode(self, result: ExecutionResult) -> bytes:
-        return self.encode_payload(self.result(result))
+        return self.results.encode(result)
 
     def encode_payload(self, payload: dict[str, Any]) -> bytes:
-        """The payload encoded; if that is longer than `max_response_bytes`, an error instead
-        (the work is done by then, but the bytes never reach a socket's buffers or the client)."""
-        encoded = orjson.dumps(payload)
-        if len(encoded) <= self.max_response_bytes:
-            return encoded
-        return orjson.dumps(self.too_large(len(encoded)))
+        return self.results.encode_payload(payload)
 
     def too_large(self, size: int) -> dict[str, Any]:
-        message = f"The response ({size} bytes) is longer than {self.max_response_bytes} bytes: select less."
-        return {"data": None, "errors": [self.format(GraphQLError(message, extensions={"code": "RESPONSE_TOO_LARGE"}))]}
+        return self.results.too_large(size)
 
 
 def is_unavailable(error: BaseException) -> bool:

@@ -9,7 +9,7 @@ a failed one is not left at that: this process's own subscribers get it at once,
 publish is retried with backoff until Redis takes it (for END_RETRY_SECONDS), so every other
 process ends its subscribers too once Redis answers again. A Redis outage that drops the
 pub/sub connections also makes every feed re-check its subscriptions when it is back
-(live.engine); the retry covers what does not drop them (a Redis paused, or refusing
+(live.feed); the retry covers what does not drop them (a Redis paused, or refusing
 commands, a publishing connection lost alone).
 """
 
@@ -19,11 +19,9 @@ import asyncio
 import logging
 from typing import Any
 
-import orjson
-
 from core.broadcast import ChannelBroadcast
 from core.cancelling import cancel_and_wait
-from live.engine import CONTROL
+from live import messages
 
 logger = logging.getLogger("chat.publish")
 
@@ -39,12 +37,12 @@ class Publisher:
 
     async def event(self, topic: str, event: dict[str, Any]) -> None:
         """An event of `topic` (with its `seq` when the topic is logged)."""
-        await self._publish(topic, orjson.dumps(event).decode())
+        await self._publish(topic, messages.event(event))
 
     async def end(self, topic: str, *, user: int, error: dict[str, Any]) -> None:
         """End `user`'s subscriptions to `topic` with `error` (formatted), e.g. when they leave.
         Takes effect even when the publish fails (see the module's docstring)."""
-        message = orjson.dumps({CONTROL: "end", "user": user, "error": error}).decode()
+        message = messages.end(user, error)
         if await self._publish(topic, message):
             return
         self._broadcast.deliver_locally(self._prefix + topic, message)

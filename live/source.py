@@ -1,4 +1,6 @@
-"""What a subscription's source resolver returns for the live engine to serve it.
+"""The live engine's public names, all that resolvers import from it: what a subscription's
+source resolver returns for the engine to serve it (`LiveSource`, its `Event`s and `TopicLog`),
+and how a field that depends on who asks says so (`Audience`, `Keyer`, `per_viewer`).
 
 The engine knows topics, not rooms: a source names a topic, says where the subscriber resumes
 (for a topic with a log) and how to check that its viewer may still receive it. Adding a live
@@ -8,7 +10,7 @@ event into the field's value.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,6 +19,19 @@ from graphql import GraphQLError
 from identity.auth import Viewer
 
 Event = dict[str, Any]
+# A viewer's key for one event: viewers with equal keys see the same result.
+Keyer = Callable[[Viewer], Hashable]
+# What tells viewers apart for an event (a field's `mine`, say), or None when all see the same.
+Audience = Callable[[Event], Keyer | None]
+
+
+def _viewer_id(viewer: Viewer) -> Hashable:
+    return viewer.id
+
+
+def per_viewer(_event: Event) -> Keyer:
+    """The audience of a field each viewer sees differently whatever the event."""
+    return _viewer_id
 
 
 class TopicLog(Protocol):

@@ -5,7 +5,7 @@ from pathlib import Path
 from ariadne import load_schema_from_path, make_executable_schema
 from graphql import GraphQLSchema
 
-from live.engine import Audience, per_viewer
+from live.source import Audience, per_viewer
 from resolvers.lists import MAX_LIST
 from resolvers.message import message_type, reaction_type, reactions_audience
 from resolvers.mutation import mutation_type

@@ -7,8 +7,7 @@ from typing import Any
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
-from live.engine import Keyer
-from live.source import Event
+from live.source import Event, Keyer
 from resolvers.context import loaders_of, viewer_of
 
 message_type = ObjectType("Message")

@@ -427,7 +427,7 @@ async def test_an_executor_copied_per_event_does_not_grow_with_events() -> None:
     """The live engine keeps one executor per selection for as long as anyone subscribes with it."""
     from graphql import execute_subscription_event, parse
 
-    from live.engine import Selection
+    from live.selection import Selection
 
     query = "subscription { items { id n } }"
     selection = Selection.of(parse(query), query, None, None)

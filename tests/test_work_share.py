@@ -1,14 +1,15 @@
 """Issue 24, live delivery: what one user's costly selections wait for is their own, never
-anyone else's. The background share (live.engine.WorkShare) hands its next turn to the
+anyone else's. The background share (live.share.WorkShare) hands its next turn to the
 waiting piece whose account used the least of it lately, and a selection shared by several
-users is one account weighing as many (live.engine.Group). The figure this buys, an honest
+users is one account weighing as many (live.selection.Group). The figure this buys, an honest
 subscriber's p99 while another member holds 100 heavy subscriptions, is `make bench-abuse`'s."""
 
 from __future__ import annotations
 
 import asyncio
 
-from live.engine import Group, WorkShare
+from live.selection import Group
+from live.share import WorkShare
 
 
 async def test_a_user_with_many_pieces_waiting_delays_anyone_else_by_one_piece_at_most() -> None:

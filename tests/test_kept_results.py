@@ -8,7 +8,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from live.engine import KEPT_BYTES_PER_EVENT, RECENT, Feed, _keep
+from live.logged import KEPT_BYTES_PER_EVENT, RECENT, LoggedFeed, _keep
 from live.replay import Allowance
 
 RESULT = 10_000  # bytes of one resumer's result: 26 of them fill an event's allowance
@@ -63,7 +63,7 @@ async def test_a_loop_of_resumes_with_new_selections_keeps_at_most_the_bound_per
     resumers from the start of `recent`, each with a selection of its own: each event's results
     stay within KEPT_BYTES_PER_EVENT beyond the live groups' (2 MB an event without it)."""
     engine = StubEngine()
-    feed = Feed(engine, SimpleNamespace(topic="room:1", log=None, state=None))  # type: ignore[arg-type]
+    feed = LoggedFeed(engine, SimpleNamespace(topic="room:1", log=object(), state=None))  # type: ignore[arg-type]
     live_key = (("live", None, ""), ())
     for seq in range(1, RECENT + 1):
         feed.recent.append(({"seq": seq, "kind": "message_created"}, {live_key: b"L" * LIVE}))

@@ -1,0 +1,216 @@
+"""The live engine's rules, in process: a real Engine over the in-process broadcast, with a
+schema of two fields, a topic log in memory and sinks that record what they are handed. Each
+rule has a fast test of its own here, beside the end-to-end ones that drive gunicorn.
+
+- Resume hand-over: a subscriber resuming from far back while events keep coming gets every
+  event once, in order, across the log, the feed's memory and live delivery.
+- Ends: an end published for a user ends that user's subscriptions on the topic, nobody else's.
+- Fairness: one user's costly selections wait behind each other, never in front of another
+  user's cheap one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from ariadne import SubscriptionType, make_executable_schema
+from graphql import GraphQLError, parse
+
+from core.broadcast import open_broadcast
+from identity.auth import Viewer
+from live import messages
+from live.engine import Engine
+from live.selection import Selection
+from live.source import Event, LiveSource
+
+SDL = """
+type Query { ok: Boolean }
+type Subscription { seq: Int! slow: Int! medium: Int! }
+"""
+TOPIC = "topic:1"
+SLOW_SECONDS = 0.02
+# Over what one user may spend inline on an event (live.feed's INLINE_SECONDS): in the backlog.
+MEDIUM_SECONDS = 0.015
+
+
+class MemoryLog:
+    """A topic's log in memory: `seq` 1, 2, 3..."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def append(self) -> Event:
+        event = {"seq": len(self.events) + 1, "kind": "tick"}
+        self.events.append(event)
+        return event
+
+    async def after(self, seq: int, limit: int) -> list[Event]:
+        return self.events[seq : seq + limit]
+
+    async def newest(self, limit: int) -> list[Event]:
+        return self.events[-limit:]
+
+    def revised(self, earlier: Event, later: Event) -> Event | None:
+        return None
+
+
+class RecordingSink:
+    """What a transport would frame: every payload handed to it, live or history, in order."""
+
+    def __init__(self, name: str, record: list[tuple[str, int]]) -> None:
+        self.name = name
+        self.record = record
+        self.seqs: list[int] = []
+        self.ended: list[dict] = []
+        self.closed = False
+        self.arrived = asyncio.Event()
+
+    def _take(self, payload: bytes) -> None:
+        data = orjson.loads(payload)["data"]
+        value = next(iter(data.values()))
+        self.seqs.append(value)
+        self.record.append((self.name, value))
+        self.arrived.set()
+
+    def send(self, payload: bytes, event_id: str | None) -> None:
+        self._take(payload)
+
+    def history(self, results: list[tuple[bytes, str | None]]) -> None:
+        for payload, _ in results:
+            self._take(payload)
+
+    async def drained(self) -> None:
+        await asyncio.sleep(0)
+
+    def end(self, payload: bytes) -> None:
+        self.ended.append(orjson.loads(payload))
+        self.closed = True
+
+    def try_again_later(self) -> None:
+        self.closed = True
+
+    async def until(self, count: int) -> None:
+        while len(self.seqs) < count:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 10)
+
+
+def _schema() -> Any:
+    subscription = SubscriptionType()
+
+    @subscription.source("seq")
+    @subscription.source("slow")
+    @subscription.source("medium")
+    async def source(*_: Any) -> AsyncIterator[Event]:  # never used: the engine serves the source
+        raise AssertionError("served by the engine")
+        yield {}
+
+    @subscription.field("seq")
+    def resolve_seq(event: Event, *_: Any) -> int:
+        return int(event["seq"])
+
+    @subscription.field("slow")
+    async def resolve_slow(event: Event, *_: Any) -> int:
+        await asyncio.sleep(SLOW_SECONDS)  # an execution that costs: the engine measures it
+        return int(event["seq"])
+
+    @subscription.field("medium")
+    async def resolve_medium(event: Event, *_: Any) -> int:
+        await asyncio.sleep(MEDIUM_SECONDS)
+        return int(event["seq"])
+
+    return make_executable_schema(SDL, subscription)
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Engine]:
+    broadcast = open_broadcast(None)
+    await broadcast.connect()
+    engine = Engine(
+        _schema(),
+        broadcast,
+        channel_prefix="test:",
+        context=lambda viewer: {"viewer": viewer},
+        viewer_fields={},
+        error_formatter=lambda error, debug: {"message": error.message, **(error.extensions or {})},
+    )
+    try:
+        yield engine
+    finally:
+        await engine.close()
+        await broadcast.disconnect()
+
+
+def _viewer(user: int) -> Viewer:
+    return Viewer({"id": user}, f"token-{user}")
+
+
+async def _ok() -> GraphQLError | None:
+    return None
+
+
+def _selection(field: str, alias: str = "") -> Selection:
+    query = f"subscription {{ {alias}{field} }}"
+    return Selection.of(parse(query), query, None, None)
+
+
+async def _publish(engine: Engine, log: MemoryLog, count: int) -> None:
+    for _ in range(count):
+        await engine.broadcast.publish(engine.channel(TOPIC), messages.event(log.append()))
+
+
+async def test_a_resume_from_far_back_while_events_keep_coming_gets_each_once_in_order(engine: Engine) -> None:
+    log = MemoryLog()
+    listener = RecordingSink("listener", [])
+    await engine.subscribe(LiveSource(TOPIC, _viewer(1), _ok, log=log), _selection("seq"), listener)
+    await _publish(engine, log, 500)  # far more than the feed keeps in memory
+    await listener.until(500)
+    resumer = RecordingSink("resumer", [])
+    await engine.subscribe(LiveSource(TOPIC, _viewer(2), _ok, log=log, after=10), _selection("seq"), resumer)
+    await _publish(engine, log, 300)  # while it catches up: the log, then memory, then live
+    await resumer.until(790)
+    await listener.until(800)
+    assert resumer.seqs == list(range(11, 801))
+    assert listener.seqs == list(range(1, 801))
+
+
+async def test_an_end_for_a_user_ends_that_users_subscriptions_and_no_one_elses(engine: Engine) -> None:
+    log = MemoryLog()
+    leaver, stayer = RecordingSink("leaver", []), RecordingSink("stayer", [])
+    await engine.subscribe(LiveSource(TOPIC, _viewer(1), _ok, log=log), _selection("seq"), leaver)
+    await engine.subscribe(LiveSource(TOPIC, _viewer(2), _ok, log=log), _selection("seq"), stayer)
+    error = {"message": "You left the room.", "code": "FORBIDDEN"}
+    await engine.broadcast.publish(engine.channel(TOPIC), messages.end(1, error))
+    await _publish(engine, log, 1)
+    await stayer.until(1)
+    assert leaver.ended == [{"errors": [error]}] and leaver.seqs == []
+    assert stayer.ended == [] and stayer.seqs == [1]
+
+
+async def test_one_users_costly_selections_never_go_in_front_of_anothers(engine: Engine) -> None:
+    """Ten distinct costly selections of user 1 (`SLOW_SECONDS` an event each) and one of user
+    2 that costs too much to run inline (`MEDIUM_SECONDS`): all wait in their backlogs, and the
+    background share serves user 2 first, who has used it least. So user 2 has four events
+    before user 1's selections have had more than a few of theirs, though they came first."""
+    log = MemoryLog()
+    record: list[tuple[str, int]] = []
+    costly = [RecordingSink(f"costly {n}", record) for n in range(10)]
+    for number, sink in enumerate(costly):
+        selection = _selection("slow", alias=f"s{number}: ")
+        await engine.subscribe(LiveSource(TOPIC, _viewer(1), _ok, log=log), selection, sink)
+    other = RecordingSink("other", record)
+    await engine.subscribe(LiveSource(TOPIC, _viewer(2), _ok, log=log), _selection("medium"), other)
+    await _publish(engine, log, 1)  # every group measured once
+    await asyncio.gather(other.until(1), *(sink.until(1) for sink in costly))
+    record.clear()
+    await _publish(engine, log, 4)
+    await other.until(5)
+    costly_before = sum(1 for name, _ in record if name != "other")
+    assert costly_before <= 3, record  # the piece under way when user 2's first event came, at most
+    await asyncio.gather(*(sink.until(5) for sink in costly))
+    assert all(sink.seqs == [1, 2, 3, 4, 5] for sink in costly)
+    assert other.seqs == [1, 2, 3, 4, 5]

@@ -161,12 +161,7 @@ class ChatApp:
                 debug=settings.debug,
                 feed_queue=settings.live_feed_queue,
                 max_payload_bytes=settings.max_response_bytes,
-                replay=ReplayBudget(
-                    services.redis,
-                    settings.channel_prefix,
-                    settings.replay_budget.count,
-                    settings.replay_budget.seconds,
-                ),
+                replay=ReplayBudget(services.limiter, settings.replay_budget.count, settings.replay_budget.seconds),
             )
             services.revocations.on_revoke.append(lambda digest: engine.end_token(digest, Unauthenticated(SIGNED_OUT)))
             services.revocations.on_revoke_user.append(partial(_end_user, engine))

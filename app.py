@@ -187,6 +187,7 @@ class ChatApp:
                     settings.persisted_queries_max,
                     settings.persisted_queries_ttl_seconds,
                     settings.persisted_queries_max_bytes,
+                    breaker=services.breaker,
                 )
                 if services.redis is not None
                 else MemoryQueryStore(settings.persisted_queries_max, settings.persisted_queries_max_bytes)

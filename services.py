@@ -20,7 +20,7 @@ from realtime.presence import PresenceTracker
 from realtime.publisher import Publisher
 from realtime.quota import LiveQuota
 from realtime.revocations import Revocations
-from redis_client import create_redis
+from redis_client import RedisBreaker, create_redis
 from settings import Settings
 from topics import presence_topic
 from viewer_cache import ViewerCache
@@ -31,6 +31,7 @@ class Services:
     settings: Settings
     db: Database
     redis: aioredis.Redis | None
+    breaker: RedisBreaker | None  # bounds the Redis calls a request waits on (None without Redis)
     broadcast: ChannelBroadcast
     viewers: ViewerCache
     revocations: Revocations
@@ -51,20 +52,22 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
         if settings.redis_url
         else None
     )
+    breaker = RedisBreaker(settings.redis_command_timeout) if redis is not None else None
     db = open_database(settings)
     broadcast = open_broadcast(redis)
     viewers = ViewerCache()
-    expiring = RedisExpiringSets(redis, settings.channel_prefix) if redis else MemoryExpiringSets()
-    publisher = Publisher(broadcast, settings.channel_prefix)
+    expiring = RedisExpiringSets(redis, settings.channel_prefix, breaker) if redis else MemoryExpiringSets()
+    publisher = Publisher(broadcast, settings.channel_prefix, breaker)
     access = AccessReads(db)
     services = Services(
         settings=settings,
         db=db,
         redis=redis,
+        breaker=breaker,
         broadcast=broadcast,
         viewers=viewers,
         revocations=Revocations(broadcast, viewers, f"{settings.channel_prefix}revocations", shared=redis is not None),
-        limiter=RateLimiter(redis, settings.channel_prefix),
+        limiter=RateLimiter(redis, settings.channel_prefix, breaker),
         access=access,
         publisher=publisher,
         expiring=expiring,
@@ -82,6 +85,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
             max_subscriptions=settings.max_subscriptions_per_user,
             max_connections=settings.max_connections_per_user,
             lease_seconds=settings.live_lease_seconds,
+            breaker=breaker,
         ),
     )
     await db.connect()

@@ -11,6 +11,10 @@ process ends its subscribers too once Redis answers again. A Redis outage that d
 pub/sub connections also makes every feed re-check its subscriptions when it is back
 (realtime.engine); the retry covers what does not drop them (a Redis paused, or refusing
 commands, a publishing connection lost alone).
+
+The caller (a mutation) waits for a publish at most REDIS_COMMAND_TIMEOUT, through the process's
+breaker (redis_client.RedisBreaker): a paused Redis fails it then, and for a short back-off after,
+at once, as a refused one does.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import orjson
 from realtime.broadcast import ChannelBroadcast
 from realtime.cancelling import cancel_and_wait
 from realtime.engine import CONTROL
+from redis_client import RedisBreaker, RedisUnavailable
 
 logger = logging.getLogger("chat.publish")
 
@@ -32,9 +37,10 @@ RETRY_FIRST, RETRY_MOST = 0.1, 2.0
 
 
 class Publisher:
-    def __init__(self, broadcast: ChannelBroadcast, channel_prefix: str) -> None:
+    def __init__(self, broadcast: ChannelBroadcast, channel_prefix: str, breaker: RedisBreaker | None = None) -> None:
         self._broadcast = broadcast
         self._prefix = channel_prefix
+        self._breaker = breaker
         self._retries: set[asyncio.Task[Any]] = set()
 
     async def event(self, topic: str, event: dict[str, Any]) -> None:
@@ -72,8 +78,14 @@ class Publisher:
         logger.error("Gave up publishing an end on %s after %.0f s", topic, END_RETRY_SECONDS)
 
     async def _publish(self, topic: str, message: str) -> bool:
+        channel = self._prefix + topic
         try:
-            await self._broadcast.publish(self._prefix + topic, message)
+            if self._breaker is None:
+                await self._broadcast.publish(channel, message)
+            else:
+                await self._breaker.call(lambda: self._broadcast.publish(channel, message))
+        except RedisUnavailable:  # the breaker logs, once per back-off
+            return False
         except Exception:
             logger.exception("Publishing to %s failed", topic)
             return False

@@ -66,7 +66,8 @@ class RedisBreaker:
     `timeout` seconds; a call that fails or times out opens the breaker for `backoff` seconds,
     during which calls raise RedisUnavailable at once (their callers fall back to this process's
     memory, or do without), so a burst does not pile up waiting out the timeout one by one. Then
-    one call tries Redis while the others still fall back; its answer closes the breaker.
+    one call tries Redis while the others still fall back; its answer (or any other call's)
+    closes the breaker.
 
     One warning when it opens, one per back-off while Redis still fails, one when it answers
     again: not one per call. Per process; the event loop is its only thread."""
@@ -86,10 +87,15 @@ class RedisBreaker:
         """Calls are falling back now (Redis failed within the last back-off, or is being tried)."""
         return self._down_since is not None and (self._probing or self._clock() < self._retry_at)
 
-    async def call(self, command: Callable[[], Awaitable[T]]) -> T:
-        """`command()`'s result, or RedisUnavailable (from the error, or on a timeout)."""
+    async def call(self, command: Callable[[], Awaitable[T]], *, always_try: bool = False) -> T:
+        """`command()`'s result, or RedisUnavailable (from the error, or on a timeout).
+
+        `always_try`: asked even while the breaker is open (within the timeout all the same),
+        for a call whose loss costs more than a wait: a publish skipped once Redis is back would
+        leave every other process's subscribers without the event until the next one. Its
+        answer closes the breaker for everyone."""
         probe = False
-        if self._down_since is not None:
+        if self._down_since is not None and not always_try:
             if self.open:
                 self._skipped += 1
                 raise RedisUnavailable("Redis failed moments ago; not asked again yet")

@@ -13,8 +13,9 @@ pub/sub connections also makes every feed re-check its subscriptions when it is 
 commands, a publishing connection lost alone).
 
 The caller (a mutation) waits for a publish at most REDIS_COMMAND_TIMEOUT, through the process's
-breaker (redis_client.RedisBreaker): a paused Redis fails it then, and for a short back-off after,
-at once, as a refused one does.
+breaker (redis_client.RedisBreaker): a paused Redis fails it then, as a refused one does. A publish
+is tried even while the breaker is open (an event skipped once Redis is back would reach no other
+process until the next one), and its answer closes the breaker for the other calls.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Publisher:
             if self._breaker is None:
                 await self._broadcast.publish(channel, message)
             else:
-                await self._breaker.call(lambda: self._broadcast.publish(channel, message))
+                await self._breaker.call(lambda: self._broadcast.publish(channel, message), always_try=True)
         except RedisUnavailable:  # the breaker logs, once per back-off
             return False
         except Exception:

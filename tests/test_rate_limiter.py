@@ -177,3 +177,20 @@ async def test_the_replay_budget_is_a_window_of_the_limiter() -> None:
     assert await budget.take(1, 3) == 0
     assert await budget.take(2, 5) == 0  # each user has their own
     assert await budget.take(1, 3) > 0  # 6 of 5: wait for the next window
+
+
+async def test_a_call_that_always_tries_is_asked_while_open_and_its_answer_closes_it() -> None:
+    """A publish: skipped once Redis is back, its event would reach no other process."""
+    clock = Clock()
+    breaker = RedisBreaker(timeout=0.1, backoff=2.0, clock=clock)
+    with pytest.raises(RedisUnavailable):
+        await breaker.call(hang)
+    assert breaker.open
+
+    async def pong() -> str:
+        return "PONG"
+
+    with pytest.raises(RedisUnavailable):
+        await breaker.call(pong)  # skipped: the back-off is not over
+    assert await breaker.call(pong, always_try=True) == "PONG"
+    assert not breaker.open and await breaker.call(pong) == "PONG"

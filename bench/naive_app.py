@@ -196,6 +196,7 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         settings=settings,
         db=db,
         redis=redis,
+        breaker=None,
         broadcast=broadcast,  # type: ignore[arg-type]
         viewers=Viewers(db, access, viewers, DEFAULT_POLICY),
         revocations=Revocations(broadcast, viewers, "", shared=False),  # type: ignore[arg-type]

@@ -86,9 +86,7 @@ async def assemble(settings: Settings, schema: GraphQLSchema) -> AsyncIterator[P
             debug=settings.debug,
             feed_queue=settings.live_feed_queue,
             max_payload_bytes=settings.max_response_bytes,
-            replay=ReplayBudget(
-                services.redis, settings.channel_prefix, settings.replay_budget.count, settings.replay_budget.seconds
-            ),
+            replay=ReplayBudget(services.limiter, settings.replay_budget.count, settings.replay_budget.seconds),
         )
         await services.revocations.start(SubscriptionEnds(engine))
         await services.presence.start()
@@ -196,6 +194,7 @@ def _query_store(settings: Settings, services: Services) -> RedisQueryStore | Me
         settings.persisted_queries_max,
         settings.persisted_queries_ttl_seconds,
         settings.persisted_queries_max_bytes,
+        breaker=services.breaker,
     )
 
 

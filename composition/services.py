@@ -4,7 +4,7 @@ settings, connected to nothing yet: `composition.assemble` opens and starts them
 from __future__ import annotations
 
 from core.broadcast import open_broadcast
-from core.redis_clients import create_redis
+from core.redis_clients import RedisBreaker, create_redis
 from core.settings import Settings
 from db.access import AccessReads
 from db.connection import open_database
@@ -32,17 +32,20 @@ def build_services(settings: Settings, policy: TokenPolicy) -> Services:
     db = open_database(settings)
     broadcast = open_broadcast(redis)
     cache = ViewerCache(policy=policy)
-    expiring = RedisExpiringSets(redis, settings.channel_prefix) if redis else MemoryExpiringSets()
-    publisher = Publisher(broadcast, settings.channel_prefix)
+    # Bounds the Redis calls a request waits on (core.redis_clients); none without Redis.
+    breaker = RedisBreaker(settings.redis_command_timeout) if redis is not None else None
+    expiring = RedisExpiringSets(redis, settings.channel_prefix, breaker) if redis else MemoryExpiringSets()
+    publisher = Publisher(broadcast, settings.channel_prefix, breaker)
     access = AccessReads(db)
     return Services(
         settings=settings,
         db=db,
         redis=redis,
+        breaker=breaker,
         broadcast=broadcast,
         viewers=Viewers(db, access, cache, policy),
         revocations=Revocations(broadcast, cache, f"{settings.channel_prefix}revocations", shared=redis is not None),
-        limiter=RateLimiter(redis, settings.channel_prefix),
+        limiter=RateLimiter(redis, settings.channel_prefix, breaker),
         access=access,
         publisher=publisher,
         expiring=expiring,
@@ -60,5 +63,6 @@ def build_services(settings: Settings, policy: TokenPolicy) -> Services:
             max_subscriptions=settings.max_subscriptions_per_user,
             max_connections=settings.max_connections_per_user,
             lease_seconds=settings.live_lease_seconds,
+            breaker=breaker,
         ),
     )

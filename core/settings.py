@@ -132,6 +132,7 @@ class Settings:
     db_acquire_timeout: float
     redis_pool_max: int
     redis_acquire_timeout: float
+    redis_command_timeout: float
     redis_ssl_cert_reqs: str
     ws_keepalive_seconds: float
     ws_init_timeout_seconds: float
@@ -226,6 +227,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             service="REDIS",
         ),
         redis_acquire_timeout=env.number("REDIS_ACQUIRE_TIMEOUT", 5.0),
+        # What a request waits for Redis (a rate limit, a publish...) before it does without.
+        redis_command_timeout=env.number("REDIS_COMMAND_TIMEOUT", 0.5),
         redis_ssl_cert_reqs=env.text("REDIS_SSL_CERT_REQS", "none"),
         ws_keepalive_seconds=env.number("WS_KEEPALIVE_SECONDS", 20.0),
         ws_init_timeout_seconds=env.number("WS_INIT_TIMEOUT_SECONDS", 10.0),

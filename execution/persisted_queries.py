@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from redis import asyncio as aioredis
 
+from core.redis_clients import RedisBreaker, RedisUnavailable
 from execution.documents import BytesLRU, text_bytes
 
 logger = logging.getLogger("chat.graphql")
@@ -105,12 +107,21 @@ class RedisQueryStore:
     and their total, trimmed (oldest first) to `size` documents and `max_bytes` by one script.
     Read through a small local LRU (a hot document costs no round trip). Redis unavailable: a
     lookup misses (the client sends the text) and a registration is dropped; the request itself
-    is served."""
+    is served. Each Redis call goes through the process's breaker (redis_client.RedisBreaker), so
+    a Redis that answers nothing counts as unavailable within REDIS_COMMAND_TIMEOUT."""
 
     def __init__(
-        self, redis: aioredis.Redis, prefix: str, size: int, ttl_seconds: int, max_bytes: int, local: int = 1000
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        size: int,
+        ttl_seconds: int,
+        max_bytes: int,
+        local: int = 1000,
+        breaker: RedisBreaker | None = None,
     ) -> None:
         self._redis = redis
+        self._breaker = breaker
         self._prefix = f"{prefix}apq:"
         self._keys = [f"{prefix}apq-index", f"{prefix}apq-sizes", f"{prefix}apq-bytes"]
         self._size = size
@@ -124,7 +135,9 @@ class RedisQueryStore:
         if query is not None:
             return query
         try:
-            raw = await self._redis.get(self._prefix + digest)
+            raw = await self._call(lambda: self._redis.get(self._prefix + digest))
+        except RedisUnavailable:  # the breaker logs, once per back-off
+            return None
         except Exception as error:
             logger.warning("Persisted query lookup failed: %s", error)
             return None
@@ -134,16 +147,28 @@ class RedisQueryStore:
         await self._local.put(digest, query)
         return query
 
+    async def _call(self, command: Callable[[], Awaitable[Any]]) -> Any:
+        return await (command() if self._breaker is None else self._breaker.call(command))
+
     async def put(self, digest: str, query: str) -> None:
         size = weight(digest, query)
         if size > self._max_bytes:
             return
         await self._local.put(digest, query)
+        args: list[str | int | float] = [
+            self._prefix,
+            digest,
+            query,
+            self._ttl,
+            time.time(),
+            self._size,
+            self._max_bytes,
+            size,
+        ]
         try:
-            await self._register(
-                keys=self._keys,
-                args=[self._prefix, digest, query, self._ttl, time.time(), self._size, self._max_bytes, size],
-            )
+            await self._call(lambda: self._register(keys=self._keys, args=args))
+        except RedisUnavailable:
+            pass
         except Exception as error:
             logger.warning("Persisted query registration failed: %s", error)
 

@@ -1,13 +1,22 @@
 """Sets whose members expire: shared by every process through Redis (a sorted set per key, each
 member scored by when it expires), or in this process's memory on the embedded default. What
-typing and presence are kept in: never Postgres, never the log."""
+typing and presence are kept in: never Postgres, never the log.
+
+Each Redis call goes through the process's breaker when there is one (redis_client.RedisBreaker):
+a Redis that answers nothing fails the call within REDIS_COMMAND_TIMEOUT, with RedisUnavailable,
+instead of holding the request that waits on it."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 from redis import asyncio as aioredis
+
+from core.redis_clients import RedisBreaker
+
+T = TypeVar("T")
 
 
 class ExpiringSets(Protocol):
@@ -33,9 +42,13 @@ class ExpiringSets(Protocol):
 
 
 class RedisExpiringSets:
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str, breaker: RedisBreaker | None = None) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._breaker = breaker
+
+    async def _call(self, command: Callable[[], Awaitable[T]]) -> T:
+        return await (command() if self._breaker is None else self._breaker.call(command))
 
     async def add(self, key: str, members: dict[str, float]) -> int:
         return (await self.add_many({key: members}))[key]
@@ -43,6 +56,9 @@ class RedisExpiringSets:
     async def add_many(self, entries: dict[str, dict[str, float]]) -> dict[str, int]:
         if not entries:
             return {}
+        return await self._call(lambda: self._add_many(entries))
+
+    async def _add_many(self, entries: dict[str, dict[str, float]]) -> dict[str, int]:
         now = time.time()
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, members in entries.items():
@@ -54,11 +70,14 @@ class RedisExpiringSets:
         return {key: int(results[index * 3 + 1]) for index, key in enumerate(entries)}
 
     async def remove(self, key: str, members: list[str]) -> int:
-        return int(await self._redis.zrem(self._prefix + key, *members))
+        return int(await self._call(lambda: self._redis.zrem(self._prefix + key, *members)))
 
     async def remove_many(self, entries: dict[str, list[str]]) -> dict[str, int]:
         if not entries:
             return {}
+        return await self._call(lambda: self._remove_many(entries))
+
+    async def _remove_many(self, entries: dict[str, list[str]]) -> dict[str, int]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, members in entries.items():
                 pipe.zrem(self._prefix + key, *members)
@@ -66,7 +85,9 @@ class RedisExpiringSets:
         return {key: int(result) for key, result in zip(entries, results, strict=True)}
 
     async def live(self, key: str) -> dict[str, float]:
-        found: Any = await self._redis.zrangebyscore(self._prefix + key, time.time(), "+inf", withscores=True)
+        found: Any = await self._call(
+            lambda: self._redis.zrangebyscore(self._prefix + key, time.time(), "+inf", withscores=True)
+        )
         return {member.decode(): float(score) for member, score in found}
 
 

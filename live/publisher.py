@@ -11,6 +11,11 @@ process ends its subscribers too once Redis answers again. A Redis outage that d
 pub/sub connections also makes every feed re-check its subscriptions when it is back
 (live.feed); the retry covers what does not drop them (a Redis paused, or refusing
 commands, a publishing connection lost alone).
+
+The caller (a mutation) waits for a publish at most REDIS_COMMAND_TIMEOUT, through the process's
+breaker (redis_client.RedisBreaker): a paused Redis fails it then, as a refused one does. A publish
+is tried even while the breaker is open (an event skipped once Redis is back would reach no other
+process until the next one), and its answer closes the breaker for the other calls.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from core.broadcast import ChannelBroadcast
 from core.cancelling import cancel_and_wait
+from core.redis_clients import RedisBreaker, RedisUnavailable
 from live import messages
 
 logger = logging.getLogger("chat.publish")
@@ -30,9 +36,10 @@ RETRY_FIRST, RETRY_MOST = 0.1, 2.0
 
 
 class Publisher:
-    def __init__(self, broadcast: ChannelBroadcast, channel_prefix: str) -> None:
+    def __init__(self, broadcast: ChannelBroadcast, channel_prefix: str, breaker: RedisBreaker | None = None) -> None:
         self._broadcast = broadcast
         self._prefix = channel_prefix
+        self._breaker = breaker
         self._retries: set[asyncio.Task[Any]] = set()
 
     async def event(self, topic: str, event: dict[str, Any]) -> None:
@@ -70,8 +77,14 @@ class Publisher:
         logger.error("Gave up publishing an end on %s after %.0f s", topic, END_RETRY_SECONDS)
 
     async def _publish(self, topic: str, message: str) -> bool:
+        channel = self._prefix + topic
         try:
-            await self._broadcast.publish(self._prefix + topic, message)
+            if self._breaker is None:
+                await self._broadcast.publish(channel, message)
+            else:
+                await self._breaker.call(lambda: self._broadcast.publish(channel, message), always_try=True)
+        except RedisUnavailable:  # the breaker logs, once per back-off
+            return False
         except Exception:
             logger.exception("Publishing to %s failed", topic)
             return False

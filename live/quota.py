@@ -23,12 +23,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from core.cancelling import cancel_and_wait
+from core.redis_clients import RedisBreaker
 
 logger = logging.getLogger("chat.live")
 
@@ -74,8 +76,10 @@ class LiveQuota:
         max_subscriptions: int,
         max_connections: int,
         lease_seconds: float = 30.0,
+        breaker: RedisBreaker | None = None,
     ) -> None:
         self._redis = redis
+        self._breaker = breaker  # bounds `take` (a subscribe waits on it); RedisUnavailable is a RedisError
         self._prefix = prefix
         self.limits = {SUBSCRIPTIONS: max_subscriptions, CONNECTIONS: max_connections}
         self._lease = lease_seconds
@@ -125,10 +129,12 @@ class LiveQuota:
         if self._script is not None:
             now = time.time()
             try:
-                taken = await self._script(
+                script = partial(
+                    self._script,
                     keys=[self._key(kind, user)],
                     args=[now, limit, now + self._lease, member, int(self._lease * 1000) + 1000],
                 )
+                taken = await (script() if self._breaker is None else self._breaker.call(script))
             except (RedisError, OSError) as error:
                 logger.warning("Counting live %s in memory: Redis failed (%s)", kind, type(error).__name__)
             else:

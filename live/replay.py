@@ -13,55 +13,31 @@ no more replayed per window than the budget, however many times it starts again.
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
 import time
 
-from redis import asyncio as aioredis
-from redis.exceptions import RedisError
-
-logger = logging.getLogger("chat.live")
+from limits.rate import RateLimiter
 
 CHUNK = 25  # executions taken from the budget at a time (one Redis round trip each)
-MEMORY_ENTRIES = 10_000
 
 
 class ReplayBudget:
-    def __init__(self, redis: aioredis.Redis | None, prefix: str, count: int, seconds: float) -> None:
-        self._redis = redis
-        self._prefix = prefix
+    """A fixed-window count per user, kept by the rate limiter (its Redis, its memory fallback,
+    its breaker), under `replay:<user>` rather than a limit's name: a budget paces, it does not
+    refuse."""
+
+    def __init__(self, limiter: RateLimiter, count: int, seconds: float) -> None:
+        self._limiter = limiter
         self.count = count
         self.seconds = seconds
-        self._memory: dict[str, tuple[int, float]] = {}
 
     async def take(self, user: int, executions: int) -> float:
         """Count `executions` for `user`: 0 when they fit this window, else the seconds until
         the next window (when the caller tries again)."""
         now = time.time()
-        window = int(now // self.seconds)
-        ends = (window + 1) * self.seconds
-        name = f"{self._prefix}replay:{user}:{window}"
-        spent = await self._spend(name, executions, ends)
+        spent, ends = await self._limiter.spend(f"replay:{user}", executions, self.seconds, now)
         if spent <= self.count:
             return 0.0
         return max(0.01, ends - now)
-
-    async def _spend(self, name: str, executions: int, ends: float) -> int:
-        if self._redis is not None:
-            try:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.incrby(name, executions)
-                    pipe.expire(name, math.ceil(self.seconds) + 1)
-                    spent, _ = await pipe.execute()
-                return int(spent)
-            except (RedisError, OSError) as error:
-                logger.warning("Replay budget in memory: Redis failed (%s)", type(error).__name__)
-        now = time.time()
-        if len(self._memory) > MEMORY_ENTRIES:
-            self._memory = {key: entry for key, entry in self._memory.items() if entry[1] > now}
-        spent = self._memory.get(name, (0, ends))[0] + executions
-        self._memory[name] = (spent, ends)
-        return spent
 
 
 class Allowance:

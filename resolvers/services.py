@@ -10,6 +10,7 @@ from databases import Database
 from redis import asyncio as aioredis
 
 from core.broadcast import ChannelBroadcast
+from core.redis_clients import RedisBreaker
 from core.settings import Settings
 from db.access import AccessReads
 from identity.revocations import Revocations
@@ -26,6 +27,7 @@ class Services:
     settings: Settings
     db: Database
     redis: aioredis.Redis | None
+    breaker: RedisBreaker | None  # bounds the Redis calls a request waits on (None without Redis)
     broadcast: ChannelBroadcast
     viewers: Viewers  # who the viewer is (its cache: `viewers.cache`)
     revocations: Revocations

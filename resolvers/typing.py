@@ -12,6 +12,7 @@ from typing import Any
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
+from core.redis_clients import RedisUnavailable
 from db import room_events
 from db.records import Row
 from live.source import Event
@@ -25,8 +26,14 @@ logger = logging.getLogger("chat.typing")
 
 
 async def started(services: Services, room_id: int, user_id: int) -> None:
+    """Best effort too: while Redis does not answer, the heartbeat is answered and not recorded
+    (the breaker in redis_client logs it once per back-off, not once per heartbeat)."""
     until = time.time() + services.settings.typing_seconds
-    if await services.expiring.add(typing_topic(room_id), {str(user_id): until}):
+    try:
+        added = await services.expiring.add(typing_topic(room_id), {str(user_id): until})
+    except RedisUnavailable:
+        return
+    if added:
         await services.publisher.event(typing_topic(room_id), {"changed": True})
 
 
@@ -35,6 +42,8 @@ async def stopped(services: Services, room_id: int, user_id: int) -> None:
     runs out instead)."""
     try:
         removed = await services.expiring.remove(typing_topic(room_id), [str(user_id)])
+    except RedisUnavailable:  # logged by the breaker, once per back-off
+        return
     except Exception as error:
         logger.warning("Typing not cleared (%s)", type(error).__name__)
         return

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -47,9 +45,7 @@ RETRIED = "announced on a retry"
 def redis() -> Iterator[PrivateRedis]:
     server = PrivateRedis().start()
     yield server
-    if server.process is not None and server.process.poll() is None:
-        os.kill(server.process.pid, signal.SIGCONT)
-    server.stop()
+    server.stop()  # resumed first, if a test paused it
 
 
 @pytest.fixture
@@ -188,8 +184,7 @@ async def test_log_out_while_redis_hangs_answers_and_the_retry_ends_it_on_the_ot
     here, there = sorted(connections)
     try:
         async with observing(redis, prefix) as observer:
-            assert redis.process is not None
-            os.kill(redis.process.pid, signal.SIGSTOP)  # no reset, no error: its sockets go quiet
+            redis.pause()  # no reset, no error: its sockets go quiet
             started = time.monotonic()
             answer = await connections[here][0].graphql(LOG_OUT, ann.token)
             assert answer == {"data": {"logOut": True}}
@@ -197,7 +192,7 @@ async def test_log_out_while_redis_hangs_answers_and_the_retry_ends_it_on_the_ot
             for held in connections.values():  # refused at once, on every worker
                 assert await held[0].me(ann.token) is None
             await ended(sockets[here], timeout=5)  # this worker ended it without Redis
-            os.kill(redis.process.pid, signal.SIGCONT)
+            redis.resume()
             # Nothing dropped a connection, so no resync: the retried announcement ends it there.
             await ended(sockets[there], timeout=20)
             await observer.hears(f"revoke {token_digest(ann.token)}")

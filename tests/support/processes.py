@@ -282,8 +282,18 @@ class PrivateRedis:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.resume()
             self.process.kill()
             self.process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: nothing is refused, nothing answers, no connection drops (a hung Redis)."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
 
     def cli(self, *command: str) -> str:
         tls = ["--tls", "--insecure"] if self.tls_port is not None else []

@@ -141,7 +141,7 @@ async def start_subscription(
         if is_unavailable(error):
             raise TryAgainLater from error
         raise
-    if not isinstance(outcome, Subscription):
+    if outcome is None or isinstance(outcome, GraphQLError):
         if slot is not None:
             slot.release()
         return None if outcome is None else [operations.format(outcome)]

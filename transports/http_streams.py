@@ -1,5 +1,6 @@
 """Operations whose client asked for a stream at /graphql (transports.http hands them here): who
-the viewer is, what the resolvers see, and which protocol frames the stream.
+the viewer is, what the resolvers see, and which protocol (transports.sse, transports.multipart)
+serves the stream, its refusals included.
 
 The token comes from `Authorization`. A browser's EventSource cannot set headers, so an SSE
 subscription also takes a session from the `chat_sse_token` cookie, which `POST
@@ -33,16 +34,14 @@ from execution.operations import Request
 from identity.auth import SESSION_PREFIX, new_session_secret, token_digest, token_from_header
 from identity.revocations import Revocations
 from identity.viewers import Viewers
+from transports import multipart, sse
 from transports.keepalive import Keepalive
 from transports.media import Streamed
-from transports.multipart import MultipartStream
 from transports.operations import LiveServer
-from transports.sse import SSEStream
-from transports.stream import UNAVAILABLE
+from transports.stream import RETRY_AFTER_SECONDS
 
 SESSION_COOKIE = "chat_sse_token"
 SESSION_PATH = "/graphql"
-RETRY_AFTER_SECONDS = 2
 
 
 class StreamEndpoint:
@@ -55,17 +54,12 @@ class StreamEndpoint:
         token = token_from_header(connection.headers.get("authorization"))
         if token is None and kind is Streamed.SSE and request.kind == OperationType.SUBSCRIPTION:
             token = session_secret(connection.cookies.get(SESSION_COOKIE))
-        stream = SSEStream if kind is Streamed.SSE else MultipartStream
+        protocol = sse if kind is Streamed.SSE else multipart
+        keepalive = self.keepalives[kind]
         try:
             viewer = await self.server.authenticate(token)
         except Exception:  # e.g. Postgres unreachable: the client should come back shortly
-            if kind is Streamed.SSE:  # a stream that ends at once: an EventSource retries it
-                await stream(self.server, self.keepalives[kind]).cut(scope, receive, send)
-                return
-            body = orjson.dumps({"errors": [UNAVAILABLE]})
-            await Response(body, 503, {"retry-after": str(RETRY_AFTER_SECONDS)}, "application/json")(
-                scope, receive, send
-            )
+            await protocol.unavailable(self.server, keepalive, scope, receive, send)
             return
         last_event_id = connection.headers.get("last-event-id") if kind is Streamed.SSE else None
         context = self.server.context(viewer, connection, last_event_id or None)
@@ -73,7 +67,7 @@ class StreamEndpoint:
             # Nothing reads the request's headers again: a long-lived stream need not keep them
             # (emptied in place: uvicorn's protocol holds the same list).
             scope["headers"].clear()
-        await stream(self.server, self.keepalives[kind]).serve(scope, receive, send, request, viewer, context)
+        await protocol.serve(self.server, keepalive, scope, receive, send, request, viewer, context)
 
 
 def session_secret(cookie: str | None) -> str | None:

@@ -1,6 +1,7 @@
 """graphql-ws, the legacy protocol of subscriptions-transport-ws and Apollo's WebSocketLink.
 
-The state machine of one connection:
+The state machine of one connection, read top to bottom below (accept, the init timeout, the
+dispatch on message type, each message, the cleanup):
 
     connection_init       -> connection_ack and a first `ka` (connection_error, then 4403,
                              without a valid token; 4408 when it does not come in time;
@@ -22,34 +23,99 @@ code, with exponential backoff (100 ms doubling to 10 s, jittered) unless built 
 `reconnect: false`; a `connection_error` only reaches its `connectionCallback`. A refusal
 past MAX_CONNECTIONS_PER_USER cannot stop it, then, but each attempt costs us one token lookup
 and one Redis round trip, and the backoff paces them.
+
+Every frame and close of this protocol is built here; transports.websocket_session holds what
+both WebSocket protocols share.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from starlette.websockets import WebSocket
 
 from execution.operations import valid_payload
+from live.quota import TOO_MANY_CONNECTIONS, too_many_connections
 from transports import close_codes
-from transports.connection import Connection
-from transports.operations import decode, too_many
+from transports.operations import LiveServer, TryAgainLater, decode, too_many
+from transports.outbox import DirectWriter
+from transports.websocket_session import Closes, WebSocketSession
+
+SUBPROTOCOL = "graphql-ws"
 
 ACK = b'{"type":"connection_ack"}'
 KA = b'{"type":"ka"}'
 UNAUTHENTICATED = {"message": "A valid token is required.", "extensions": {"code": "UNAUTHENTICATED"}}
+CLOSES = Closes(
+    try_again_later=(close_codes.TRY_AGAIN_LATER, "Try again later"),
+    slow_consumer=(close_codes.TRY_AGAIN_LATER, "Slow consumer"),
+)
 
 
-class LegacyWSConnection(Connection):
-    SUBPROTOCOL = "graphql-ws"
-    RESULT = "data"
-    __slots__ = ()
+def connection_error(payload: dict) -> bytes:
+    return orjson.dumps({"type": "connection_error", "payload": payload})
+
+
+class Frames:
+    """One operation's frames: `data`, `complete`, and for a refusal a `data` with only
+    `errors`, then `complete`."""
+
+    __slots__ = ("_complete", "_data")
+
+    def __init__(self, operation_id: str) -> None:
+        quoted = orjson.dumps(operation_id)
+        self._data = b'{"type":"data","id":' + quoted + b',"payload":'
+        self._complete = b'{"type":"complete","id":' + quoted + b"}"
+
+    def result(self, payload: bytes) -> bytes:
+        return self._data + payload + b"}"
+
+    def complete(self) -> bytes:
+        return self._complete
+
+    def refusal(self, errors: list[dict]) -> tuple[bytes, ...]:
+        return self.result(orjson.dumps({"errors": errors})), self._complete
+
+
+class LegacyWSConnection:
+    SUBPROTOCOL = SUBPROTOCOL
+    __slots__ = ("init_timer", "session")
+
+    def __init__(self, server: LiveServer, websocket: WebSocket, direct: DirectWriter | None) -> None:
+        self.session = WebSocketSession(server, websocket, direct, CLOSES)
+        self.init_timer: asyncio.TimerHandle | None = None
+
+    async def serve(self) -> None:
+        session = self.session
+        await session.websocket.accept(SUBPROTOCOL)
+        # 4408 unless a connection_init arrives within INIT_TIMEOUT (on_connection_init stops it).
+        self.init_timer = asyncio.get_running_loop().call_later(session.server.init_timeout, self.init_timed_out)
+        try:
+            # Nothing of a message outlives its handling: an idle connection holds none.
+            while (message := await session.receive()) is not None:
+                await self.handle(message)
+                del message
+        finally:
+            self.stop_init_timer()
+            await session.end()  # every operation stops; slots, keepalive and presence let go
+
+    def init_timed_out(self) -> None:
+        self.init_timer = None
+        if not self.session.acknowledged:
+            self.session.close(close_codes.INIT_TIMEOUT, "Connection initialisation timeout")
+
+    def stop_init_timer(self) -> None:
+        if self.init_timer is not None:
+            self.init_timer.cancel()
+            self.init_timer = None
 
     async def handle(self, received: Mapping[str, Any]) -> None:
         message = decode(received)
         if message is None:
-            self.close(close_codes.INVALID_MESSAGE, "Invalid message received")
+            self.session.close(close_codes.INVALID_MESSAGE, "Invalid message received")
             return
         kind = message["type"]
         if kind == "connection_init":
@@ -57,51 +123,48 @@ class LegacyWSConnection(Connection):
         elif kind == "start":
             await self.on_start(message)
         elif kind == "stop":
-            self.on_stop(message.get("id"))
+            self.session.stop(message.get("id"))
         elif kind == "connection_terminate":
-            self.close(close_codes.NORMAL, "Terminated")
+            self.session.close(close_codes.NORMAL, "Terminated")
         else:
-            self.close(close_codes.INVALID_MESSAGE, f"Unexpected message of type {kind}")
+            self.session.close(close_codes.INVALID_MESSAGE, f"Unexpected message of type {kind}")
 
     async def on_connection_init(self, payload: Any) -> None:
-        viewer = await self.authenticate(payload)
+        session = self.session
+        self.stop_init_timer()
+        try:
+            viewer = await session.authenticate(payload)
+        except TryAgainLater:
+            session.close(*CLOSES.try_again_later)
+            return
         if viewer is None:
-            if not self.outbox.closed:
-                self.outbox.put(orjson.dumps({"type": "connection_error", "payload": UNAUTHENTICATED}))
-                self.close(close_codes.FORBIDDEN, "Forbidden")
+            if not session.outbox.closed:
+                session.put(connection_error(UNAUTHENTICATED))
+                session.close(close_codes.FORBIDDEN, "Forbidden")
             return
-        if not await self.hold_connection_slot(viewer):
-            error, reason = self.too_many_connections()
-            self.outbox.put(orjson.dumps({"type": "connection_error", "payload": error}))
-            self.close(close_codes.TOO_MANY_CONNECTIONS, reason)
+        if not await session.hold_connection_slot(viewer):
+            # The reason stays under the 123 bytes a close frame allows.
+            limit = session.connection_limit
+            session.put(connection_error(too_many_connections(limit)))
+            session.close(close_codes.TOO_MANY_CONNECTIONS, f"{TOO_MANY_CONNECTIONS}: at most {limit} per user")
             return
-        if self.acknowledged:  # again: the protocol lets a client send it twice
-            self.outbox.put(ACK)
-        else:
-            self.acknowledge(ACK, KA)
-        self.outbox.put(KA)
+        session.put(ACK)
+        if not session.acknowledged:  # (again, the protocol lets a client send it twice: one ack more)
+            session.acknowledge(KA)
+        session.put(KA)
 
     async def on_start(self, message: dict[str, Any]) -> None:
+        session = self.session
         operation_id, payload = message.get("id"), message.get("payload")
-        if not self.valid_id(operation_id) or not valid_payload(payload):
-            self.close(close_codes.INVALID_MESSAGE, "Invalid start message")
+        if not session.valid_id(operation_id) or not valid_payload(payload):
+            session.close(close_codes.INVALID_MESSAGE, "Invalid start message")
             return
-        if not self.acknowledged:
-            self.close(close_codes.UNAUTHORIZED, "Unauthorized")
+        if not session.acknowledged:
+            session.close(close_codes.UNAUTHORIZED, "Unauthorized")
             return
-        previous = self.operations.pop(operation_id, None)
-        if previous is not None:  # the protocol says a repeated id replaces the operation
-            previous.stop()
-        elif len(self.operations) >= self.server.max_subscriptions:
-            self.refuse(operation_id, [too_many(self.server.max_subscriptions)])
+        if operation_id in session.operations:  # the protocol says a repeated id replaces the operation
+            session.stop(operation_id)
+        elif len(session.operations) >= session.server.max_subscriptions:
+            session.put(*Frames(operation_id).refusal([too_many(session.server.max_subscriptions)]))
             return
-        await self.start(operation_id, payload)
-
-    def on_stop(self, operation_id: Any) -> None:
-        operation = self.operations.pop(operation_id, None) if isinstance(operation_id, str) else None
-        if operation is not None:
-            operation.stop()
-
-    def refuse(self, operation_id: str, errors: list[dict]) -> None:
-        self.outbox.put(self.result(operation_id, orjson.dumps({"errors": errors})))
-        self.outbox.put(self.complete(operation_id))
+        await session.start(operation_id, payload, Frames(operation_id))

@@ -60,7 +60,7 @@ class Presence(Protocol):
 
 class SlotHolder(Protocol):
     """A WebSocket connection or a stream, holding one of its user's connection slots until it
-    closes: a WebSocket from its acknowledgement (transports.connection), so its subscriptions find
+    closes: a WebSocket from its acknowledgement (transports.websocket_session), so its subscriptions find
     it held; a stream from its subscription, taken here."""
 
     connection_slot: Slot | None
@@ -141,7 +141,7 @@ async def start_subscription(
         if is_unavailable(error):
             raise TryAgainLater from error
         raise
-    if not isinstance(outcome, Subscription):
+    if outcome is None or isinstance(outcome, GraphQLError):
         if slot is not None:
             slot.release()
         return None if outcome is None else [operations.format(outcome)]

@@ -3,7 +3,8 @@ WebSocket operation's sink into them.
 
 Live frames are written to the socket at once while its transport takes them; when the client
 reads too slowly they wait in a bounded queue, and a client that lets `limit` of them pile up is
-closed with 1013 (it reconnects and resumes). History (a resume) is not the client's backlog but
+closed with the close its protocol gives for a slow consumer (1013 on both WebSocket protocols:
+the client reconnects and resumes). History (a resume) is not the client's backlog but
 what we chose to send: it is not counted against that bound but paced, the engine awaiting
 `drained` before it reads the next batch. Nothing here holds a task or a buffer while idle.
 """
@@ -13,17 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from contextlib import suppress
 from typing import Protocol
 
-import orjson
 from starlette.types import Send
 from starlette.websockets import WebSocket
 
-from transports import close_codes
-
 logger = logging.getLogger("chat.live")
+
+ENDED = (0, "")  # a streamed response's close: it ends (HTTP has no close code)
 
 
 class DirectWriter(Protocol):
@@ -39,13 +38,16 @@ class DirectWriter(Protocol):
 
 class Outbox:
     """A connection's outgoing frames; a transport gives how a frame goes out without the direct
-    writer (`_send`) and how the connection ends (`_close`)."""
+    writer (`_send`) and how the connection ends (`_close`). The frames themselves, and the
+    close (`overflow`: code, reason) of a client that lets `limit` live frames pile up, come
+    from the protocol."""
 
-    __slots__ = ("_closer", "_history", "_live", "_waiters", "_writer", "closed", "direct", "limit")
+    __slots__ = ("_closer", "_history", "_live", "_waiters", "_writer", "closed", "direct", "limit", "overflow")
 
-    def __init__(self, direct: DirectWriter | None, limit: int) -> None:
+    def __init__(self, direct: DirectWriter | None, limit: int, overflow: tuple[int, str]) -> None:
         self.direct = direct
         self.limit = limit
+        self.overflow = overflow
         self.closed = False
         self._live: deque[bytes] | None = None
         self._history: deque[bytes] | None = None
@@ -63,7 +65,7 @@ class Outbox:
             self._live = deque()
         elif len(self._live) >= self.limit:
             logger.warning("Closing a slow consumer: %d frames unsent", self.limit)
-            self.close(close_codes.TRY_AGAIN_LATER, "Slow consumer")
+            self.close(*self.overflow)
             return
         self._live.append(frame)
         self._start_writer()
@@ -173,8 +175,10 @@ class Outbox:
 class WebSocketOutbox(Outbox):
     __slots__ = ("websocket",)
 
-    def __init__(self, websocket: WebSocket, direct: DirectWriter | None, limit: int) -> None:
-        super().__init__(direct, limit)
+    def __init__(
+        self, websocket: WebSocket, direct: DirectWriter | None, limit: int, overflow: tuple[int, str]
+    ) -> None:
+        super().__init__(direct, limit, overflow)
         self.websocket = websocket
 
     async def _send(self, frame: bytes) -> None:
@@ -190,12 +194,13 @@ class WebSocketOutbox(Outbox):
 
 class StreamOutbox(Outbox):
     """A streamed HTTP response's chunks (SSE, multipart). Closing ends the response: HTTP has
-    no close code, the client reconnects (an EventSource by itself) and resumes."""
+    no close code (a slow consumer's response just ends), the client reconnects (an EventSource
+    by itself) and resumes."""
 
     __slots__ = ("_ending", "_send_message")
 
     def __init__(self, send: Send, direct: DirectWriter | None, limit: int) -> None:
-        super().__init__(direct, limit)
+        super().__init__(direct, limit, ENDED)
         self._send_message = send
         self._ending = False
 
@@ -218,39 +223,3 @@ class StreamOutbox(Outbox):
     async def _close(self, code: int, reason: str) -> None:
         with suppress(Exception):
             await self._send_message({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-class OperationSink:
-    """One operation's results on a WebSocket, framed for its protocol (`next` on
-    graphql-transport-ws, `data` on graphql-ws)."""
-
-    __slots__ = ("_complete", "_on_end", "_prefix", "outbox")
-
-    def __init__(self, outbox: Outbox, operation_id: str, result_type: str, on_end: Callable[[], None]) -> None:
-        self.outbox = outbox
-        quoted = orjson.dumps(operation_id)
-        self._prefix = b'{"type":"' + result_type.encode() + b'","id":' + quoted + b',"payload":'
-        self._complete = b'{"type":"complete","id":' + quoted + b"}"
-        self._on_end = on_end
-
-    @property
-    def closed(self) -> bool:
-        return self.outbox.closed
-
-    def send(self, payload: bytes, event_id: str | None) -> None:
-        self.outbox.put(self._prefix + payload + b"}")
-
-    def history(self, results: list[tuple[bytes, str | None]]) -> None:
-        self.outbox.put_history([self._prefix + payload + b"}" for payload, _ in results])
-
-    async def drained(self) -> None:
-        await self.outbox.drained()
-
-    def end(self, payload: bytes) -> None:
-        self.outbox.put(self._prefix + payload + b"}")
-        self.outbox.put(self._complete)
-        self._on_end()
-
-    def try_again_later(self) -> None:
-        self._on_end()
-        self.outbox.close(close_codes.TRY_AGAIN_LATER, "Try again later")

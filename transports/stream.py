@@ -4,16 +4,20 @@ The head and a first frame go out at once (a proxy or client waiting for the fir
 times out), then the operation's results as frames of the transport's kind, heartbeats from one
 timer per process, and an end. The stream is the operation's sink on the live engine: the same
 shared execution, authorization and gap-free resume as a WebSocket subscription. A stream whose
-worker stops, or that cannot be served now, ends without its protocol's end: the client
-reconnects (an EventSource by itself) and resumes.
+worker stops, or that cannot be served now, ends without its protocol's end (or with the frame
+its protocol gives for that): the client reconnects (an EventSource by itself) and resumes.
+
+Every frame is the protocol's (transports.sse, transports.multipart), handed in as a
+`StreamFraming`; nothing here builds one.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from graphql import OperationType
 from starlette.types import Receive, Scope, Send
 
@@ -27,43 +31,36 @@ from transports.outbox import StreamOutbox
 
 logger = logging.getLogger("chat.live")
 
-UNAVAILABLE = {
-    "message": "The server cannot serve this now; try again shortly.",
-    "extensions": {"code": "SERVICE_UNAVAILABLE"},
-}
+# Sent with a 503 that answers a stream's request (multipart's, when the viewer cannot be told).
+RETRY_AFTER_SECONDS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFraming:
+    """A streamed protocol's response head and frames, built by its module."""
+
+    headers: tuple[tuple[bytes, bytes], ...]
+    preamble: bytes  # the first bytes, sent at once
+    heartbeat: bytes
+    result: Callable[[bytes, str | None], bytes]  # (result, its event id) -> its frame
+    refusal: Callable[[list[dict]], bytes]  # the errors that refused the operation -> a frame
+    end: bytes  # the operation ended: the client must not come back
+    unavailable: bytes | None  # tells the client to come back (None: ending without `end` says it)
 
 
 class Stream:
-    """One streamed operation; a protocol module says how its frames look."""
+    """One streamed operation, framed by its protocol's `framing`."""
 
-    HEADERS: tuple[tuple[bytes, bytes], ...]
-    PREAMBLE: bytes  # the first bytes, sent at once
-    HEARTBEAT: bytes
+    __slots__ = ("connection_slot", "framing", "keepalive", "outbox", "presence", "server", "subscription")
 
-    __slots__ = ("connection_slot", "keepalive", "outbox", "presence", "server", "subscription")
-
-    def __init__(self, server: LiveServer, keepalive: Keepalive) -> None:
+    def __init__(self, server: LiveServer, keepalive: Keepalive, framing: StreamFraming) -> None:
         self.server = server
         self.keepalive = keepalive
+        self.framing = framing
         self.outbox: StreamOutbox | None = None
         self.subscription: Any = None
         self.presence: str | None = None
         self.connection_slot: Slot | None = None  # one of its user's (live.quota)
-
-    # The frames of a protocol.
-    def result(self, payload: bytes, event_id: str | None) -> bytes:
-        raise NotImplementedError
-
-    def end_frame(self) -> bytes:
-        raise NotImplementedError
-
-    def refusal(self, errors: list[dict]) -> bytes:
-        """The errors that refused the operation, as a result."""
-        return self.result(orjson.dumps({"errors": errors}), None)
-
-    def unavailable(self) -> bytes | None:
-        """What tells the client to come back (None: ending without the end frame says it)."""
-        return None
 
     async def serve(
         self, scope: Scope, receive: Receive, send: Send, request: Request, viewer: Viewer | None, context: dict
@@ -98,18 +95,18 @@ class Stream:
             await outbox.aclose()
 
     async def _open(self, scope: Scope, send: Send) -> StreamOutbox:
-        await send({"type": "http.response.start", "status": 200, "headers": list(self.HEADERS)})
+        await send({"type": "http.response.start", "status": 200, "headers": list(self.framing.headers)})
         outbox = self.outbox = StreamOutbox(send, chunk_writer(scope), self.server.send_queue)
-        outbox.put(self.PREAMBLE)
+        outbox.put(self.framing.preamble)
         return outbox
 
     async def _run(self, request: Request, viewer: Viewer | None, context: dict) -> None:
-        outbox = self.outbox
+        outbox, framing = self.outbox, self.framing
         assert outbox is not None
         try:
             if request.kind != OperationType.SUBSCRIPTION:
-                outbox.put(self.result(await execute_single(self.server, request, context), None))
-                outbox.finish(self.end_frame())
+                outbox.put(framing.result(await execute_single(self.server, request, context), None))
+                outbox.finish(framing.end)
                 return
             outcome = await start_subscription(self.server, request, context, self, self)
         except TryAgainLater:
@@ -120,17 +117,17 @@ class Stream:
                 self.try_again_later()
                 return
             logger.exception("A streamed operation failed")
-            outbox.put(self.refusal([INTERNAL_ERROR]))
-            outbox.finish(self.end_frame())
+            outbox.put(framing.refusal([INTERNAL_ERROR]))
+            outbox.finish(framing.end)
             return
         if outcome is None:  # ended while starting, and told so
             return
         if isinstance(outcome, list):
-            outbox.put(self.refusal(outcome))
-            outbox.finish(self.end_frame())
+            outbox.put(framing.refusal(outcome))
+            outbox.finish(framing.end)
             return
         self.subscription = outcome
-        self.keepalive.add(self, outbox.put, self.HEARTBEAT)
+        self.keepalive.add(self, outbox.put, framing.heartbeat)
         if viewer is not None and self.server.presence is not None:
             self.presence = self.server.presence.connected(viewer)
 
@@ -146,11 +143,12 @@ class Stream:
 
     def send(self, payload: bytes, event_id: str | None) -> None:
         assert self.outbox is not None
-        self.outbox.put(self.result(payload, event_id))
+        self.outbox.put(self.framing.result(payload, event_id))
 
     def history(self, results: list[tuple[bytes, str | None]]) -> None:
         assert self.outbox is not None
-        self.outbox.put_history([self.result(payload, event_id) for payload, event_id in results])
+        result = self.framing.result
+        self.outbox.put_history([result(payload, event_id) for payload, event_id in results])
 
     async def drained(self) -> None:
         if self.outbox is not None:
@@ -158,17 +156,17 @@ class Stream:
 
     def end(self, payload: bytes) -> None:
         assert self.outbox is not None
-        self.outbox.put(self.result(payload, None))
-        self.outbox.finish(self.end_frame())
+        self.outbox.put(self.framing.result(payload, None))
+        self.outbox.finish(self.framing.end)
 
     def try_again_later(self) -> None:
         assert self.outbox is not None
-        frame = self.unavailable()
+        frame = self.framing.unavailable
         if frame is None:
             self.outbox.close(0, "")
         else:
             self.outbox.put(frame)
-            self.outbox.finish(self.end_frame())
+            self.outbox.finish(self.framing.end)
 
 
 async def _until_disconnected(receive: Receive) -> None:

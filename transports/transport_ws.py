@@ -1,6 +1,7 @@
 """graphql-transport-ws: the protocol of the graphql-ws library and Apollo's GraphQLWsLink.
 
-The state machine of one connection, modelled on graphql-ws's own `server.ts`:
+The state machine of one connection, modelled on graphql-ws's own `server.ts` and read top to
+bottom below (accept, the init timeout, the dispatch on message type, each message, the cleanup):
 
     connection_init  -> connection_ack (4403 without a valid token, 4429 when repeated,
                         4408 when it does not come in time, 1008 "TOO_MANY_CONNECTIONS: ..."
@@ -12,88 +13,146 @@ The state machine of one connection, modelled on graphql-ws's own `server.ts`:
     anything else    -> 4400
 
 The server pings on the keepalive interval. A subscription that cannot start because the
-database is away closes the connection with 1013, on which the client reconnects and resumes.
+database is away closes the connection with 1013, on which the client reconnects and resumes;
+so does a client too slow to read its live frames. Every frame and close of this protocol is
+built here; transports.websocket_session holds what both WebSocket protocols share.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from starlette.websockets import WebSocket
 
 from execution.operations import valid_payload
+from live.quota import TOO_MANY_CONNECTIONS
 from transports import close_codes
-from transports.connection import Connection
-from transports.operations import decode, too_many
+from transports.operations import LiveServer, TryAgainLater, decode, too_many
+from transports.outbox import DirectWriter
+from transports.websocket_session import Closes, WebSocketSession
+
+SUBPROTOCOL = "graphql-transport-ws"
 
 ACK = b'{"type":"connection_ack"}'
 PING = b'{"type":"ping"}'
 PONG = b'{"type":"pong"}'
+CLOSES = Closes(
+    try_again_later=(close_codes.TRY_AGAIN_LATER, "Try again later"),
+    slow_consumer=(close_codes.TRY_AGAIN_LATER, "Slow consumer"),
+)
 
 
-class TransportWSConnection(Connection):
-    SUBPROTOCOL = "graphql-transport-ws"
-    RESULT = "next"
-    __slots__ = ("init_received",)
+class Frames:
+    """One operation's frames: `next`, `complete`, and `error` for a refusal."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    __slots__ = ("_complete", "_next", "operation_id")
+
+    def __init__(self, operation_id: str) -> None:
+        quoted = orjson.dumps(operation_id)
+        self.operation_id = operation_id
+        self._next = b'{"type":"next","id":' + quoted + b',"payload":'
+        self._complete = b'{"type":"complete","id":' + quoted + b"}"
+
+    def result(self, payload: bytes) -> bytes:
+        return self._next + payload + b"}"
+
+    def complete(self) -> bytes:
+        return self._complete
+
+    def refusal(self, errors: list[dict]) -> tuple[bytes, ...]:
+        return (orjson.dumps({"type": "error", "id": self.operation_id, "payload": errors}),)
+
+
+class TransportWSConnection:
+    SUBPROTOCOL = SUBPROTOCOL
+    __slots__ = ("init_received", "init_timer", "session")
+
+    def __init__(self, server: LiveServer, websocket: WebSocket, direct: DirectWriter | None) -> None:
+        self.session = WebSocketSession(server, websocket, direct, CLOSES)
         self.init_received = False
+        self.init_timer: asyncio.TimerHandle | None = None
+
+    async def serve(self) -> None:
+        session = self.session
+        await session.websocket.accept(SUBPROTOCOL)
+        # 4408 unless a connection_init arrives within INIT_TIMEOUT (on_connection_init stops it).
+        self.init_timer = asyncio.get_running_loop().call_later(session.server.init_timeout, self.init_timed_out)
+        try:
+            # Nothing of a message outlives its handling: an idle connection holds none.
+            while (message := await session.receive()) is not None:
+                await self.handle(message)
+                del message
+        finally:
+            self.stop_init_timer()
+            await session.end()  # every operation stops; slots, keepalive and presence let go
+
+    def init_timed_out(self) -> None:
+        self.init_timer = None
+        if not self.session.acknowledged:
+            self.session.close(close_codes.INIT_TIMEOUT, "Connection initialisation timeout")
+
+    def stop_init_timer(self) -> None:
+        if self.init_timer is not None:
+            self.init_timer.cancel()
+            self.init_timer = None
 
     async def handle(self, received: Mapping[str, Any]) -> None:
         message = decode(received)
         if message is None:
-            self.close(close_codes.INVALID_MESSAGE, "Invalid message received")
+            self.session.close(close_codes.INVALID_MESSAGE, "Invalid message received")
             return
         kind = message["type"]
         if kind == "connection_init":
             await self.on_connection_init(message.get("payload"))
         elif kind == "ping":
-            self.outbox.put(PONG)
+            self.session.put(PONG)
         elif kind == "pong":
             pass
         elif kind == "subscribe":
             await self.on_subscribe(message)
         elif kind == "complete":
-            self.on_complete(message.get("id"))
+            self.session.stop(message.get("id"))
         else:
-            self.close(close_codes.INVALID_MESSAGE, f"Unexpected message of type {kind}")
+            self.session.close(close_codes.INVALID_MESSAGE, f"Unexpected message of type {kind}")
 
     async def on_connection_init(self, payload: Any) -> None:
+        session = self.session
         if self.init_received:
-            self.close(close_codes.TOO_MANY_INITIALISATION_REQUESTS, "Too many initialisation requests")
+            session.close(close_codes.TOO_MANY_INITIALISATION_REQUESTS, "Too many initialisation requests")
             return
         self.init_received = True
-        viewer = await self.authenticate(payload)
-        if viewer is None:
-            self.close(close_codes.FORBIDDEN, "Forbidden")
+        self.stop_init_timer()
+        try:
+            viewer = await session.authenticate(payload)
+        except TryAgainLater:
+            session.close(*CLOSES.try_again_later)
             return
-        if not await self.hold_connection_slot(viewer):
+        if viewer is None:
+            session.close(close_codes.FORBIDDEN, "Forbidden")
+            return
+        if not await session.hold_connection_slot(viewer):
             # A close code graphql-ws's client does not retry (transports.close_codes): refused
             # clients do not come back in a loop; the reason reaches the subscriptions' errors.
-            _, reason = self.too_many_connections()
-            self.close(close_codes.TOO_MANY_CONNECTIONS, reason)
+            # It stays under the 123 bytes a close frame allows.
+            limit = session.connection_limit
+            session.close(close_codes.TOO_MANY_CONNECTIONS, f"{TOO_MANY_CONNECTIONS}: at most {limit} per user")
             return
-        self.acknowledge(ACK, PING)
+        session.put(ACK)
+        session.acknowledge(PING)
 
     async def on_subscribe(self, message: dict[str, Any]) -> None:
+        session = self.session
         operation_id, payload = message.get("id"), message.get("payload")
-        if not self.valid_id(operation_id) or not valid_payload(payload):
-            self.close(close_codes.INVALID_MESSAGE, "Invalid subscribe message")
-        elif not self.acknowledged:
-            self.close(close_codes.UNAUTHORIZED, "Unauthorized")
-        elif operation_id in self.operations:
-            self.close(close_codes.DUPLICATE_OPERATION, f"Subscriber for {operation_id} already exists")
-        elif len(self.operations) >= self.server.max_subscriptions:
-            self.refuse(operation_id, [too_many(self.server.max_subscriptions)])
+        if not session.valid_id(operation_id) or not valid_payload(payload):
+            session.close(close_codes.INVALID_MESSAGE, "Invalid subscribe message")
+        elif not session.acknowledged:
+            session.close(close_codes.UNAUTHORIZED, "Unauthorized")
+        elif operation_id in session.operations:
+            session.close(close_codes.DUPLICATE_OPERATION, f"Subscriber for {operation_id} already exists")
+        elif len(session.operations) >= session.server.max_subscriptions:
+            session.put(*Frames(operation_id).refusal([too_many(session.server.max_subscriptions)]))
         else:
-            await self.start(operation_id, payload)
-
-    def on_complete(self, operation_id: Any) -> None:
-        operation = self.operations.pop(operation_id, None) if isinstance(operation_id, str) else None
-        if operation is not None:
-            operation.stop()
-
-    def refuse(self, operation_id: str, errors: list[dict]) -> None:
-        self.outbox.put(orjson.dumps({"type": "error", "id": operation_id, "payload": errors}))
+            await session.start(operation_id, payload, Frames(operation_id))

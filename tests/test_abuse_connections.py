@@ -158,9 +158,12 @@ async def test_an_acknowledged_socket_subscribes_without_another_slot(limited: S
     room = create_room(api, bob)
     sockets = [await held(limited, protocol, bob) for protocol in (TRANSPORT_WS, LEGACY_WS, TRANSPORT_WS)]
     assert_too_many(await attempt(limited, LEGACY_WS, bob), LEGACY_WS)
+    # Each subscription resumes after this one: the next message reaches it however late the
+    # server starts it (a subscribe has no acknowledgement to wait for).
+    before = post_message(api, bob, room, "before")["id"]
     for ws in sockets:
         for op in ("a", "b"):
-            await ws.subscribe(op, MESSAGE_CREATED, {"room": room})
+            await ws.subscribe(op, MESSAGE_CREATED, {"room": room, "after": before})
     post_message(api, bob, room, "to every subscription")
     for ws in sockets:
         received = [await ws.receive() for _ in range(2)]

@@ -229,7 +229,7 @@ async def test_one_queue_for_several_channels_keeps_their_order() -> None:
                 await channels.publish(channel, message)
             received = [await asyncio.wait_for(subscriber.get(), 2) for _ in range(3)]
         assert [(event.channel, event.message) for event in received] == [("a", "1"), ("b", "2"), ("a", "3")]
-        assert channels._subscribers == {}  # left behind nothing
+        assert channels.held == 0  # left behind nothing
     finally:
         await channels.disconnect()
 

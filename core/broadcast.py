@@ -226,9 +226,10 @@ class ChannelBroadcast:
 
     @asynccontextmanager
     async def _joined(self, group: str) -> AsyncIterator[Any]:
-        """broadcaster's subscription to `group`, joined and left under the group's lock. A join
-        cancelled half-way is finished and left in the background (broadcaster cannot leave a
-        channel it has not finished joining)."""
+        """broadcaster's subscription to `group`, joined under the group's lock (one join at a
+        time) and left whatever happens: a leave cancelled half-way is finished in the
+        background, and so is a join (broadcaster cannot leave a channel it has not finished
+        joining), or broadcaster would keep filling a queue nobody reads."""
         lock, users = self._locks.setdefault(group, (asyncio.Lock(), [0]))
         users[0] += 1
         subscription = self._broadcast.subscribe(group)
@@ -238,9 +239,9 @@ class ChannelBroadcast:
             try:
                 upstream = await asyncio.shield(joining)
             except asyncio.CancelledError:
+                users[0] += 1  # the background join holds the group's lock until it is done
                 task = asyncio.ensure_future(self._leave_when_joined(joining, subscription, lock))
                 task.add_done_callback(lambda _: self._release(group, users))
-                users[0] += 1  # the background leave holds the group's lock until it is done
                 raise
             except BaseException:
                 lock.release()
@@ -249,8 +250,9 @@ class ChannelBroadcast:
             try:
                 yield upstream
             finally:
-                async with lock:
-                    await subscription.__aexit__(None, None, None)
+                leaving = asyncio.ensure_future(subscription.__aexit__(None, None, None))
+                leaving.add_done_callback(_logged)
+                await asyncio.shield(leaving)
         finally:
             self._release(group, users)
 
@@ -258,11 +260,15 @@ class ChannelBroadcast:
     async def _leave_when_joined(joining: asyncio.Future[Any], subscription: Any, lock: asyncio.Lock) -> None:
         try:
             await joining
-            await subscription.__aexit__(None, None, None)
         except Exception as error:
-            logger.warning("Leaving a subscription cancelled while joining failed (%s)", error)
+            logger.warning("A subscription cancelled while joining failed to join (%s)", error)
+            return
         finally:
             lock.release()
+        try:
+            await subscription.__aexit__(None, None, None)
+        except Exception as error:
+            logger.warning("Leaving a broadcast subscription failed (%s)", error)
 
     def _release(self, group: str, users: list[int]) -> None:
         users[0] -= 1
@@ -273,6 +279,11 @@ class ChannelBroadcast:
     def held(self) -> int:
         """How many channels and groups of them are held here (0: nothing left behind)."""
         return len(self._locks) + self._grouping.held
+
+
+def _logged(leaving: asyncio.Future[Any]) -> None:
+    if not leaving.cancelled() and leaving.exception() is not None:
+        logger.warning("Leaving a broadcast subscription failed (%s)", leaving.exception())
 
 
 class ResyncingQueue(asyncio.Queue[Event]):

@@ -85,6 +85,46 @@ async def test_a_join_cancelled_half_way_leaves_nothing_behind() -> None:
         await channels.disconnect()
 
 
+async def test_a_leave_cancelled_half_way_still_leaves() -> None:
+    class SlowToLeave(LocalBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = asyncio.Event()
+            self.unsubscribed: list[str] = []
+
+        async def unsubscribe(self, channel: str) -> None:
+            await self.gate.wait()
+            self.unsubscribed.append(channel)
+
+    backend = SlowToLeave()
+    channels = ChannelBroadcast(backend)
+    await channels.connect()
+    try:
+        inside = asyncio.Event()
+
+        async def subscribed() -> None:
+            async with channels.subscribe("a"):
+                inside.set()
+            raise AssertionError("never left")
+
+        task = asyncio.create_task(subscribed())
+        await inside.wait()
+        task.cancel()  # while inside: the leave starts, and waits for the backend
+        await asyncio.sleep(0.01)
+        assert not task.done() or task.cancelled()
+        task.cancel()  # and again while leaving
+        await asyncio.gather(task, return_exceptions=True)
+        backend.gate.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert backend.unsubscribed == ["a"] and channels.held == 0
+        async with channels.subscribe("a") as subscriber:  # the channel works as before
+            await channels.publish("a", "again")
+            assert await received(subscriber, 1) == [("a", "again")]
+    finally:
+        await channels.disconnect()
+
+
 async def test_a_channel_on_its_own_and_in_a_group_hears_each_event_once_in_each() -> None:
     channels = open_broadcast(None)
     await channels.connect()

@@ -90,6 +90,13 @@ bench: install
 bench-abuse: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.abuse $(ARGS)
 
+# Each reach into a library's internals (core/reaches.py) against the public API it replaces, in
+# one process, alternating, with medians and spread (about two minutes; needs Postgres at
+# DATABASE_URL or 127.0.0.1:5432; `make bench-reaches ARGS=--quick` for a smoke run).
+.PHONY: bench-reaches
+bench-reaches: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.reaches $(ARGS)
+
 # Churn for a few minutes (WebSocket cycles, HTTP with malformed and oversized requests) and
 # print each worker's memory before, at peak and after; `make soak ARGS=--quick` for a smoke run.
 .PHONY: soak

@@ -11,6 +11,11 @@ from ariadne.utils import unwrap_graphql_error
 from graphql import GraphQLError
 
 from core.outages import is_database_unavailable, outages
+from core.reaches import written_against
+
+# A reach (core/reaches.py): request errors are told apart by the texts graphql-core gives
+# them; tests/test_library_reaches.py fails loudly when those change.
+WRITTEN_AGAINST = written_against("graphql-core")
 
 
 class CodedError(GraphQLError):
@@ -59,13 +64,13 @@ def format_error(error: GraphQLError, debug: bool = False) -> dict:
 
 
 def code_for_request_error(error: GraphQLError) -> str:
-    """Codes for errors graphql-core raises before any resolver runs (Apollo's names)."""
+    """Codes for errors graphql-core raises before any resolver runs (Apollo's names), told
+    apart by their texts: graphql-core gives them neither a code nor a type of their own. (The
+    cost and shape rules, limits.query_shape, give their refusals their code.)"""
     if error.message.startswith("Syntax Error"):
         return "GRAPHQL_PARSE_FAILED"
     if error.message.startswith("Variable ") or "runtime value" in error.message:
         return "BAD_USER_INPUT"  # the second is the cost rule's word for a missing variable
-    if error.message.startswith("The query exceeds the maximum cost"):
-        return "QUERY_TOO_COMPLEX"
     return "GRAPHQL_VALIDATION_FAILED"
 
 

@@ -10,6 +10,11 @@ from ariadne.utils import unwrap_graphql_error
 from graphql import GraphQLError
 
 from core.errors import code_for_request_error
+from core.reaches import written_against
+
+# A reach (core/reaches.py): the shape of uvicorn's access-log arguments (StripQueryString);
+# tests/test_library_reaches.py fails loudly when uvicorn changes it.
+WRITTEN_AGAINST = written_against("uvicorn")
 
 
 class ExpectedErrorFilter(logging.Filter):
@@ -30,7 +35,8 @@ class ExpectedErrorFilter(logging.Filter):
 
 
 class StripQueryString(logging.Filter):
-    """uvicorn's access line is (client, method, path with query, http version, status)."""
+    """uvicorn's access line is (client, method, path with query, http version, status): not its
+    public API, a reach (core/reaches.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args

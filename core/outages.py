@@ -15,6 +15,11 @@ import time
 
 from asyncpg import exceptions as pg
 
+from core.reaches import written_against
+
+# A reach (core/reaches.py): asyncpg's texts for a connection gone, and its pool's logger;
+# tests/test_library_reaches.py fails loudly when asyncpg changes them.
+WRITTEN_AGAINST = written_against("asyncpg")
 logger = logging.getLogger("chat.database")
 
 # 08xxx: the connection failed or is gone. ProtocolViolationError (08P01) is in that class but

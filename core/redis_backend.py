@@ -48,6 +48,7 @@ class ResilientRedisBackend(BroadcastBackend):
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._confirming: dict[str, list[asyncio.Future[None]]] = {}
+        self._deliveries: set[asyncio.Future[None]] = set()
 
     async def connect(self) -> None:
         self._reader = asyncio.create_task(self._read_forever(), name="redis-pubsub-reader")
@@ -83,6 +84,15 @@ class ResilientRedisBackend(BroadcastBackend):
 
     async def publish(self, channel: str, message: Any) -> None:
         await self._redis.publish(channel, message)
+
+    def deliver_locally(self, channel: str, message: str) -> None:
+        """`message` to this process's subscribers of `channel` only, as if Redis had sent it."""
+        event = Event(channel=channel, message=message)
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:  # the reader waits on Redis's backlog; this waits its turn
+            self._deliveries.add(task := asyncio.ensure_future(self._queue.put(event)))
+            task.add_done_callback(self._deliveries.discard)
 
     async def next_published(self) -> Event:
         return await self._queue.get()

@@ -12,10 +12,10 @@
 - Releasing a connection skips asyncpg's reset query (advisory locks, LISTEN, cursors, SET):
   we use none of them, and it was a second round trip per query. Open transactions are still
   rolled back by asyncpg.
-- A connection is out of the pool for as short as it can be: taken in the querying task and
-  given back at once (db.asyncpg_pool); with five per worker, that hold, not CPU, was what
-  limited a list query's throughput. A single read outside a transaction (`fetch_rows`) takes
-  one straight from the pool, without the per-task `Connection` `databases` builds for it.
+- A connection is taken in the querying task (`asyncio.timeout` around asyncpg's `acquire()`,
+  not `acquire(timeout=)`, which takes it in a task of its own) and given back by asyncpg's
+  `release`. A single read outside a transaction (`fetch_rows`) takes one straight from the
+  pool, without the per-task `Connection` `databases` builds for it.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ from sqlalchemy.sql.elements import BindParameter, TextClause
 
 from core.errors import ServiceUnavailable, as_service_unavailable
 from core.outages import QuietPoolRetries, is_database_unavailable, outages
-from db import asyncpg_pool
+from core.reaches import written_against
 from db.records import ReadOnlyRow, Row, RowView, as_rows
 
 # The one module reaching into `databases` (its backend and connection classes) and into the
 # compiled statements of SQLAlchemy; tests/test_library_reaches.py fails loudly when either changes.
-WRITTEN_AGAINST = {"databases": "0.9.0", "sqlalchemy": "2.1.9"}
+WRITTEN_AGAINST = {"databases": written_against("databases"), "sqlalchemy": written_against("SQLAlchemy")}
 CACHE_SIZE = 512
 ColumnMaps = tuple[Mapping[Any, Any], Mapping[Any, Any], Mapping[Any, Any]]
 # By cache key: the compiled statement, its SQL and parameters' order (None: expanded per call), its maps.
@@ -277,7 +277,8 @@ def _shaped(records: list[asyncpg.Record], views: bool) -> list[Any]:
 
 async def _acquired(pool: asyncpg.Pool, seconds: float) -> Any:
     """A pooled connection, or SERVICE_UNAVAILABLE once `seconds` pass (or the database is away).
-    Not `acquire(timeout=)`: it takes the connection in a task of its own (see db.asyncpg_pool)."""
+    Not `acquire(timeout=)`: it takes the connection in a task of its own, a turn of the event
+    loop more for every query."""
     try:
         async with asyncio.timeout(seconds):
             return await pool.acquire()
@@ -289,7 +290,7 @@ async def _acquired(pool: asyncpg.Pool, seconds: float) -> Any:
 
 async def _released(pool: asyncpg.Pool, connection: Any) -> None:
     try:
-        await asyncpg_pool.release(pool, connection)
+        await pool.release(connection)
     except Exception as error:
         raise _translated(error)  # noqa: B904
 

@@ -6,6 +6,12 @@ from typing import Any
 
 from asyncpg import Record as PostgresRecord
 
+from core.reaches import written_against
+
+# A reach (core/reaches.py): asyncpg's Record taken as a Mapping, though iterating it yields its
+# values, not its keys; tests/test_library_reaches.py fails loudly when asyncpg changes under it.
+WRITTEN_AGAINST = written_against("asyncpg")
+
 Row = dict[str, Any]
 RowView = Mapping[str, Any]  # a row only read: a dict, or on Postgres the ReadOnlyRow asyncpg made
 
@@ -13,7 +19,9 @@ RowView = Mapping[str, Any]  # a row only read: a dict, or on Postgres the ReadO
 class ReadOnlyRow(PostgresRecord):
     """A row as asyncpg made it, for a list that is only read: a mapping of str keys to values as
     Postgres gave them, without a dict made of each. Registered as a Mapping, so graphql-core's
-    default resolver and our code read it as they read a dict."""
+    default resolver and our code read it as they read a dict: by key (`[key]`, `get`, `in`,
+    `keys()`, `dict(row)`). Iterating one yields its values (asyncpg's Record is a sequence):
+    only code that reads by key may take it."""
 
     __slots__ = ()
 

@@ -49,7 +49,9 @@ from graphql.execution.collect_fields import FieldDetailsList
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, RefMap
 
-WRITTEN_AGAINST = "3.3.2"
+from core.reaches import written_against
+
+WRITTEN_AGAINST = written_against("graphql-core")
 R = TypeVar("R", bound=Callable[..., Any])
 PLAIN = frozenset((int, str, float, bool))
 PATH = GraphQLResolveInfo._fields.index("path")

@@ -252,7 +252,7 @@ class Revocations:
             try:
                 # Revocations first: a beat heard must never precede the subscription to them.
                 async with self._broadcast.subscribe_many(self._channel, self._beat_channel) as subscriber:
-                    async for event in subscriber:  # type: ignore[union-attr]
+                    async for event in subscriber:
                         if event is not None:
                             self._hear(event.channel, event.message)
             except asyncio.CancelledError:

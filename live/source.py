@@ -16,7 +16,10 @@ from typing import Any, Protocol
 
 from graphql import GraphQLError
 
+from core.reaches import written_against
 from identity.auth import Viewer
+
+WRITTEN_AGAINST = written_against("graphql-core")  # LiveSource.__aiter__, a reach
 
 Event = dict[str, Any]
 # A viewer's key for one event: viewers with equal keys see the same result.
@@ -78,5 +81,7 @@ class LiveSource:
 
     def __aiter__(self) -> AsyncIterator[Event]:
         """graphql-core accepts only an async iterable from a source resolver; the live engine
-        serves this one, nothing iterates it."""
+        serves this one, nothing iterates it. A reach (core/reaches.py, WRITTEN_AGAINST):
+        `create_source_event_stream` hands the source back untouched, and the transports take
+        the LiveSource from it; tests/test_library_reaches.py fails loudly when it stops."""
         raise TypeError("A LiveSource is served by the live engine (live.engine), not iterated")

@@ -33,7 +33,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import Server
 
-WRITTEN_AGAINST = "0.54.0"
+from core.reaches import written_against
+
+WRITTEN_AGAINST = written_against("uvicorn")
 logger = logging.getLogger("uvicorn.error")
 RESTARTING = b"Restarting, retry"
 # Keys of an HTTP request's scope: a callable the app sets for a response that lasts (a stream),

@@ -10,10 +10,11 @@ from typing import Any
 from gunicorn.arbiter import Arbiter
 from uvicorn_worker import UvicornWorker
 
+from core.reaches import written_against
 from core.settings import load
 from serving.uvicorn_protocols import DrainingHttpProtocol, DrainingServer
 
-WRITTEN_AGAINST = "0.4.0"  # uvicorn-worker
+WRITTEN_AGAINST = written_against("uvicorn-worker")
 
 
 class ChatWorker(UvicornWorker):

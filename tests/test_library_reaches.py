@@ -1,18 +1,7 @@
-"""Where the code reaches into a library's internals for a measured saving, one module per
-library names the version it was written against. These tests fail loudly when the installed
-library is another version, or when what the module relies on no longer behaves as it did:
-the saving must never be lost quietly.
-
-- uvicorn_protocols.py: uvicorn (draining HTTP protocol and server, responses not counted towards
-  MAX_REQUESTS, lean WebSocket protocol,
-  frames and streamed chunks written straight to the transport);
-- worker.py: uvicorn-worker (its `_serve`);
-- db/pool.py: databases and SQLAlchemy (bounded pool wait, compiled-statement cache, column maps,
-  reads outside a transaction without the per-task connection);
-- db/asyncpg_pool.py: asyncpg (a connection given back to its pool in the releasing task);
-- execution/lean_executor.py: graphql-core (flat lists, memos of per-event copies);
-- core/broadcast.py: broadcaster (its subscriber table and backend).
-"""
+"""Every reach into a library beyond its public API is listed in core/reaches.py, with the
+version it was written against. These tests fail loudly when the installed library is another
+version, or when what a reach relies on no longer behaves as it did: the saving, or the
+behaviour it buys, must never be lost quietly. Each reach names its guard here."""
 
 from __future__ import annotations
 
@@ -33,12 +22,15 @@ from graphql import GraphQLError, GraphQLInt, default_field_resolver
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from core import broadcast
+from core import broadcast, errors, logs, outages
 from core.errors import ServiceUnavailable
-from db import asyncpg_pool, pool
+from core.reaches import REACHES
+from db import pool, records
 from db.records import ReadOnlyRow
 from db.tables import messages
+from execution import lean_executor
 from execution.lean_executor import reads
+from live import source
 from serving import uvicorn_protocols, worker
 from serving.uvicorn_protocols import (
     DrainingHttpProtocol,
@@ -48,15 +40,34 @@ from serving.uvicorn_protocols import (
     chunk_writer,
     frame_writer,
 )
+from tests.support.processes import ROOT
 from tests.support.rawws import client_frame, upgrade_request
 
 
 def test_each_reach_is_written_against_the_installed_version() -> None:
-    assert version("uvicorn") == uvicorn_protocols.WRITTEN_AGAINST
-    assert version("uvicorn-worker") == worker.WRITTEN_AGAINST
-    assert {name: version(name) for name in pool.WRITTEN_AGAINST} == pool.WRITTEN_AGAINST
-    assert version("broadcaster") == broadcast.WRITTEN_AGAINST
-    assert version("asyncpg") == asyncpg_pool.WRITTEN_AGAINST
+    assert REACHES
+    for reach in REACHES:
+        assert version(reach.library) == reach.version, reach
+    # The reaching modules take their versions from the list.
+    assert uvicorn_protocols.WRITTEN_AGAINST == logs.WRITTEN_AGAINST == version("uvicorn")
+    assert worker.WRITTEN_AGAINST == version("uvicorn-worker")
+    assert pool.WRITTEN_AGAINST == {"databases": version("databases"), "sqlalchemy": version("sqlalchemy")}
+    assert records.WRITTEN_AGAINST == outages.WRITTEN_AGAINST == version("asyncpg")
+    assert lean_executor.WRITTEN_AGAINST == source.WRITTEN_AGAINST == version("graphql-core")
+    assert errors.WRITTEN_AGAINST == version("graphql-core")
+
+
+def test_every_reach_has_its_guard_here_and_its_line_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("**Where the code reaches into a library's internals**") :]
+    table = table[: table.index("\n## ")]
+    for reach in REACHES:
+        assert callable(globals().get(reach.guard)), reach.guard
+        module = reach.where.split(":")[0]
+        assert (ROOT / module).is_file(), module
+        assert f"`{module}`" in table and f"{reach.library} {reach.version}" in table, reach
+    for module in {reach.where.split(":")[0] for reach in REACHES}:
+        assert "written_against" in (ROOT / module).read_text() or module.startswith("transports/"), module
 
 
 class Transport(asyncio.Transport):
@@ -229,7 +240,7 @@ async def test_one_queue_for_several_channels_keeps_their_order() -> None:
                 await channels.publish(channel, message)
             received = [await asyncio.wait_for(subscriber.get(), 2) for _ in range(3)]
         assert [(event.channel, event.message) for event in received] == [("a", "1"), ("b", "2"), ("a", "3")]
-        assert channels._subscribers == {}  # left behind nothing
+        assert channels.held == 0  # left behind nothing
     finally:
         await channels.disconnect()
 
@@ -286,12 +297,6 @@ async def both(schema: Any, query: Any, root: Any, variables: dict | None = None
     assert isinstance(lean, LeanExecutor)
     theirs, ours = ({"data": r.data, "errors": [e.formatted for e in r.errors or ()]} for r in results)
     return theirs, ours, lean.flat_lists_completed
-
-
-async def test_the_lean_executor_is_written_against_the_installed_graphql_core() -> None:
-    from execution import lean_executor
-
-    assert version("graphql-core") == lean_executor.WRITTEN_AGAINST
 
 
 async def test_flat_lists_take_the_short_path_and_answer_as_graphql_core_does() -> None:
@@ -475,9 +480,10 @@ def counting_tasks() -> list[asyncio.Task]:
     return created
 
 
-async def test_a_connection_goes_back_to_the_pool_in_the_task_that_used_it(database_url: str) -> None:
-    """asyncpg's release gives a connection back in a shielded task of its own; ours, where
-    nothing needs doing to it, at once. With a transaction open, asyncpg's own (a rollback)."""
+async def test_the_pool_s_wait_is_bounded_and_a_read_takes_no_per_task_connection(database_url: str) -> None:
+    """A connection is taken in the querying task, for a bounded time; given back by asyncpg (a
+    transaction left open is rolled back). A read outside a transaction takes no `databases`
+    Connection for its task."""
     database = pool.ChatDatabase(database_url, min_size=1, max_size=1, acquire_timeout=0.2)
     await database.connect()
     loop = asyncio.get_running_loop()
@@ -487,26 +493,22 @@ async def test_a_connection_goes_back_to_the_pool_in_the_task_that_used_it(datab
         asyncpg_pool_ = backend._pool
         created = counting_tasks()
         proxy = await pool._acquired(asyncpg_pool_, 1.0)
-        assert asyncpg_pool._releases_at_once(asyncpg_pool_, proxy)
-        await asyncpg_pool.release(asyncpg_pool_, proxy)
-        assert created == [] and asyncpg_pool_._queue.qsize() == 1  # no task taken, none to give back
+        assert created == []  # taken in this task
+        await pool._released(asyncpg_pool_, proxy)
 
         proxy = await asyncpg_pool_.acquire()
         await proxy.execute("BEGIN")
-        assert not asyncpg_pool._releases_at_once(asyncpg_pool_, proxy)
-        await asyncpg_pool.release(asyncpg_pool_, proxy)
-        assert len(created) == 1  # asyncpg's shielded release
+        await pool._released(asyncpg_pool_, proxy)
         proxy = await asyncpg_pool_.acquire()
         assert not proxy.is_in_transaction()  # rolled back on the way
         # The pool's only connection out: the wait is bounded, and refused as the service being busy.
         with pytest.raises(ServiceUnavailable):
             await pool._acquired(asyncpg_pool_, 0.05)
-        await asyncpg_pool.release(asyncpg_pool_, proxy)
+        await pool._released(asyncpg_pool_, proxy)
 
         # A read outside a transaction: one query on a pooled connection, no per-task Connection.
-        del created[:]
         rows = await pool.fetch_rows(database, sa.select(sa.literal_column("1").label("one")))
-        assert rows == [{"one": 1}] and created == [] and len(database._connection_map) == 0
+        assert rows == [{"one": 1}] and len(database._connection_map) == 0
         # A kept statement, its values given per call; rows left as asyncpg made them, read as mappings.
         kept = sa.text("SELECT :n + 1 AS next, 'x' AS name").bindparams(sa.bindparam("n", type_=sa.Integer))
         for n in (1, 5):
@@ -551,3 +553,162 @@ async def test_a_kept_statement_takes_lists_of_any_length(where: str, database_u
             assert await pool.fetch_rows(database, kept, {"ns": [3]}) == [{"n": 3}]
     finally:
         await database.disconnect()
+
+
+# Guards of the reaches that were not declared before core/reaches.py listed them.
+
+
+def test_the_access_line_s_arguments_are_what_the_log_filter_strips() -> None:
+    """uvicorn logs each response as (client, method, path with its query, http version,
+    status); logs.StripQueryString drops the query (tokens travel there on GET)."""
+    import logging
+
+    heard: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            heard.append(record)
+
+    async def app(_scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    access = logging.getLogger("uvicorn.access")
+    handler, level = Keep(), access.level
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    try:
+
+        async def served() -> None:
+            config = Config(app=app, http=DrainingHttpProtocol, lifespan="off", log_config=None, access_log=True)
+            config.load()
+            protocol = DrainingHttpProtocol(config=config, server_state=ServerState(), app_state={})
+            protocol.connection_made(Transport())
+            protocol.data_received(b"GET /graphql?token=secret&x=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            for _ in range(20):
+                await asyncio.sleep(0)
+
+        asyncio.run(served())
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    (record,) = heard
+    assert isinstance(record.args, tuple) and len(record.args) == 5
+    assert record.args[1:] == ("GET", "/graphql?token=secret&x=1", "1.1", 200)
+    assert logs.StripQueryString().filter(record) and "secret" not in record.getMessage()
+    assert "/graphql?…" in record.getMessage()
+
+
+def test_the_worker_serves_as_uvicorn_worker_does_with_the_draining_server() -> None:
+    """ChatWorker._serve is UvicornWorker._serve with DrainingServer for Server, step for step."""
+    import ast
+    import inspect
+    import textwrap
+
+    from uvicorn_worker import UvicornWorker
+
+    def body(function: Any, server: str) -> str:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+        definition = tree.body[0]
+        assert isinstance(definition, ast.AsyncFunctionDef)
+        definition.body = [statement for statement in definition.body if not isinstance(statement, ast.Expr)
+                           or not isinstance(statement.value, ast.Constant)]  # fmt: skip
+        return ast.dump(definition).replace(f"id='{server}'", "id='SERVER'")
+
+    assert body(worker.ChatWorker._serve, "DrainingServer") == body(UvicornWorker._serve, "Server")
+
+
+async def test_a_read_only_row_reads_as_a_mapping_by_key_only(database_url: str) -> None:
+    """asyncpg makes rows of a Record subclass we name; registered as a Mapping, it is read by
+    key as a dict is. Iterating it yields its values: that must stay what nothing relies on."""
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url.replace("postgresql://", "postgres://", 1))
+    try:
+        (row,) = await connection.fetch("SELECT 1 AS a, 'x' AS b", record_class=ReadOnlyRow)
+    finally:
+        await connection.close()
+    assert type(row) is ReadOnlyRow and isinstance(row, Mapping)
+    assert row["a"] == 1 and row.get("b") == "x" and row.get("missing") is None and row.get("missing", 5) == 5
+    assert "a" in row and "x" not in row and len(row) == 2
+    assert list(row.keys()) == ["a", "b"] and list(row.items()) == [("a", 1), ("b", "x")]
+    assert dict(row) == {"a": 1, "b": "x"}  # dict() reads keys() where there is one
+    assert list(row) == [1, "x"]  # values, not keys: Mapping's own methods would be wrong on it
+    assert default_field_resolver(row, Named("b")) == "x"
+
+
+async def test_asyncpg_s_messages_for_a_closed_connection_are_what_outages_recognise(database_url: str) -> None:
+    """asyncpg has no type for a connection gone: outages reads its InterfaceError's text."""
+    import asyncpg
+    from asyncpg import exceptions as pg
+
+    url = database_url.replace("postgresql://", "postgres://", 1)
+    closed = await asyncpg.connect(url)
+    await closed.close()
+    with pytest.raises(pg.InterfaceError) as raised:
+        await closed.fetch("SELECT 1")
+    assert outages.is_database_unavailable(raised.value)
+    assert not outages.is_database_unavailable(pg.InterfaceError("cannot call Connection.fetch(): misuse"))
+    # The server ends a connection: what the next two queries on it raise are outages.
+    victim, killer = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        await killer.execute("SELECT pg_terminate_backend($1)", victim.get_server_pid())
+        for _ in range(2):
+            with pytest.raises(Exception) as raised_again:
+                await victim.fetch("SELECT 1")
+            assert outages.is_database_unavailable(raised_again.value), raised_again.value
+    finally:
+        await killer.close()
+        victim.terminate()
+    # The protocol's refusal while it waits for a ReadyForQuery, and the pool's logger.
+    import asyncpg.pool
+    import asyncpg.protocol
+
+    protocol_source = ROOT.joinpath(asyncpg.protocol.__path__[0], "coreproto.pyx").read_text()
+    assert "'cannot switch to state {}; '" in protocol_source
+    assert asyncpg.pool.logger.name == "asyncpg.pool"
+
+
+def test_graphql_core_hands_a_source_back_untouched() -> None:
+    """A source resolver's LiveSource comes back from create_source_event_stream as it is: the
+    transports take it from there and hand it to the live engine."""
+    from graphql import Executor, build_schema, parse
+    from graphql.execution import create_source_event_stream
+
+    from identity.auth import Viewer
+    from live.source import LiveSource
+
+    async def allowed() -> None:
+        return None
+
+    live = LiveSource(topic="t", viewer=Viewer(user={"id": 1}, token_hash="h"), check=allowed)
+    schema = build_schema("type Query { a: Int } type Subscription { live: Int }")
+    schema.subscription_type.fields["live"].subscribe = lambda _root, _info: live  # type: ignore[union-attr]
+    executor = Executor.build(schema, parse("subscription { live }"))
+    assert not isinstance(executor, list)
+    assert create_source_event_stream(executor) is live
+    with pytest.raises(TypeError):
+        aiter(live)
+
+
+def test_graphql_core_s_request_errors_read_as_the_codes_we_give() -> None:
+    """graphql-core gives request errors no code: errors.py reads their texts."""
+    from graphql import Executor, GraphQLSyntaxError, build_schema, execute_sync, parse, validate
+
+    with pytest.raises(GraphQLSyntaxError) as syntax:
+        parse("{ me { id ")
+    assert errors.code_for_request_error(syntax.value) == "GRAPHQL_PARSE_FAILED"
+    schema = build_schema("type Query { a(n: Int!): Int }")
+    document = parse("query($n: Int!) { a(n: $n) }")
+    for variables in ({}, {"n": "x"}, {"n": None}):
+        refused = Executor.build(schema, document, raw_variable_values=variables)
+        assert isinstance(refused, list) and refused, variables
+        assert [errors.code_for_request_error(error) for error in refused] == ["BAD_USER_INPUT"], refused
+    # A variable missing inside a list, read past validation: graphql-core's words for it.
+    listed = build_schema("type Query { a(n: [Int!]!): Int }")
+    result = execute_sync(listed, parse("query($v: Int) { a(n: [$v]) }"), variable_values={})
+    (missing,) = result.errors or ()
+    assert errors.code_for_request_error(missing) == "BAD_USER_INPUT", missing.message
+    (invalid,) = validate(schema, parse("{ b }"))
+    assert errors.code_for_request_error(invalid) == "GRAPHQL_VALIDATION_FAILED"

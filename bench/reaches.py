@@ -420,6 +420,8 @@ def fanned_out(outboxes: list[Any], events: int) -> Variant:
 async def websocket(rounds: int, events: int) -> None:
     from transports.outbox import WebSocketOutbox
 
+    SLOW = (1013, "Slow consumer")  # a protocol's close for an outbox past its limit (unused here)
+
     def idle(kind: type) -> Variant:
         async def run() -> float:
             sends: list[Any] = []
@@ -456,8 +458,8 @@ async def websocket(rounds: int, events: int) -> None:
     sends: list[Any] = []
     done = asyncio.Event()
     protocols = await opened(LeanWebSocketProtocol, SOCKETS, sends, done)
-    direct = [WebSocketOutbox(websocket, frame_writer(send), 1000) for websocket, send in sends]
-    through_send = [WebSocketOutbox(websocket, None, 1000) for websocket, _send in sends]
+    direct = [WebSocketOutbox(websocket, frame_writer(send), 1000, SLOW) for websocket, send in sends]
+    through_send = [WebSocketOutbox(websocket, None, 1000, SLOW) for websocket, _send in sends]
     assert all(outbox.direct is not None for outbox in direct)
     for outbox in through_send:
         outbox.put(FRAME)

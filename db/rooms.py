@@ -397,7 +397,7 @@ async def update_room(
         assert after is not None
         at = now()
         seq = await room_events.next_seq(db, room_id)
-        data = {"name": after["name"], "topic": after["topic"], "kind": after["kind"]}
+        data = {"name": after["name"], "topic": after["topic"], "room_kind": after["kind"]}
         await room_events.append(db, room_id, seq, room_events.ROOM_UPDATED, at, user_id=actor["id"], data=data)
         after["last_event_seq"] = seq
     return before, after, [room_events.event(seq, room_events.ROOM_UPDATED, at, after, user=actor, data=data)]

@@ -90,3 +90,4 @@ for _event_type in room_event_types:
     elif _event_type.name == "RoomUpdated":
         _event_type.set_field("by", _user)  # who changed it: the event's user
         _event_type.set_field("topic", _field("topic"))
+        _event_type.set_field("kind", _field("room_kind"))  # an event's own `kind` is its type

@@ -30,7 +30,7 @@ from graphql import GraphQLError, GraphQLResolveInfo
 from core.errors import Forbidden, NotFound, Unauthenticated
 from db.access import Access
 from db.records import Row, RowView, now
-from db.rooms import DIRECT, MEMBER, MODERATOR, OWNER, PUBLIC, Decide
+from db.rooms import DIRECT, MEMBER, MODERATOR, OWNER, PUBLIC
 from identity.auth import Viewer
 from resolvers.context import NOT_A_MEMBER, SIGN_IN_FIRST, require_viewer, services_of
 from resolvers.services import Services
@@ -147,7 +147,8 @@ def not_direct(kind: str) -> None:
         raise Forbidden(DIRECT_FIXED)
 
 
-# The rules for acting on another member, as db.rooms applies them under the room's lock.
+# The rules for acting on another member: db.rooms calls them (a `Decide`) with the roles it
+# reads under the room's lock.
 
 
 def _acting(actor: str | None, allowed: Collection[str], message: str) -> None:
@@ -177,9 +178,6 @@ def may_moderate(actor: str | None, _target: str | None) -> None:
 
 def may_set_role(actor: str | None, _target: str | None) -> None:
     _acting(actor, (OWNER,), OWNERS_ONLY)
-
-
-DECIDERS: dict[str, Decide] = {"remove": may_remove, "mute": may_mute, "moderate": may_moderate, "role": may_set_role}
 
 
 # Room objects as fields see them.

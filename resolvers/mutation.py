@@ -219,7 +219,7 @@ async def resolve_update_room(
     viewer = await _act(info)
     services = services_of(info)
     room_id = parse_id(room, "Room", argument="room")
-    await access.member(services, viewer, room_id)
+    mine = await access.member(services, viewer, room_id)
     changes: dict = {}
     if name is not None:
         changes["name"] = clean_name(name, "name", MAX_NAME)
@@ -239,8 +239,7 @@ async def resolve_update_room(
         raise NotFound(access.ROOM_NOT_FOUND)
     for event in events:
         await services.publisher.event(room_topic(room_id), event)
-    role = await access.member(services, viewer, room_id)
-    return access.with_role(after, role.role)
+    return access.with_role(after, mine.role)
 
 
 async def _user(info: GraphQLResolveInfo, user: str) -> dict:

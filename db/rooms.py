@@ -162,10 +162,13 @@ async def _lock(db: Database, room_id: int, member_change: int = 0) -> Row | Non
     )
 
 
-async def add_member(db: Database, room: Row, user: Row, *, by: Row | None = None) -> room_events.Event | None:
+async def add_member(
+    db: Database, room: Row, user: Row, *, by: Row | None = None, decide: Decide | None = None
+) -> room_events.Event | None:
     """Idempotent: joining a room twice leaves one membership. The `member_joined` event (with
-    `by`, who added them, if someone did), or None when the user was a member already. Raises
-    Banned for a banned user (checked under the room's lock, so a ban at the same moment holds)."""
+    `by`, who added them, as `decide` allows), or None when the user was a member already.
+    Raises Banned for a banned user (checked under the room's lock, so a ban at the same moment
+    holds)."""
     if await is_member(db, room["id"], user["id"]):
         return None
     try:
@@ -173,6 +176,8 @@ async def add_member(db: Database, room: Row, user: Row, *, by: Row | None = Non
             locked = await _lock(db, room["id"], member_change=1)
             if locked is None:
                 return None
+            if by is not None and decide is not None:
+                decide(await _role(db, room["id"], by["id"]), None)
             if await _is_banned(db, room["id"], user["id"]):
                 raise Banned()
             joined = now()
@@ -184,7 +189,7 @@ async def add_member(db: Database, room: Row, user: Row, *, by: Row | None = Non
             )
     except Banned:
         raise
-    except Exception:
+    except Exception:  # a refusal of `decide` too: re-raised, as the target is no member
         if await is_member(db, room["id"], user["id"]):  # lost a race with a concurrent join: fine
             return None
         raise

@@ -260,7 +260,7 @@ async def resolve_add_member(_root: None, info: GraphQLResolveInfo, room: str, u
     access.not_direct(found.room["kind"])
     target = await _user(info, user)
     try:
-        joined = await rooms.add_member(services.db, found.room, target, by=viewer.user)
+        joined = await rooms.add_member(services.db, found.room, target, by=viewer.user, decide=access.may_moderate)
     except rooms.Banned:
         raise Forbidden("That user is banned from this room: unban them first.") from None
     if joined is not None:

@@ -46,6 +46,7 @@ UNREACT = 'mutation($m: ID!) { unreact(message: $m, emoji: "👍") { id } }'
 MARK_READ = "mutation($r: ID!, $c: String!) { markRead(room: $r, upTo: $c) { id } }"
 TYPING = "mutation($r: ID!) { typing(room: $r) }"
 MEMBERSHIPS = "query($r: ID!, $after: String) { room(id: $r) { memberships(after: $after) { user { id } role } } }"
+JOINED_AT = "query($r: ID!) { room(id: $r) { memberships { joinedAt } } }"
 EVENTS = """
 query($r: ID!, $after: String) {
   room(id: $r) {
@@ -133,6 +134,8 @@ def test_create_room_is_private_by_default_its_creator_owner_and_direct_is_refus
     assert api.data(MEMBERSHIPS, {"r": created["id"]}, ann.token)["room"]["memberships"] == [
         {"user": {"id": ann.id}, "role": "OWNER"}
     ]
+    [joined] = api.data(JOINED_AT, {"r": created["id"]}, ann.token)["room"]["memberships"]
+    assert abs((datetime.fromisoformat(joined["joinedAt"]) - datetime.now(UTC)).total_seconds()) < 60
 
 
 def test_a_private_room_is_not_found_to_an_outsider_exactly_as_a_missing_one(api: GraphQLClient) -> None:

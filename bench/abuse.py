@@ -74,7 +74,7 @@ from tests.support.processes import (
 from tests.support.rawws import upgrade_request
 
 SIGN_UP = 'mutation($e: String!) { signUp(name: "abuse", email: $e, password: "benchmark!") { token } }'
-CREATE_ROOM = 'mutation { createRoom(name: "abuse") { id } }'
+CREATE_ROOM = 'mutation { createRoom(name: "abuse", kind: PUBLIC) { id } }'
 JOIN = "mutation($r: ID!) { joinRoom(room: $r) { id } }"
 CREATE_MESSAGE = "mutation($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id } }"
 REACT = "mutation($m: ID!, $e: String!) { react(message: $m, emoji: $e) { id } }"

@@ -210,7 +210,7 @@ async def unread(stack: Stack, rooms: int, seconds: float, rounds: int = 2) -> d
     left running, a passing autovacuum, or a machine slowing over the run falls on each alike)."""
     token = stack.tokens[0]
     for _ in range(rooms):
-        stack.gql('mutation { createRoom(name: "unread") { id } }', token=token)
+        stack.gql('mutation { createRoom(name: "unread", kind: PUBLIC) { id } }', token=token)
     url = httpx.URL(stack.server.url)
     queries = {"me": ME, "unread": UNREAD, "with ids": UNREAD_WITH_IDS}
     for query in queries.values():

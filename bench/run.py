@@ -118,8 +118,8 @@ class Stack:
         return self.gql(mutation, {"e": f"bench{i}-{uuid.uuid4().hex[:8]}@example.com"})["signUp"]["token"]
 
     def rooms(self, count: int) -> list[str]:
-        rooms = [self.gql('mutation { createRoom(name: "bench") { id } }', token=self.tokens[0])["createRoom"]["id"]
-                 for _ in range(count)]  # fmt: skip
+        create = 'mutation { createRoom(name: "bench", kind: PUBLIC) { id } }'  # joined below
+        rooms = [self.gql(create, token=self.tokens[0])["createRoom"]["id"] for _ in range(count)]
         for token in self.tokens[1:]:
             for room in rooms:
                 self.gql("mutation($r: ID!) { joinRoom(room: $r) { id } }", {"r": room}, token)

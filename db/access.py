@@ -8,6 +8,7 @@ seconds; each check alone would be a query, and a storm of them would queue behi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 
 import sqlalchemy as sa
@@ -17,15 +18,26 @@ from db.batching import GroupedLoader
 from db.pool import fetch_rows
 from db.records import Row, now
 from db.rooms import rooms_by_ids
-from db.tables import memberships, messages, tokens
+from db.tables import memberships, messages, room_bans, tokens
 from db.users import users_for_tokens
 
 
 @dataclass(frozen=True)
 class Access:
+    """What the database says of a viewer (by token) and a room, read together: the room (None:
+    no such room), whether the token is good, the viewer's role (None: not a member), whether
+    they are banned from it, and until when they are muted. What it means is decided in one
+    place: resolvers/access.py."""
+
     room: Row | None
     signed_in: bool
-    member: bool
+    role: str | None = None
+    banned: bool = False
+    muted_until: datetime | None = None
+
+    @property
+    def member(self) -> bool:
+        return self.role is not None
 
 
 @dataclass(frozen=True)
@@ -79,13 +91,20 @@ class AccessReads:
         digests = sorted({digest for digest, _ in keys})
         found = {row["id"]: row for row in await rooms_by_ids(self._db, room_ids)}
         signed_in: set[str] = set()
-        member: set[tuple[str, int]] = set()
+        member: dict[tuple[str, int], tuple[str, datetime | None]] = {}
+        banned: set[tuple[str, int]] = set()
         values = {"room_ids": room_ids, "digests": digests, "now": now()}
         for row in await fetch_rows(self._db, _memberships_of_tokens(), values):
             signed_in.add(row["token_hash"])
             if row["room_id"] is not None:
-                member.add((row["token_hash"], row["room_id"]))
-        return {key: Access(found.get(key[1]), key[0] in signed_in, key in member) for key in keys}
+                member[(row["token_hash"], row["room_id"])] = (row["role"], _utc(row["muted_until"]))
+            if row["banned_room_id"] is not None:
+                banned.add((row["token_hash"], row["banned_room_id"]))
+        answers: dict[tuple[str, int], Access] = {}
+        for key in keys:
+            role, muted_until = member.get(key, (None, None))
+            answers[key] = Access(found.get(key[1]), key[0] in signed_in, role, key in banned, muted_until)
+        return answers
 
     async def _load_positions(self, ids: list[int]) -> dict[int, Position | None]:
         found = {
@@ -104,12 +123,30 @@ def _rooms_of_users() -> sa.Select:
     )
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite gives timestamps back naive (every one we store is UTC)."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 @cache
 def _memberships_of_tokens() -> sa.Select:
+    """Each token's memberships and bans among the batch's rooms (a user is a member of a room
+    or banned from it, not both: the rows are few)."""
     in_rooms = memberships.c.room_id.in_(sa.bindparam("room_ids", expanding=True))
+    banned_in = room_bans.c.room_id.in_(sa.bindparam("room_ids", expanding=True))
     return (
-        sa.select(tokens.c.token_hash, memberships.c.room_id)
-        .select_from(tokens.outerjoin(memberships, sa.and_(memberships.c.user_id == tokens.c.user_id, in_rooms)))
+        sa.select(
+            tokens.c.token_hash,
+            memberships.c.room_id,
+            memberships.c.role,
+            memberships.c.muted_until,
+            room_bans.c.room_id.label("banned_room_id"),
+        )
+        .select_from(
+            tokens.outerjoin(memberships, sa.and_(memberships.c.user_id == tokens.c.user_id, in_rooms)).outerjoin(
+                room_bans, sa.and_(room_bans.c.user_id == tokens.c.user_id, banned_in)
+            )
+        )
         .where(tokens.c.token_hash.in_(sa.bindparam("digests", expanding=True)))
         # An expired token is refused as a revoked one is (db/users.py).
         .where(tokens.c.expires_at > sa.bindparam("now", type_=tokens.c.expires_at.type))

@@ -32,7 +32,7 @@ MESSAGE_COLUMNS = (
 
 class Refused(Exception):
     """A change to a message that may not be made: `reason` is "not_found", "not_sender",
-    "not_member" or "deleted"."""
+    "not_member", "muted" or "deleted"."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -41,12 +41,12 @@ class Refused(Exception):
 
 async def create_message(db: Database, room_id: int, sender: Row, body: str) -> room_events.Event | None:
     """The new message's `message_created` event (the message, with its sender, in it); None
-    when the sender is not a member of such a room. The statement that counts the sender's own
-    messages (for unread counts) is the membership check."""
+    when the sender is not a member of such a room, or is muted in it. The statement that counts
+    the sender's own messages (for unread counts) is the membership and mute check."""
     async with db.transaction():
         sender_seq = await db.fetch_val(
             memberships.update()
-            .where(memberships.c.room_id == room_id, memberships.c.user_id == sender["id"])
+            .where(memberships.c.room_id == room_id, memberships.c.user_id == sender["id"], _not_muted())
             .values(own_count=memberships.c.own_count + 1)
             .returning(memberships.c.own_count)
         )
@@ -88,56 +88,96 @@ async def create_message(db: Database, room_id: int, sender: Row, body: str) -> 
 
 
 async def edit_message(db: Database, message_id: int, sender: Row, body: str) -> room_events.Event:
-    """The `message_edited` event; raises Refused."""
+    """The `message_edited` event; raises Refused (a muted sender too)."""
     changes = {"body": body, "edited_at": now()}
-    return await _change(db, message_id, sender, changes, room_events.MESSAGE_EDITED)
+    mine = (messages.c.sender_id == sender["id"], _is_member_of_its_room(sender["id"], unmuted=True))
+    return await _change(db, message_id, sender, changes, room_events.MESSAGE_EDITED, mine)
 
 
-async def delete_message(db: Database, message_id: int, sender: Row) -> room_events.Event:
-    """The `message_deleted` event (its place kept, its body emptied); raises Refused."""
-    return await _change(db, message_id, sender, {"body": "", "deleted_at": now()}, room_events.MESSAGE_DELETED)
+async def delete_message(
+    db: Database, message_id: int, deleter: Row, *, moderating: tuple[str, ...] = ()
+) -> room_events.Event:
+    """The `message_deleted` event (its place kept, its body emptied; its `user` is who deleted
+    it); raises Refused. With `moderating` (roles), a member of the message's room in one of
+    those roles deletes anyone's message, checked in the statement that deletes it."""
+    if moderating:
+        who: tuple[sa.ColumnElement[bool], ...] = (_is_member_of_its_room(deleter["id"], roles=moderating),)
+    else:
+        who = (messages.c.sender_id == deleter["id"], _is_member_of_its_room(deleter["id"]))
+    changes = {"body": "", "deleted_at": now()}
+    return await _change(db, message_id, deleter, changes, room_events.MESSAGE_DELETED, who)
 
 
-async def _change(db: Database, message_id: int, sender: Row, changes: dict, kind: str) -> room_events.Event:
+async def _change(
+    db: Database, message_id: int, actor: Row, changes: dict, kind: str, who: tuple[sa.ColumnElement[bool], ...]
+) -> room_events.Event:
     """Its reactions are read after the room's row is locked for the event's seq, as in `react`."""
     async with db.transaction():
         message = as_row(
             await db.fetch_one(
                 messages.update()
-                .where(
-                    messages.c.id == message_id,
-                    messages.c.sender_id == sender["id"],
-                    messages.c.deleted_at.is_(None),
-                    _is_member_of_its_room(sender["id"]),
-                )
+                .where(messages.c.id == message_id, messages.c.deleted_at.is_(None), *who)
                 .values(**changes)
                 .returning(*MESSAGE_COLUMNS)
             )
         )
         if message is None:
-            raise Refused(await _why_not(db, message_id, sender["id"]))
+            raise Refused(await _why_not(db, message_id, actor["id"]))
         room, seq = await room_events.next_event(db, message["room_id"])
         message["reactions"] = (await room_events.reactions_by_message(db, [message_id])).get(message_id, [])
         at = changes.get("edited_at") or changes["deleted_at"]
-        await room_events.append(db, room["id"], seq, kind, at, user_id=sender["id"], message_id=message_id)
-    message["sender"] = room_events.public_user(sender)
-    return room_events.event(seq, kind, at, room, user=sender, message=message)
+        await room_events.append(db, room["id"], seq, kind, at, user_id=actor["id"], message_id=message_id)
+    if message["sender_id"] == actor["id"]:
+        message["sender"] = room_events.public_user(actor)
+    else:
+        sender = as_row(await db.fetch_one(sa.select(*SENDER_COLUMNS).where(users.c.id == message["sender_id"])))
+        assert sender is not None
+        message["sender"] = room_events.public_user(sender)
+    return room_events.event(seq, kind, at, room, user=actor, message=message)
+
+
+SENDER_COLUMNS = (users.c.id, users.c.name, users.c.email_hash)
 
 
 async def _why_not(db: Database, message_id: int, user_id: int) -> str:
     row = await db.fetch_one(sa.select(messages.c.sender_id, messages.c.deleted_at).where(messages.c.id == message_id))
     if row is None:
         return "not_found"
+    membership = await db.fetch_one(
+        sa.select(memberships.c.muted_until).where(
+            memberships.c.room_id == sa.select(messages.c.room_id).where(messages.c.id == message_id).scalar_subquery(),
+            memberships.c.user_id == user_id,
+        )
+    )
+    if membership is None:
+        return "not_member"
+    if row[1] is not None:
+        return "deleted"
     if row[0] != user_id:
         return "not_sender"
-    return "deleted" if row[1] is not None else "not_member"
+    return "muted"
 
 
-def _is_member_of_its_room(user_id: int) -> sa.ColumnElement[bool]:
-    """Whether `user_id` is a member of the room of the message the statement is about."""
+def _not_muted() -> sa.ColumnElement[bool]:
+    """Of a membership: no mute stands now."""
+    return sa.or_(
+        memberships.c.muted_until.is_(None),
+        memberships.c.muted_until <= sa.bindparam("muted_now", now(), type_=memberships.c.muted_until.type),
+    )
+
+
+def _is_member_of_its_room(
+    user_id: int, *, unmuted: bool = False, roles: tuple[str, ...] = ()
+) -> sa.ColumnElement[bool]:
+    """Whether `user_id` is a member of the room of the message the statement is about (not
+    muted, or in one of `roles`, when asked)."""
     membership = sa.select(memberships.c.room_id).where(
         memberships.c.room_id == messages.c.room_id, memberships.c.user_id == user_id
     )
+    if unmuted:
+        membership = membership.where(_not_muted())
+    if roles:
+        membership = membership.where(memberships.c.role.in_(roles))
     return membership.exists()
 
 
@@ -147,6 +187,7 @@ def _with_sender(viewer_id: int | None = None) -> sa.Select:
     columns: list[Any] = [*MESSAGE_COLUMNS, users.c.name, users.c.email_hash]
     if viewer_id is not None:
         columns.append(_is_member_of_its_room(viewer_id).label("member"))
+        columns.append(_is_member_of_its_room(viewer_id, unmuted=True).label("unmuted"))
     return sa.select(*columns).select_from(messages.join(users, users.c.id == messages.c.sender_id))
 
 
@@ -185,6 +226,8 @@ async def react(
             raise Refused("deleted")
         if not message.pop("member"):
             raise Refused("not_member")
+        if not message.pop("unmuted"):
+            raise Refused("muted")
         mine = (reactions.c.message_id == message_id, reactions.c.user_id == user["id"], reactions.c.emoji == emoji)
         if added:
             values = {"message_id": message_id, "user_id": user["id"], "emoji": emoji, "created_at": now()}

@@ -28,6 +28,9 @@ REACTION_CHANGED = "reaction_changed"
 READ_UP_TO = "read_up_to"
 MEMBER_JOINED = "member_joined"
 MEMBER_LEFT = "member_left"
+MEMBER_REMOVED = "member_removed"  # data: `by` (a user id), `banned`
+ROLE_CHANGED = "role_changed"  # data: `role`, `by` (a user id, or None: succession)
+ROOM_UPDATED = "room_updated"  # user: who; data: the room's `name`, `topic`, `room_kind` after it
 
 Event = dict[str, Any]
 

@@ -44,6 +44,12 @@ rooms = sa.Table(
     # The room's event log: every logged event (messages, joins, leaves...) takes the next one.
     sa.Column("last_event_seq", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # PUBLIC (anyone may find and join it), PRIVATE (invisible to non-members) or DIRECT.
+    sa.Column("kind", sa.String(16), nullable=False, server_default="PUBLIC"),
+    sa.Column("topic", sa.String(500), nullable=True),
+    # Kept with every join and leave, so room lists and the public directory count nothing.
+    sa.Column("member_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_rooms_kind_member_count", "kind", "member_count"),
 )
 
 memberships = sa.Table(
@@ -57,7 +63,21 @@ memberships = sa.Table(
     sa.Column("read_seq", sa.Integer, nullable=False, server_default="0"),
     sa.Column("own_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("own_at_read", sa.Integer, nullable=False, server_default="0"),
+    # OWNER, MODERATOR or MEMBER; a muted member cannot post, edit or react until `muted_until`.
+    sa.Column("role", sa.String(16), nullable=False, server_default="MEMBER"),
+    sa.Column("muted_until", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_memberships_user_id", "user_id"),
+)
+
+# Who may not come back to a room until unbanned (by joinRoom, addMember, or any later route).
+room_bans = sa.Table(
+    "room_bans",
+    metadata,
+    sa.Column("room_id", sa.Integer, sa.ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("banned_by", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("banned_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_room_bans_user_id", "user_id"),
 )
 
 messages = sa.Table(

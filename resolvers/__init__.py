@@ -11,7 +11,7 @@ from resolvers.message import message_type, reaction_type, reactions_audience
 from resolvers.mutation import mutation_type
 from resolvers.presence import presence_type
 from resolvers.query import query_type
-from resolvers.room import MAX_PAGE, room_type
+from resolvers.room import MAX_PAGE, membership_type, room_type
 from resolvers.room_event import room_event_interface, room_event_types
 from resolvers.scalars import datetime_scalar
 from resolvers.subscription import subscription_type
@@ -26,6 +26,7 @@ VIEWER_FIELDS: dict[tuple[str, str], Audience] = {
     ("Query", "me"): per_viewer,
     ("Room", "unreadCount"): per_viewer,
     ("Room", "lastReadCursor"): per_viewer,
+    ("Room", "myRole"): per_viewer,
     ("Reaction", "mine"): reactions_audience,
 }
 
@@ -36,6 +37,8 @@ LIST_BOUNDS: dict[tuple[str, str], int] = {
     ("Query", "rooms"): MAX_LIST,
     ("Query", "unreadCounts"): MAX_LIST,
     ("Room", "members"): MAX_LIST,
+    ("Room", "memberships"): MAX_LIST,
+    ("Query", "publicRooms"): MAX_LIST,
     ("Room", "messages"): MAX_PAGE,
     ("Room", "events"): MAX_PAGE,
 }
@@ -48,6 +51,7 @@ def build_schema() -> GraphQLSchema:
         mutation_type,
         subscription_type,
         room_type,
+        membership_type,
         message_type,
         reaction_type,
         typing_type,

@@ -8,8 +8,7 @@ from typing import Any
 from databases import Database
 from graphql import GraphQLResolveInfo
 
-from core.errors import NotFound, Unauthenticated
-from db import rooms
+from core.errors import Unauthenticated
 from identity.auth import Viewer
 from resolvers.loaders import Loaders
 from resolvers.services import Services
@@ -67,17 +66,3 @@ def client_address(info: GraphQLResolveInfo) -> str:
 
 def loaders_of(info: GraphQLResolveInfo) -> Loaders:
     return info.context["loaders"]
-
-
-ROOM_NOT_FOUND = "Room not found."
-
-
-async def require_member(info: GraphQLResolveInfo, room_id: int) -> dict:
-    """The room, if it exists and the viewer belongs to it. NOT_FOUND alike, same message, for a
-    room that does not exist and for one the viewer is not in: `room(id)` does not confirm that
-    a room exists to someone outside it."""
-    viewer = require_viewer(info)
-    room = await loaders_of(info).rooms.load(room_id)
-    if room is None or not await rooms.is_member(db_of(info), room_id, viewer.id):
-        raise NotFound(ROOM_NOT_FOUND)
-    return room

@@ -43,6 +43,20 @@ class MembersLoader(DatabaseLoader):
         return [found.get(key, []) for key in keys]
 
 
+class MembershipsLoader(DatabaseLoader):
+    """Keys are (room, limit, after): pages asked alike share one statement, as members' do."""
+
+    async def batch_load_fn(self, keys: list[tuple[int, int, int | None]]) -> list[list[Row]]:
+        groups: dict[tuple[int, int | None], list[int]] = {}
+        for room_id, limit, after in keys:
+            groups.setdefault((limit, after), []).append(room_id)
+        found: dict[tuple[int, int, int | None], list[Row]] = {}
+        for (limit, after), room_ids in groups.items():
+            for room_id, page in (await rooms.memberships_by_room_ids(self.db, room_ids, limit, after)).items():
+                found[(room_id, limit, after)] = page
+        return [found.get(key, []) for key in keys]
+
+
 class EventsLoader(DatabaseLoader):
     """Keys are (room, after, limit), as `PageLoader`'s: the pages of every room of a request
     asked alike (`rooms { events(first: 20) }`) are read in one statement, and their messages'
@@ -111,6 +125,10 @@ class Loaders:
     @cached_property
     def members(self) -> MembersLoader:
         return MembersLoader(self._db)
+
+    @cached_property
+    def memberships(self) -> MembershipsLoader:
+        return MembershipsLoader(self._db)
 
     @cached_property
     def events(self) -> EventsLoader:

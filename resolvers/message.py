@@ -23,6 +23,8 @@ def resolve_sender(message: dict, info: GraphQLResolveInfo) -> Any:
 
 @message_type.field("room")
 def resolve_room(message: dict, info: GraphQLResolveInfo) -> Any:
+    """A message carrying its room came from its room's log or a member's change (the room is
+    vouched for there); one read from history or `lastMessage` is checked by its fields."""
     if "room" in message:
         return message["room"]
     return loaders_of(info).rooms.load(message["room_id"])

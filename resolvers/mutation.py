@@ -3,31 +3,33 @@ before it is announced."""
 
 import re
 import unicodedata
+from datetime import timedelta
 from functools import partial
 from urllib.parse import urlsplit
 
 import emoji as emoji_library
 from ariadne import MutationType
-from graphql import GraphQLResolveInfo
+from graphql import GraphQLError, GraphQLResolveInfo
 
 from core.errors import BadUserInput, Forbidden, NotFound, Unauthenticated, format_error
 from db import messages, read_state, rooms, users
+from db.records import now
 from identity import auth
 from identity.auth import Viewer
-from resolvers import typing
+from resolvers import access, typing
 from resolvers.context import (
     NOT_A_MEMBER,
     SIGN_IN_FIRST,
     client_address,
     db_of,
     loaders_of,
-    require_member,
     require_viewer,
     services_of,
 )
 from resolvers.ids import decode_event_cursor, parse_id
+from resolvers.services import Services
 from resolvers.sources import room_access
-from resolvers.text_input import clean_body, clean_name, has_lone_surrogate, has_unstorable
+from resolvers.text_input import clean_body, clean_name, clean_topic, has_lone_surrogate, has_unstorable
 from resolvers.topics import presence_topic, room_topic, topics_of
 
 MAX_NAME = 100
@@ -114,48 +116,234 @@ async def resolve_log_out(_root: None, info: GraphQLResolveInfo, everywhere: boo
     return True
 
 
+ROOM_KINDS = (rooms.PUBLIC, rooms.PRIVATE)  # DIRECT rooms come from openDirect alone
+MAX_TOPIC = 500
+MAX_MUTE_MINUTES = 366 * 24 * 60
+BANNED = "You are banned from this room."
+REMOVED = "You were removed from this room."
+
+
+def _kind(kind: str, argument: str = "kind") -> str:
+    if kind not in ROOM_KINDS:
+        raise BadUserInput(
+            "A room's kind is PUBLIC or PRIVATE here (DIRECT rooms are opened, not made).", argument=argument
+        )
+    return kind
+
+
 @mutation_type.field("createRoom")
-async def resolve_create_room(_root: None, info: GraphQLResolveInfo, name: str) -> dict:
+async def resolve_create_room(
+    _root: None, info: GraphQLResolveInfo, name: str, kind: str = rooms.PRIVATE, topic: str | None = None
+) -> dict:
+    """The creator is its OWNER; PRIVATE unless asked."""
     viewer = require_viewer(info)
     services = services_of(info)
     await services.limiter.check("rooms", str(viewer.id), services.settings.rate_rooms)
-    room, _joined = await rooms.create_room(services.db, clean_name(name, "name", MAX_NAME), viewer.user)
-    return room  # nobody can be listening to a room that did not exist: nothing to announce
+    name = clean_name(name, "name", MAX_NAME)
+    kind = _kind(kind)
+    cleaned_topic = clean_topic(topic, "topic", MAX_TOPIC) if topic is not None else None
+    room, _joined = await rooms.create_room(services.db, name, viewer.user, kind=kind, topic=cleaned_topic)
+    return access.with_role(room, rooms.OWNER)  # nobody can be listening to a new room: nothing to announce
+
+
+async def _announce_joined(services: Services, room_id: int, joined: dict, user_id: int) -> None:
+    await services.publisher.event(room_topic(room_id), joined)
+    await services.presence.joined(user_id, room_id)
 
 
 @mutation_type.field("joinRoom")
 async def resolve_join_room(_root: None, info: GraphQLResolveInfo, room: str) -> dict:
+    """A PUBLIC room (NOT_FOUND for one I may not see); harmless for a room I am in; FORBIDDEN
+    while I am banned from it."""
     viewer = await _act(info)
-    found = await loaders_of(info).rooms.load(parse_id(room, "Room", argument="room"))
-    if found is None:
-        raise NotFound("Room not found.")
     services = services_of(info)
-    joined = await rooms.add_member(services.db, found, viewer.user)
+    found = await access.seen(services, viewer, parse_id(room, "Room", argument="room"))
+    assert found.room is not None
+    if found.member:
+        return access.with_role(found.room, found.role)
+    if found.banned:
+        raise Forbidden(BANNED)
+    try:
+        joined = await rooms.add_member(services.db, found.room, viewer.user)
+    except rooms.Banned:
+        raise Forbidden(BANNED) from None
     if joined is not None:
-        await services.publisher.event(room_topic(found["id"]), joined)
-        await services.presence.joined(viewer.id, found["id"])
-    return found
+        await _announce_joined(services, found.room["id"], joined, viewer.id)
+    return access.with_role(
+        {**found.room, "member_count": found.room["member_count"] + (joined is not None)}, rooms.MEMBER
+    )
+
+
+async def _removed(services: Services, room_id: int, user_id: int, events: list[dict], error: GraphQLError) -> None:
+    """Someone left or was removed: their subscriptions to the room end first (its log, typing,
+    presence; on every transport and process, retried until Redis takes it), so the others
+    alone hear of it; then the events; nor are they in its typing and presence lists any more."""
+    ended = format_error(error)
+    for topic in topics_of(room_id):
+        await services.publisher.end(topic, user=user_id, error=ended)
+    for event in events:
+        await services.publisher.event(room_topic(room_id), event)
+    await typing.stopped(services, room_id, user_id)
+    await services.publisher.event(presence_topic(room_id), {"changed": True})
 
 
 @mutation_type.field("leaveRoom")
 async def resolve_leave_room(_root: None, info: GraphQLResolveInfo, room: str) -> bool:
+    """True if I was a member. The last OWNER leaving hands the room on (a RoleChanged)."""
     viewer = await _act(info)
     services = services_of(info)
-    found = await loaders_of(info).rooms.load(parse_id(room, "Room", argument="room"))
-    if found is None:
-        raise NotFound("Room not found.")
-    left = await rooms.remove_member(services.db, found, viewer.user)
-    if left is None:
+    found = await access.seen(services, viewer, parse_id(room, "Room", argument="room"))
+    assert found.room is not None
+    if not found.member:
         return False
-    # The leaver's subscriptions end first (the room's log, typing, presence), so the others
-    # alone hear of the leave; nor are they in the room's typing and presence lists any more.
-    ended = format_error(Forbidden(LEFT_THE_ROOM))
-    for topic in topics_of(found["id"]):
-        await services.publisher.end(topic, user=viewer.id, error=ended)
-    await services.publisher.event(room_topic(found["id"]), left)
-    await typing.stopped(services, found["id"], viewer.id)
-    await services.publisher.event(presence_topic(found["id"]), {"changed": True})
+    access.not_direct(found.room["kind"])
+    events = await rooms.remove_member(services.db, found.room, viewer.user)
+    if not events:
+        return False
+    await _removed(services, found.room["id"], viewer.id, events, Forbidden(LEFT_THE_ROOM))
     return True
+
+
+@mutation_type.field("updateRoom")
+async def resolve_update_room(
+    _root: None,
+    info: GraphQLResolveInfo,
+    room: str,
+    name: str | None = None,
+    topic: str | None = None,
+    kind: str | None = None,
+) -> dict:
+    """OWNER or MODERATOR; only what is given changes (`topic: ""` clears it); never to or from
+    DIRECT. A kind change hides a PRIVATE room from outsiders, who hold no live subscription
+    on it (subscribing takes membership): nothing of theirs to end."""
+    viewer = await _act(info)
+    services = services_of(info)
+    room_id = parse_id(room, "Room", argument="room")
+    mine = await access.member(services, viewer, room_id)
+    changes: dict = {}
+    if name is not None:
+        changes["name"] = clean_name(name, "name", MAX_NAME)
+    if topic is not None:
+        changes["topic"] = clean_topic(topic, "topic", MAX_TOPIC)
+    if kind is not None:
+        changes["kind"] = _kind(kind)
+
+    def check_kind(current: str) -> None:
+        if kind is not None and current == rooms.DIRECT:
+            raise BadUserInput("A direct room stays direct.", argument="kind")
+
+    _before, after, events = await rooms.update_room(
+        services.db, room_id, viewer.user, changes, decide=access.may_moderate, check_kind=check_kind
+    )
+    if after is None:
+        raise NotFound(access.ROOM_NOT_FOUND)
+    for event in events:
+        await services.publisher.event(room_topic(room_id), event)
+    return access.with_role(after, mine.role)
+
+
+async def _user(info: GraphQLResolveInfo, user: str) -> dict:
+    found = await loaders_of(info).users.load(parse_id(user, "User", argument="user"))
+    if found is None:
+        raise NotFound("User not found.")
+    return found
+
+
+@mutation_type.field("addMember")
+async def resolve_add_member(_root: None, info: GraphQLResolveInfo, room: str, user: str) -> dict:
+    """OWNER or MODERATOR, not in a DIRECT room; harmless for a member; FORBIDDEN for a banned
+    user."""
+    viewer = await _act(info)
+    services = services_of(info)
+    found = await access.moderator(services, viewer, parse_id(room, "Room", argument="room"))
+    assert found.room is not None
+    access.not_direct(found.room["kind"])
+    target = await _user(info, user)
+    try:
+        joined = await rooms.add_member(services.db, found.room, target, by=viewer.user, decide=access.may_moderate)
+    except rooms.Banned:
+        raise Forbidden("That user is banned from this room: unban them first.") from None
+    if joined is not None:
+        await _announce_joined(services, found.room["id"], joined, target["id"])
+    return access.with_role(
+        {**found.room, "member_count": found.room["member_count"] + (joined is not None)}, found.role
+    )
+
+
+@mutation_type.field("removeMember")
+async def resolve_remove_member(_root: None, info: GraphQLResolveInfo, room: str, user: str, ban: bool = False) -> bool:
+    """OWNER: anyone; MODERATOR: MEMBERs. With `ban`, they cannot come back until unbanned (a
+    non-member can be banned ahead). True when anything changed. Their live subscriptions to the
+    room end, on every transport."""
+    viewer = await _act(info)
+    services = services_of(info)
+    room_id = parse_id(room, "Room", argument="room")
+    found = await access.member(services, viewer, room_id)
+    assert found.room is not None
+    access.not_direct(found.room["kind"])
+    target = await _user(info, user)
+    if target["id"] == viewer.id:
+        raise BadUserInput("To leave a room, use leaveRoom.", argument="user")
+    changed, events = await rooms.remove_by(
+        services.db, room_id, viewer.user, target, ban=bool(ban), decide=access.may_remove
+    )
+    if events:
+        await _removed(services, room_id, target["id"], events, Forbidden(REMOVED))
+    return changed
+
+
+@mutation_type.field("unbanMember")
+async def resolve_unban_member(_root: None, info: GraphQLResolveInfo, room: str, user: str) -> bool:
+    """OWNER or MODERATOR: true when they were banned."""
+    viewer = await _act(info)
+    services = services_of(info)
+    room_id = parse_id(room, "Room", argument="room")
+    await access.member(services, viewer, room_id)
+    target = await _user(info, user)
+    return await rooms.unban(services.db, room_id, viewer.user, target["id"], decide=access.may_moderate)
+
+
+MEMBER_NOT_FOUND = "That user is not a member of this room."
+
+
+@mutation_type.field("setRole")
+async def resolve_set_role(_root: None, info: GraphQLResolveInfo, room: str, user: str, role: str) -> dict:
+    """OWNER only; a room keeps at least one OWNER."""
+    viewer = await _act(info)
+    services = services_of(info)
+    room_id = parse_id(room, "Room", argument="room")
+    found = await access.member(services, viewer, room_id)
+    assert found.room is not None
+    access.not_direct(found.room["kind"])
+    target = await _user(info, user)
+    try:
+        membership, events = await rooms.set_role(
+            services.db, room_id, viewer.user, target["id"], role, decide=access.may_set_role
+        )
+    except rooms.LastOwner:
+        raise BadUserInput("A room keeps at least one OWNER: make someone else one first.", argument="role") from None
+    if membership is None:
+        raise NotFound(MEMBER_NOT_FOUND)
+    for event in events:
+        await services.publisher.event(room_topic(room_id), event)
+    return membership
+
+
+@mutation_type.field("muteMember")
+async def resolve_mute_member(_root: None, info: GraphQLResolveInfo, room: str, user: str, minutes: int) -> dict:
+    """OWNER or MODERATOR, over MEMBERs: they cannot post, edit or react for `minutes` (0 lifts it)."""
+    viewer = await _act(info)
+    services = services_of(info)
+    if not 0 <= minutes <= MAX_MUTE_MINUTES:
+        raise BadUserInput(f"`minutes` must be between 0 and {MAX_MUTE_MINUTES}.", argument="minutes")
+    room_id = parse_id(room, "Room", argument="room")
+    await access.member(services, viewer, room_id)
+    target = await _user(info, user)
+    until = now() + timedelta(minutes=minutes) if minutes else None
+    membership = await rooms.mute(services.db, room_id, viewer.user, target["id"], until, decide=access.may_mute)
+    if membership is None:
+        raise NotFound(MEMBER_NOT_FOUND)
+    return membership
 
 
 @mutation_type.field("createMessage")
@@ -166,50 +354,60 @@ async def resolve_create_message(_root: None, info: GraphQLResolveInfo, room: st
     room_id = parse_id(room, "Room", argument="room")
     body = clean_body(body, "body", MAX_BODY)
     created = await messages.create_message(services.db, room_id, viewer.user, body)
-    if created is None:
-        await require_member(info, room_id)  # raises NOT_FOUND, as `room(id)` does
-        raise Forbidden(NOT_A_MEMBER)  # left just now
+    if created is None:  # not a member, or muted: resolvers.access says which (NOT_FOUND for a room unseen)
+        raise access.poster_refusal(await access.read(services, viewer, room_id))
     # Only after the commit: a subscriber never hears of a message it could not read back.
     await services.publisher.event(room_topic(room_id), created)
     await typing.stopped(services, room_id, viewer.id)  # posting ends typing, as in every chat
-    return {**created["message"], "room": created["room"]}
+    return {**created["message"], "room": access.vouched(created["room"])}
 
 
-def _refused(refusal: messages.Refused) -> Exception:
+async def _refused(info: GraphQLResolveInfo, viewer: Viewer, message_id: int, refusal: messages.Refused) -> Exception:
+    explained = await access.message_refusal(services_of(info), viewer, message_id, refusal.reason)
+    if explained is not None:
+        return explained
     if refusal.reason == "not_found":
-        return NotFound("Message not found.")
+        return NotFound(access.MESSAGE_NOT_FOUND)
     if refusal.reason == "not_sender":
         return Forbidden("Only its sender may change a message.")
-    if refusal.reason == "not_member":
-        return Forbidden(NOT_A_MEMBER)
     return BadUserInput("The message is deleted.", argument="id")
 
 
 @mutation_type.field("editMessage")
 async def resolve_edit_message(_root: None, info: GraphQLResolveInfo, id: str, body: str) -> dict:
-    """Sender only; the message keeps its place in the history, with `editedAt` set."""
+    """Sender only (not while muted); the message keeps its place in the history, with `editedAt` set."""
     viewer = await _act(info)
     services = services_of(info)
     body = clean_body(body, "body", MAX_BODY)
+    message_id = parse_id(id, "Message")
     try:
-        edited = await messages.edit_message(services.db, parse_id(id, "Message"), viewer.user, body)
+        edited = await messages.edit_message(services.db, message_id, viewer.user, body)
     except messages.Refused as refusal:
-        raise _refused(refusal) from None
+        raise await _refused(info, viewer, message_id, refusal) from None
     await services.publisher.event(room_topic(edited["room"]["id"]), edited)
-    return {**edited["message"], "room": edited["room"]}
+    return {**edited["message"], "room": access.vouched(edited["room"])}
 
 
 @mutation_type.field("deleteMessage")
 async def resolve_delete_message(_root: None, info: GraphQLResolveInfo, id: str) -> bool:
-    """Sender only: true when it is deleted now, false when it was already."""
+    """Its sender, or an OWNER or MODERATOR of its room (the tombstone's `by`): true when it is
+    deleted now, false when it was already."""
     viewer = await _act(info)
     services = services_of(info)
+    message_id = parse_id(id, "Message")
     try:
-        deleted = await messages.delete_message(services.db, parse_id(id, "Message"), viewer.user)
+        try:
+            deleted = await messages.delete_message(services.db, message_id, viewer.user)
+        except messages.Refused as refusal:
+            if refusal.reason != "not_sender":
+                raise
+            deleted = await messages.delete_message(
+                services.db, message_id, viewer.user, moderating=tuple(access.MODERATING)
+            )
     except messages.Refused as refusal:
         if refusal.reason == "deleted":
             return False
-        raise _refused(refusal) from None
+        raise await _refused(info, viewer, message_id, refusal) from None
     await services.publisher.event(room_topic(deleted["room"]["id"]), deleted)
     return True
 
@@ -240,7 +438,7 @@ async def _reaction(info: GraphQLResolveInfo, message: str, emoji: str, added: b
             max_distinct=services.settings.max_reactions,
         )
     except messages.Refused as refusal:
-        raise _refused(refusal) from None
+        raise await _refused(info, viewer, message_id, refusal) from None
     except messages.TooManyReactions as too_many:
         raise BadUserInput(f"At most {too_many.limit} different reactions on a message.", argument="emoji") from None
     if changed is None:  # idempotent: nothing to announce
@@ -248,7 +446,7 @@ async def _reaction(info: GraphQLResolveInfo, message: str, emoji: str, added: b
         assert found is not None
         return found
     await services.publisher.event(room_topic(changed["room"]["id"]), changed)
-    return {**changed["message"], "room": changed["room"]}
+    return {**changed["message"], "room": access.vouched(changed["room"])}
 
 
 @mutation_type.field("react")
@@ -268,14 +466,13 @@ async def resolve_mark_read(_root: None, info: GraphQLResolveInfo, room: str, up
     services = services_of(info)
     room_id = parse_id(room, "Room", argument="room")
     up_to = decode_event_cursor(upTo, room_id, argument="upTo")
+    found = await access.room_of_member(services, viewer, room_id)
     try:
         marked = await read_state.mark_read(services.db, room_id, viewer.user, up_to)
-    except messages.Refused as refusal:
-        raise (NotFound("Room not found.") if refusal.reason == "not_found" else Forbidden(NOT_A_MEMBER)) from None
+    except messages.Refused:  # left or was removed just now
+        raise Forbidden(NOT_A_MEMBER) from None
     if marked is not None:
         await services.publisher.event(room_topic(room_id), marked)
-    found = await loaders_of(info).rooms.load(room_id)
-    assert found is not None
     return found
 
 

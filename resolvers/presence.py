@@ -11,6 +11,7 @@ from graphql import GraphQLResolveInfo
 from db import room_events
 from db.records import Row
 from live.source import Event
+from resolvers.access import vouched
 from resolvers.context import loaders_of
 from resolvers.services import Services
 from resolvers.sources import members_among
@@ -25,7 +26,7 @@ def state_of(services: Services, room: Row) -> Any:
         held = await services.expiring.live(presence_topic(room["id"]))
         online = await members_among(services, room["id"], sorted({int(key.split(":", 1)[0]) for key in held}))
         return {
-            "room": room_events.public_room(room),
+            "room": vouched(room_events.public_room(room)),  # its members' alone
             "online": online,
             "refresh_at": min(held.values()) if held else None,
         }

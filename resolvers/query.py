@@ -3,11 +3,17 @@
 from ariadne import QueryType
 from graphql import GraphQLResolveInfo
 
+from core.errors import BadUserInput
 from db import rooms
-from db.records import RowView
-from resolvers.context import db_of, require_member, require_viewer, viewer_of
+from db.records import Row, RowView
+from resolvers import access
+from resolvers.context import db_of, require_viewer, services_of, viewer_of
 from resolvers.ids import parse_id
 from resolvers.lists import DEFAULT_LIST, list_size
+from resolvers.text_input import clean_search
+
+DEFAULT_PUBLIC = 50
+MAX_SEARCH = 100
 
 query_type = QueryType()
 
@@ -24,8 +30,34 @@ async def resolve_rooms(_root: None, info: GraphQLResolveInfo, first: int | None
 
 
 @query_type.field("room")
-async def resolve_room(_root: None, info: GraphQLResolveInfo, id: str) -> dict:
-    return await require_member(info, parse_id(id, "Room"))
+async def resolve_room(_root: None, info: GraphQLResolveInfo, id: str) -> Row:
+    """A room I belong to, or a PUBLIC one (seen from outside, its fields are limited); NOT_FOUND
+    alike, same message, for a room that does not exist and one I may not see."""
+    found = await access.seen(services_of(info), require_viewer(info), parse_id(id, "Room"))
+    assert found.room is not None
+    return access.with_role(found.room, found.role)
+
+
+@query_type.field("publicRooms")
+async def resolve_public_rooms(
+    _root: None,
+    info: GraphQLResolveInfo,
+    search: str | None = None,
+    first: int | None = DEFAULT_PUBLIC,
+    after: str | None = None,
+) -> list[Row]:
+    """PUBLIC rooms, most members first; `after` is the previous page's last room's id."""
+    viewer = require_viewer(info)
+    limit = list_size(first)
+    needle = clean_search(search, "search", MAX_SEARCH) if search is not None else None
+    start = None
+    if after is not None:
+        found = await access.seen(services_of(info), viewer, parse_id(after, "Room", argument="after"))
+        assert found.room is not None
+        if found.room["kind"] != rooms.PUBLIC:
+            raise BadUserInput("`after` is not a public room.", argument="after")
+        start = (int(found.room["member_count"]), int(found.room["id"]))
+    return await rooms.public_rooms(db_of(info), viewer.id, needle, limit, start)
 
 
 @query_type.field("unreadCounts")

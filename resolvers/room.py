@@ -1,4 +1,6 @@
-"""Room fields. A Room object only ever reaches members, so fields don't re-check."""
+"""Room fields. A PUBLIC room reaches people outside it too (`publicRooms`, `room(id)`, a
+message's room): every field outside resolvers.access.OUTSIDER_FIELDS asks resolvers.access
+first, which answers at once for a room whose path knew the viewer's role or membership."""
 
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -9,14 +11,23 @@ from graphql import GraphQLResolveInfo
 from core.errors import BadUserInput
 from db import read_state
 from execution.lean_executor import reads
+from resolvers import access
 from resolvers.context import loaders_of, viewer_of
-from resolvers.ids import decode_cursor, decode_event_cursor, encode_cursor, encode_event_cursor
+from resolvers.ids import decode_cursor, decode_event_cursor, encode_cursor, encode_event_cursor, parse_id
 from resolvers.lists import DEFAULT_LIST, list_size
 from resolvers.room_event import cursor_of
 
 MAX_PAGE = 100
 
 room_type = ObjectType("Room")
+membership_type = ObjectType("Membership")
+
+
+@membership_type.field("joinedAt")
+def resolve_joined_at(membership: dict, _info: GraphQLResolveInfo) -> object:
+    return membership["joined_at"]
+
+
 T = TypeVar("T")
 
 
@@ -26,15 +37,63 @@ def _first(first: int | None) -> int:
     return first
 
 
+async def _column(room: dict, info: GraphQLResolveInfo, name: str) -> object:
+    """A column of the room's row, read now when the room came without it (an event's room)."""
+    if name in room:
+        return room[name]
+    row = await loaders_of(info).rooms.load(int(room["id"]))
+    return row[name] if row is not None else None
+
+
+@room_type.field("kind")
+async def resolve_kind(room: dict, info: GraphQLResolveInfo) -> object:
+    return await _column(room, info, "kind")
+
+
+@room_type.field("topic")
+async def resolve_topic(room: dict, info: GraphQLResolveInfo) -> object:
+    return await _column(room, info, "topic")
+
+
+@room_type.field("memberCount")
+async def resolve_member_count(room: dict, info: GraphQLResolveInfo) -> object:
+    return await _column(room, info, "member_count")
+
+
+@room_type.field("myRole")
+async def resolve_my_role(room: dict, info: GraphQLResolveInfo) -> str | None:
+    return await access.role_in(room, info)
+
+
+@room_type.field("lastMessage")
+async def resolve_last_message(room: dict, info: GraphQLResolveInfo) -> dict | None:
+    """The newest message: the first row of the newest page, batched with every room's."""
+    rows = await loaders_of(info).pages.load((room["id"], 1, None))
+    return rows[0] if rows else None
+
+
 @room_type.field("members")
 async def resolve_members(room: dict, info: GraphQLResolveInfo, first: int | None = DEFAULT_LIST) -> list[dict]:
+    await access.members_only(room, info)
     return await loaders_of(info).members.load((room["id"], list_size(first)))
+
+
+@room_type.field("memberships")
+async def resolve_memberships(
+    room: dict, info: GraphQLResolveInfo, first: int | None = DEFAULT_LIST, after: str | None = None
+) -> list[dict]:
+    """In order of joining; `after` is the user id of the previous page's last member (one who
+    has left since ends the list: start again)."""
+    await access.members_only(room, info)
+    start = parse_id(after, "User", argument="after") if after is not None else None
+    return await loaders_of(info).memberships.load((room["id"], list_size(first), start))
 
 
 @room_type.field("messages")
 async def resolve_messages(
     room: dict, info: GraphQLResolveInfo, first: int | None = 50, after: str | None = None
 ) -> dict:
+    await access.members_only(room, info)
     first = _first(first)
     before = decode_cursor(after) if after is not None else None
     rows = await loaders_of(info).pages.load((room["id"], first + 1, before))
@@ -55,6 +114,7 @@ async def resolve_events(
 ) -> dict:
     """Oldest first: the same log `roomEvents` replays, so a client can page and then go live.
     Read through the request's loader: every room of `rooms { events }` in one statement."""
+    await access.members_only(room, info)
     first = _first(first)
     start = decode_event_cursor(after, room["id"]) if after is not None else 0
     events = await loaders_of(info).events.load((room["id"], start, first + 1))
@@ -69,6 +129,7 @@ async def resolve_events(
 async def resolve_latest_event_cursor(room: dict, info: GraphQLResolveInfo) -> str | None:
     """From the room's row, read before any of its fields: history read after it can only be newer.
     (An event's room carries no counters: then the row is read now.)"""
+    await access.members_only(room, info)
     if "last_event_seq" not in room:
         room = await loaders_of(info).rooms.load(room["id"]) or room
     seq = room.get("last_event_seq") or 0
@@ -76,6 +137,7 @@ async def resolve_latest_event_cursor(room: dict, info: GraphQLResolveInfo) -> s
 
 
 async def _loaded_state(room: dict, info: GraphQLResolveInfo) -> read_state.ReadState | None:
+    await access.members_only(room, info)
     viewer = viewer_of(info)
     if viewer is None:
         return None
@@ -95,7 +157,7 @@ def _cursor(room: dict, state: read_state.ReadState | None) -> str | None:
 def resolve_unread_count(room: dict, info: GraphQLResolveInfo) -> int | Awaitable[int]:
     """Messages after my read position that others sent, from counters (never a count of history).
     Read with the room (`rooms`, `unreadCounts`), it is at hand: no awaitable for each room."""
-    if "unread" in room:
+    if "unread" in room:  # a row of my rooms: a member's
         return int(room["unread"])
     return _then(_loaded_state(room, info), _unread)
 

@@ -6,13 +6,11 @@ from collections.abc import Awaitable, Callable
 
 from graphql import GraphQLError
 
-from core.errors import Forbidden, NotFound, Unauthenticated
 from db import room_events, rooms
-from db.access import Access
 from db.records import Row
 from identity.auth import Viewer
 from live.source import Event, LiveSource
-from resolvers.context import NOT_A_MEMBER, SIGN_IN_FIRST
+from resolvers import access
 from resolvers.services import Services
 from resolvers.topics import room_topic
 
@@ -34,31 +32,19 @@ class RoomLog:
         return room_events.revised(earlier, later)
 
 
-def refusal(access: Access) -> GraphQLError | None:
-    """Why the viewer may not receive the room's events, if they may not."""
-    if access.room is None:
-        return NotFound("Room not found.")
-    if not access.signed_in:
-        return Unauthenticated(SIGN_IN_FIRST)
-    if not access.member:
-        return Forbidden(NOT_A_MEMBER)
-    return None
-
-
 async def room_access(services: Services, viewer: Viewer, room_id: int) -> Row:
-    """The room, when the viewer (still signed in) is its member; raises otherwise. One batched
-    read for every subscription starting at once."""
-    access = await services.access.room_access(viewer.token_hash, room_id)
-    error = refusal(access)
-    if error is not None:
-        raise error
-    assert access.room is not None
-    return access.room
+    """The room, when the viewer (still signed in) is its member; raises otherwise, as
+    resolvers.access decides (a room they cannot see is NOT_FOUND, as one that does not exist).
+    One batched read for every subscription starting at once."""
+    return await access.room_of_member(services, viewer, room_id)
 
 
 def _check(services: Services, viewer: Viewer, room: Row) -> Callable[[], Awaitable[GraphQLError | None]]:
+    """The live engine's re-check (once the feed holds the subscription, and after a Redis
+    reconnect): the same decision, so a removal or a ban in between ends it."""
+
     async def check() -> GraphQLError | None:
-        return refusal(await services.access.room_access(viewer.token_hash, room["id"]))
+        return access.refusal(await access.read(services, viewer, room["id"]))
 
     return check
 

@@ -94,3 +94,18 @@ def clean_body(value: str, argument: str, limit: int) -> str:
     if refused is not None:
         raise _refusal(argument, refused, "control characters other than newlines and tabs")
     return _trimmed(value, argument, limit)
+
+
+def clean_topic(value: str, argument: str, limit: int) -> str | None:
+    """A room's topic, checked as a name is; "" (or only spaces) clears it (None)."""
+    if not value.strip():
+        return None
+    return clean_name(value, argument, limit)
+
+
+def clean_search(value: str, argument: str, limit: int) -> str | None:
+    """Text searched for in names, checked as a name is (nothing a name may not hold could match
+    one); "" searches for nothing in particular (None)."""
+    if not value.strip():
+        return None
+    return clean_name(value, argument, limit)

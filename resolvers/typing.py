@@ -16,6 +16,7 @@ from core.redis_clients import RedisUnavailable
 from db import room_events
 from db.records import Row
 from live.source import Event
+from resolvers.access import vouched
 from resolvers.context import loaders_of
 from resolvers.services import Services
 from resolvers.sources import members_among
@@ -56,7 +57,7 @@ def state_of(services: Services, room: Row) -> Any:
         typing = await services.expiring.live(typing_topic(room["id"]))
         users = await members_among(services, room["id"], sorted(int(user_id) for user_id in typing))
         return {
-            "room": room_events.public_room(room),
+            "room": vouched(room_events.public_room(room)),  # its members' alone
             "users": users,
             "refresh_at": min(typing.values()) if typing else None,
         }

@@ -331,12 +331,20 @@ def test_200_edits_of_one_message_in_10_seconds_stop_at_60(limited: Server) -> N
     assert rooms[0]["messages"]["edges"][0]["node"]["body"] == "edit 59"
     # One bucket for every action of Ann's; Bob's are his own.
     m, r = {"m": message["id"], "e": "👍"}, {"r": room}
+    ru = {"r": room, "u": bob.id}
     for query, variables in (
         ("mutation($m: ID!, $e: String!) { react(message: $m, emoji: $e) { id } }", m),
         ("mutation($m: ID!, $e: String!) { unreact(message: $m, emoji: $e) { id } }", m),
         ("mutation($m: ID!) { deleteMessage(id: $m) }", {"m": message["id"]}),
         ("mutation($r: ID!) { joinRoom(room: $r) { id } }", r),
         ("mutation($r: ID!) { leaveRoom(room: $r) }", r),
+        # And every moderation mutation (issue 26), checked before anything is read.
+        ('mutation($r: ID!) { updateRoom(room: $r, name: "x") { id } }', r),
+        ("mutation($r: ID!, $u: ID!) { addMember(room: $r, user: $u) { id } }", ru),
+        ("mutation($r: ID!, $u: ID!) { removeMember(room: $r, user: $u, ban: true) }", ru),
+        ("mutation($r: ID!, $u: ID!) { unbanMember(room: $r, user: $u) }", ru),
+        ("mutation($r: ID!, $u: ID!) { setRole(room: $r, user: $u, role: MODERATOR) { role } }", ru),
+        ("mutation($r: ID!, $u: ID!) { muteMember(room: $r, user: $u, minutes: 5) { role } }", ru),
     ):
         assert codes(api.post(query, variables, ann.token)) == ["RATE_LIMITED"], query
     assert api.data('mutation($m: ID!) { react(message: $m, emoji: "👍") { id } }', {"m": message["id"]}, bob.token)
@@ -528,7 +536,7 @@ async def test_out_of_range_ids_and_cursors_get_bad_user_input_everywhere(
 
 async def test_a_room_i_am_not_in_is_not_found_as_a_missing_one(any_server: Server, client: GraphQLClient) -> None:
     ann, eve = sign_up(client, "Ann"), sign_up(client, "Eve")
-    room = create_room(client, ann, "secret plans")
+    room = create_room(client, ann, "secret plans", kind="PRIVATE")
     missing = client.post(ROOM, {"id": "2147483000"}, eve.token)
     existing = client.post(ROOM, {"id": room}, eve.token)
     assert existing["errors"][0]["extensions"] == missing["errors"][0]["extensions"] == {"code": "NOT_FOUND"}

@@ -1,8 +1,17 @@
-"""Rooms and membership over HTTP: only members read a room, its members and its messages."""
+"""Rooms and membership over HTTP: only members read a room, its members and its messages (a
+PRIVATE room is not even found by anyone else)."""
 
 from __future__ import annotations
 
-from tests.support.graphql import CREATE_MESSAGE, GraphQLClient, create_room, join_room, post_message, sign_up
+from tests.support.graphql import (
+    CREATE_MESSAGE,
+    GraphQLClient,
+    add_member,
+    create_room,
+    join_room,
+    post_message,
+    sign_up,
+)
 
 ROOM = "query($id: ID!) { room(id: $id) { id name members { id name } } }"
 MESSAGES = "query($id: ID!) { room(id: $id) { messages { edges { node { body } } } } }"
@@ -38,7 +47,7 @@ def test_members_in_join_order_and_join_is_idempotent(client: GraphQLClient) -> 
 
 def test_non_members_and_unknown_rooms_get_the_same_not_found(client: GraphQLClient) -> None:
     ann, eve = sign_up(client, "Ann"), sign_up(client, "Eve")
-    room = create_room(client, ann)
+    room = create_room(client, ann, kind="PRIVATE")
     post_message(client, ann, room, "secret")
     unknown = client.post(ROOM, {"id": "999999"}, token=eve.token)
     for query in (ROOM, MESSAGES):
@@ -63,14 +72,19 @@ def test_non_members_and_unknown_rooms_get_the_same_not_found(client: GraphQLCli
 
 def test_leaving_a_room_takes_away_reading_and_posting(client: GraphQLClient) -> None:
     ann, bob = sign_up(client, "Ann"), sign_up(client, "Bob")
-    room = create_room(client, ann)
-    join_room(client, bob, room)
+    room = create_room(client, ann, kind="PRIVATE")
+    public = create_room(client, ann, "public")
+    add_member(client, ann, room, bob.id)
+    join_room(client, bob, public)
     leave = "mutation($r: ID!) { leaveRoom(room: $r) }"
+    assert client.data(leave, {"r": public}, token=bob.token)["leaveRoom"] is True
+    assert client.data(leave, {"r": public}, token=bob.token)["leaveRoom"] is False
     assert client.data(leave, {"r": room}, token=bob.token)["leaveRoom"] is True
-    assert client.data(leave, {"r": room}, token=bob.token)["leaveRoom"] is False
+    assert client.error_codes(leave, {"r": room}, token=bob.token) == ["NOT_FOUND"]  # a private room is gone for him
     assert client.error_codes(leave, {"r": "424242"}, token=bob.token) == ["NOT_FOUND"]
     assert client.error_codes(ROOM, {"id": room}, token=bob.token) == ["NOT_FOUND"]
     assert client.error_codes(CREATE_MESSAGE, {"room": room, "body": "hi"}, token=bob.token) == ["NOT_FOUND"]
+    assert client.error_codes(CREATE_MESSAGE, {"room": public, "body": "hi"}, token=bob.token) == ["FORBIDDEN"]
     assert client.data("{ rooms { id } }", token=bob.token)["rooms"] == []
     assert client.data(ROOM, {"id": room}, token=ann.token)["room"]["members"] == [{"id": ann.id, "name": "Ann"}]
 

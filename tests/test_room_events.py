@@ -86,7 +86,7 @@ def test_the_log_pages_oldest_first_with_joins_messages_and_leaves(api: GraphQLC
 
 def test_a_cursor_of_another_room_or_garbage_is_refused(api: GraphQLClient) -> None:
     ann = sign_up(api, "Ann")
-    room, other = create_room(api, ann, "mine"), create_room(api, ann, "other")
+    room, other = create_room(api, ann, "mine", kind="PRIVATE"), create_room(api, ann, "other")
     foreign = page(api, ann, other)["edges"][0]["cursor"]
     forged = base64.urlsafe_b64encode(b"seq:1").decode()  # a messages cursor is not an events cursor
     for after in (foreign, "garbage!", forged):

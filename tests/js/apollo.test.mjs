@@ -25,7 +25,7 @@ const SIGN_UP = gql`
     signUp(name: $name, email: $email, password: $password) { token user { id name } }
   }
 `;
-const CREATE_ROOM = gql`mutation CreateRoom($name: String!) { createRoom(name: $name) { id name } }`;
+const CREATE_ROOM = gql`mutation CreateRoom($name: String!) { createRoom(name: $name, kind: PUBLIC) { id name } }`;
 const JOIN_ROOM = gql`mutation JoinRoom($room: ID!) { joinRoom(room: $room) { id } }`;
 const CREATE_MESSAGE = gql`
   mutation CreateMessage($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id seq body } }

@@ -23,7 +23,7 @@ const DECLINED_AUDITS = new Map([]);
 const SIGN_UP = `mutation SignUp($name: String!, $email: String!, $password: String!) {
   signUp(name: $name, email: $email, password: $password) { token user { id name } }
 }`;
-const CREATE_ROOM = "mutation CreateRoom($name: String!) { createRoom(name: $name) { id name } }";
+const CREATE_ROOM = "mutation CreateRoom($name: String!) { createRoom(name: $name, kind: PUBLIC) { id name } }";
 const JOIN_ROOM = "mutation JoinRoom($room: ID!) { joinRoom(room: $room) { id } }";
 const CREATE_MESSAGE = "mutation CreateMessage($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id seq body } }";
 const MESSAGE_CREATED_TEXT = `subscription MessageCreated($room: ID!, $after: ID) {

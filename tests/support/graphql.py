@@ -13,7 +13,9 @@ SIGN_UP = """
 mutation SignUp($name: String!, $email: String!, $password: String!) {
   signUp(name: $name, email: $email, password: $password) { token user { id name } }
 }"""
-CREATE_ROOM = "mutation CreateRoom($name: String!) { createRoom(name: $name) { id name } }"
+CREATE_ROOM = """
+mutation CreateRoom($name: String!, $kind: RoomKind) { createRoom(name: $name, kind: $kind) { id name } }"""
+ADD_MEMBER = "mutation AddMember($room: ID!, $user: ID!) { addMember(room: $room, user: $user) { id } }"
 JOIN_ROOM = "mutation JoinRoom($room: ID!) { joinRoom(room: $room) { id name } }"
 CREATE_MESSAGE = """
 mutation CreateMessage($room: ID!, $body: String!) {
@@ -75,8 +77,14 @@ def sign_up(client: GraphQLClient, name: str = "user", headers: dict[str, str] |
     return Account(payload["user"]["id"], name, email, password, payload["token"])
 
 
-def create_room(client: GraphQLClient, account: Account, name: str = "room") -> str:
-    return client.data(CREATE_ROOM, {"name": name}, account.token)["createRoom"]["id"]
+def create_room(client: GraphQLClient, account: Account, name: str = "room", kind: str = "PUBLIC") -> str:
+    """A room `account` owns: PUBLIC unless asked (tests join it with `join_room`), though
+    `createRoom` itself makes PRIVATE ones by default."""
+    return client.data(CREATE_ROOM, {"name": name, "kind": kind}, account.token)["createRoom"]["id"]
+
+
+def add_member(client: GraphQLClient, account: Account, room: str, user: str) -> None:
+    client.data(ADD_MEMBER, {"room": room, "user": user}, account.token)
 
 
 def join_room(client: GraphQLClient, account: Account, room: str) -> None:

@@ -2,7 +2,7 @@
 membership, role or room is an event on the room's log, in the transaction that makes it."""
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -15,6 +15,7 @@ from db.pool import fetch_rows, fetch_views
 from db.records import Row, RowView, as_row, now
 from db.tables import memberships, room_bans, rooms, users
 from db.users import PUBLIC_COLUMNS as USER_COLUMNS
+from db.users import is_unique_violation
 
 # What Room serves of the row, and the head of its log (who created it, and when, it does not serve).
 ROOM_COLUMNS = (
@@ -46,6 +47,10 @@ class LastOwner(Exception):
     """The change would leave the room without an OWNER."""
 
 
+class Fixed(Exception):
+    """The room is DIRECT: its membership was fixed when it was opened."""
+
+
 async def create_room(
     db: Database, name: str, creator: Row, kind: str = PRIVATE, topic: str | None = None
 ) -> tuple[Row, room_events.Event]:
@@ -67,6 +72,59 @@ async def create_room(
         )
         await room_events.append(db, room["id"], 1, room_events.MEMBER_JOINED, created, user_id=creator["id"])
     return room, room_events.event(1, room_events.MEMBER_JOINED, created, room, user=creator)
+
+
+def direct_key(user_ids: Iterable[int]) -> str:
+    """The canonical form of a set of people: the same whatever order they come in or who asks."""
+    return ",".join(str(user_id) for user_id in sorted(set(user_ids)))
+
+
+async def direct_room(db: Database, key: str) -> Row | None:
+    """The DIRECT room of the people whose `direct_key` is `key`, if it was opened."""
+    return as_row(await db.fetch_one(sa.select(*ROOM_COLUMNS).where(rooms.c.direct_key == key)))
+
+
+async def open_direct(db: Database, name: str, opener: Row, others: list[Row]) -> tuple[Row, bool]:
+    """The DIRECT room of `opener` and `others`, and whether this call created it. Created once:
+    the room, everyone's membership (all MEMBERs: nobody in a direct room moderates another)
+    and its first events (the opener joined, then each other person, `by` the opener) commit
+    together; the unique `direct_key` makes a concurrent open of the same set fail its insert,
+    which then reads the room the other committed (insert-or-fetch, race-free in the database)."""
+    people = [opener, *others]
+    key = direct_key(person["id"] for person in people)
+    found = await direct_room(db, key)
+    if found is not None:
+        return found, False
+    try:
+        async with db.transaction():
+            created = now()
+            room = as_row(
+                await db.fetch_one(
+                    rooms.insert()
+                    .values(name=name, created_by=opener["id"], last_seq=0, last_event_seq=len(people))
+                    .values(created_at=created, kind=DIRECT, member_count=len(people), direct_key=key)
+                    .returning(*ROOM_COLUMNS)
+                )
+            )
+            assert room is not None
+            await db.execute(
+                memberships.insert().values(
+                    [{"room_id": room["id"], "user_id": p["id"], "joined_at": created, "role": MEMBER} for p in people]
+                )
+            )
+            for seq, person in enumerate(people, start=1):
+                data = {"by": opener["id"]} if person is not opener else None
+                await room_events.append(
+                    db, room["id"], seq, room_events.MEMBER_JOINED, created, user_id=person["id"], data=data
+                )
+    except Exception as error:
+        if not is_unique_violation(error):
+            raise
+        found = await direct_room(db, key)  # the concurrent open that won has committed it
+        if found is None:
+            raise
+        return found, False
+    return room, True
 
 
 async def room_by_id(db: Database, room_id: int) -> Row | None:
@@ -176,6 +234,8 @@ async def add_member(
             locked = await _lock(db, room["id"], member_change=1)
             if locked is None:
                 return None
+            if locked["kind"] == DIRECT:  # whatever route asks (join, add, invite): nobody joins one
+                raise Fixed()
             if by is not None and decide is not None:
                 decide(await _role(db, room["id"], by["id"]), None)
             if await _is_banned(db, room["id"], user["id"]):
@@ -187,7 +247,7 @@ async def add_member(
             await room_events.append(
                 db, room["id"], seq, room_events.MEMBER_JOINED, joined, user_id=user["id"], data=data
             )
-    except Banned:
+    except (Banned, Fixed):
         raise
     except Exception:  # a refusal of `decide` too: re-raised, as the target is no member
         if await is_member(db, room["id"], user["id"]):  # lost a race with a concurrent join: fine

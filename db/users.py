@@ -37,12 +37,12 @@ async def create_user(db: Database, name: str, email: str, email_hash: str, pass
     try:
         return as_row(await db.fetch_one(query))  # type: ignore[return-value]
     except Exception as error:
-        if _is_unique_violation(error):
+        if is_unique_violation(error):
             raise EmailTaken(email) from error
         raise
 
 
-def _is_unique_violation(error: Exception) -> bool:
+def is_unique_violation(error: Exception) -> bool:
     # asyncpg raises UniqueViolationError, sqlite3 IntegrityError; neither is wrapped by `databases`.
     name = type(error).__name__
     return name in ("UniqueViolationError", "IntegrityError") or "UNIQUE constraint" in str(error)

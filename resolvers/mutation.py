@@ -16,7 +16,7 @@ from db import messages, read_state, rooms, users
 from db.records import now
 from identity import auth
 from identity.auth import Viewer
-from resolvers import access, typing
+from resolvers import access, room_changes, typing
 from resolvers.context import (
     NOT_A_MEMBER,
     SIGN_IN_FIRST,
@@ -153,12 +153,14 @@ async def _announce_joined(services: Services, room_id: int, joined: dict, user_
 
 @mutation_type.field("joinRoom")
 async def resolve_join_room(_root: None, info: GraphQLResolveInfo, room: str) -> dict:
-    """A PUBLIC room (NOT_FOUND for one I may not see); harmless for a room I am in; FORBIDDEN
-    while I am banned from it."""
+    """A PUBLIC room (NOT_FOUND for one I may not see); harmless for a room I am in, but
+    FORBIDDEN in a DIRECT room (nobody joins one: its people are fixed); FORBIDDEN while I am
+    banned from it."""
     viewer = await _act(info)
     services = services_of(info)
     found = await access.seen(services, viewer, parse_id(room, "Room", argument="room"))
     assert found.room is not None
+    access.not_direct(found.room["kind"])
     if found.member:
         return access.with_role(found.room, found.role)
     if found.banned:
@@ -167,6 +169,8 @@ async def resolve_join_room(_root: None, info: GraphQLResolveInfo, room: str) ->
         joined = await rooms.add_member(services.db, found.room, viewer.user)
     except rooms.Banned:
         raise Forbidden(BANNED) from None
+    except rooms.Fixed:
+        raise Forbidden(access.DIRECT_FIXED) from None
     if joined is not None:
         await _announce_joined(services, found.room["id"], joined, viewer.id)
     return access.with_role(
@@ -242,6 +246,55 @@ async def resolve_update_room(
     return access.with_role(after, mine.role)
 
 
+MAX_DIRECT_OTHERS = 9
+USERS_NOT_FOUND = "User not found."
+
+
+def _direct_name(people: list[dict]) -> str:
+    """A DIRECT room's stored name: its people's names, sorted (case-blind), as they were when
+    it was opened; the same for every viewer, at most MAX_NAME characters."""
+    name = ", ".join(sorted((person["name"] for person in people), key=lambda n: (n.casefold(), n)))
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
+
+
+@mutation_type.field("openDirect")
+async def resolve_open_direct(_root: None, info: GraphQLResolveInfo, users: list[str]) -> dict:
+    """The DIRECT room of the viewer and `users` (1 to 9 others; the viewer's own id among
+    them is ignored; a repeated id, none but the viewer, or more than 9 is BAD_USER_INPUT), the
+    same room for the same set of people whoever opens it and in whatever order, created once
+    (db.rooms.open_direct: insert-or-fetch on a unique key). Everyone in it is a MEMBER.
+
+    An id that names no user makes the whole call NOT_FOUND "User not found.", the same for
+    one or several, without saying which (a user id reveals no more here than anywhere else).
+
+    Every call counts against RATE_LIMIT_ACTIONS (before anything is read); one that creates
+    the room counts against RATE_LIMIT_ROOMS too, as createRoom does. A created room is told to
+    `room_changes.added` for everyone in it; nothing is published on its topics (nobody can be
+    subscribed to a room that did not exist)."""
+    viewer = await _act(info)
+    services = services_of(info)
+    if len(users) > MAX_DIRECT_OTHERS + 1:  # before any parsing: a long list costs nothing
+        raise BadUserInput(f"A direct room has 1 to {MAX_DIRECT_OTHERS} people besides you.", argument="users")
+    ids = [parse_id(user, "User", argument="users") for user in users]
+    if len(set(ids)) != len(ids):
+        raise BadUserInput("`users` names someone twice.", argument="users")
+    others = [user_id for user_id in ids if user_id != viewer.id]
+    if not 1 <= len(others) <= MAX_DIRECT_OTHERS:
+        raise BadUserInput(f"A direct room has 1 to {MAX_DIRECT_OTHERS} people besides you.", argument="users")
+    found = await loaders_of(info).users.load_many(others)
+    if any(user is None for user in found):
+        raise NotFound(USERS_NOT_FOUND)
+    people = [viewer.user, *found]
+    existing = await rooms.direct_room(services.db, rooms.direct_key(person["id"] for person in people))
+    if existing is not None:
+        return access.with_role(existing, rooms.MEMBER)
+    await services.limiter.check("rooms", str(viewer.id), services.settings.rate_rooms)
+    room, created = await rooms.open_direct(services.db, _direct_name(people), viewer.user, list(found))
+    if created:
+        await room_changes.added(services, room["id"], [person["id"] for person in people])
+    return access.with_role(room, rooms.MEMBER)
+
+
 async def _user(info: GraphQLResolveInfo, user: str) -> dict:
     found = await loaders_of(info).users.load(parse_id(user, "User", argument="user"))
     if found is None:
@@ -263,6 +316,8 @@ async def resolve_add_member(_root: None, info: GraphQLResolveInfo, room: str, u
         joined = await rooms.add_member(services.db, found.room, target, by=viewer.user, decide=access.may_moderate)
     except rooms.Banned:
         raise Forbidden("That user is banned from this room: unban them first.") from None
+    except rooms.Fixed:
+        raise Forbidden(access.DIRECT_FIXED) from None
     if joined is not None:
         await _announce_joined(services, found.room["id"], joined, target["id"])
     return access.with_role(

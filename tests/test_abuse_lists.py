@@ -345,6 +345,7 @@ def test_200_edits_of_one_message_in_10_seconds_stop_at_60(limited: Server) -> N
         ("mutation($r: ID!, $u: ID!) { unbanMember(room: $r, user: $u) }", ru),
         ("mutation($r: ID!, $u: ID!) { setRole(room: $r, user: $u, role: MODERATOR) { role } }", ru),
         ("mutation($r: ID!, $u: ID!) { muteMember(room: $r, user: $u, minutes: 5) { role } }", ru),
+        ("mutation($u: [ID!]!) { openDirect(users: $u) { id } }", {"u": [bob.id]}),
     ):
         assert codes(api.post(query, variables, ann.token)) == ["RATE_LIMITED"], query
     assert api.data('mutation($m: ID!) { react(message: $m, emoji: "👍") { id } }', {"m": message["id"]}, bob.token)

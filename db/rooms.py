@@ -226,7 +226,7 @@ async def add_member(
     """Idempotent: joining a room twice leaves one membership. The `member_joined` event (with
     `by`, who added them, as `decide` allows), or None when the user was a member already.
     Raises Banned for a banned user (checked under the room's lock, so a ban at the same moment
-    holds)."""
+    holds), and Fixed for a DIRECT room (whatever route asks)."""
     if await is_member(db, room["id"], user["id"]):
         return None
     try:

@@ -7,19 +7,24 @@ matter."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
+import sqlite3
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.graphql import Account, GraphQLClient, add_member, create_room, sign_up
 from tests.support.processes import (
+    ROOT,
     SHARED_REDIS_URL,
     Server,
     create_database,
@@ -421,3 +426,32 @@ def test_the_three_mutations_count_against_rate_limit_actions(limited: Server) -
         body = api.post(query, variables, ann.token, _address(8_002))
         assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED", (query, body)
     api.close()
+
+
+# --- The migration ----------------------------------------------------------------------------
+
+
+def _alembic(url: str, step: str, revision: str) -> None:
+    code = f"from alembic import command; from db.migrate import alembic_config as c; command.{step}(c(), {revision!r})"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "DATABASE_URL": url}, check=True)
+
+
+def test_migration_0006_invites_goes_up_down_and_up_on_sqlite(tmp_path: Path) -> None:
+    """Self-contained: only its own table and index, on a database at 0005."""
+    path = tmp_path / "chat.db"
+    url = f"sqlite:///{path}"
+
+    def tables() -> set[str]:
+        with sqlite3.connect(path) as connection:
+            return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    _alembic(url, "upgrade", "0005")
+    before = tables()
+    _alembic(url, "upgrade", "0006_invites")
+    assert tables() == before | {"room_invites"}
+    _alembic(url, "downgrade", "0005")
+    assert tables() == before
+    _alembic(url, "upgrade", "0006_invites")
+    with sqlite3.connect(path) as connection:
+        columns = [row[1] for row in connection.execute("PRAGMA table_info(room_invites)")]
+    assert columns == ["id", "code_hash", "room_id", "created_by", "created_at", "expires_at", "uses_left"]

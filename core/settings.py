@@ -189,6 +189,8 @@ class Settings:
     live_lease_seconds: float
     replay_budget: Rate
     live_feed_queue: int
+    # [invites]
+    rate_invite_joins: Rate  # joinByInvite per user, and apart per address: against code guessing
 
     @property
     def is_sqlite(self) -> bool:
@@ -303,4 +305,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         replay_budget=Rate.parse(env.text("LIVE_REPLAY_BUDGET", "5000/60")),
         # Messages waiting between Redis and one topic's feed; past it the feed resyncs from the log.
         live_feed_queue=env.integer("LIVE_FEED_QUEUE", 1000),
+        # [invites]
+        # joinByInvite attempts, counted per user and apart per client address (a guesser with
+        # many accounts behind one address, or one account behind many, is held by one of them).
+        rate_invite_joins=Rate.parse(env.text("RATE_LIMIT_INVITE_JOINS", "10/600")),
     )

@@ -84,6 +84,22 @@ room_bans = sa.Table(
     sa.Index("ix_room_bans_user_id", "user_id"),
 )
 
+# Invitations to a room (migration 0006_invites): only each code's SHA-256 is kept. `uses_left`
+# null: no limit of uses; `expires_at` null: never expires. Revoking deletes the row.
+room_invites = sa.Table(
+    "room_invites",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("room_id", sa.Integer, sa.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_by", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("uses_left", sa.Integer, nullable=True),
+    sa.UniqueConstraint("code_hash", name="uq_room_invites_code_hash"),
+    sa.Index("ix_room_invites_room_id", "room_id"),
+)
+
 messages = sa.Table(
     "messages",
     metadata,

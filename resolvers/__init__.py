@@ -6,6 +6,7 @@ from ariadne import load_schema_from_path, make_executable_schema
 from graphql import GraphQLSchema
 
 from live.source import Audience, per_viewer
+from resolvers.invite import invite_mutations, invite_type
 from resolvers.lists import MAX_LIST
 from resolvers.message import message_type, reaction_type, reactions_audience
 from resolvers.mutation import mutation_type
@@ -49,6 +50,8 @@ def build_schema() -> GraphQLSchema:
         load_schema_from_path(str(SCHEMA_PATH)),
         query_type,
         mutation_type,
+        invite_mutations,
+        invite_type,
         subscription_type,
         room_type,
         membership_type,

@@ -42,6 +42,7 @@ MUTED = "You are muted in this room."
 MODERATORS_ONLY = "Only the room's owners and moderators may do this."
 OWNERS_ONLY = "Only the room's owners may do this."
 DIRECT_FIXED = "A direct room's membership and roles are fixed."
+INVITE_NOT_FOUND = "Invite not found."
 
 # What a viewer outside a PUBLIC room may read of it (`myRole` answers null for them).
 OUTSIDER_FIELDS = frozenset({"id", "name", "topic", "kind", "memberCount", "lastMessage", "myRole"})
@@ -178,6 +179,19 @@ def may_moderate(actor: str | None, _target: str | None) -> None:
 
 def may_set_role(actor: str | None, _target: str | None) -> None:
     _acting(actor, (OWNER,), OWNERS_ONLY)
+
+
+def may_invite(actor: str | None, _target: str | None) -> None:
+    """OWNER and MODERATOR create invites to their room."""
+    _acting(actor, MODERATING, MODERATORS_ONLY)
+
+
+def may_revoke(actor: str | None, created_it: bool) -> None:
+    """An invite is revoked by who created it (whatever their role now), or by an OWNER or a
+    MODERATOR of its room. Anyone else is told NOT_FOUND, as for a code that does not exist:
+    revokeInvite is no oracle telling a live code from an unknown one."""
+    if not created_it and actor not in MODERATING:
+        raise NotFound(INVITE_NOT_FOUND)
 
 
 # Room objects as fields see them.

@@ -20,7 +20,8 @@ from tests.support.processes import Server
 FIELDS = ["me", "rooms", "room", "id", "name", "avatar", "members", "messages", "edges", "node", "cursor",
           "pageInfo", "hasNextPage", "endCursor", "body", "sender", "createdAt", "seq", "__typename",
           "__schema", "types", "signUp", "logIn", "logOut", "createRoom", "joinRoom", "leaveRoom",
-          "createMessage", "messageCreated", "token", "user", "nope"]  # fmt: skip
+          "createMessage", "messageCreated", "token", "user", "createInvite", "joinByInvite", "revokeInvite",
+          "code", "usesLeft", "nope"]  # fmt: skip
 PUNCTUATION = ["{", "}", "(", ")", ":", "$", "!", "...", "@", "[", "]", "=", ",", "|", '"', '"""', "#"]
 KEYWORDS = ["query", "mutation", "subscription", "fragment", "on", "true", "false", "null", "Int", "ID"]
 

@@ -42,6 +42,8 @@ BASE_ENV = {
     "MAX_CONNECTIONS_PER_USER": "50",
     # One user resumes thousands of events at once in tests/test_resume.py (3 x 2,999).
     "LIVE_REPLAY_BUDGET": "1000000/60",
+    # [invites]
+    "RATE_LIMIT_INVITE_JOINS": "100000/600",
 }
 
 

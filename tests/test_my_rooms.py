@@ -25,7 +25,7 @@ from tests.support.graphql import (
 )
 from tests.support.httpstream import MultipartStream, SSEStream, open_multipart, open_sse
 from tests.support.processes import Server
-from tests.support.wsclient import PROTOCOLS, GraphQLWebSocket
+from tests.support.wsclient import MESSAGE_CREATED, PROTOCOLS, GraphQLWebSocket
 
 MY_ROOMS = """
 subscription {
@@ -272,3 +272,60 @@ async def test_signed_out_is_refused_and_logging_out_ends_it(server: Server, api
         api.data("mutation { logOut }", {}, ann.token)
         errors = await stream.refused()
         assert [error["extensions"]["code"] for error in errors] == ["UNAUTHENTICATED"], errors
+
+
+async def test_it_is_one_subscription_against_the_users_limit_however_many_rooms(
+    server: Server, api: GraphQLClient
+) -> None:
+    """MAX_SUBSCRIPTIONS_PER_USER (100 for the `server` fixture): 99 others, then `myRooms` for
+    three rooms is the 100th and is served; a second `myRooms` is refused."""
+    ann, bob, a, _b = two_rooms(api)
+    c = create_room(api, bob, "C", kind="PRIVATE")
+    add_member(api, bob, c, ann.id)
+    anchor = post_message(api, bob, a, "anchor")["id"]
+    # 99 others (20 a connection at most), resumed after the anchor: "to the 99" reaches each
+    # however late it starts.
+    sockets = [await GraphQLWebSocket.open(server.ws_url, PROTOCOLS[0], ann.token) for _ in range(5)]
+    for i in range(99):
+        await sockets[i // 20].subscribe(f"m{i}", MESSAGE_CREATED, {"room": a, "after": anchor})
+    post_message(api, bob, a, "to the 99")
+    for index, socket in enumerate(sockets):
+        received = [await socket.receive(timeout=10) for _ in range(20 if index < 4 else 19)]
+        assert {message["payload"]["data"]["messageCreated"]["body"] for message in received} == {"to the 99"}
+    ws = sockets[4]
+    await ws.subscribe("r", MY_ROOMS)
+
+    async def take(timeout: float) -> dict:
+        return await ws.result("r", timeout)
+
+    feed = Feed(api, ann, take)
+    await feed.live()
+    other = await GraphQLWebSocket.open(server.ws_url, PROTOCOLS[0], ann.token)
+    await other.subscribe("over", MY_ROOMS)
+    errors = await other.error("over")
+    assert [error["extensions"]["code"] for error in errors] == ["TOO_MANY_SUBSCRIPTIONS"], errors
+    post_message(api, bob, c, "in C")
+    change = await feed.next()
+    assert (change["change"], change["roomId"]) == ("UPDATED", c)
+    for socket in [*sockets, other]:
+        await socket.close()
+
+
+async def test_the_embedded_default_serves_my_rooms(sqlite_server: Server) -> None:
+    api = GraphQLClient(sqlite_server.url)
+    ann, bob = sign_up(api, "Ann"), sign_up(api, "Bob")
+    room = create_room(api, bob, "Open", kind="PUBLIC")
+    feed, stream = await sse_feed(sqlite_server, api, ann)
+    async with stream:
+        join_room(api, ann, room)
+        assert (await feed.next())["change"] == "ADDED"
+        post_message(api, bob, room, "hello")
+        change = await feed.next()
+        assert (change["change"], change["room"]["unreadCount"], change["room"]["lastMessage"]) == (
+            "UPDATED",
+            1,
+            {"body": "hello"},
+        )
+        api.data(LEAVE, {"r": room}, ann.token)
+        assert await feed.next() == {"change": "REMOVED", "roomId": room, "room": None}
+    api.close()

@@ -6,11 +6,12 @@ executed and encoded.
 Each process holds one feed per topic (one broadcast subscription), of the topic's kind
 (live.feed): a logged topic's (live.logged) delivers its events in order without gaps and lets
 a subscriber resume; a state topic's (live.state) re-reads the state on every change and when
-it expires; a plain one delivers each event as it comes. What the topic's messages look like is
-live.messages. A feed groups its subscribers by what they asked for (document, operation,
-variables; live.selection) and, when the selection reads a field whose value depends on who
-asks, by viewer too; it executes each group's selection once per event, encodes the result
-once, and hands every subscriber of the group the same bytes.
+it expires; a plain one delivers each event as it comes; one that follows other topics
+(live.following) delivers their events too, through one relay per followed topic per process.
+What the topic's messages look like is live.messages. A feed groups its subscribers by what
+they asked for (document, operation, variables; live.selection) and, when the selection reads a
+field whose value depends on who asks, by viewer too; it executes each group's selection once
+per event, encodes the result once, and hands every subscriber of the group the same bytes.
 
 What depends on who asks is told apart per event, not per viewer: a field that reads the viewer
 comes with an audience function, `(event) -> keyer`, where the keyer gives a viewer's key for
@@ -43,6 +44,7 @@ from core.cancelling import cancel_and_wait
 from execution.operations import ErrorFormatter, Results, executed
 from identity.auth import Viewer
 from live.feed import Feed, PlainFeed
+from live.following import FollowingFeed, Relays
 from live.logged import LoggedFeed
 from live.replay import ReplayBudget
 from live.selection import GroupKey, Selection, fields_read
@@ -97,6 +99,8 @@ class Engine:
         self._audiences: dict[str, tuple[Audience, ...]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.share = WorkShare()
+        # Topics followed by topics of this process (live.following), one broadcast subscription each.
+        self.relays = Relays(self)
         self.costs: dict[GroupKey, float] = {}
 
     @property
@@ -255,6 +259,7 @@ class Engine:
         for feed in list(self.feeds.values()):
             await feed.stop()
         self.feeds.clear()
+        await self.relays.close()
         await cancel_and_wait(self._tasks)
 
 
@@ -262,6 +267,8 @@ def _feed_of_kind(source: LiveSource) -> type[Feed]:
     """The feed for the topic's kind, as its first source tells it."""
     if source.log is not None:
         return LoggedFeed
+    if source.follows is not None:
+        return FollowingFeed
     if source.state is not None:
         return StateFeed
     return PlainFeed

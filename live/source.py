@@ -10,7 +10,7 @@ event into the field's value.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +22,9 @@ from identity.auth import Viewer
 WRITTEN_AGAINST = written_against("graphql-core")  # LiveSource.__aiter__, a reach
 
 Event = dict[str, Any]
+# An event's keys, on a topic that follows others, for the topic its feed starts or stops following.
+FOLLOW = "follow"
+UNFOLLOW = "unfollow"
 # A viewer's key for one event: viewers with equal keys see the same result.
 Keyer = Callable[[Viewer], Hashable]
 # What tells viewers apart for an event (a field's `mine`, say), or None when all see the same.
@@ -74,6 +77,10 @@ class LiveSource:
     # on the topic (once per process), and when the state says it expires (`refresh_at`, epoch
     # seconds); subscribers get it when it changed.
     state: Callable[[], Awaitable[Event]] | None = None
+    # A topic that also follows others (live.following): the topics its subscribers hear too,
+    # read when the topic's feed starts and after a resync. An event on the topic itself that
+    # names a topic under FOLLOW or UNFOLLOW changes the set first, then is delivered.
+    follows: Callable[[], Awaitable[Iterable[str]]] | None = None
 
     @property
     def logged(self) -> bool:

@@ -25,6 +25,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
 # live engine executes a selection reading one once per distinct answer, not once per viewer.
 VIEWER_FIELDS: dict[tuple[str, str], Audience] = {
     ("Query", "me"): per_viewer,
+    # Each note is read for its viewer (membership, role, unread count: resolvers.room_changes).
+    ("Subscription", "myRooms"): per_viewer,
     ("Room", "unreadCount"): per_viewer,
     ("Room", "lastReadCursor"): per_viewer,
     ("Room", "myRole"): per_viewer,

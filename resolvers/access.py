@@ -110,6 +110,23 @@ async def room_of_member(services: Services, viewer: Viewer, room_id: int) -> Ro
     return with_role(access.room, access.role)
 
 
+async def still_signed_in(services: Services, viewer: Viewer) -> GraphQLError | None:
+    """Why the viewer may no longer receive what is theirs alone (`myRooms`): their token was
+    revoked; None while it is good."""
+    if await services.access.user_for_token(viewer.token_hash) is None:
+        return Unauthenticated(SIGN_IN_FIRST)
+    return None
+
+
+async def listed_room(services: Services, viewer: Viewer, room_id: int) -> Row | None:
+    """The room as the viewer's room list shows it (marked with their role), while they are its
+    member; None otherwise (they left or were removed: the list drops it, showing nothing of it)."""
+    access = await read(services, viewer, room_id)
+    if refusal(access) is not None or access.room is None:
+        return None
+    return with_role(access.room, access.role)
+
+
 async def moderator(services: Services, viewer: Viewer, room_id: int) -> Access:
     """A member who is an OWNER or a MODERATOR of the room; raises otherwise."""
     access = await member(services, viewer, room_id)

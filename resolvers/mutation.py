@@ -12,7 +12,7 @@ from ariadne import MutationType
 from graphql import GraphQLError, GraphQLResolveInfo
 
 from core.errors import BadUserInput, Forbidden, NotFound, Unauthenticated, format_error
-from db import messages, read_state, rooms, users
+from db import messages, read_state, room_events, rooms, users
 from db.records import now
 from identity import auth
 from identity.auth import Viewer
@@ -143,12 +143,22 @@ async def resolve_create_room(
     kind = _kind(kind)
     cleaned_topic = clean_topic(topic, "topic", MAX_TOPIC) if topic is not None else None
     room, _joined = await rooms.create_room(services.db, name, viewer.user, kind=kind, topic=cleaned_topic)
-    return access.with_role(room, rooms.OWNER)  # nobody can be listening to a new room: nothing to announce
+    # Nobody can be listening to a new room: only the creator's room list hears of it.
+    await room_changes.added(services, room["id"], [viewer.id])
+    return access.with_role(room, rooms.OWNER)
 
 
 async def _announce_joined(services: Services, room_id: int, joined: dict, user_id: int) -> None:
     await services.publisher.event(room_topic(room_id), joined)
+    await room_changes.added(services, room_id, [user_id])
     await services.presence.joined(user_id, room_id)
+
+
+async def _roles_changed(services: Services, room_id: int, events: list[dict]) -> None:
+    """Whose role changed (set, or handed on when the last OWNER left): their room lists hear it."""
+    changed = [event["user"]["id"] for event in events if event.get("kind") == room_events.ROLE_CHANGED]
+    if changed:
+        await room_changes.updated(services, room_id, changed)
 
 
 @mutation_type.field("joinRoom")
@@ -181,12 +191,15 @@ async def resolve_join_room(_root: None, info: GraphQLResolveInfo, room: str) ->
 async def _removed(services: Services, room_id: int, user_id: int, events: list[dict], error: GraphQLError) -> None:
     """Someone left or was removed: their subscriptions to the room end first (its log, typing,
     presence; on every transport and process, retried until Redis takes it), so the others
-    alone hear of it; then the events; nor are they in its typing and presence lists any more."""
+    alone hear of it; their room list drops it (and hears nothing of it after); then the
+    events; nor are they in its typing and presence lists any more."""
     ended = format_error(error)
     for topic in topics_of(room_id):
         await services.publisher.end(topic, user=user_id, error=ended)
+    await room_changes.removed(services, room_id, [user_id])
     for event in events:
         await services.publisher.event(room_topic(room_id), event)
+    await _roles_changed(services, room_id, events)
     await typing.stopped(services, room_id, user_id)
     await services.publisher.event(presence_topic(room_id), {"changed": True})
 
@@ -243,6 +256,8 @@ async def resolve_update_room(
         raise NotFound(access.ROOM_NOT_FOUND)
     for event in events:
         await services.publisher.event(room_topic(room_id), event)
+    if events:
+        await room_changes.updated(services, room_id)
     return access.with_role(after, mine.role)
 
 
@@ -381,6 +396,7 @@ async def resolve_set_role(_root: None, info: GraphQLResolveInfo, room: str, use
         raise NotFound(MEMBER_NOT_FOUND)
     for event in events:
         await services.publisher.event(room_topic(room_id), event)
+    await _roles_changed(services, room_id, events)
     return membership
 
 
@@ -413,6 +429,7 @@ async def resolve_create_message(_root: None, info: GraphQLResolveInfo, room: st
         raise access.poster_refusal(await access.read(services, viewer, room_id))
     # Only after the commit: a subscriber never hears of a message it could not read back.
     await services.publisher.event(room_topic(room_id), created)
+    await room_changes.updated(services, room_id)  # one note for the whole room (resolvers.room_changes)
     await typing.stopped(services, room_id, viewer.id)  # posting ends typing, as in every chat
     return {**created["message"], "room": access.vouched(created["room"])}
 
@@ -440,6 +457,7 @@ async def resolve_edit_message(_root: None, info: GraphQLResolveInfo, id: str, b
     except messages.Refused as refusal:
         raise await _refused(info, viewer, message_id, refusal) from None
     await services.publisher.event(room_topic(edited["room"]["id"]), edited)
+    await room_changes.updated(services, edited["room"]["id"])  # it may be the room's last message
     return {**edited["message"], "room": access.vouched(edited["room"])}
 
 
@@ -464,6 +482,7 @@ async def resolve_delete_message(_root: None, info: GraphQLResolveInfo, id: str)
             return False
         raise await _refused(info, viewer, message_id, refusal) from None
     await services.publisher.event(room_topic(deleted["room"]["id"]), deleted)
+    await room_changes.updated(services, deleted["room"]["id"])  # it may be the room's last message
     return True
 
 
@@ -528,6 +547,7 @@ async def resolve_mark_read(_root: None, info: GraphQLResolveInfo, room: str, up
         raise Forbidden(NOT_A_MEMBER) from None
     if marked is not None:
         await services.publisher.event(room_topic(room_id), marked)
+        await room_changes.updated(services, room_id, [viewer.id])  # my unread count
     return found
 
 

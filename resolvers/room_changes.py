@@ -1,20 +1,66 @@
-"""Where changes to people's lists of rooms are told, one function per kind of change, so the
-feed of my rooms (`myRooms`) has one place to hear them from.
+"""What mutations tell `myRooms` (one subscription for all of a user's rooms): small notes,
+published after the change has committed, never the caller's error (live.publisher).
 
-`added(services, room_id, user_ids)`: room `room_id` was added to the lists of `user_ids` (it
-was created with them in it: a DIRECT room opened with them). Called after the change commits,
-once per change, never for a room that was already theirs. It does nothing yet: the `myRooms`
-feed (issue 26) fills it in. Whatever it does, it must not fail the mutation that calls it (the
-change has committed): it swallows nothing today because it does nothing.
+Two kinds of topic, so a change costs what it concerns:
+
+- Each user's own topic (`user:<id>`) takes the notes about them alone: ADDED (they joined,
+  were added, a DIRECT room was opened with them), REMOVED (they left, were removed or banned),
+  UPDATED for them only (their unread count after markRead, their role). ADDED and REMOVED also
+  tell their feed to follow, or stop following, the room's fan-out topic (live.following:
+  FOLLOW, UNFOLLOW) before the note is delivered: from REMOVED on, nothing of that room reaches
+  them (and the field's resolver re-checks membership for every note, so a note that crossed
+  the removal reads as REMOVED, with no room).
+- Each room's fan-out topic (`roomlist:<id>`) takes ONE note per room-wide change (a new
+  message, an edit or delete, a rename, a topic or kind change), whatever the room's size.
+
+Why not one note per member: a message in a room of 1,000 members would cost 1,000 publishes
+and 1,000 Redis deliveries. Here it costs one publish; Redis delivers it once to each process
+that holds the `myRooms` of at least one member (each process has one relay per followed room,
+live.following), so O(processes); inside a process, each member's feed executes its selection
+once (their `unreadCount` is their own: `("Subscription", "myRooms")` and `("Room",
+"unreadCount")` are per-viewer in VIEWER_FIELDS), which a per-member publish would have cost
+too. Following costs one broadcast subscription per room per process, made when the first
+local member's `myRooms` starts, and shared by every later one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Iterable
 
+from live.source import FOLLOW, UNFOLLOW, Event
 from resolvers.services import Services
+from resolvers.topics import room_list_topic, user_topic
+
+ADDED = "ADDED"
+REMOVED = "REMOVED"
+UPDATED = "UPDATED"
 
 
-async def added(services: Services, room_id: int, user_ids: Collection[int]) -> None:
-    """Room `room_id` is now in the room lists of `user_ids` (committed). A no-op for now."""
-    del services, room_id, user_ids
+def note(change: str, room_id: int) -> Event:
+    return {"change": change, "room_id": room_id}
+
+
+async def added(services: Services, room_id: int, user_ids: Iterable[int]) -> None:
+    """These users are now members of the room (joined, added, by invite, a DIRECT room opened
+    with them): their `myRooms` follows it from now on, then hears ADDED."""
+    for user_id in dict.fromkeys(user_ids):
+        await services.publisher.event(user_topic(user_id), {**note(ADDED, room_id), FOLLOW: room_list_topic(room_id)})
+
+
+async def removed(services: Services, room_id: int, user_ids: Iterable[int]) -> None:
+    """These users are no longer members (left, removed, banned): their `myRooms` stops
+    following the room, then hears REMOVED."""
+    for user_id in dict.fromkeys(user_ids):
+        await services.publisher.event(
+            user_topic(user_id), {**note(REMOVED, room_id), UNFOLLOW: room_list_topic(room_id)}
+        )
+
+
+async def updated(services: Services, room_id: int, user_ids: Iterable[int] | None = None) -> None:
+    """Something a room list shows changed: for everyone in the room (`user_ids` None: one note
+    on its fan-out topic), or for these members alone (their unread count, their role)."""
+    if user_ids is None:
+        await services.publisher.event(room_list_topic(room_id), note(UPDATED, room_id))
+        return
+    for user_id in dict.fromkeys(user_ids):
+        await services.publisher.event(user_topic(user_id), note(UPDATED, room_id))

@@ -1,4 +1,5 @@
-"""A room's live sources: its log, and who may receive it and its ephemeral topics."""
+"""A room's live sources: its log, and who may receive it and its ephemeral topics; and a
+user's own source, which follows their rooms (`myRooms`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from identity.auth import Viewer
 from live.source import Event, LiveSource
 from resolvers import access
 from resolvers.services import Services
-from resolvers.topics import room_topic
+from resolvers.topics import room_list_topic, room_topic, user_topic
 
 
 class RoomLog:
@@ -81,3 +82,18 @@ async def members_among(services: Services, room_id: int, user_ids: list[int]) -
     if not user_ids:
         return []
     return await rooms.members_among(services.db, room_id, user_ids)
+
+
+def my_rooms_source(services: Services, viewer: Viewer) -> LiveSource:
+    """The viewer's own topic, following the fan-out topic of every room they are in
+    (resolvers.room_changes says what is published where). Nothing to resume: a client that
+    reconnects reads `rooms` again. The re-check is their token's; membership is decided per
+    note, when the note is executed for them (resolvers.access.listed_room)."""
+
+    async def check() -> GraphQLError | None:
+        return await access.still_signed_in(services, viewer)
+
+    async def follows() -> list[str]:
+        return [room_list_topic(room_id) for room_id in await services.access.room_ids_of(viewer.id)]
+
+    return LiveSource(topic=user_topic(viewer.id), viewer=viewer, check=check, follows=follows)

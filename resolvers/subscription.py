@@ -16,12 +16,13 @@ from graphql import GraphQLResolveInfo
 from core.errors import BadUserInput
 from db import room_events
 from live.source import Event, LiveSource
-from resolvers import presence, typing
+from resolvers import access, presence, typing
 from resolvers.context import require_viewer, resume_point, services_of
 from resolvers.ids import decode_event_cursor, parse_id
+from resolvers.room_changes import REMOVED
 from resolvers.room_event import cursor_of
 from resolvers.services import Services
-from resolvers.sources import room_access, room_source, state_source
+from resolvers.sources import my_rooms_source, room_access, room_source, state_source
 from resolvers.topics import presence_topic, typing_topic
 
 subscription_type = SubscriptionType()
@@ -110,3 +111,24 @@ async def _room_state_source(
 @subscription_type.field("presence")
 def resolve_presence(state: Event, _info: GraphQLResolveInfo, **_args: Any) -> Event:
     return state
+
+
+@subscription_type.source("myRooms")  # type: ignore[arg-type]  # a LiveSource, not a generator
+async def my_rooms_source_of(_root: None, info: GraphQLResolveInfo) -> LiveSource:
+    """One subscription for all of the viewer's rooms, however many (resolvers.room_changes)."""
+    return my_rooms_source(services_of(info), require_viewer(info))
+
+
+@subscription_type.field("myRooms")
+async def resolve_my_rooms(note: Event, info: GraphQLResolveInfo, **_args: Any) -> dict:
+    """A note executed for one viewer (per-viewer in VIEWER_FIELDS): the room as their list
+    shows it, read now; a room they are no longer in reads as REMOVED, with no room, whatever
+    the note said (a note that crossed their removal tells nothing of the room)."""
+    room_id = int(note["room_id"])
+    change = str(note["change"])
+    room = None
+    if change != REMOVED:
+        room = await access.listed_room(services_of(info), require_viewer(info), room_id)
+        if room is None:
+            change = REMOVED
+    return {"change": change, "roomId": room_id, "room": room}

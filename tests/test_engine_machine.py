@@ -7,6 +7,8 @@ rule has a fast test of its own here, beside the end-to-end ones that drive guni
 - Ends: an end published for a user ends that user's subscriptions on the topic, nobody else's.
 - Fairness: one user's costly selections wait behind each other, never in front of another
   user's cheap one.
+- Following: feeds that follow a topic share one relay (one broadcast subscription) per
+  process; FOLLOW and UNFOLLOW notes change what a feed hears before they are delivered.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from identity.auth import Viewer
 from live import messages
 from live.engine import Engine
 from live.selection import Selection
-from live.source import Event, LiveSource
+from live.source import FOLLOW, UNFOLLOW, Event, LiveSource
+from live.subscription import Subscription
 
 SDL = """
 type Query { ok: Boolean }
@@ -214,3 +217,44 @@ async def test_one_users_costly_selections_never_go_in_front_of_anothers(engine:
     await asyncio.gather(*(sink.until(5) for sink in costly))
     assert all(sink.seqs == [1, 2, 3, 4, 5] for sink in costly)
     assert other.seqs == [1, 2, 3, 4, 5]
+
+
+async def test_feeds_following_a_topic_share_one_relay_and_unfollow_at_once(engine: Engine) -> None:
+    followed = "fanout:1"
+
+    def source(user: int) -> LiveSource:
+        async def follows() -> list[str]:
+            return [followed]
+
+        return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows)
+
+    ann, bob = RecordingSink("ann", []), RecordingSink("bob", [])
+    ann_subscription = await engine.subscribe(source(1), _selection("seq"), ann)
+    bob_subscription = await engine.subscribe(source(2), _selection("seq"), bob)
+    assert list(engine.relays.by_topic) == [followed]
+    assert engine.relays.by_topic[followed].followers == {engine.feeds["user:1"], engine.feeds["user:2"]}
+
+    async def publish(topic: str, event: Event) -> None:
+        await engine.broadcast.publish(engine.channel(topic), messages.event(event))
+
+    await publish(followed, {"seq": 1})
+    await ann.until(1)
+    await bob.until(1)
+    # Ann stops following it: the note itself is delivered, nothing of the topic after it.
+    await publish("user:1", {"seq": 2, UNFOLLOW: followed})
+    await ann.until(2)
+    await publish(followed, {"seq": 3})
+    await bob.until(2)
+    # And follows another one again, heard from the note on.
+    await publish("user:1", {"seq": 4, FOLLOW: "fanout:2"})
+    await ann.until(3)
+    await publish("fanout:2", {"seq": 5})
+    await ann.until(4)
+    assert ann.seqs == [1, 2, 4, 5] and bob.seqs == [1, 3]
+    assert set(engine.relays.by_topic) == {followed, "fanout:2"}
+    assert isinstance(ann_subscription, Subscription) and isinstance(bob_subscription, Subscription)
+    ann_subscription.close()
+    bob_subscription.close()
+    async with asyncio.timeout(5):  # the feeds stop in the background, and their relays with them
+        while engine.relays.by_topic:
+            await asyncio.sleep(0.01)

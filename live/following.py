@@ -1,0 +1,180 @@
+"""A topic that follows other topics: its subscribers hear its own events and those of the
+topics it follows, as one subscription (a user's feed of all their rooms, say: their own topic
+says which rooms they joined or left, each room's fan-out topic says what changed in it).
+
+A `FollowingFeed` is a plain feed (no log, nothing to resume) that also holds a set of followed
+topics, read from its first source's `follows` when it starts (after its own broadcast
+subscription is in place, so a change announced meanwhile is not missed) and again after a
+resync. An event on its own topic may name a topic under FOLLOW (followed before the event is
+delivered: what that topic says next reaches the subscribers) or UNFOLLOW (left before the event
+is delivered: nothing of that topic reaches them after it).
+
+A followed topic is heard through this process's one `Relay` for it: one broadcast
+subscription per topic per process however many feeds follow it. A relay hands each event to
+every feed following the topic, concurrently; each delivers it under its own lock, to its own
+groups (so what depends on who asks is executed per viewer there, as in any feed). What one
+event on a followed topic costs: one publish, one delivery per process that follows it, and
+one execution per distinct selection (and audience) of each following feed in that process.
+
+A relay that resyncs (Redis came back, or the relay fell behind) may have lost events: these
+are notes of a state (nothing to re-read), and the following feeds' own topics resync at the
+same moment for a reconnect, re-reading what they follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+from core.cancelling import cancel_and_wait
+from live import messages
+from live.feed import PlainFeed
+from live.source import FOLLOW, UNFOLLOW, Event, LiveSource
+
+if TYPE_CHECKING:
+    from live.engine import Engine
+
+logger = logging.getLogger("chat.live")
+
+
+class FollowingFeed(PlainFeed):
+    """A topic's feed that also delivers the events of the topics it follows."""
+
+    def __init__(self, engine: Engine, source: LiveSource) -> None:
+        super().__init__(engine, source)
+        assert source.follows is not None
+        self.follows: Callable[[], Awaitable[Iterable[str]]] = source.follows
+        self.followed: set[str] = set()
+
+    async def _subscribed(self) -> None:
+        try:
+            await self._refollow()
+        except BaseException:  # the feed does not start: it follows nothing
+            await self._stopped()
+            raise
+
+    async def _stopped(self) -> None:
+        for topic in list(self.followed):
+            self._unfollow(topic)
+
+    async def _refollow(self) -> None:
+        """Follow what `follows` says now, and nothing else."""
+        wanted = set(await self.follows())
+        for topic in self.followed - wanted:
+            self._unfollow(topic)
+        await asyncio.gather(*(self._follow(topic) for topic in wanted - self.followed))
+
+    async def _follow(self, topic: str) -> None:
+        if topic in self.followed:
+            return
+        self.followed.add(topic)
+        try:
+            await self.engine.relays.follow(topic, self)
+        except BaseException:
+            self.followed.discard(topic)
+            raise
+
+    def _unfollow(self, topic: str) -> None:
+        if topic in self.followed:
+            self.followed.discard(topic)
+            self.engine.relays.unfollow(topic, self)
+
+    async def _on_event(self, event: Event) -> None:
+        unfollow = event.get(UNFOLLOW)
+        if isinstance(unfollow, str):
+            self._unfollow(unfollow)
+        follow = event.get(FOLLOW)
+        if isinstance(follow, str):
+            await self._follow(follow)
+        await self._deliver(event)
+
+    async def _on_resync(self) -> None:
+        await self._refollow()
+
+    async def relayed(self, topic: str, event: Event) -> None:
+        """An event of a followed topic, delivered unless the topic was left meanwhile."""
+        try:
+            async with self.lock:
+                if topic in self.followed and not self.retired:
+                    await self._deliver(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Topic %s: delivering an event of %s failed", self.topic, topic)
+
+
+class Relay:
+    """This process's one broadcast subscription to a followed topic, and who follows it."""
+
+    def __init__(self, engine: Engine, topic: str) -> None:
+        self.engine = engine
+        self.topic = topic
+        self.followers: set[FollowingFeed] = set()
+        self.started: asyncio.Future[None] | None = None
+        self._stack = AsyncExitStack()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        subscriber = await self._stack.enter_async_context(
+            self.engine.broadcast.subscribe(self.engine.channel(self.topic), bound=self.engine.feed_queue)
+        )
+        self._task = asyncio.create_task(self._run(subscriber), name=f"relay {self.topic}")
+
+    async def stop(self) -> None:
+        if self.started is not None:
+            try:
+                await self.started
+            except BaseException:  # it never started: nothing to undo
+                pass
+        if self._task is not None:
+            await cancel_and_wait([self._task])
+        await self._stack.aclose()
+
+    async def _run(self, subscriber: Any) -> None:
+        async for message in subscriber:
+            read = messages.read(message.message)
+            if isinstance(read, messages.Resync | messages.End):
+                continue  # a state's notes: nothing to re-read; nobody subscribes to this topic itself
+            await asyncio.gather(*(feed.relayed(self.topic, read) for feed in list(self.followers)))
+
+
+class Relays:
+    """This process's relays, by topic: started by the first feed to follow a topic, stopped
+    when the last one leaves it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.by_topic: dict[str, Relay] = {}
+
+    async def follow(self, topic: str, feed: FollowingFeed) -> None:
+        """Returns once the topic's broadcast subscription is in place: what it says from then
+        on reaches `feed`."""
+        relay = self.by_topic.get(topic)
+        if relay is None:
+            relay = self.by_topic[topic] = Relay(self.engine, topic)
+            relay.started = asyncio.ensure_future(relay.start())
+        relay.followers.add(feed)
+        assert relay.started is not None
+        try:
+            await asyncio.shield(relay.started)
+        except BaseException:
+            self.unfollow(topic, feed)
+            raise
+
+    def unfollow(self, topic: str, feed: FollowingFeed) -> None:
+        relay = self.by_topic.get(topic)
+        if relay is None:
+            return
+        relay.followers.discard(feed)
+        if not relay.followers:
+            del self.by_topic[topic]
+            self.engine.spawn(relay.stop())
+
+    async def close(self) -> None:
+        relays = list(self.by_topic.values())
+        self.by_topic.clear()
+        for relay in relays:
+            await relay.stop()

@@ -53,9 +53,16 @@ export function Rooms({
   selectedRef.current = selected;
   const meId = me.data?.me?.id;
   useEffect(() => {
+    // A room's count and cursor are taken from the server together, once: from then on its log
+    // keeps the count (the subscription resumes from the cursor). The list changes for other
+    // reasons too (a room's page or a read updates the cache), and its count may be older than
+    // the log's: taking it again would forget what arrived since.
     const list = rooms.data?.rooms ?? [];
-    setUnread(new Map(list.map((room) => [room.id, room.unreadCount])));
-    for (const room of list) if (!cursors.current.has(room.id)) cursors.current.set(room.id, room.latestEventCursor ?? null);
+    const known = new Set(list.filter((room) => cursors.current.has(room.id)).map((room) => room.id));
+    setUnread((current) => new Map(list.map((room) => [room.id, known.has(room.id) ? (current.get(room.id) ?? 0) : room.unreadCount])));
+    for (const room of list) if (!known.has(room.id)) cursors.current.set(room.id, room.latestEventCursor ?? null);
+    const listed = new Set(list.map((room) => room.id));
+    for (const id of [...cursors.current.keys()]) if (!listed.has(id)) cursors.current.delete(id); // left: taken afresh if back
   }, [rooms.data]);
   useEffect(() => {
     if (!meId) return;

@@ -418,7 +418,7 @@ async def test_an_event_source_signed_in_by_cookie(server: Server, api: GraphQLC
             assert codes(await stream.refused()) == ["UNAUTHENTICATED"]
     # The access lines are written: the last request's (the refused GET) after the DELETE's.
     await until(
-        lambda: '"GET /graphql HTTP' in log_since(server, offset).rpartition('"DELETE /graphql/sse-session')[2],
+        lambda: '"GET /graphql' in log_since(server, offset).rpartition('"DELETE /graphql/sse-session')[2],
         "the access lines written",
     )
     log = log_since(server, offset)

@@ -58,6 +58,7 @@ async def eventually_accepted(ws: GraphQLWebSocket, room: str, poster: Account, 
         attempt += 1
         op = f"again{attempt}"
         await ws.subscribe(op, MESSAGE_CREATED, {"room": room})
+        await ws.barrier()  # started or refused before the proof is posted
         body = f"proof {uuid.uuid4().hex[:6]}"
         post_message(api, poster, room, body)
         message = await ws.receive()
@@ -153,6 +154,7 @@ async def test_connections_per_user_hold_across_workers(server: Server) -> None:
         protocol = (TRANSPORT_WS, LEGACY_WS)[i % 2]
         ws = await open_on_worker(server.ws_url, server.port, server.process.pid, worker, protocol, cat.token)
         await ws.subscribe("s", MESSAGE_CREATED, {"room": room})
+        await ws.barrier()
         held.append(ws)
     post_message(api, dan, room, "to every connection")
     for ws in held:
@@ -175,6 +177,7 @@ async def test_connections_per_user_hold_across_workers(server: Server) -> None:
         assert time.monotonic() < deadline, "a given-back slot was never freed"
         await asyncio.sleep(0.05)
     await one_more.subscribe("s", MESSAGE_CREATED, {"room": room})
+    await one_more.barrier()
     post_message(api, dan, room, "to the one that came back")
     assert [m["body"] for m in await one_more.messages("s", 1)] == ["to the one that came back"]
     for ws in [*held, one_more]:
@@ -248,7 +251,9 @@ async def test_a_resume_loop_from_the_start_replays_no_more_than_the_budget(budg
 
     # An honest resume from as far back: everything, gap-free, in order, paced by the budget.
     honest = await GraphQLWebSocket.open(budgeted.ws_url, LEGACY_WS, bob.token)
-    await asyncio.sleep(3)  # a window of its own, so the attack's spending does not slow it
+    # The thing waited for: the budget's window (LIVE_REPLAY_BUDGET's seconds) runs out, so the
+    # honest resume has a window of its own and the attack's spending does not slow it.
+    await asyncio.sleep(float(budgeted.env["LIVE_REPLAY_BUDGET"].split("/")[1]))
     await honest.subscribe("h", MESSAGE_CREATED, {"room": room, "after": first["id"]})
     got = await honest.messages("h", 399, timeout=15)
     assert [m["seq"] for m in got] == list(range(first["seq"] + 1, first["seq"] + 400))
@@ -266,6 +271,7 @@ async def test_a_feed_that_falls_behind_resyncs_from_the_log_and_loses_nothing(b
     subscribers = [await GraphQLWebSocket.open(budgeted.ws_url, p, ann.token) for p in (TRANSPORT_WS, LEGACY_WS)]
     for ws in subscribers:
         await ws.subscribe("s", MESSAGE_CREATED, {"room": room})
+        await ws.barrier()
     first = post_message(api, ann, room, "before the flood")
     for ws in subscribers:
         assert [m["seq"] for m in await ws.messages("s", 1)] == [first["seq"]]
@@ -417,6 +423,7 @@ async def test_a_restarted_worker_gives_its_slots_back_so_clients_reconnect_at_o
         for _ in range(3):
             ws = await GraphQLWebSocket.open(app.ws_url, TRANSPORT_WS, ann.token)
             await ws.subscribe("s", MESSAGE_CREATED, {"room": room})
+            await ws.barrier()
             held.append(ws)
         post_message(api, ann, room, "before")
         for ws in held:
@@ -433,6 +440,7 @@ async def test_a_restarted_worker_gives_its_slots_back_so_clients_reconnect_at_o
         for _ in range(3):
             ws = await GraphQLWebSocket.open(app.ws_url, TRANSPORT_WS, ann.token)
             await ws.subscribe("s", MESSAGE_CREATED, {"room": room})
+            await ws.barrier()
             again.append(ws)
         post_message(api, ann, room, "after")
         for ws in again:

@@ -18,10 +18,12 @@ class SlowBackend(LocalBackend):
     def __init__(self) -> None:
         super().__init__()
         self.gate = asyncio.Event()
+        self.asked = asyncio.Event()  # a subscribe has reached the backend and waits at the gate
         self.subscribed: list[str] = []
         self.unsubscribed: list[str] = []
 
     async def subscribe(self, channel: str) -> None:
+        self.asked.set()
         await self.gate.wait()
         self.subscribed.append(channel)
 
@@ -48,7 +50,11 @@ async def test_two_first_subscribers_of_a_channel_both_hear_it_once_subscribed()
 
         async with AsyncExitStack() as stack:
             joins = [asyncio.create_task(join(stack)) for _ in range(2)]
-            await asyncio.sleep(0.05)
+            await asyncio.wait_for(backend.asked.wait(), 2)  # the first waits on the backend
+            # A negative: the second join gets every chance to run ahead (a few loop turns; all
+            # of this is in memory, nothing waits on I/O).
+            for _ in range(20):
+                await asyncio.sleep(0)
             assert entered == []  # neither listens before the backend has subscribed
             backend.gate.set()
             await asyncio.gather(*joins)
@@ -71,7 +77,7 @@ async def test_a_join_cancelled_half_way_leaves_nothing_behind() -> None:
                 raise AssertionError("never joined")
 
         joining = asyncio.create_task(join())
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(backend.asked.wait(), 2)  # cancelled while the backend subscribes
         joining.cancel()
         await asyncio.gather(joining, return_exceptions=True)
         assert joining.cancelled()
@@ -90,9 +96,11 @@ async def test_a_leave_cancelled_half_way_still_leaves() -> None:
         def __init__(self) -> None:
             super().__init__()
             self.gate = asyncio.Event()
+            self.asked = asyncio.Event()
             self.unsubscribed: list[str] = []
 
         async def unsubscribe(self, channel: str) -> None:
+            self.asked.set()
             await self.gate.wait()
             self.unsubscribed.append(channel)
 
@@ -110,7 +118,7 @@ async def test_a_leave_cancelled_half_way_still_leaves() -> None:
         task = asyncio.create_task(subscribed())
         await inside.wait()
         task.cancel()  # while inside: the leave starts, and waits for the backend
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(backend.asked.wait(), 2)
         assert not task.done() or task.cancelled()
         task.cancel()  # and again while leaving
         await asyncio.gather(task, return_exceptions=True)

@@ -23,6 +23,7 @@ import httpx
 
 from tests.support.graphql import CREATE_MESSAGE
 from tests.support.processes import ROOT, SHARED_REDIS_URL, Server
+from tests.support.waiting import until_sync
 
 WEB = ROOT / "web"
 BROWSER_TEST_SECONDS = 180
@@ -162,13 +163,13 @@ def _restart_while_posting(pages_server: Server, other_server: Server, room: str
             while not stopped.is_set() or number < 2:
                 number += 1
                 post(f"During {number} (server stopping)")
-                time.sleep(0.25)
+                time.sleep(0.25)  # paced, not a barrier: posts spread over the whole stop
         except BaseException as failure:
             failures.append(failure)
 
     poster = threading.Thread(target=keep_posting)
     poster.start()
-    time.sleep(0.5)
+    until_sync(lambda: len(posted) >= 2, "messages posted before the SIGTERM")
     pages_server.stop()  # SIGTERM, and wait until it has exited
     stopped.set()
     poster.join(30)

@@ -17,9 +17,11 @@ from tests.support.processes import SHARED_REDIS_URL
 
 async def test_a_task_that_swallows_a_cancel_is_cancelled_again_until_it_ends() -> None:
     swallowed = 0
+    started = asyncio.Event()
 
     async def stubborn() -> None:
         nonlocal swallowed
+        started.set()
         while True:
             try:
                 await asyncio.sleep(1)
@@ -30,7 +32,7 @@ async def test_a_task_that_swallows_a_cancel_is_cancelled_again_until_it_ends() 
                 raise
 
     task = asyncio.create_task(stubborn())
-    await asyncio.sleep(0.01)
+    await started.wait()  # inside its loop: each cancel lands in its sleep
     async with asyncio.timeout(2):
         await cancel_and_wait([task])
     assert task.cancelled() and swallowed == 3
@@ -41,7 +43,7 @@ async def test_a_task_that_failed_or_finished_is_waited_for_without_raising() ->
         raise ValueError("its own")
 
     failed, finished = asyncio.create_task(fails()), asyncio.create_task(asyncio.sleep(0))
-    await asyncio.sleep(0.01)
+    await asyncio.wait([failed, finished])  # both over before cancel_and_wait sees them
     await cancel_and_wait([failed, finished])
     assert isinstance(failed.exception(), ValueError) and finished.done() and not finished.cancelled()
 

@@ -154,7 +154,7 @@ async def test_reactions_at_once_all_come_live_in_order_and_never_behind(server:
     message = post_message(api, ann, room, "react at once")
     watcher = await GraphQLWebSocket.open(server.ws_url, PROTOCOLS[0], bob.token)
     await watcher.subscribe("e", LIVE_EVENTS, {"room": room})
-    await asyncio.sleep(0.3)
+    await watcher.barrier()
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         answers = await asyncio.gather(
             *(
@@ -261,7 +261,8 @@ async def test_edits_deletes_reactions_and_reads_are_live_and_resumable(server: 
         await ws.subscribe("e", LIVE_EVENTS, {"room": room, "after": start})
     messages_only = await GraphQLWebSocket.open(server.ws_url, protocol, bob.token)
     await messages_only.subscribe("m", MESSAGE_CREATED, {"room": room})
-    await asyncio.sleep(0.3)
+    for ws in (ann_ws, bob_ws, bob_phone, messages_only):
+        await ws.barrier()
 
     message = post_message(api, ann, room, "hello")
     api.data(EDIT, {"id": message["id"], "b": "hello, edited"}, ann.token)

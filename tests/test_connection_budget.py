@@ -119,7 +119,7 @@ async def test_idle_subscriptions_hold_no_connection(budgeted: Server, limited_r
     subscribers = [await GraphQLWebSocket.open(budgeted.ws_url, "graphql-transport-ws", ann.token) for _ in range(20)]
     for subscriber in subscribers:
         await subscriber.subscribe("s", MESSAGE_CREATED, {"room": room})
-    await asyncio.sleep(0.5)
+        await subscriber.barrier()  # started: whatever a subscription holds, it holds now
     assert connections_of(role) <= 3  # one pool connection per worker, whatever the subscriptions
     assert api.data("{ me { name } }", token=ann.token) == {"me": {"name": "Ann"}}  # the pool is free
     for subscriber in subscribers:
@@ -191,7 +191,7 @@ async def test_redis_connections_stay_within_the_plans_limit_under_a_burst(datab
         room = create_room(api, ann)
         subscriber = await GraphQLWebSocket.open(server.ws_url, "graphql-transport-ws", ann.token)
         await subscriber.subscribe("s", MESSAGE_CREATED, {"room": room})
-        await asyncio.sleep(0.5)
+        await subscriber.barrier()
         peak = 0
         sampling = asyncio.Event()
 

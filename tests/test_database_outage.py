@@ -24,6 +24,7 @@ from core.outages import is_database_unavailable
 from tests.support.graphql import CREATE_MESSAGE, GraphQLClient, create_room, sign_up
 from tests.support.processes import SHARED_REDIS_URL, PrivatePostgres, Server, free_port, migrate
 from tests.support.tcpproxy import TCPProxy
+from tests.support.waiting import until, until_sync
 
 READ = "query($r: ID!) { room(id: $r) { messages(first: 3) { edges { node { id } } } } }"
 LOOKUP = "{ me { id } }"  # with a token nobody has: never remembered, so always read from Postgres
@@ -115,6 +116,9 @@ def answered_as_promised(outcome: Outcome) -> bool:
     )
 
 
+RECOVERED_SECONDS = 0.5  # after /readyz answers again, every request started within this succeeds
+
+
 @dataclass
 class Window:
     """One outage: the database was certainly away from `down` to `restoring`, and answered again
@@ -126,10 +130,23 @@ class Window:
     ready: float
 
 
+ACKNOWLEDGED_EACH_SIDE = 11  # posts acknowledged before and after each outage: `check` wants > 20
+
+
+def enough_traffic(traffic: Traffic, since: float) -> bool:
+    """Since `since`: every kind answered, and ACKNOWLEDGED_EACH_SIDE posts acknowledged."""
+    outcomes = [o for o in list(traffic.outcomes) if o.started >= since]
+    acknowledged = sum(1 for o in outcomes if o.acknowledged)
+    return {o.kind for o in outcomes} == {"post", "read", "lookup"} and acknowledged >= ACKNOWLEDGED_EACH_SIDE
+
+
 def outage(
     traffic: Traffic, server: Server, name: str, go_down: Callable[[], None], come_back: Callable[[], None], hold: float
 ) -> Window:
-    time.sleep(0.6)  # traffic while all is well
+    since = time.monotonic()
+    until_sync(  # traffic while all is well: every kind answered, posts acknowledged
+        lambda: enough_traffic(traffic, since), f"{name}: traffic before the outage", timeout=30
+    )
     go_down()
     down = time.monotonic()
     time.sleep(hold)
@@ -140,7 +157,17 @@ def outage(
         assert time.monotonic() < deadline, f"{name}: /readyz never came back"
         time.sleep(0.1)
     ready = time.monotonic()
-    time.sleep(0.6)  # traffic after recovery
+    # Traffic after recovery: `check` wants answers to what started in the first RECOVERED_SECONDS
+    # after /readyz, so the next outage waits until that span is over and some have come back.
+    until_sync(
+        lambda: (
+            time.monotonic() > ready + RECOVERED_SECONDS
+            and any(ready <= o.started < ready + RECOVERED_SECONDS for o in list(traffic.outcomes))
+            and enough_traffic(traffic, ready)
+        ),
+        f"{name}: traffic after recovery",
+        timeout=30,
+    )
     return Window(name, down, restoring, ready)
 
 
@@ -153,7 +180,7 @@ def check(traffic: Traffic, windows: list[Window], server: Server, client: Graph
         kinds = {o.kind for o in during}
         assert kinds == {"post", "read", "lookup"}, f"{window.name}: the outage saw only {kinds}"
         assert all(o.status == 503 for o in during), f"{window.name}: {[o for o in during if o.status != 503][:3]}"
-        recovered = [o for o in outcomes if window.ready <= o.started < window.ready + 0.5]
+        recovered = [o for o in outcomes if window.ready <= o.started < window.ready + RECOVERED_SECONDS]
         assert recovered and all(o.status == 200 for o in recovered), f"{window.name}: {recovered[:3]}"
     # Nothing acknowledged is lost: every post answered with data is in the room's history.
     acknowledged = {o.acknowledged["id"]: o.acknowledged["body"] for o in outcomes if o.acknowledged}
@@ -281,7 +308,12 @@ def test_outages_are_told_from_other_database_errors() -> None:
 
             victim = await asyncpg.connect(host="127.0.0.1", port=postgres.port, user="postgres")
             await admin.execute("SELECT pg_terminate_backend($1)", victim.get_server_pid())
-            await asyncio.sleep(0.2)
+            pid = victim.get_server_pid()
+
+            async def exited() -> bool:
+                return await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid) == 0
+
+            await until(exited, "the terminated backend has exited")
             terminated = await _raised(victim.fetch("SELECT 1"))
             assert is_database_unavailable(terminated), repr(terminated)
             again = await _raised(victim.fetch("SELECT 1"))

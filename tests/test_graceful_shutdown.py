@@ -4,7 +4,6 @@ that resubscribes with `after` on the new server misses nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import threading
 import time
@@ -15,6 +14,8 @@ import httpx
 
 from tests.support.graphql import CREATE_MESSAGE, GraphQLClient, create_room, post_message, sign_up
 from tests.support.processes import SHARED_REDIS_URL, Server
+from tests.support.sockets import unread_by_server
+from tests.support.waiting import until, until_sync
 from tests.support.wsclient import MESSAGE_CREATED, PROTOCOLS, ROOM_EVENTS, GraphQLWebSocket
 
 
@@ -32,7 +33,7 @@ async def test_sigterm_drains_requests_closes_websockets_with_1012_and_clients_r
     for subscriber in subscribers:
         await subscriber.subscribe("s", MESSAGE_CREATED, {"room": room})
         await subscriber.subscribe("e", ROOM_EVENTS, {"room": room})
-    await asyncio.sleep(0.3)
+        await subscriber.barrier()
     last_seen = post_message(api, ann, room, "before the restart")
     cursors = []
     for subscriber in subscribers:
@@ -43,7 +44,7 @@ async def test_sigterm_drains_requests_closes_websockets_with_1012_and_clients_r
     assert cursors[0] == cursors[1]
 
     # An HTTP request in flight when SIGTERM arrives: its body is still being sent.
-    first_part_sent = threading.Event()
+    first_part_sent, sigterm_sent = threading.Event(), threading.Event()
     in_flight: dict[str, httpx.Response] = {}
     body = b'{"query": "mutation($r: ID!, $b: String!) { createMessage(room: $r, body: $b) { seq } }", '
     rest = f'"variables": {{"r": "{room}", "b": "sent across the SIGTERM"}}}}'.encode()
@@ -51,7 +52,9 @@ async def test_sigterm_drains_requests_closes_websockets_with_1012_and_clients_r
     def slow_body() -> Iterator[bytes]:
         yield body
         first_part_sent.set()
-        time.sleep(1.0)
+        # The rest only once the worker is draining: the request is in flight across the SIGTERM.
+        assert sigterm_sent.wait(10)
+        until_sync(lambda: "Shutting down" in server.log(), "the workers draining")
         yield rest
 
     def send() -> None:
@@ -65,10 +68,12 @@ async def test_sigterm_drains_requests_closes_websockets_with_1012_and_clients_r
     sender = threading.Thread(target=send)
     sender.start()
     assert first_part_sent.wait(5)
-    await asyncio.sleep(0.2)
+    # The server has read what was sent: a worker holds the request when SIGTERM comes.
+    await until(lambda: unread_by_server(server.port) == 0, "the first part read by a worker")
     assert server.process is not None
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
+    sigterm_sent.set()
 
     codes = [await subscriber.close_code(timeout=25) for subscriber in subscribers]
     assert codes == [1012, 1012]

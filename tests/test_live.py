@@ -21,6 +21,7 @@ from tests.support.graphql import (
     sign_up,
 )
 from tests.support.processes import Server
+from tests.support.waiting import until
 from tests.support.wsclient import (
     MESSAGE_CREATED,
     PROTOCOLS,
@@ -60,7 +61,7 @@ async def test_a_message_posted_through_one_worker_reaches_subscribers_on_every_
     }
     for subscriber in subscribers.values():
         await subscriber.subscribe("live", MESSAGE_CREATED, {"room": room})
-    await asyncio.sleep(0.3)
+        await subscriber.barrier()
     for poster_worker in workers:  # post through each worker in turn, over the WebSocket itself
         poster = await open_on_worker(
             server.ws_url, server.port, server.process.pid, poster_worker, poster_protocol, ann.token
@@ -85,7 +86,7 @@ async def test_subscribers_see_only_their_room(server: Server, api: GraphQLClien
     room_a, room_b = create_room(api, ann, "a"), create_room(api, ann, "b")
     ws = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
     await ws.subscribe("a", MESSAGE_CREATED, {"room": room_a})
-    await asyncio.sleep(0.3)
+    await ws.barrier()
     post_message(api, ann, room_b, "for b")
     assert await ws.silent()
     post_message(api, ann, room_a, "for a")
@@ -114,7 +115,7 @@ async def test_leaving_the_room_ends_the_subscription(server: Server, api: Graph
     room = room_with(api, ann, bob)
     ws = await GraphQLWebSocket.open(server.ws_url, protocol, bob.token)
     await ws.subscribe("1", MESSAGE_CREATED, {"room": room})
-    await asyncio.sleep(0.3)
+    await ws.barrier()
     post_message(api, ann, room, "before")
     assert (await ws.messages("1", 1))[0]["body"] == "before"
     api.data("mutation($r: ID!) { leaveRoom(room: $r) }", {"r": room}, token=bob.token)
@@ -132,7 +133,7 @@ async def test_logging_out_ends_that_tokens_subscriptions(server: Server, api: G
     room = create_room(api, ann)
     ws = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
     await ws.subscribe("1", MESSAGE_CREATED, {"room": room})
-    await asyncio.sleep(0.3)
+    await ws.barrier()
     api.data("mutation { logOut }", token=ann.token)
     ended = await ws.result("1")
     assert ended["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
@@ -174,15 +175,19 @@ async def test_resuming_while_others_post_has_no_gap_and_no_duplicate(
     room = create_room(api, ann)
     first = post_message(api, ann, room, "m1")
 
+    posted: list[int] = []
+
     async def post_burst() -> None:
         async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ann.token}"}) as http:
             for i in range(2, 41):
                 await http.post(
                     "/graphql", json={"query": CREATE_MESSAGE, "variables": {"room": room, "body": f"m{i}"}}
                 )
+                posted.append(i)
 
     burst = asyncio.create_task(post_burst())
-    await asyncio.sleep(0.05)  # subscribe while the burst is under way: the switch-over is mid-stream
+    # Subscribe while the burst is under way (some posted, most to come): the switch-over is mid-stream.
+    await until(lambda: len(posted) >= 3, "the burst under way")
     ws = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
     await ws.subscribe("1", MESSAGE_CREATED, {"room": room, "after": first["id"]})
     await burst
@@ -213,7 +218,7 @@ async def test_concurrent_posters_every_subscriber_sees_every_message_once_in_or
     subscribers = [await GraphQLWebSocket.open(server.ws_url, PROTOCOLS[i % 2], posters[i % 4].token) for i in range(6)]
     for subscriber in subscribers:
         await subscriber.subscribe("s", MESSAGE_CREATED, {"room": room})
-    await asyncio.sleep(0.3)
+        await subscriber.barrier()
 
     async def post_as(poster: Account) -> None:
         async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {poster.token}"}) as http:
@@ -278,6 +283,8 @@ async def race(
 async def assert_only_ended_or_refused(
     connections: list[GraphQLWebSocket], api: GraphQLClient, poster: Account, rooms: list[str]
 ) -> None:
+    for ws in connections:  # every subscription started, ended or refused before anything is posted
+        await ws.barrier()
     for room in rooms:
         post_message(api, poster, room, "must reach no revoked subscriber")
     for ws in connections:

@@ -16,6 +16,7 @@ import httpx
 
 from tests.support.graphql import GraphQLClient, create_room, sign_up
 from tests.support.processes import SHARED_REDIS_URL, Server
+from tests.support.waiting import until
 
 ROOMS = {"query": "{ rooms { id } }"}
 POOL = httpx.Limits(max_connections=20, max_keepalive_connections=20)
@@ -125,14 +126,16 @@ async def test_sigterm_under_pooled_keep_alive_load_answers_every_request_sent(d
         httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as idle,
     ):
         load = asyncio.gather(*(client_task(http) for _ in range(20)))
-        await asyncio.sleep(1.0)
+        await until(lambda: tally.statuses.total() >= 40, "the load under way")
         # A connection the router keeps open and idle across the SIGTERM, then reuses.
         before = await idle.post("/graphql", json=ROOMS)
         assert before.status_code == 200
         assert before.headers.get("connection") != "close"
+        logged = len(server.log())
         sigterm_at = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(1.0)  # the worker is draining now
+        # Both workers draining now (uvicorn logs it as it stops listening).
+        await until(lambda: server.log()[logged:].count("Shutting down") >= 2, "both workers draining")
         try:
             reused: httpx.Response | str = await idle.post("/graphql", json=ROOMS)
         except httpx.TransportError as error:

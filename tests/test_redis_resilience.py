@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.graphql import Account, GraphQLClient, create_room, join_room, post_message, sign_up
 from tests.support.processes import PrivateRedis, Server
+from tests.support.waiting import until
 from tests.support.wsclient import (
     MESSAGE_CREATED,
     PROTOCOLS,
@@ -23,10 +24,12 @@ from tests.support.wsclient import (
     worker_pids,
 )
 
+IDLE_TIMEOUT = 1  # seconds: Redis's `timeout`, after which it closes an idle client
+
 
 @pytest.fixture
 def redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis(arguments=("--timeout", "1")).start()  # idle connections die after a second
+    server = PrivateRedis(arguments=("--timeout", str(IDLE_TIMEOUT))).start()  # idle connections die
     yield server
     server.stop()
 
@@ -49,8 +52,8 @@ async def subscribers_on_both_workers(
         for protocol in PROTOCOLS:
             ws = await open_on_worker(app.ws_url, app.port, app.process.pid, worker, protocol, account.token)
             await ws.subscribe("s", query, {"room": room})
+            await ws.barrier()
             found.append(ws)
-    await asyncio.sleep(0.5)
     return found
 
 
@@ -80,7 +83,9 @@ async def test_killed_pubsub_connections_are_reopened_and_resubscribed(app: Serv
     await assert_everyone_gets(subscribers, [1])
     killed = int(redis.cli("CLIENT", "KILL", "TYPE", "pubsub").strip())
     assert killed >= 2  # one pub/sub connection per worker
-    await asyncio.sleep(1.5)
+    # Both workers subscribed again (Redis counts a channel's subscribers: one per worker).
+    channel = f"{app.env['CHANNEL_PREFIX']}room:{room}"
+    await until(lambda: int(redis.cli("PUBSUB", "NUMSUB", channel).split()[-1]) == 2, "both workers resubscribed")
     post_message(api, ann, room, "after")
     await assert_everyone_gets(subscribers, [2])
 
@@ -88,7 +93,9 @@ async def test_killed_pubsub_connections_are_reopened_and_resubscribed(app: Serv
 async def test_idle_connections_timed_out_by_redis_do_not_lose_messages(app: Server, redis: PrivateRedis) -> None:
     api, ann, room = setup_room(app)
     subscribers = await subscribers_on_both_workers(app, room, ann)
-    await asyncio.sleep(3)  # Redis closes the idle publishing connections (--timeout 1)
+    # The thing waited for: Redis closes connections idle for IDLE_TIMEOUT (the app's publishing
+    # ones among them); three times that, so each has been idle past it whatever its last use.
+    await asyncio.sleep(3 * IDLE_TIMEOUT)
     post_message(api, ann, room, "after an idle spell")
     await assert_everyone_gets(subscribers, [1])
 

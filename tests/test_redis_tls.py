@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -48,7 +47,7 @@ async def test_rediss_with_a_self_signed_certificate_just_works(database_url: st
         subscribers = [await GraphQLWebSocket.open(app.ws_url, protocol, ann.token) for protocol in PROTOCOLS * 2]
         for subscriber in subscribers:
             await subscriber.subscribe("s", MESSAGE_CREATED, {"room": room})
-        await asyncio.sleep(0.5)
+            await subscriber.barrier()
         assert f"room:{room}" in tls_redis.cli("PUBSUB", "CHANNELS", "*")  # subscribed through TLS
         post_message(api, ann, room, "over TLS")
         for subscriber in subscribers:

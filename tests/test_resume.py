@@ -70,7 +70,7 @@ async def test_resuming_while_the_room_is_busy_has_no_gap_and_no_duplicate(resum
     await post_many(resumable.url, ann.token, room, [f"before {i}" for i in range(1499)])
     live = await GraphQLWebSocket.open(resumable.ws_url, TRANSPORT_WS, bob.token)
     await live.subscribe("r", MESSAGE_CREATED, {"room": room})
-    await asyncio.sleep(0.3)
+    await live.barrier()
 
     posting = asyncio.create_task(post_many(resumable.url, bob.token, room, [f"during {i}" for i in range(400)], 4))
     resuming = [await GraphQLWebSocket.open(resumable.ws_url, p, ann.token) for p in (TRANSPORT_WS, LEGACY_WS)]
@@ -101,8 +101,15 @@ def logged() -> Iterator[tuple[PrivatePostgres, Server]]:
         postgres.remove()
 
 
+# A connection's presence reads its rooms in the background after the ack (live.presence), at
+# a moment a client cannot see: not the subscribe's reading, so not counted.
+PRESENCE_READ = "SELECT memberships.user_id, memberships.room_id"
+
+
 def statements_since(postgres: PrivatePostgres, offset: int) -> list[str]:
-    return re.findall(r"LOG:  execute [^:]+: (.*)", postgres.log()[offset:])
+    """The statements Postgres executed after `offset` in its log, but presence reads."""
+    found = re.findall(r"LOG:  execute [^:]+: (.*)", postgres.log()[offset:])
+    return [statement for statement in found if not statement.startswith(PRESENCE_READ)]
 
 
 async def test_a_resume_reads_little_and_a_burst_of_subscriptions_is_checked_in_batches(
@@ -124,7 +131,6 @@ async def test_a_resume_reads_little_and_a_burst_of_subscriptions_is_checked_in_
     # token and membership), where `after` is, the same check again once in the feed. The three
     # messages come from the feed's memory.
     again = await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, ann.token)
-    await asyncio.sleep(0.3)  # the connection's presence reads its rooms in the background: not the subscribe's
     before = len(postgres.log())
     await again.subscribe("r", MESSAGE_CREATED, {"room": room, "after": messages[1]["id"]})
     assert await seqs(again, 3) == [3, 4, 5]
@@ -134,7 +140,6 @@ async def test_a_resume_reads_little_and_a_burst_of_subscriptions_is_checked_in_
 
     # Forty at once: unbatched, that would be 200 statements.
     burst = [await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, ann.token) for _ in range(40)]
-    await asyncio.sleep(0.3)
     before = len(postgres.log())
     await asyncio.gather(
         *(s.subscribe("r", MESSAGE_CREATED, {"room": room, "after": messages[2]["id"]}) for s in burst)

@@ -21,6 +21,7 @@ from tests.support.graphql import (
     sign_up,
 )
 from tests.support.processes import Server
+from tests.support.waiting import until
 from tests.support.wsclient import MESSAGE_CREATED, PROTOCOLS, ROOM_EVENTS, GraphQLWebSocket
 
 EVENTS = """
@@ -129,6 +130,7 @@ async def test_room_events_replay_after_a_cursor_then_go_live(
     # Without `after`: from now on.
     fresh = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
     await fresh.subscribe("e", ROOM_EVENTS, {"room": room})
+    await fresh.barrier()
     assert await fresh.silent(0.3)
     post_message(api, ann, room, "three")
     assert [summary(event) for event in await fresh.events("e", 1)] == [("MessageCreated", "three")]
@@ -146,6 +148,8 @@ async def test_resuming_room_events_while_others_post_and_join_has_no_gap_and_no
     start = page(api, ann, room)["pageInfo"]["endCursor"]
     newcomers = [sign_up(api, f"New{i}") for i in range(5)]
 
+    posted: list[int] = []
+
     async def busy_room() -> None:
         async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ann.token}"}) as http:
             for i in range(40):
@@ -156,9 +160,10 @@ async def test_resuming_room_events_while_others_post_and_join_has_no_gap_and_no
                 )
                 if i % 8 == 0:
                     await asyncio.to_thread(join_room, api, newcomers[i // 8], room)
+                posted.append(i)
 
     busy = asyncio.create_task(busy_room())
-    await asyncio.sleep(0.05)  # the replay-to-live switch happens mid-stream
+    await until(lambda: len(posted) >= 3, "the room busy")  # the replay-to-live switch happens mid-stream
     ws = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
     await ws.subscribe("e", ROOM_EVENTS, {"room": room, "after": start})
     await busy
@@ -184,7 +189,7 @@ async def test_a_member_who_leaves_stops_receiving_room_events_and_the_others_se
     for account in (ann, bob):
         watchers[account.name] = await GraphQLWebSocket.open(server.ws_url, protocol, account.token)
         await watchers[account.name].subscribe("e", ROOM_EVENTS, {"room": room})
-    await asyncio.sleep(0.3)
+        await watchers[account.name].barrier()
     api.data(LEAVE, {"r": room}, bob.token)
     ended = await watchers["Bob"].result("e")
     assert ended["errors"][0]["extensions"]["code"] == "FORBIDDEN"
@@ -206,7 +211,7 @@ async def test_message_created_beside_room_events_sees_only_messages(server: Ser
     ws = await GraphQLWebSocket.open(server.ws_url, PROTOCOLS[0], ann.token)
     await ws.subscribe("m", MESSAGE_CREATED, {"room": room})
     await ws.subscribe("e", ROOM_EVENTS, {"room": room})
-    await asyncio.sleep(0.3)
+    await ws.barrier()
     join_room(api, bob, room)
     post_message(api, bob, room, "only this")
     by_operation: dict[str, list[dict]] = {"m": [], "e": []}

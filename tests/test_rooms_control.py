@@ -4,7 +4,6 @@ the log's new events, and live subscriptions a removal ends on every transport."
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from datetime import UTC, datetime
 
@@ -463,7 +462,7 @@ async def test_the_new_events_reach_room_events_live_in_order_and_resumably(
     ]
     ws = await GraphQLWebSocket.open(server.ws_url, protocol, ann.token)
     await ws.subscribe("1", LIVE_EVENTS, {"room": room, "after": start})
-    await asyncio.sleep(0.3)
+    await ws.barrier()
     add_member(api, ann, room, bob.id)
     add_member(api, ann, room, cy.id)
     api.data(SET_ROLE, {"r": room, "u": bob.id, "role": "MODERATOR"}, ann.token)
@@ -504,7 +503,8 @@ async def test_a_kick_ends_the_kicked_persons_subscriptions_over_websocket(
     await bobs.subscribe("m", MESSAGE_CREATED, {"room": room})
     await bobs_log.subscribe("e", ROOM_EVENTS, {"room": room})
     await anns.subscribe("e", LIVE_EVENTS, {"room": room})
-    await asyncio.sleep(0.3)
+    for ws in (bobs, bobs_log, anns):
+        await ws.barrier()
     post_message(api, ann, room, "before")
     assert (await bobs.messages("m", 1))[0]["body"] == "before"
     assert (await bobs_log.events("e", 1))[0]["message"]["body"] == "before"

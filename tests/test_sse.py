@@ -30,6 +30,8 @@ from tests.support.graphql import (
 )
 from tests.support.httpstream import SSE_ACCEPT, SSEStream, open_sse
 from tests.support.processes import SHARED_REDIS_URL, Server
+from tests.support.sockets import closes_unnoticed, unread_by_server
+from tests.support.waiting import until
 from tests.support.wsclient import MESSAGE_CREATED, ROOM_EVENTS
 
 COOKIE = "chat_sse_token"
@@ -106,8 +108,10 @@ async def test_an_idle_stream_gets_heartbeat_comments_and_still_delivers(beating
     anchor = post_message(api, ann, room, "anchor")
     variables = {"room": room, "after": anchor["id"]}
     async with await open_sse(beating.url, MESSAGE_CREATED, variables, token=ann.token) as stream:
-        await asyncio.sleep(3.2)
-        within = [c for c in stream.comments if c.at - stream.opened_at <= 3.2]
+        # The thing tested: heartbeats over time. 6.4 intervals of SSE_HEARTBEAT_SECONDS.
+        span = 6.4 * float(beating.env["SSE_HEARTBEAT_SECONDS"])
+        await asyncio.sleep(span)
+        within = [c for c in stream.comments if c.at - stream.opened_at <= span]
         # Every 0.5 s: about 7 in 3.2 s; at least 4 with room for a busy machine, and not a flood.
         assert 4 <= len(within) <= 12, [round(c.at - stream.opened_at, 2) for c in within]
         assert all(comment.text == "" for comment in stream.comments)
@@ -212,8 +216,9 @@ async def test_resuming_with_last_event_id_while_others_post_has_no_gap_and_no_d
     room = create_room(api, ann)
     first = post_message(api, ann, room, "m1")
 
+    created: list[dict] = []
+
     async def post_burst() -> list[dict]:
-        created = []
         async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ann.token}"}) as http:
             for i in range(2, 41):
                 variables = {"room": room, "body": f"m{i}"}
@@ -222,7 +227,8 @@ async def test_resuming_with_last_event_id_while_others_post_has_no_gap_and_no_d
         return created
 
     burst = asyncio.create_task(post_burst())
-    await asyncio.sleep(0.05)  # resume while the burst is under way: the switch-over is mid-stream
+    # Resume while the burst is under way (some posted, most to come): the switch-over is mid-stream.
+    await until(lambda: len(created) >= 3, "the burst under way")
     async with await open_sse(
         server.url, MESSAGE_CREATED_NO_AFTER, {"room": room}, token=ann.token, last_event_id=first["id"]
     ) as stream:
@@ -410,7 +416,11 @@ async def test_an_event_source_signed_in_by_cookie(server: Server, api: GraphQLC
         assert browser.cookies.get(COOKIE) in (None, "", '""')
         async with await open_sse(server.url, MESSAGE_CREATED, variables, method="GET", http=browser) as stream:
             assert codes(await stream.refused()) == ["UNAUTHENTICATED"]
-    await asyncio.sleep(0.5)  # the access lines are flushed
+    # The access lines are written: the last request's (the refused GET) after the DELETE's.
+    await until(
+        lambda: '"GET /graphql' in log_since(server, offset).rpartition('"DELETE /graphql/sse-session')[2],
+        "the access lines written",
+    )
     log = log_since(server, offset)
     assert "/graphql/sse-session" in log
     assert bob.token not in server.log()
@@ -469,7 +479,8 @@ async def test_the_server_keeps_serving_after_clients_drop_mid_stream(server: Se
         await stream.wait_comments(1)
         await stream.aclose()  # idle
     post_message(api, ann, room, "two")
-    await asyncio.sleep(0.5)  # the server writes to the dropped connections (or notices the drops)
+    # The server has noticed every drop (none left half-closed), writing to them or not.
+    await until(lambda: closes_unnoticed(server.port) == 0, "the server noticed the drops")
     async with await open_sse(server.url, MESSAGE_CREATED, variables, token=ann.token) as fresh:
         assert [m["body"] for m in await fresh.data("messageCreated", 2)] == ["one", "two"]
         post_message(api, ann, room, "three")
@@ -539,11 +550,13 @@ async def test_a_stream_still_on_its_way_in_when_the_stop_begins_ends_at_once_to
         ).encode()
         writer.write(head + body[:10])
         await writer.drain()
-        await asyncio.sleep(0.5)  # the worker has read the headers and waits for the rest
+        # The worker has read the headers (nothing unread in the kernel) and waits for the rest.
+        await until(lambda: unread_by_server(server.port) == 0, "the headers read")
         assert server.process is not None
+        logged = len(server.log())
         stopped_at = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.5)  # the worker is draining
+        await until(lambda: "Shutting down" in server.log()[logged:], "the worker draining")
         writer.write(body[10:])
         await writer.drain()
         response = await asyncio.wait_for(reader.read(), 10)  # until the server closes it

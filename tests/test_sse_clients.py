@@ -15,8 +15,11 @@ import time
 import uuid
 from collections.abc import Callable
 
+import redis as redis_sync
+
 from tests.support.graphql import GraphQLClient, create_room, join_room, post_message, sign_up
 from tests.support.processes import ROOT, SHARED_REDIS_URL, Server
+from tests.support.waiting import until_sync
 
 JS = ROOT / "tests" / "js"
 NODE_SECONDS = 180
@@ -105,7 +108,12 @@ def test_graphql_sse_client_resumes_across_a_restart_with_nothing_missed_and_not
 
         node = NodeClient({"CHAT_SERVER_URL": server.url, "CHAT_TOKEN": bob.token, "CHAT_ROOM": room})
         node.wait_for(lambda event: event["type"] == "CONNECTED", "the event stream")
-        time.sleep(1.0)
+        # CONNECTED is the response's head, sent before the subscription starts; SSE has no
+        # answer that says it started. Its room's feed subscribed in Redis stands in (nobody
+        # else subscribes to this room): from then on the room's messages reach the stream.
+        channel = f"{env['CHANNEL_PREFIX']}room:{room}"
+        with redis_sync.Redis.from_url(SHARED_REDIS_URL) as redis:
+            until_sync(lambda: redis.pubsub_numsub(channel)[0][1] >= 1, "the stream's feed subscribed")
         posted = [post_message(api, ann, room, f"before {i}") for i in range(5)]
         node.wait_for_messages(5)
 

@@ -29,7 +29,7 @@ TYPING = "mutation($r: ID!) { typing(room: $r) }"
 WHO_TYPES = "subscription($r: ID!) { typing(room: $r) { room { id } users { name } } }"
 WHO_IS_ON = "subscription($r: ID!) { presence(room: $r) { room { id } online { name } } }"
 # Short times, so the tests see expiries: typing 2 s, presence held 3 s, offline 1 s after a close.
-BRISK = {"TYPING_SECONDS": "2", "PRESENCE_SECONDS": "3", "PRESENCE_OFFLINE_AFTER": "1", "RATE_LIMIT_TYPING": "5/10"}
+BRISK = {"TYPING_SECONDS": "2", "PRESENCE_SECONDS": "3", "PRESENCE_OFFLINE_AFTER": "1", "RATE_LIMIT_TYPING": "5/3600"}
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,8 @@ import pytest
 from identity.viewer_cache import ViewerCache
 from tests.support.graphql import Account, GraphQLClient, sign_up
 from tests.support.processes import SHARED_REDIS_URL, PrivateRedis, Server
+from tests.support.sockets import unread_by_server
+from tests.support.waiting import until
 from tests.support.wsclient import connection_owners, worker_pids
 
 ME = "{ me { id } }"
@@ -142,12 +144,23 @@ async def test_requests_racing_a_log_out_are_refused_from_the_moment_it_returns(
 
     try:
         tasks = [asyncio.create_task(hammer(c)) for held in connections.values() for c in held]
-        await asyncio.sleep(0.5)
+        await until(  # every worker has served the token (what the assertions below need)
+            lambda: all(
+                sum(1 for w, _, me in list(answers) if w == worker and me == account.id) > 10 for worker in connections
+            ),
+            "every worker serving the token",
+        )
         logging_out = await KeepAlive.open(app.port)
         assert (await logging_out.graphql(LOG_OUT, account.token)) == {"data": {"logOut": True}}
         returned = time.monotonic()
         logging_out.close()
-        await asyncio.sleep(0.5)
+        await until(  # requests sent after the logOut returned answered by every worker
+            lambda: all(
+                sum(1 for w, sent, _ in list(answers) if w == worker and sent >= returned) >= 5
+                for worker in connections
+            ),
+            "answers after the logOut from every worker",
+        )
         stop.set()
         await asyncio.gather(*tasks)
     finally:
@@ -172,7 +185,7 @@ async def test_a_worker_stalled_through_a_log_out_does_not_trust_its_memory_when
         try:
             assert (await awake.graphql(LOG_OUT, account.token)) == {"data": {"logOut": True}}
             waiting = asyncio.create_task(stalled.me(account.token))  # in its socket when it wakes
-            await asyncio.sleep(0.2)
+            await until(lambda: unread_by_server(app.port) > 0, "the request waiting in the stalled worker's socket")
         finally:
             os.kill(stalled.worker, signal.SIGCONT)
         assert await waiting is None

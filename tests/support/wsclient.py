@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,8 @@ class GraphQLWebSocket:
         self.ws = ws
         self.protocol = protocol
         self.pings = 0
+        self.held: deque[dict] = deque()  # what arrived while a barrier waited, for `receive`
+        self.barriers = 0
 
     @classmethod
     async def open(cls, url: str, protocol: str, token: str | None = None) -> GraphQLWebSocket:
@@ -105,7 +108,10 @@ class GraphQLWebSocket:
 
     async def receive(self, timeout: float = 5.0) -> dict:
         """The next message that is not a keepalive (pings are answered), within `timeout` in
-        all: keepalives arriving more often than that must not extend the wait forever."""
+        all: keepalives arriving more often than that must not extend the wait forever.
+        Messages held by a `barrier` come first."""
+        if self.held:
+            return self.held.popleft()
         async with asyncio.timeout(timeout):
             while True:
                 message = json.loads(await self.ws.recv())
@@ -114,6 +120,39 @@ class GraphQLWebSocket:
                     await self.send({"type": "pong"})
                 elif message["type"] not in ("ka", "pong"):
                     return message
+
+    async def barrier(self, timeout: float = 5.0) -> None:
+        """Returns once the server has handled every message sent before it on this connection:
+        a subscription started before it is in place (its Redis subscription confirmed), so
+        whatever is published from now on reaches it.
+
+        The server starts a subscription before it reads the connection's next message
+        (transports.websocket_session `start`), so any answer to a later message proves it.
+        graphql-transport-ws: a `ping`, answered by `pong`. The legacy graphql-ws has no ping
+        (`ka` is the server's own timer, no answer to anything): a one-field query
+        (`{ __typename }`, under an id of its own) stands in, its `complete` the answer. It
+        counts as an operation while it runs, so at MAX_SUBSCRIPTIONS it is refused, which is
+        an answer all the same. Whatever else arrives meanwhile is held for `receive`."""
+        self.barriers += 1
+        if self.protocol == TRANSPORT_WS:
+            await self.send({"type": "ping"})
+            done: dict[str, Any] = {"type": "pong"}
+            own: str | None = None
+        else:
+            own = f"barrier-{self.barriers}"
+            await self.send({"id": own, "type": "start", "payload": {"query": "{ __typename }", "variables": {}}})
+            done = {"type": "complete", "id": own}
+        async with asyncio.timeout(timeout):
+            while True:
+                message = json.loads(await self.ws.recv())
+                kind = message["type"]
+                if message == done:
+                    return
+                if kind == "ping":
+                    self.pings += 1
+                    await self.send({"type": "pong"})
+                elif kind not in ("ka", "pong") and (own is None or message.get("id") != own):
+                    self.held.append(message)
 
     async def result(self, op_id: str, timeout: float = 5.0) -> dict:
         """The payload of the next result (`next` or `data`) of an operation."""

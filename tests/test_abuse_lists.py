@@ -27,14 +27,15 @@ from tests.support.graphql import (
     sign_up,
 )
 from tests.support.processes import (
-    SHARED_REDIS_URL,
     Server,
     create_database,
     drop_database,
     free_port,
     migrate,
+    served_with_limits,
     unique_name,
 )
+from tests.support.waiting import at_window_start
 from tests.support.wsclient import PROTOCOLS, GraphQLWebSocket
 
 ROOMS = "query($first: Int) { rooms(first: $first) { id name } }"
@@ -280,33 +281,14 @@ def limited() -> Iterator[Server]:
     """Postgres + Redis, with the shipped counts for actions and rooms. Their windows are an hour
     long: the limits count in fixed windows, and a burst of 200 edits on a loaded machine may
     take longer than the shipped 10 s (what matters here is the count, not the window's length)."""
-    name = unique_name("chat_limits")
-    url = create_database(name)
-    env = {
-        "DATABASE_URL": url,
-        "REDIS_URL": SHARED_REDIS_URL,
-        "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
-        "RATE_LIMIT_ACTIONS": "60/3600",
-        "RATE_LIMIT_ROOMS": "20/3600",
-    }
-    server: Server | None = None
-    try:
-        migrate({"DATABASE_URL": url})
-        server = Server(env=env, workers=2).start()
+    with served_with_limits(
+        "chat_limits",
+        {
+            "RATE_LIMIT_ACTIONS": "60/3600",
+            "RATE_LIMIT_ROOMS": "20/3600",
+        },
+    ) as server:
         yield server
-    finally:
-        if server is not None:
-            server.stop()
-        drop_database(name)
-
-
-def _at_window_start(seconds: float, needed: float) -> None:
-    """Wait (polling the clock) until at least `needed` seconds of the current fixed window of
-    `seconds` remain, so a burst lands in one window."""
-    deadline = time.monotonic() + needed + 1
-    while seconds - time.time() % seconds < needed:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
 
 
 def test_200_edits_of_one_message_in_10_seconds_stop_at_60(limited: Server) -> None:
@@ -315,7 +297,7 @@ def test_200_edits_of_one_message_in_10_seconds_stop_at_60(limited: Server) -> N
     room = create_room(api, ann)
     join_room(api, bob, room)
     message = post_message(api, ann, room, "original")
-    _at_window_start(3600, 120)
+    at_window_start(3600, 120)
     started = time.time()
     answers = [api.post(EDIT, {"id": message["id"], "b": f"edit {i}"}, ann.token) for i in range(200)]
     assert time.time() // 3600 == started // 3600, "the burst did not fit one window"
@@ -355,7 +337,7 @@ def test_200_edits_of_one_message_in_10_seconds_stop_at_60(limited: Server) -> N
 def test_the_21st_room_in_an_hour_is_refused(limited: Server) -> None:
     api = GraphQLClient(limited.url)
     ann = sign_up(api, "Ann")
-    _at_window_start(3600, 60)
+    at_window_start(3600, 60)
     for i in range(20):
         api.data(CREATE_ROOM, {"n": f"room {i}"}, ann.token)
     body = api.post(CREATE_ROOM, {"n": "one too many"}, ann.token)
@@ -373,7 +355,7 @@ def test_mark_read_is_rate_limited_too(limited: Server) -> None:
     cursor = api.data("query($id: ID!) { room(id: $id) { latestEventCursor } }", {"id": room}, ann.token)
     up_to = cursor["room"]["latestEventCursor"]
     mark = "mutation($r: ID!, $u: String!) { markRead(room: $r, upTo: $u) { id } }"
-    _at_window_start(3600, 120)
+    at_window_start(3600, 120)
     answers = [api.post(mark, {"r": room, "u": up_to}, ann.token) for _ in range(61)]
     assert all("errors" not in answer for answer in answers[:60])
     assert codes(answers[60]) == ["RATE_LIMITED"]

@@ -5,8 +5,6 @@ many open it at once, membership fixed, invisible to everyone else on every path
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -14,7 +12,8 @@ import pytest
 
 from tests.support.graphql import CREATE_MESSAGE, Account, GraphQLClient, post_message, sign_up
 from tests.support.httpstream import open_sse
-from tests.support.processes import SHARED_REDIS_URL, Server, create_database, drop_database, migrate, unique_name
+from tests.support.processes import Server, served_with_limits
+from tests.support.waiting import at_window_start
 from tests.support.wsclient import MESSAGE_CREATED, PROTOCOLS, ROOM_EVENTS, GraphQLWebSocket
 
 OPEN = "mutation($u: [ID!]!) { openDirect(users: $u) { id name kind myRole memberCount } }"
@@ -246,33 +245,14 @@ async def test_an_outsiders_subscription_to_it_is_not_found_over_sse(server: Ser
 def limited() -> Iterator[Server]:
     """Postgres + Redis with small budgets: 3 rooms and 8 actions an hour per user (counts,
     not windows' lengths, are what is tested)."""
-    name = unique_name("chat_direct")
-    url = create_database(name)
-    env = {
-        "DATABASE_URL": url,
-        "REDIS_URL": SHARED_REDIS_URL,
-        "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
-        "RATE_LIMIT_ACTIONS": "8/3600",
-        "RATE_LIMIT_ROOMS": "3/3600",
-    }
-    server: Server | None = None
-    try:
-        migrate({"DATABASE_URL": url})
-        server = Server(env=env, workers=2).start()
+    with served_with_limits(
+        "chat_direct",
+        {
+            "RATE_LIMIT_ACTIONS": "8/3600",
+            "RATE_LIMIT_ROOMS": "3/3600",
+        },
+    ) as server:
         yield server
-    finally:
-        if server is not None:
-            server.stop()
-        drop_database(name)
-
-
-def _at_window_start(seconds: float, needed: float) -> None:
-    """Wait (polling the clock) until at least `needed` seconds of the current fixed window of
-    `seconds` remain, so the calls land in one window (as tests/test_abuse_lists.py does)."""
-    deadline = time.monotonic() + needed + 1
-    while seconds - time.time() % seconds < needed:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
 
 
 def test_opening_counts_as_an_action_and_creating_as_a_room(limited: Server) -> None:
@@ -281,7 +261,7 @@ def test_opening_counts_as_an_action_and_creating_as_a_room(limited: Server) -> 
     api = GraphQLClient(limited.url)
     ann = sign_up(api, "Ann")
     people = [sign_up(api, f"p{i}") for i in range(4)]
-    _at_window_start(3600, 120)
+    at_window_start(3600, 120)
     opened = [api.data(OPEN_ID, {"u": [p.id]}, ann.token)["openDirect"]["id"] for p in people[:3]]  # 3 actions
     assert api.error_codes(OPEN_ID, {"u": [people[3].id]}, ann.token) == ["RATE_LIMITED"]  # the 4th room: 4
     for room, person in zip(opened, people[:3], strict=True):  # existing rooms still open: 5, 6, 7

@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,13 +24,10 @@ import pytest
 from tests.support.graphql import Account, GraphQLClient, add_member, create_room, sign_up
 from tests.support.processes import (
     ROOT,
-    SHARED_REDIS_URL,
     Server,
-    create_database,
-    drop_database,
-    migrate,
-    unique_name,
+    served_with_limits,
 )
+from tests.support.waiting import at_window_start
 from tests.support.wsclient import PROTOCOLS, GraphQLWebSocket
 
 CREATE_INVITE = """
@@ -345,32 +341,14 @@ def test_the_embedded_default_joins_by_invite(sqlite_server: Server) -> None:
 def limited() -> Iterator[Server]:
     """Postgres + Redis with the shipped RATE_LIMIT_INVITE_JOINS count (10) and a RATE_LIMIT_ACTIONS
     of 30, in hour-long windows (the limits count in fixed windows; what matters is the count)."""
-    name = unique_name("chat_invites")
-    url = create_database(name)
-    env = {
-        "DATABASE_URL": url,
-        "REDIS_URL": SHARED_REDIS_URL,
-        "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
-        "RATE_LIMIT_ACTIONS": "30/3600",
-        "RATE_LIMIT_INVITE_JOINS": "10/3600",
-    }
-    server: Server | None = None
-    try:
-        migrate({"DATABASE_URL": url})
-        server = Server(env=env, workers=2).start()
+    with served_with_limits(
+        "chat_invites",
+        {
+            "RATE_LIMIT_ACTIONS": "30/3600",
+            "RATE_LIMIT_INVITE_JOINS": "10/3600",
+        },
+    ) as server:
         yield server
-    finally:
-        if server is not None:
-            server.stop()
-        drop_database(name)
-
-
-def _at_window_start(seconds: float, needed: float) -> None:
-    """Wait (polling the clock) until `needed` seconds of the current fixed window remain."""
-    deadline = time.monotonic() + needed + 1
-    while seconds - time.time() % seconds < needed:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
 
 
 def _address(i: int) -> dict[str, str]:
@@ -387,7 +365,7 @@ def test_a_code_guesser_is_stopped_after_10_guesses_per_account_and_per_address(
     ann = sign_up(api, "Ann", headers=_address(9_000))
     room = create_room(api, ann, kind="PRIVATE")
     real = invite(api, ann, room)["code"]
-    _at_window_start(3600, 300)
+    at_window_start(3600, 300)
 
     eve = sign_up(api, "Eve", headers=_address(9_001))
     answers = [api.post(JOIN, {"c": secrets.token_urlsafe(24)}, eve.token, _address(i)) for i in range(200)]
@@ -413,7 +391,7 @@ def test_the_three_mutations_count_against_rate_limit_actions(limited: Server) -
     api = GraphQLClient(limited.url)
     ann = sign_up(api, "Ann", headers=_address(8_000))
     room = create_room(api, ann, kind="PRIVATE")
-    _at_window_start(3600, 300)
+    at_window_start(3600, 300)
     made = [api.post(CREATE_INVITE, {"r": room}, ann.token) for _ in range(20)]
     assert all("errors" not in answer for answer in made)
     codes = [answer["data"]["createInvite"]["code"] for answer in made]

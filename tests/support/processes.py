@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,6 +155,29 @@ class Server:
 
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+@contextlib.contextmanager
+def served_with_limits(prefix: str, limits: Mapping[str, str], workers: int = 2) -> Iterator[Server]:
+    """gunicorn on a fresh database (migrated, dropped after), the shared Redis under a prefix of
+    its own, and `limits` (rate-limit settings, say): what each rate-limit test module serves."""
+    name = unique_name(prefix)
+    url = create_database(name)
+    env = {
+        "DATABASE_URL": url,
+        "REDIS_URL": SHARED_REDIS_URL,
+        "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
+        **limits,
+    }
+    server: Server | None = None
+    try:
+        migrate({"DATABASE_URL": url})
+        server = Server(env=env, workers=workers).start()
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        drop_database(name)
 
 
 def _as_postgres(*command: str) -> list[str]:

@@ -34,3 +34,12 @@ def until_sync(condition: Callable[[], bool], what: str, timeout: float = 10.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         time.sleep(POLL_SECONDS)
+
+
+def at_window_start(seconds: float, needed: float) -> None:
+    """Wait (polling the clock) until at least `needed` seconds of the current fixed window of
+    `seconds` remain, so a burst of rate-limited calls lands in one window."""
+    deadline = time.monotonic() + needed + 1
+    while seconds - time.time() % seconds < needed:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

@@ -21,10 +21,7 @@ class SubscriptionEnds:
 
     def user_revoked(self, user_id: int) -> None:
         """Every live subscription of the user ends (all their tokens are revoked)."""
-        engine = self._engine
-        subscriptions = [s for held in engine.by_token.values() for s in held]
-        error = engine.error_formatter(Unauthenticated(SIGNED_OUT), engine.debug)
-        engine.end_where(subscriptions, lambda s: s.viewer.id == user_id, error)
+        self._engine.end_user(user_id, Unauthenticated(SIGNED_OUT))
 
     def resync(self) -> None:
         self._engine.recheck_all()

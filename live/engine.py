@@ -103,16 +103,6 @@ class Engine:
         self.relays = Relays(self)
         self.costs: dict[GroupKey, float] = {}
 
-    @property
-    def error_formatter(self) -> ErrorFormatter:
-        """How errors are formatted for clients (with `debug`): for an end built outside the
-        engine (app.py's; `end_user` is the same in one call)."""
-        return self.results.error_formatter
-
-    @property
-    def debug(self) -> bool:
-        return self.results.debug
-
     def channel(self, topic: str) -> str:
         return f"{self.channel_prefix}{topic}"
 

@@ -105,12 +105,12 @@ async def test_the_init_timer_runs_for_init_timeout_and_stops_at_connection_init
     server, _ = live_server(init_timeout=7)
     session = Session(server, protocol)
     await session.client.accepted_event.wait()  # the timer is set as the accept returns
-    timer = session.connection.init_timer
+    timer = session.connection.init_deadline.timer
     assert timer is not None
     assert 6 < timer.when() - asyncio.get_running_loop().time() <= 7
     await session.init()
-    assert timer.cancelled() and session.connection.init_timer is None
-    session.connection.init_timed_out()  # as the timer would, had it not been stopped
+    assert timer.cancelled() and session.connection.init_deadline.timer is None
+    session.connection.init_deadline.expired()  # as the timer would, had it not been stopped
     await session.handled()
     await session.end()
 

@@ -30,7 +30,6 @@ both WebSocket protocols share.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +41,7 @@ from live.quota import TOO_MANY_CONNECTIONS, too_many_connections
 from transports import close_codes
 from transports.operations import LiveServer, TryAgainLater, decode, too_many
 from transports.outbox import DirectWriter
-from transports.websocket_session import Closes, WebSocketSession
+from transports.websocket_session import Closes, InitDeadline, WebSocketSession
 
 SUBPROTOCOL = "graphql-ws"
 
@@ -82,35 +81,22 @@ class Frames:
 
 class LegacyWSConnection:
     SUBPROTOCOL = SUBPROTOCOL
-    __slots__ = ("init_timer", "session")
+    __slots__ = ("init_deadline", "session")
 
     def __init__(self, server: LiveServer, websocket: WebSocket, direct: DirectWriter | None) -> None:
         self.session = WebSocketSession(server, websocket, direct, CLOSES)
-        self.init_timer: asyncio.TimerHandle | None = None
+        self.init_deadline = InitDeadline(self.session, (close_codes.INIT_TIMEOUT, "Connection initialisation timeout"))
 
     async def serve(self) -> None:
         session = self.session
         await session.websocket.accept(SUBPROTOCOL)
         # 4408 unless a connection_init arrives within INIT_TIMEOUT (on_connection_init stops it).
-        self.init_timer = asyncio.get_running_loop().call_later(session.server.init_timeout, self.init_timed_out)
+        self.init_deadline.start()
         try:
-            # Nothing of a message outlives its handling: an idle connection holds none.
-            while (message := await session.receive()) is not None:
-                await self.handle(message)
-                del message
+            await session.serve(self.handle)
         finally:
-            self.stop_init_timer()
+            self.init_deadline.stop()
             await session.end()  # every operation stops; slots, keepalive and presence let go
-
-    def init_timed_out(self) -> None:
-        self.init_timer = None
-        if not self.session.acknowledged:
-            self.session.close(close_codes.INIT_TIMEOUT, "Connection initialisation timeout")
-
-    def stop_init_timer(self) -> None:
-        if self.init_timer is not None:
-            self.init_timer.cancel()
-            self.init_timer = None
 
     async def handle(self, received: Mapping[str, Any]) -> None:
         message = decode(received)
@@ -131,7 +117,7 @@ class LegacyWSConnection:
 
     async def on_connection_init(self, payload: Any) -> None:
         session = self.session
-        self.stop_init_timer()
+        self.init_deadline.stop()
         try:
             viewer = await session.authenticate(payload)
         except TryAgainLater:

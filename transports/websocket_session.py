@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
 
@@ -61,6 +61,31 @@ class Closes:
     slow_consumer: tuple[int, str]  # the client let its outbox fill up
 
 
+class InitDeadline:
+    """The connection_init deadline both protocols keep: once started, unless stopped first (at
+    connection_init), it closes the session with the protocol's `close` after INIT_TIMEOUT."""
+
+    __slots__ = ("_close", "_session", "timer")
+
+    def __init__(self, session: WebSocketSession, close: tuple[int, str]) -> None:
+        self._session = session
+        self._close = close
+        self.timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.timer = asyncio.get_running_loop().call_later(self._session.server.init_timeout, self.expired)
+
+    def expired(self) -> None:
+        self.timer = None
+        if not self._session.acknowledged:
+            self._session.close(*self._close)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
 class WebSocketSession:
     __slots__ = (
         "acknowledged",
@@ -98,6 +123,13 @@ class WebSocketSession:
                 return None
             if not self.outbox.closed:
                 return message
+
+    async def serve(self, handle: Callable[[Mapping[str, Any]], Awaitable[None]]) -> None:
+        """Hands each message to the protocol's `handle` until the client is gone. Nothing of a
+        message outlives its handling: an idle connection holds none."""
+        while (message := await self.receive()) is not None:
+            await handle(message)
+            del message
 
     def put(self, *frames: bytes) -> None:
         for frame in frames:

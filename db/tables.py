@@ -56,7 +56,8 @@ rooms = sa.Table(
     # Kept with every join and leave, so room lists and the public directory count nothing.
     sa.Column("member_count", sa.Integer, nullable=False, server_default="0"),
     # A DIRECT room's people, canonically (db.rooms.direct_key); NULL for other rooms. Unique: one
-    # room per set of people, however many open it at once.
+    # room per set of people, however many open it at once. 200 holds the longest: 10 people's ids
+    # of 19 digits each and 9 commas.
     sa.Column("direct_key", sa.String(200), nullable=True),
     sa.Index("ix_rooms_kind_member_count", "kind", "member_count"),
     sa.Index("uq_rooms_direct_key", "direct_key", unique=True),

@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.graphql import GraphQLClient
 from tests.support.processes import Server, create_database, drop_database, unique_name
+from tests.support.wsclient import PROTOCOLS, GraphQLWebSocket
 from tests.test_migration_rooms import upgrade
 
 T = "'2026-01-01 00:00:00+00'"
@@ -187,7 +188,7 @@ def postgres_url() -> Iterator[str]:
     drop_database(name)
 
 
-def test_on_sqlite(tmp_path: Path) -> None:
+async def test_on_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
     url = f"sqlite:///{path}"
     upgrade(url, "0006_invites")
@@ -204,7 +205,7 @@ def test_on_sqlite(tmp_path: Path) -> None:
         assert not {table for table in tables if table.startswith("_ids_")}
     server = Server(env={"DATABASE_URL": url, "REDIS_URL": ""}, workers=1).start()
     try:
-        through_the_api(server, ids)
+        await through_the_api(server, ids)
     finally:
         server.stop()
 
@@ -254,7 +255,7 @@ async def test_on_postgres(postgres_url: str) -> None:
     ids = check(results.__getitem__)
     server = Server(env={"DATABASE_URL": postgres_url, "REDIS_URL": ""}, workers=1).start()
     try:
-        through_the_api(server, ids)
+        await through_the_api(server, ids)
     finally:
         server.stop()
 
@@ -273,6 +274,7 @@ EVENTS = """query($id: ID!, $after: String) { room(id: $id) { events(after: $aft
   __typename ... on MemberJoined { user { name } by { name } }
   ... on MemberRemoved { user { name } remover: by { name } banned }
 } } } } }"""
+RESUME = "subscription($r: ID!, $a: String) { roomEvents(room: $r, after: $a) { cursor } }"
 MARK_READ = "mutation($r: ID!, $c: String!) { markRead(room: $r, upTo: $c) { id } }"
 OPEN_DIRECT = "mutation($u: [ID!]!) { openDirect(users: $u) { id kind } }"
 JOIN_BY_INVITE = "mutation($c: String!) { joinByInvite(code: $c) { id name } }"
@@ -283,7 +285,7 @@ def _old_cursor(room: int, seq: int) -> str:
     return base64.urlsafe_b64encode(f"event:{room}:{seq}".encode()).decode()
 
 
-def through_the_api(server: Server, ids: dict[str, dict[str, int]]) -> None:
+async def through_the_api(server: Server, ids: dict[str, dict[str, int]]) -> None:
     users, rooms, messages = ids["users"], ids["rooms"], ids["messages"]
     ann, bob, cy = TOKENS["Ann"], TOKENS["Bob"], TOKENS["Cy"]
     api = GraphQLClient(server.url)
@@ -313,6 +315,14 @@ def through_the_api(server: Server, ids: dict[str, dict[str, int]]) -> None:
         held = _old_cursor(1, 3)
         assert api.error_codes(EVENTS, {"id": str(rooms["lobby"]), "after": held}, ann) == ["BAD_USER_INPUT"]
         assert api.error_codes(MARK_READ, {"r": str(rooms["lobby"]), "c": held}, ann) == ["BAD_USER_INPUT"]
+        # So does a client reconnecting with what it held: the old room, or the old cursor.
+        ws = await GraphQLWebSocket.open(server.ws_url, PROTOCOLS[0], ann)
+        try:
+            for number, (room, codes) in enumerate(((1, "NOT_FOUND"), (rooms["lobby"], "BAD_USER_INPUT"))):
+                await ws.subscribe(str(number), RESUME, {"r": str(room), "a": held})
+                assert [error["extensions"]["code"] for error in await ws.error(str(number))] == [codes]
+        finally:
+            await ws.close()
         # A DIRECT room is still found by its people, whoever opens it, in any order.
         dm = {"id": str(rooms["dm"]), "kind": "DIRECT"}
         assert api.data(OPEN_DIRECT, {"u": [str(users["Bob"])]}, ann)["openDirect"] == dm

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -16,12 +17,16 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
 
 from tests.support.graphql import GraphQLClient
-from tests.support.processes import Server, create_database, drop_database, unique_name
+from tests.support.processes import ROOT, Server, create_database, drop_database, unique_name
 from tests.support.wsclient import PROTOCOLS, GraphQLWebSocket
 from tests.test_migration_rooms import upgrade
 
+MIGRATION = ROOT / "db" / "migrations" / "versions" / "0007_opaque_ids.py"
 T = "'2026-01-01 00:00:00+00'"
 LATER = "'2099-01-01 00:00:00+00'"
 TOKENS = {"Ann": "ann-" + "a" * 40, "Bob": "bob-" + "b" * 40, "Cy": "cy-" + "c" * 40}
@@ -178,6 +183,30 @@ def test_more_rows_than_a_batch_on_sqlite(tmp_path: Path) -> None:
         assert creator == f"u{i}" and 2**32 <= room_id < 2**63
         assert data == f'{{"by":{users[f"u{i % n + 1}"]}}}'
         assert key == ",".join(str(id) for id in sorted((users[f"u{i}"], users[f"u{i % n + 1}"])))
+
+
+def test_a_new_id_drawn_twice_is_drawn_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The migration's own draw, made to repeat itself: the row whose id was taken draws again."""
+    path = tmp_path / "chat.db"
+    upgrade(f"sqlite:///{path}", "0006_invites")
+    with sqlite3.connect(path) as connection:
+        connection.execute(BEFORE[0])  # users 1, 2, 3
+    spec = importlib.util.spec_from_file_location("opaque_ids", MIGRATION)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    low = 2**32
+    draws = iter([low, low, low + 1, low + 1, low + 2])  # 2 meets 1's id, then 3's
+    monkeypatch.setattr(migration, "_new_id", lambda: next(draws))
+    engine = sa.create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as connection, Operations.context(MigrationContext.configure(connection)):
+            migration._map(connection, "users")
+            mapped = connection.execute(sa.text("SELECT old_id, new_id FROM _ids_users ORDER BY old_id")).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in mapped] == [(1, low), (2, low + 2), (3, low + 1)]
+    assert next(draws, None) is None
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ were; the id sequences are dropped with their defaults (an insert without an id 
 than taking a countable number). On SQLite, INTEGER already holds 64 bits and its column types
 stay; foreign keys are deferred to the commit should they be enforced. The new ids go through
 mapping tables (`_ids_users`, `_ids_rooms`, `_ids_messages`: old id, new id) filled in batches
-and dropped at the end. A collision of two new ids (about one chance in 10**10 with a billion
-rows) fails the mapping table's unique index: the whole migration rolls back and is run again.
+and dropped at the end. Two rows drawing the same new id (likelier here than for one insert, a
+birthday problem: about n**2 / 2**64 for n rows, one chance in 1,800 for a hundred million) is
+kept out by the mapping table's unique index: the row whose id was taken draws again.
 
 Everything a client kept across it stops resolving: an old id answers NOT_FOUND, an event
 cursor (it names the room) BAD_USER_INPUT; a client reads its rooms again.
@@ -127,14 +128,21 @@ def _map(bind: Connection, table: str) -> None:
         sa.Column("old_id", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("new_id", sa.BigInteger, nullable=False, unique=True),
     )
-    insert = sa.text(f"INSERT INTO _ids_{table} (old_id, new_id) VALUES (:old_id, :new_id)")
+    insert = sa.text(f"INSERT INTO _ids_{table} (old_id, new_id) VALUES (:old_id, :new_id) ON CONFLICT DO NOTHING")
+    mapped = sa.text(f"SELECT old_id FROM _ids_{table} WHERE old_id IN :ids").bindparams(
+        sa.bindparam("ids", expanding=True)
+    )
     after: int | None = None
     while True:
         where = "" if after is None else f"WHERE id > {int(after)} "
         ids = list(bind.scalars(sa.text(f"SELECT id FROM {table} {where}ORDER BY id LIMIT {BATCH}")))
         if not ids:
             return
-        bind.execute(insert, [{"old_id": old, "new_id": _new_id()} for old in ids])
+        pending = ids
+        while pending:  # a new id already taken: that row draws again
+            bind.execute(insert, [{"old_id": old, "new_id": _new_id()} for old in pending])
+            done = set(bind.scalars(mapped, {"ids": pending}))
+            pending = [old for old in pending if old not in done]
         after = ids[-1]
 
 

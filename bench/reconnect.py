@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from bench.loadgen import Subscriber, open_subscribers, publish
 from bench.run import Stack, percentile
+from db.ids import new_id
 from tests.support.processes import create_database, drop_database, migrate, unique_name
 
 
@@ -27,10 +28,11 @@ def seed_history(database_url: str, room: str, sender: str, count: int) -> str:
     """`count` messages in one statement, as if posted one by one (each with its event on the
     room's log, the room's counters kept); the id of the first."""
     r, s = int(room), int(sender)
+    ids = ",".join(str(new_id()) for _ in range(count))  # random, as db.messages gives them
     sql = f"""
-        INSERT INTO messages (room_id, seq, sender_id, body, created_at, event_seq)
-        SELECT {r}, rooms.last_seq + g, {s}, '0 history ' || g, now(), rooms.last_event_seq + g
-        FROM rooms, generate_series(1, {count}) AS g WHERE rooms.id = {r};
+        INSERT INTO messages (id, room_id, seq, sender_id, body, created_at, event_seq)
+        SELECT ids.id, {r}, rooms.last_seq + ids.g, {s}, '0 history ' || ids.g, now(), rooms.last_event_seq + ids.g
+        FROM rooms, unnest(ARRAY[{ids}]::bigint[]) WITH ORDINALITY AS ids(id, g) WHERE rooms.id = {r};
         INSERT INTO room_events (room_id, seq, kind, at, user_id, message_id)
         SELECT room_id, event_seq, 'message_created', created_at, sender_id, id FROM messages
         WHERE room_id = {r} AND event_seq > (SELECT last_event_seq FROM rooms WHERE id = {r});
@@ -38,8 +40,8 @@ def seed_history(database_url: str, room: str, sender: str, count: int) -> str:
         UPDATE rooms SET last_seq = last_seq + {count}, last_event_seq = last_event_seq + {count} WHERE id = {r};
     """
     url = database_url.replace("postgres://", "postgresql://", 1)
-    command = ["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-At", "-c", sql]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[0]
+    command = ["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-At", "-f", "-"]  # the ids are too long for -c
+    return subprocess.run(command, input=sql, check=True, capture_output=True, text=True).stdout.split()[0]
 
 
 @dataclass

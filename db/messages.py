@@ -14,6 +14,7 @@ from databases import Database
 from sqlalchemy.dialects import postgresql, sqlite
 
 from db import room_events
+from db.ids import new_id
 from db.pool import fetch_rows
 from db.records import Row, as_row, now
 from db.tables import memberships, messages, reactions, rooms, users
@@ -67,7 +68,8 @@ async def create_message(db: Database, room_id: int, sender: Row, body: str) -> 
         message = as_row(
             await db.fetch_one(
                 messages.insert()
-                .values(room_id=room["id"], seq=seq, sender_id=sender["id"], body=body, created_at=created)
+                .values(id=new_id(), room_id=room["id"], seq=seq, sender_id=sender["id"], body=body)
+                .values(created_at=created)
                 .values(event_seq=event_seq, sender_seq=int(sender_seq))
                 .returning(*MESSAGE_COLUMNS)
             )

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from databases import Database
 
 from db import read_state, room_events
+from db.ids import new_id
 from db.pool import fetch_rows, fetch_views
 from db.records import Row, RowView, as_row, now
 from db.tables import memberships, room_bans, rooms, users
@@ -61,7 +62,8 @@ async def create_room(
         room = as_row(
             await db.fetch_one(
                 rooms.insert()
-                .values(name=name, created_by=creator["id"], last_seq=0, last_event_seq=1, created_at=created)
+                .values(id=new_id(), name=name, created_by=creator["id"], last_seq=0, last_event_seq=1)
+                .values(created_at=created)
                 .values(kind=kind, topic=topic, member_count=1)
                 .returning(*ROOM_COLUMNS)
             )
@@ -101,7 +103,7 @@ async def open_direct(db: Database, name: str, opener: Row, others: list[Row]) -
             room = as_row(
                 await db.fetch_one(
                     rooms.insert()
-                    .values(name=name, created_by=opener["id"], last_seq=0, last_event_seq=len(people))
+                    .values(id=new_id(), name=name, created_by=opener["id"], last_seq=0, last_event_seq=len(people))
                     .values(created_at=created, kind=DIRECT, member_count=len(people), direct_key=key)
                     .returning(*ROOM_COLUMNS)
                 )
@@ -153,7 +155,7 @@ def _rooms_of_user() -> sa.TextClause:
         .limit(sa.bindparam("limit"))
     )
     return sa.text(str(statement)).bindparams(
-        sa.bindparam("user_id", type_=sa.Integer), sa.bindparam("limit", type_=sa.Integer)
+        sa.bindparam("user_id", type_=sa.BigInteger), sa.bindparam("limit", type_=sa.Integer)
     )
 
 

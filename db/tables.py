@@ -4,10 +4,16 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+# The type of a user's, a room's and a message's id and of every column that refers to one: a
+# random 63-bit number (db/ids.py). BIGINT on Postgres; on SQLite plain INTEGER, which is 64-bit
+# and keeps the primary key the table's rowid.
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 users = sa.Table(
     "users",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    # Never a default: every insert draws one (db.ids.new_id).
+    sa.Column("id", Id, primary_key=True, autoincrement=False),
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("email", sa.String(320), nullable=False, unique=True),
     sa.Column("email_hash", sa.String(64), nullable=False),
@@ -23,7 +29,7 @@ tokens = sa.Table(
     "tokens",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     # Refused from then on; renewed by use (auth.py). A session's never outlives its parent's.
@@ -37,9 +43,9 @@ tokens = sa.Table(
 rooms = sa.Table(
     "rooms",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("id", Id, primary_key=True, autoincrement=False),
     sa.Column("name", sa.String(100), nullable=False),
-    sa.Column("created_by", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_by", Id, sa.ForeignKey("users.id"), nullable=False),
     sa.Column("last_seq", sa.Integer, nullable=False, server_default="0"),
     # The room's event log: every logged event (messages, joins, leaves...) takes the next one.
     sa.Column("last_event_seq", sa.Integer, nullable=False, server_default="0"),
@@ -50,7 +56,8 @@ rooms = sa.Table(
     # Kept with every join and leave, so room lists and the public directory count nothing.
     sa.Column("member_count", sa.Integer, nullable=False, server_default="0"),
     # A DIRECT room's people, canonically (db.rooms.direct_key); NULL for other rooms. Unique: one
-    # room per set of people, however many open it at once.
+    # room per set of people, however many open it at once. 200 holds the longest: 10 people's ids
+    # of 19 digits each and 9 commas.
     sa.Column("direct_key", sa.String(200), nullable=True),
     sa.Index("ix_rooms_kind_member_count", "kind", "member_count"),
     sa.Index("uq_rooms_direct_key", "direct_key", unique=True),
@@ -59,8 +66,8 @@ rooms = sa.Table(
 memberships = sa.Table(
     "memberships",
     metadata,
-    sa.Column("room_id", sa.Integer, sa.ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("room_id", Id, sa.ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("joined_at", sa.DateTime(timezone=True), nullable=False),
     # The read position (see db/read_state.py) and the member's own message count.
     sa.Column("read_event_seq", sa.Integer, nullable=False, server_default="0"),
@@ -77,9 +84,9 @@ memberships = sa.Table(
 room_bans = sa.Table(
     "room_bans",
     metadata,
-    sa.Column("room_id", sa.Integer, sa.ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("banned_by", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("room_id", Id, sa.ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("banned_by", Id, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
     sa.Column("banned_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_room_bans_user_id", "user_id"),
 )
@@ -91,8 +98,8 @@ room_invites = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("code_hash", sa.String(64), nullable=False),
-    sa.Column("room_id", sa.Integer, sa.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False),
-    sa.Column("created_by", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("room_id", Id, sa.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_by", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("uses_left", sa.Integer, nullable=True),
@@ -103,10 +110,10 @@ room_invites = sa.Table(
 messages = sa.Table(
     "messages",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("room_id", sa.Integer, sa.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("id", Id, primary_key=True, autoincrement=False),
+    sa.Column("room_id", Id, sa.ForeignKey("rooms.id", ondelete="CASCADE"), nullable=False),
     sa.Column("seq", sa.Integer, nullable=False),
-    sa.Column("sender_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("sender_id", Id, sa.ForeignKey("users.id"), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     # The seq of its `message_created` event in the room's log, where a resume after it starts.
@@ -124,8 +131,8 @@ messages = sa.Table(
 reactions = sa.Table(
     "reactions",
     metadata,
-    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("emoji", sa.String(64), primary_key=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
@@ -133,13 +140,13 @@ reactions = sa.Table(
 room_events = sa.Table(
     "room_events",
     metadata,
-    sa.Column("room_id", sa.Integer, sa.ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("room_id", Id, sa.ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     # Who the event is about (the member who joined, the reactor...), and the message, if any.
-    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
-    sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=True),
     # The kind's own fields, as JSON text.
     sa.Column("data", sa.Text, nullable=True),
 )

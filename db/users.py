@@ -11,6 +11,7 @@ from functools import cache
 import sqlalchemy as sa
 from databases import Database
 
+from db.ids import new_id
 from db.pool import fetch_rows
 from db.records import Row, as_row, now
 from db.tables import tokens, users
@@ -31,7 +32,8 @@ async def create_user(db: Database, name: str, email: str, email_hash: str, pass
     """Insert a user; a taken email (compared lower-cased) raises EmailTaken."""
     query = (
         users.insert()
-        .values(name=name, email=email, email_hash=email_hash, password_hash=password_hash, created_at=now())
+        .values(id=new_id(), name=name, email=email, email_hash=email_hash, password_hash=password_hash)
+        .values(created_at=now())
         .returning(*PUBLIC_COLUMNS)
     )
     try:

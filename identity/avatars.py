@@ -2,7 +2,7 @@
 user's id alone (nothing about their email), served at `GET /avatars/<id>.svg?s=<size>`.
 
 It reads nothing (no database, no account needed) and is the same for ever, so it is cached
-by browsers and proxies for a year. The id is at most 12 digits and the size is clamped, so a
+by browsers and proxies for a year. The id is at most 19 digits and the size is clamped, so a
 response is a few KB whatever is asked; anything else is a 404.
 """
 
@@ -17,7 +17,7 @@ from starlette.responses import Response
 MIN_SIZE, MAX_SIZE = 1, 2048
 DEFAULT_SIZE = 80
 GRID = 5
-NAME = re.compile(r"(\d{1,12})\.svg")
+NAME = re.compile(r"(\d{1,19})\.svg")
 CACHE = "public, max-age=31536000, immutable"
 # Opened on its own, an SVG is a document: this one may run and load nothing.
 HEADERS = {"cache-control": CACHE, "content-security-policy": "default-src 'none'", "x-content-type-options": "nosniff"}

@@ -454,7 +454,7 @@ async def test_out_of_range_ids_and_cursors_get_bad_user_input_everywhere(
     room = create_room(client, ann)
     message = post_message(client, ann, room, "hi")
     huge = "9" * 30
-    bad_ids = [huge, "2147483648", "9223372036854775808", "-1", "0", "1e3", "0x10", "", " ", "١٢", "nul\x00"]
+    bad_ids = [huge, "9223372036854775808", "-1", "0", "1e3", "0x10", "", " ", "١٢", "nul\x00"]
     bad_message_cursors = [_b64(f"seq:{huge}"), _b64("seq:-1"), _b64("seq:2147483648"), "!!!", _b64("seq:"), "é"]
     bad_event_cursors = [
         _b64(f"event:{room}:{huge}"),
@@ -520,7 +520,7 @@ async def test_out_of_range_ids_and_cursors_get_bad_user_input_everywhere(
 async def test_a_room_i_am_not_in_is_not_found_as_a_missing_one(any_server: Server, client: GraphQLClient) -> None:
     ann, eve = sign_up(client, "Ann"), sign_up(client, "Eve")
     room = create_room(client, ann, "secret plans", kind="PRIVATE")
-    missing = client.post(ROOM, {"id": "2147483000"}, eve.token)
+    missing = client.post(ROOM, {"id": str(2**62)}, eve.token)
     existing = client.post(ROOM, {"id": room}, eve.token)
     assert existing["errors"][0]["extensions"] == missing["errors"][0]["extensions"] == {"code": "NOT_FOUND"}
     assert existing["errors"][0]["message"] == missing["errors"][0]["message"]

@@ -45,7 +45,8 @@ def selections(draw: st.DrawFn, depth: int = 0) -> str:
             name = f"{draw(st.sampled_from(['a', 'b', 'x1']))}: {name}"
         if draw(st.integers(0, 3)) == 0:
             arg = draw(st.sampled_from(["id", "room", "first", "after", "size", "body", "name", "email"]))
-            value = draw(st.sampled_from(['"1"', "1", "-1", "999999999999", '"x"', "$v", "null", "[1]", "{a: 1}"]))
+            values = ['"1"', "1", "-1", "999999999999", '"9223372036854775807"', "9223372036854775808", '"x"', "$v"]
+            value = draw(st.sampled_from([*values, "null", "[1]", "{a: 1}"]))
             name += f"({arg}: {value})"
         if depth < 4 and draw(st.booleans()):
             name += " { " + draw(selections(depth + 1)) + " }"

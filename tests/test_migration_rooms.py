@@ -56,7 +56,7 @@ def test_on_sqlite(tmp_path: Path) -> None:
     with sqlite3.connect(path) as connection:
         for statement in BEFORE:
             connection.execute(statement)
-    upgrade(url, "head")
+    upgrade(url, "0006_invites")
     with sqlite3.connect(path) as connection:
         check(lambda sql: [tuple(row) for row in connection.execute(sql).fetchall()])
 
@@ -77,7 +77,7 @@ async def test_on_postgres(postgres_url: str) -> None:
             await connection.execute(statement)
     finally:
         await connection.close()
-    upgrade(postgres_url, "head")
+    upgrade(postgres_url, "0006_invites")
     connection = await asyncpg.connect(postgres_url)
     try:
         results = {sql: [tuple(row) for row in await connection.fetch(sql)] for sql in (ROOMS, ROLES)}

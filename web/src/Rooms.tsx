@@ -156,9 +156,13 @@ export function Rooms({
     if (revoked) onSignOut();
   }, [revoked, onSignOut]);
 
-  const open = useCallback((room: string | null) => {
+  // `fresh`: the room was joined just now, so its view starts again (it may have been showing
+  // "not found" for the very same room a moment ago).
+  const [opened, setOpened] = useState(0);
+  const open = useCallback((room: string | null, fresh = false) => {
     setDirectory(false);
     setSelected(room);
+    if (fresh) setOpened((n) => n + 1);
   }, []);
   useEffect(() => {
     if (!route.invite) showRoute(selected);
@@ -179,7 +183,7 @@ export function Rooms({
         const room = data?.joinByInvite;
         if (room) {
           put(room);
-          open(room.id);
+          open(room.id, true);
         }
         onInviteUsed(room?.id ?? null);
       })
@@ -197,7 +201,7 @@ export function Rooms({
       clear();
       if (room) {
         put(room);
-        open(room.id);
+        open(room.id, true);
       }
     } catch (failure) {
       setError(failure instanceof Error ? failure.message : String(failure));
@@ -304,6 +308,7 @@ export function Rooms({
             () => {
               setNewName("");
               setNewTopic("");
+              setNewKind("PRIVATE"); // back to the safe default for the next room
             },
           )}
         >
@@ -334,12 +339,12 @@ export function Rooms({
             onOpen={open}
             onJoined={(room) => {
               put(room);
-              open(room.id);
+              open(room.id, true);
             }}
           />
         ) : selected ? (
           <RoomView
-            key={selected}
+            key={`${selected}/${opened}`}
             room={selected}
             me={meId ?? ""}
             chat={chat}

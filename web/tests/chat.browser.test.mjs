@@ -95,6 +95,7 @@ test("two users chat live, a page resumes after the server restarts, history pag
     await signUp(bob, "Bob", OTHER);
 
     await alice.getByTestId("new-room").fill("lobby");
+    await alice.getByTestId("new-room-kind").selectOption("PUBLIC"); // joined by id below
     await alice.getByTestId("create-room").click();
     await alice.getByTestId("room-name").filter({ hasText: "lobby" }).waitFor();
     const room = (await alice.getByTestId("room-id").textContent()).replace("#", "").trim();
@@ -186,6 +187,7 @@ test("two users chat live, a page resumes after the server restarts, history pag
     // Unread badges: Bob, looking at the lobby, gets a badge for another room that counts up,
     // and clears when he opens it.
     await alice.getByTestId("new-room").fill("side");
+    await alice.getByTestId("new-room-kind").selectOption("PUBLIC"); // joined by id below
     await alice.getByTestId("create-room").click();
     await alice.getByTestId("room-name").filter({ hasText: "side" }).waitFor();
     const side = (await alice.getByTestId("room-id").textContent()).replace("#", "").trim();

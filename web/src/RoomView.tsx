@@ -400,7 +400,7 @@ export function RoomView({
         </p>
       )}
       <p className="members" data-testid="members">
-        {members.map((member, index) => (
+        {members.filter((member) => !(ended && member.user.id === me)).map((member, index) => (
           <span
             key={member.user.id}
             className={online.has(member.user.id) ? "online" : ""}

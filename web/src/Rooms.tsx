@@ -162,7 +162,10 @@ export function Rooms({
   const open = useCallback((room: string | null, fresh = false) => {
     setDirectory(false);
     setSelected(room);
-    if (fresh) setOpened((n) => n + 1);
+    if (fresh) {
+      setOpened((n) => n + 1);
+      setError(null);
+    }
   }, []);
   useEffect(() => {
     if (!route.invite) showRoute(selected);

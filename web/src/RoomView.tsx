@@ -203,7 +203,7 @@ export function RoomView({
           setMembers((current) =>
             current.some((member) => member.user.id === user.id) ? current : [...current, { role: "MEMBER", user }],
           );
-          notice(event.cursor, `${user.name} joined`);
+          notice(event.cursor, event.by ? `${user.name} was added by ${event.by.name}` : `${user.name} joined`);
           break;
         }
         case "MemberLeft":
@@ -211,7 +211,7 @@ export function RoomView({
           const { user } = event;
           setMembers((current) => current.filter((member) => member.user.id !== user.id));
           if (event.__typename === "MemberLeft") notice(event.cursor, `${user.name} left`);
-          else notice(event.cursor, `${user.name} was ${event.banned ? "banned" : "removed"} by ${event.by.name}`);
+          else notice(event.cursor, `${user.name} was ${event.banned ? "banned" : "removed"} by ${event.remover.name}`);
           if (user.id === me && event.__typename === "MemberRemoved") setKicked(true);
           break;
         }
@@ -251,11 +251,14 @@ export function RoomView({
         },
         error: refused,
       }),
+      // (These end with the log's subscription when I am removed: the log's error says so.)
       client.subscribe({ query: WhoTypesDocument, variables: { room } }).subscribe({
         next: (result) => result.data && setTyping(result.data.typing.users.filter((user) => user.id !== me)),
+        error: () => undefined,
       }),
       client.subscribe({ query: WhoIsOnlineDocument, variables: { room } }).subscribe({
         next: (result) => result.data && setOnline(new Set(result.data.presence.online.map((user) => user.id))),
+        error: () => undefined,
       }),
     ];
     return () => subscriptions.forEach((subscription) => subscription.unsubscribe());
@@ -566,7 +569,7 @@ export function RoomView({
       </ol>
       {ended ? (
         <p className="ended" data-testid="room-ended">
-          You were removed from this room: you no longer see what happens in it.{" "}
+          You were removed from this room (or left it on another device): you no longer see what happens in it.{" "}
           <button className="link" onClick={onClose}>
             Close
           </button>

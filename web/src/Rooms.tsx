@@ -82,6 +82,8 @@ export function Rooms({
   const put = useCallback(
     (room: ListedRoomFragment) => {
       noted.current.set(room.id, "present");
+      // In it again (an invite after a kick): its view may open as any other.
+      setRemoved((current) => (current.has(room.id) ? new Set([...current].filter((id) => id !== room.id)) : current));
       client.cache.writeFragment({
         fragment: ListedRoomFragmentDoc,
         fragmentName: "ListedRoom",
@@ -162,6 +164,7 @@ export function Rooms({
   const open = useCallback((room: string | null, fresh = false) => {
     setDirectory(false);
     setSelected(room);
+    selectedRef.current = room; // a note that arrives before the next render sees it already
     if (fresh) {
       setOpened((n) => n + 1);
       setError(null);
@@ -225,9 +228,13 @@ export function Rooms({
   const leave = useCallback(
     async (room: string, work: () => Promise<unknown>) => {
       leaving.current = room;
-      await work();
-      change({ change: "REMOVED", roomId: room, room: null });
-      open(null);
+      try {
+        await work();
+        change({ change: "REMOVED", roomId: room, room: null });
+        open(null);
+      } finally {
+        leaving.current = null;
+      }
     },
     [change, open],
   );

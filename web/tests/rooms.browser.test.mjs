@@ -30,8 +30,31 @@ async function newPage(browser) {
       page.__listReads++;
     }
   });
+  // Every graphql-ws frame the page sends and receives, parsed.
+  page.__frames = [];
+  page.__sockets = 0;
+  page.on("websocket", (socket) => {
+    page.__sockets++;
+    const record = (direction) => (frame) => {
+      try {
+        page.__frames.push({ direction, ...JSON.parse(frame.payload) });
+      } catch {
+        // not JSON: nothing of graphql-ws
+      }
+    };
+    socket.on("framesent", record("sent"));
+    socket.on("framereceived", record("received"));
+  });
   return page;
 }
+
+/** The ids of the page's subscriptions to an operation on a room (over its WebSocket). */
+const subscriptionsOf = (page, operation, room) =>
+  page.__frames
+    .filter((f) => f.direction === "sent" && f.type === "subscribe" && f.payload?.operationName === operation)
+    .filter((f) => room === undefined || f.payload.variables?.room === room)
+    .map((f) => f.id);
+const receivedFor = (page, id) => page.__frames.filter((f) => f.direction === "received" && f.id === id);
 
 async function fillSignUp(page, name) {
   await page.getByTestId("name").fill(name);
@@ -161,9 +184,13 @@ test("private rooms, invites, roles, a kick that ends the view, and a direct mes
 
     // 2. A kick ends the kicked person's live view at once. Carol's view is live (she sees a
     // message as it is posted); Alice removes her; Carol's page says so, offers no composer,
-    // and the room leaves her list. A message posted after reaches Dave, never Carol.
+    // and the room leaves her list; the server ended her room's subscription (FORBIDDEN, then
+    // complete) and her myRooms said REMOVED. A message posted after reaches Dave, never Carol.
+    await carol.getByTestId("live-transport").filter({ hasText: /^websocket$/ }).waitFor({ timeout: LIVE });
     await say(alice, "Before the kick");
     await seen(carol, "Before the kick");
+    const [carolsLog] = subscriptionsOf(carol, "RoomEvents", secret).slice(-1);
+    assert.ok(carolsLog, JSON.stringify(carol.__frames.filter((f) => f.type === "subscribe")));
     await member(alice, "Carol").click();
     await alice.getByTestId("member-card").filter({ hasText: "Carol" }).getByTestId("member-remove").click();
     await carol.getByTestId("room-ended").waitFor({ timeout: LIVE });
@@ -178,6 +205,23 @@ test("private rooms, invites, roles, a kick that ends the view, and a direct mes
     assert.ok(carolsMessages.includes("Before the kick"), JSON.stringify(carolsMessages));
     assert.ok(!carolsMessages.includes("After the kick"), JSON.stringify(carolsMessages));
     await carol.getByTestId("room-ended").waitFor(); // still ended, nothing new shown
+    // Her room's subscription is over: the server ended it (FORBIDDEN, then complete), or the
+    // page did on myRooms' REMOVED, whichever came first.
+    const ended = receivedFor(carol, carolsLog);
+    const refusal = ended.find((f) => f.type === "next" && f.payload?.errors);
+    const stopped = carol.__frames.some((f) => f.direction === "sent" && f.type === "complete" && f.id === carolsLog);
+    if (refusal) {
+      assert.equal(refusal.payload.errors[0].extensions.code, "FORBIDDEN", JSON.stringify(ended));
+      assert.equal(ended.at(-1).type, "complete", JSON.stringify(ended));
+    } else {
+      assert.ok(stopped, JSON.stringify(ended));
+    }
+    assert.ok(!JSON.stringify(carol.__frames).includes("After the kick"), "a frame of Carol's page carried it");
+    // The room list's live updates: one myRooms subscription (per connection), whatever the rooms.
+    const feed = subscriptionsOf(carol, "MyRoomChanges");
+    assert.equal(feed.length, carol.__sockets, JSON.stringify(feed));
+    const notes = receivedFor(carol, feed.at(-1)).map((f) => f.payload?.data?.myRooms);
+    assert.ok(notes.some((n) => n?.change === "REMOVED" && n.roomId === secret && n.room === null), JSON.stringify(notes));
     await carol.screenshot({ path: `${ARTIFACTS}/carol-removed.png` });
     // And the room is hidden from her again: its address is "not found".
     await carol.goto(`${SERVER}/#/room/${plaza}`);
@@ -189,6 +233,8 @@ test("private rooms, invites, roles, a kick that ends the view, and a direct mes
     // without a reload: Alice's page read its room list once, long ago; only myRooms adds it.
     await alice.evaluate(() => (window.__sameDocument = true));
     const aliceListReads = alice.__listReads;
+    await bob.goto(`${SERVER}/#/room/${plaza}`); // a PUBLIC room, seen from outside: Join, or the directory
+    await bob.getByTestId("room-outside").waitFor({ timeout: LIVE });
     await bob.getByTestId("open-directory").click();
     await bob.getByTestId("directory").locator(`li[data-room="${plaza}"]`).getByTestId("directory-join").click();
     await bob.getByTestId("room-name").filter({ hasText: "plaza" }).waitFor();

@@ -135,6 +135,7 @@ def test_private_rooms_invites_a_kick_and_a_direct_message_in_a_browser(database
         "carol-invited.png",
         "dave-invited-after-sign-up.png",
         "carol-removed.png",
+        "dave-banned.png",
         "alice-direct-arrived.png",
         "bob-direct.png",
     )

@@ -45,7 +45,12 @@ function codeOf(failure: unknown): string | undefined {
   const code = failure.errors[0]?.extensions?.code;
   return typeof code === "string" ? code : undefined;
 }
-const message = (failure: unknown) => (failure instanceof Error ? failure.message : String(failure));
+/** What the page says of a failure; a mute says until when (its `extensions.until`). */
+function message(failure: unknown): string {
+  const text = failure instanceof Error ? failure.message : String(failure);
+  const until = CombinedGraphQLErrors.is(failure) ? failure.errors[0]?.extensions?.until : undefined;
+  return typeof until === "string" ? `${text} (until ${new Date(until).toLocaleString()})` : text;
+}
 /** A join or a leave, shown after the message that preceded it. */
 interface Notice {
   cursor: string;

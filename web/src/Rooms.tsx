@@ -177,14 +177,15 @@ export function Rooms({
     if (route.room) open(route.room);
   }, [route.room, open]);
 
-  // An invite in the address: joined once, then its room opens.
-  const invitesTried = useRef(new Set<string>());
+  // An invite in the address: joined (once while the request is under way), then its room opens.
+  const joining = useRef(new Set<string>());
   useEffect(() => {
     const code = route.invite;
-    if (!code || invitesTried.current.has(code)) return;
-    invitesTried.current.add(code);
+    if (!code || joining.current.has(code)) return;
+    joining.current.add(code);
     client
       .mutate({ mutation: JoinByInviteDocument, variables: { code } })
+      .finally(() => joining.current.delete(code))
       .then(({ data }) => {
         const room = data?.joinByInvite;
         if (room) {

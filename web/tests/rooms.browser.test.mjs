@@ -86,6 +86,13 @@ async function say(page, body) {
 
 const seen = (page, body) => page.getByTestId("messages").getByText(body, { exact: true }).waitFor({ timeout: LIVE });
 const notice = (page, text) => page.getByTestId("notice").filter({ hasText: text }).waitFor({ timeout: LIVE });
+/** Does `act` on the page and waits for the answer to the mutation it sends. */
+async function done(page, operation, act) {
+  const answered = page.waitForResponse((r) => r.url().endsWith("/graphql") && r.request().postDataJSON()?.operationName === operation);
+  await act();
+  const body = await (await answered).json();
+  assert.ok(body.data && !body.errors, JSON.stringify(body));
+}
 const listed = (page, list, room) => page.getByTestId(list).locator(`li[data-room="${room}"]`);
 /** A member's name in the room's members line (a button: it opens what one can do with them). */
 const member = (page, name) => page.getByTestId("members").locator("button.member", { hasText: new RegExp(`^${name}$`) });
@@ -228,6 +235,29 @@ test("private rooms, invites, roles, a kick that ends the view, and a direct mes
     await carol.getByTestId("room-name").filter({ hasText: "plaza" }).waitFor({ timeout: LIVE });
     await carol.goto(`${SERVER}/#/room/${secret}`);
     await carol.getByTestId("room-not-found").waitFor({ timeout: LIVE });
+
+    // Demote, mute, unmute, ban, each live: Dave, a member again, loses the invite link; muted,
+    // his message is refused (until when, it says); unmuted, it goes; banned, his view ends and
+    // the invite link no longer lets him in.
+    await member(alice, "Dave").click();
+    await alice.getByTestId("member-make-member").click();
+    await dave.getByTestId("members").locator('[data-role="MEMBER"]', { hasText: "Dave" }).waitFor({ timeout: LIVE });
+    await dave.getByTestId("create-invite").waitFor({ state: "detached", timeout: LIVE });
+    await alice.getByTestId("member-card").getByTestId("member-role").filter({ hasText: /^member$/ }).waitFor();
+    await done(alice, "MuteMember", () => alice.getByTestId("member-mute").click());
+    await notice(alice, "Dave is now a member");
+    await say(dave, "Can I still talk?");
+    await dave.getByTestId("room-error").filter({ hasText: /You are muted in this room\. \(until .+\)/ }).waitFor({ timeout: LIVE });
+    await done(alice, "MuteMember", () => alice.getByTestId("member-unmute").click());
+    await say(dave, "Unmuted now");
+    await seen(alice, "Unmuted now");
+    await alice.getByTestId("member-ban").click();
+    await dave.getByTestId("room-ended").waitFor({ timeout: LIVE });
+    await notice(alice, "Dave was banned by Alice");
+    await dave.goto(link);
+    await dave.getByTestId("rooms-error").filter({ hasText: "This invite link does not work" }).waitFor({ timeout: LIVE });
+    assert.equal(await listed(dave, "rooms", secret).count(), 0);
+    await dave.screenshot({ path: `${ARTIFACTS}/dave-banned.png` });
 
     // 3. A direct message, started from a member's name, appears in the other person's list
     // without a reload: Alice's page read its room list once, long ago; only myRooms adds it.

@@ -540,7 +540,7 @@ export function RoomView({
                     {reaction.emoji} {reaction.count}
                   </button>
                 ))}
-                {!line.deleted &&
+                {!line.deleted && !ended &&
                   QUICK_REACTIONS.filter((emoji) => !line.reactions.some((reaction) => reaction.emoji === emoji)).map(
                     (emoji) => (
                       <button key={emoji} className="link add-reaction" onClick={() => toggle(line, emoji)} data-testid={`react-${emoji}`}>
@@ -549,7 +549,7 @@ export function RoomView({
                     ),
                   )}
               </span>
-              {line.sender.id === me && !line.deleted && editing?.id !== line.id && (
+              {line.sender.id === me && !line.deleted && !ended && editing?.id !== line.id && (
                 <span className="own">
                   <button className="link" onClick={() => setEditing({ id: line.id, body: line.body })} data-testid="edit">
                     edit

@@ -292,6 +292,16 @@ test("private rooms, invites, roles, a kick that ends the view, and a direct mes
     await alice.getByTestId("room-name").filter({ hasText: "secret" }).waitFor();
     await aliceDirect.getByTestId(`unread-${direct}`).waitFor({ state: "detached", timeout: LIVE });
     await bob.screenshot({ path: `${ARTIFACTS}/bob-direct.png` });
+
+    // The invite's other form, `?invite=<code>`, opened signed in (a full page load): Bob joins
+    // the private room and sees its history; the address then names the room alone.
+    const code = link.split("#/invite/")[1];
+    await bob.goto(`${SERVER}/?invite=${code}`);
+    await bob.getByTestId("room-name").filter({ hasText: "secret" }).waitFor({ timeout: LIVE });
+    await seen(bob, "Unmuted now");
+    await listed(bob, "rooms", secret).waitFor();
+    assert.equal(new URL(bob.url()).search, "");
+    assert.equal(new URL(bob.url()).hash, `#/room/${secret}`);
   } catch (error) {
     for (const [index, context] of browser.contexts().entries()) {
       for (const [page_index, page] of context.pages().entries()) {

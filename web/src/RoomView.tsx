@@ -14,6 +14,7 @@ import {
   MuteMemberDocument,
   RemoveMemberDocument,
   SetRoleDocument,
+  UpdateRoomDocument,
   ReactDocument,
   RoomEventsDocument,
   RoomHistoryDocument,
@@ -26,6 +27,7 @@ import {
   type ListedRoomFragment,
   type PersonFragment,
   type Role,
+  type RoomKind,
   type RoomEventsSubscription,
   type RoomHistoryQuery,
 } from "./generated/graphql";
@@ -98,6 +100,7 @@ export function RoomView({
   const ended = removed || kicked;
   const [chosen, setChosen] = useState<string | null>(null);
   const [invite, setInvite] = useState<string | null>(null);
+  const [settings, setSettings] = useState<{ name: string; topic: string; kind: RoomKind } | null>(null);
   const [online, setOnline] = useState<Set<string>>(new Set());
   const [typing, setTyping] = useState<PersonFragment[]>([]);
   const [lines, setLines] = useState<Map<number, LineFragment>>(new Map());
@@ -330,6 +333,15 @@ export function RoomView({
   const chosenMember = members.find((member) => member.user.id === chosen) ?? null;
   const moderate = (work: () => Promise<unknown>) => void act(work);
 
+  const saveSettings = (event: FormEvent) => {
+    event.preventDefault();
+    if (!settings) return;
+    void act(async () => {
+      await client.mutate({ mutation: UpdateRoomDocument, variables: { room, ...settings, topic: settings.topic.trim() } });
+      setSettings(null); // the room's log brings the change (RoomUpdated), to every page
+    });
+  };
+
   const makeInvite = () =>
     void act(async () => {
       const { data } = await client.mutate({ mutation: CreateInviteDocument, variables: { room } });
@@ -382,10 +394,19 @@ export function RoomView({
             {direct ? "direct message" : kind === "PRIVATE" ? "🔒 private" : "public"}
           </span>
         )}
-        {moderator && !ended && (
-          <button className="link leave" onClick={makeInvite} data-testid="create-invite">
-            Invite link
-          </button>
+        {moderator && !ended && info && (
+          <>
+            <button
+              className="link leave"
+              onClick={() => setSettings(settings ? null : { name: info.name, topic: info.topic ?? "", kind: info.kind })}
+              data-testid="edit-room"
+            >
+              Edit
+            </button>
+            <button className="link leave" onClick={makeInvite} data-testid="create-invite">
+              Invite link
+            </button>
+          </>
         )}
         {!direct && !ended && (
           <button className="link leave" onClick={leave} data-testid="leave-room">
@@ -393,6 +414,29 @@ export function RoomView({
           </button>
         )}
       </h2>
+      {settings && (
+        <form className="settings" onSubmit={saveSettings} data-testid="room-settings">
+          <input value={settings.name} onChange={(e) => setSettings({ ...settings, name: e.target.value })} data-testid="room-settings-name" />
+          <input
+            placeholder="Topic (empty: none)"
+            value={settings.topic}
+            onChange={(e) => setSettings({ ...settings, topic: e.target.value })}
+            data-testid="room-settings-topic"
+          />
+          <select
+            value={settings.kind}
+            onChange={(e) => setSettings({ ...settings, kind: e.target.value as RoomKind })}
+            data-testid="room-settings-kind"
+          >
+            <option value="PRIVATE">Private</option>
+            <option value="PUBLIC">Public</option>
+          </select>
+          <button type="submit" data-testid="room-settings-save">Save</button>
+          <button type="button" className="link" onClick={() => setSettings(null)}>
+            Cancel
+          </button>
+        </form>
+      )}
       {info?.topic && (
         <p className="topic" data-testid="room-topic">
           {info.topic}

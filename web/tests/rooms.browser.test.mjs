@@ -169,6 +169,20 @@ test("private rooms, invites, roles, a kick that ends the view, and a direct mes
     await dave.getByTestId("members").filter({ hasText: "Alice, Carol, Dave" }).waitFor({ timeout: LIVE });
     await dave.screenshot({ path: `${ARTIFACTS}/dave-invited-after-sign-up.png` });
 
+    // Alice renames the room and changes its topic: the open views follow its log, and Carol's
+    // room list (where the room is not open) follows myRooms.
+    await carol.getByTestId("rooms").getByRole("button", { name: "plaza" }).click();
+    await carol.getByTestId("room-name").filter({ hasText: "plaza" }).waitFor();
+    await alice.getByTestId("edit-room").click();
+    await alice.getByTestId("room-settings-name").fill("secret plans");
+    await alice.getByTestId("room-settings-topic").fill("revised plans");
+    await alice.getByTestId("room-settings-save").click();
+    await dave.getByTestId("room-topic").filter({ hasText: /^revised plans$/ }).waitFor({ timeout: LIVE });
+    await dave.getByTestId("room-name").filter({ hasText: "secret plans" }).waitFor({ timeout: LIVE });
+    await listed(carol, "rooms", secret).getByRole("button", { name: "secret plans" }).waitFor({ timeout: LIVE });
+    await carol.getByTestId("rooms").getByRole("button", { name: "secret plans" }).click();
+    await carol.getByTestId("room-topic").filter({ hasText: /^revised plans$/ }).waitFor();
+
     // Roles: members are listed with theirs; Alice promotes Dave, live on every page (his own
     // page now offers him an invite link, as a moderator).
     assert.equal(await member(dave, "Alice").getAttribute("data-role"), "OWNER");

@@ -86,6 +86,15 @@ async function say(page, body) {
 
 const seen = (page, body) => page.getByTestId("messages").getByText(body, { exact: true }).waitFor({ timeout: LIVE });
 const notice = (page, text) => page.getByTestId("notice").filter({ hasText: text }).waitFor({ timeout: LIVE });
+/** Waits until `condition()` holds (checked every 50 ms, for up to LIVE ms). */
+async function eventually(condition, what) {
+  const deadline = Date.now() + LIVE;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `timed out waiting: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 /** Does `act` on the page and waits for the answer to the mutation it sends. */
 async function done(page, operation, act) {
   const answered = page.waitForResponse((r) => r.url().endsWith("/graphql") && r.request().postDataJSON()?.operationName === operation);
@@ -228,6 +237,10 @@ test("private rooms, invites, roles, a kick that ends the view, and a direct mes
     await carol.getByTestId("room-ended").waitFor(); // still ended, nothing new shown
     // Her room's subscription is over: the server ended it (FORBIDDEN, then complete), or the
     // page did on myRooms' REMOVED, whichever came first.
+    const over = () =>
+      receivedFor(carol, carolsLog).at(-1)?.type === "complete" ||
+      carol.__frames.some((f) => f.direction === "sent" && f.type === "complete" && f.id === carolsLog);
+    await eventually(over, "Carol's room subscription ended");
     const ended = receivedFor(carol, carolsLog);
     const refusal = ended.find((f) => f.type === "next" && f.payload?.errors);
     const stopped = carol.__frames.some((f) => f.direction === "sent" && f.type === "complete" && f.id === carolsLog);
@@ -241,8 +254,12 @@ test("private rooms, invites, roles, a kick that ends the view, and a direct mes
     // The room list's live updates: one myRooms subscription (per connection), whatever the rooms.
     const feed = subscriptionsOf(carol, "MyRoomChanges");
     assert.equal(feed.length, carol.__sockets, JSON.stringify(feed));
-    const notes = receivedFor(carol, feed.at(-1)).map((f) => f.payload?.data?.myRooms);
-    assert.ok(notes.some((n) => n?.change === "REMOVED" && n.roomId === secret && n.room === null), JSON.stringify(notes));
+    const removal = () =>
+      receivedFor(carol, feed.at(-1)).some((f) => {
+        const note = f.payload?.data?.myRooms;
+        return note?.change === "REMOVED" && note.roomId === secret && note.room === null;
+      });
+    await eventually(removal, "myRooms said REMOVED to Carol");
     await carol.screenshot({ path: `${ARTIFACTS}/carol-removed.png` });
     // And the room is hidden from her again: its address is "not found".
     await carol.goto(`${SERVER}/#/room/${plaza}`);

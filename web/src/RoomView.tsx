@@ -315,7 +315,13 @@ export function RoomView({
     );
   };
 
-  const leave = () => void act(() => onLeave(() => client.mutate({ mutation: LeaveRoomDocument, variables: { room } })));
+  const leave = () =>
+    void act(() =>
+      onLeave(() => {
+        endedRef.current = true; // nothing more to mark read here (a failed leave renders it back)
+        return client.mutate({ mutation: LeaveRoomDocument, variables: { room } });
+      }),
+    );
 
   const kind = info?.kind;
   const direct = kind === "DIRECT";

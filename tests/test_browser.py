@@ -6,7 +6,12 @@ up and clear; a leave shows live. Screenshots land in test-artifacts/browser.
 And live updates over Server-Sent Events: pages that chose SSE, and pages whose WebSocket fails
 (falling back by themselves), keep every message exactly once, in order, while the server they
 stream from restarts with messages posted before, during and after. Screenshots land in
-test-artifacts/browser-sse."""
+test-artifacts/browser-sse.
+
+And rooms people control: a private room hidden until an invite link is opened (signed in, and
+signed out then signed up), roles shown and changed live, a kick that ends the kicked person's
+view at once, and a direct message that reaches the other person's room list through the one
+`myRooms` subscription, without a reload. Screenshots land in test-artifacts/browser-rooms."""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from tests.support.waiting import until_sync
 WEB = ROOT / "web"
 BROWSER_TEST_SECONDS = 180
 SSE_BROWSER_TEST_SECONDS = 300
+ROOMS_BROWSER_TEST_SECONDS = 180
 
 
 def test_two_users_chat_in_a_browser_and_a_page_resumes_after_a_restart(database_url: str) -> None:
@@ -95,6 +101,45 @@ def test_pages_on_sse_miss_nothing_and_see_nothing_twice_across_a_restart(databa
         pages_server.stop()
         other_server.stop()
     for screenshot in ("alice-sse.png", "carol-auto-fallback.png", "alice-after-restart.png", "dave-after-restart.png"):
+        assert (artifacts / screenshot).is_file(), screenshot
+
+
+def test_private_rooms_invites_a_kick_and_a_direct_message_in_a_browser(database_url: str) -> None:
+    """Issue 26 in the web client, against gunicorn with two workers: a PRIVATE room that a third
+    person cannot find until invited (the link opened signed in and signed out), a promotion that
+    shows live, a kick that ends the kicked person's view at once, and a direct message that
+    reaches the other person's room list through `myRooms`, without a reload."""
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": SHARED_REDIS_URL,
+        "CHANNEL_PREFIX": f"rooms-{uuid.uuid4().hex[:8]}:",
+    }
+    server = Server(env=env, workers=2).start()
+    artifacts = ROOT / "test-artifacts" / "browser-rooms"
+
+    def no_restart(request: dict) -> dict:
+        raise AssertionError(f"this page test asks for no restart: {request}")
+
+    try:
+        run_page_test(
+            "rooms.browser.test.mjs",
+            {"CHAT_SERVER_URL": server.url, "CHAT_ARTIFACTS": str(artifacts)},
+            ROOMS_BROWSER_TEST_SECONDS,
+            no_restart,
+        )
+    finally:
+        server.stop()
+    screenshots = (
+        "carol-directory.png",
+        "carol-not-found.png",
+        "carol-invited.png",
+        "dave-invited-after-sign-up.png",
+        "carol-removed.png",
+        "dave-banned.png",
+        "alice-direct-arrived.png",
+        "bob-direct.png",
+    )
+    for screenshot in screenshots:
         assert (artifacts / screenshot).is_file(), screenshot
 
 

@@ -5,9 +5,11 @@ import type { CodegenConfig } from "@graphql-codegen/cli";
 const config: CodegenConfig = {
   schema: "../schema.graphql",
   documents: ["src/**/*.graphql"],
+  // typescript-operations emits the schema types the operations use (enums included) itself: the
+  // `typescript` plugin beside it would declare those enums a second time.
   generates: {
     "src/generated/graphql.ts": {
-      plugins: ["typescript", "typescript-operations", "typed-document-node"],
+      plugins: ["typescript-operations", "typed-document-node"],
       config: { scalars: { DateTime: "string" }, enumsAsTypes: true, useTypeImports: true },
     },
   },

@@ -5,7 +5,8 @@ import { LogInDocument, SignUpDocument } from "./generated/graphql";
 
 const client = anonymousClient();
 
-export function SignIn({ onToken }: { onToken: (token: string) => void }) {
+/** `invited`: the address holds an invite, joined as soon as this person is signed in. */
+export function SignIn({ onToken, invited = false }: { onToken: (token: string) => void; invited?: boolean }) {
   const [mode, setMode] = useState<"signUp" | "logIn">("signUp");
   const [name, setName] = useState("");
   const [email, setEmail] = useState("");
@@ -31,6 +32,11 @@ export function SignIn({ onToken }: { onToken: (token: string) => void }) {
   return (
     <form className="card" onSubmit={submit} data-testid="sign-in">
       <h1>{mode === "signUp" ? "Create an account" : "Log in"}</h1>
+      {invited && (
+        <p className="invited" data-testid="invite-pending">
+          You were invited to a room: sign up or log in, and you will join it.
+        </p>
+      )}
       {mode === "signUp" && (
         <input placeholder="Name" value={name} onChange={(e) => setName(e.target.value)} data-testid="name" />
       )}

@@ -34,6 +34,10 @@ export interface Chat {
   /** The transport subscriptions use now (null until one is up); the listener is called at once. */
   live(): LiveTransport | null;
   onLive(listener: (live: LiveTransport | null) => void): () => void;
+  /** Hears each time an SSE stream opens, the first time or again (EventSource reconnected by
+   * itself), with its operation's name: a state feed such as `myRooms`, which has no resume,
+   * reads its state again then (over the WebSocket, `onState`'s `reconnected` says it). */
+  onStreamOpened(listener: (operation: string | undefined) => void): () => void;
   dispose(): void;
 }
 
@@ -68,6 +72,7 @@ class SseTransport {
   constructor(
     private token: string,
     private changed: () => void,
+    private opened: (operation: string | undefined) => void,
   ) {
     this.link = new ApolloLink((operation) => this.stream(operation));
   }
@@ -140,6 +145,7 @@ class SseTransport {
           everOpen = true;
           attempt = 0;
           this.track(stream, "open");
+          this.opened(operation.operationName);
         });
         current.addEventListener("next", (event) => {
           const message = event as MessageEvent<string>;
@@ -210,11 +216,16 @@ export function createChat(token: string, transport: Transport = "auto"): Chat {
     liveListeners.forEach((listen) => listen(next));
   };
 
-  const sse = new SseTransport(token, () => {
-    if (mode !== "sse") return;
-    if (sse.state() === "connected") goLive("sse");
-    emit(sse.state());
-  });
+  const openListeners = new Set<(operation: string | undefined) => void>();
+  const sse = new SseTransport(
+    token,
+    () => {
+      if (mode !== "sse") return;
+      if (sse.state() === "connected") goLive("sse");
+      emit(sse.state());
+    },
+    (operation) => !disposed && openListeners.forEach((listen) => listen(operation)),
+  );
   let mode: LiveTransport = transport === "sse" ? "sse" : "websocket";
 
   // Subscriptions that `auto` moves from the WebSocket to SSE: each one restarts on the new transport.
@@ -324,6 +335,10 @@ export function createChat(token: string, transport: Transport = "auto"): Chat {
       liveListeners.add(listener);
       listener(live);
       return () => liveListeners.delete(listener);
+    },
+    onStreamOpened(listener) {
+      openListeners.add(listener);
+      return () => openListeners.delete(listener);
     },
     dispose() {
       if (disposed) return;

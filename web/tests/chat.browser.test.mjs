@@ -95,6 +95,7 @@ test("two users chat live, a page resumes after the server restarts, history pag
     await signUp(bob, "Bob", OTHER);
 
     await alice.getByTestId("new-room").fill("lobby");
+    await alice.getByTestId("new-room-kind").selectOption("PUBLIC"); // joined by id below
     await alice.getByTestId("create-room").click();
     await alice.getByTestId("room-name").filter({ hasText: "lobby" }).waitFor();
     const room = (await alice.getByTestId("room-id").textContent()).replace("#", "").trim();
@@ -161,6 +162,7 @@ test("two users chat live, a page resumes after the server restarts, history pag
     await seen(alice, "Sent while you were away");
     await say(alice, "Back again");
     await seen(bob, "Back again");
+    await seen(alice, "Back again"); // her own page may show it after his (a loaded machine)
     assert.deepEqual(await seqsOf(alice), upTo(5));
     // Alice's server restarted; she never went offline on Bob's page.
     const presence = await bob.evaluate(() => window.__presence);
@@ -186,6 +188,7 @@ test("two users chat live, a page resumes after the server restarts, history pag
     // Unread badges: Bob, looking at the lobby, gets a badge for another room that counts up,
     // and clears when he opens it.
     await alice.getByTestId("new-room").fill("side");
+    await alice.getByTestId("new-room-kind").selectOption("PUBLIC"); // joined by id below
     await alice.getByTestId("create-room").click();
     await alice.getByTestId("room-name").filter({ hasText: "side" }).waitFor();
     const side = (await alice.getByTestId("room-id").textContent()).replace("#", "").trim();

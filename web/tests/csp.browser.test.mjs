@@ -69,6 +69,7 @@ test("the web client works under its Content-Security-Policy, with no violation"
     await signUp(bob, "Bob");
 
     await alice.getByTestId("new-room").fill("csp");
+    await alice.getByTestId("new-room-kind").selectOption("PUBLIC"); // joined by id below
     await alice.getByTestId("create-room").click();
     await alice.getByTestId("room-name").filter({ hasText: "csp" }).waitFor();
     const room = (await alice.getByTestId("room-id").textContent()).replace("#", "").trim();

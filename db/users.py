@@ -16,7 +16,15 @@ from db.records import Row, as_row, now
 from db.tables import tokens, users
 
 # `email_hash` is read only for a user who opted in to Gravatar (resolvers/user.py).
-PUBLIC_COLUMNS = (users.c.id, users.c.name, users.c.email_hash, users.c.avatar_url, users.c.gravatar)
+# `external_id` reaches only the service and the user themselves (resolvers/user.py).
+PUBLIC_COLUMNS = (
+    users.c.id,
+    users.c.name,
+    users.c.email_hash,
+    users.c.avatar_url,
+    users.c.gravatar,
+    users.c.external_id,
+)
 # What a token lookup adds to the user's row (identity.viewers.viewer_from_row takes them off again).
 TOKEN_COLUMNS = (tokens.c.expires_at.label("token_expires_at"), tokens.c.parent_id.label("token_parent_id"))
 # Bounds the SSE sessions one bearer token holds (one a browser; the oldest goes first).
@@ -27,11 +35,30 @@ class EmailTaken(Exception):
     pass
 
 
-async def create_user(db: Database, name: str, email: str, email_hash: str, password_hash: str) -> Row:
-    """Insert a user; a taken email (compared lower-cased) raises EmailTaken."""
+async def create_user(
+    db: Database,
+    name: str,
+    email: str | None,
+    email_hash: str | None,
+    password_hash: str | None,
+    *,
+    external_id: str | None = None,
+    avatar_url: str | None = None,
+) -> Row:
+    """Insert a user; a taken email (compared lower-cased) raises EmailTaken, a taken
+    external_id too (upsert_external catches it: a race with another first sight). A host's user
+    has no email and no password (None)."""
     query = (
         users.insert()
-        .values(name=name, email=email, email_hash=email_hash, password_hash=password_hash, created_at=now())
+        .values(
+            name=name,
+            email=email,
+            email_hash=email_hash,
+            password_hash=password_hash,
+            created_at=now(),
+            external_id=external_id,
+            avatar_url=avatar_url,
+        )
         .returning(*PUBLIC_COLUMNS)
     )
     try:
@@ -40,6 +67,37 @@ async def create_user(db: Database, name: str, email: str, email_hash: str, pass
         if is_unique_violation(error):
             raise EmailTaken(email) from error
         raise
+
+
+async def by_external_id(db: Database, external_id: str) -> Row | None:
+    """The host's user with this id (a JWT's `sub`, an externalId), with PUBLIC_COLUMNS."""
+    return as_row(await db.fetch_one(sa.select(*PUBLIC_COLUMNS).where(users.c.external_id == external_id)))
+
+
+async def by_external_ids(db: Database, external_ids: list[str]) -> dict[str, Row]:
+    """The host's users with these ids, by external id (unknown ones are absent)."""
+    rows = await fetch_rows(db, sa.select(*PUBLIC_COLUMNS).where(users.c.external_id.in_(external_ids)))
+    return {row["external_id"]: row for row in rows}
+
+
+async def upsert_external(db: Database, external_id: str, name: str, avatar_url: str | None) -> Row:
+    """The host's user with this id, created on first sight (through create_user, with no email
+    or password) or updated when `name` or `avatar_url` differ; no write when both are the same.
+    Race-safe: two first sights at once create one user (the loser of the unique index reads
+    the winner's row and updates it if it must)."""
+    for _ in range(2):
+        row = await by_external_id(db, external_id)
+        if row is None:
+            try:
+                return await create_user(db, name, None, None, None, external_id=external_id, avatar_url=avatar_url)
+            except EmailTaken:
+                continue  # created meanwhile by another first sight: read it
+        if row["name"] == name and row["avatar_url"] == avatar_url:
+            return row
+        updated = await update_profile(db, row["id"], {"name": name, "avatar_url": avatar_url})
+        if updated is not None:
+            return updated
+    raise RuntimeError(f"user {external_id!r} neither found nor created")  # deleted as fast as created
 
 
 def is_unique_violation(error: Exception) -> bool:

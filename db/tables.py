@@ -22,6 +22,8 @@ users = sa.Table(
     # The host's id for this user (a JWT's `sub`, the service API's externalId); NULL for this
     # service's own accounts, unique where set.
     sa.Column("external_id", sa.String(255), nullable=True),
+    # The host's JWTs issued (`iat`) at or before this are refused (revokeTokens, logOut everywhere).
+    sa.Column("jwt_not_before", sa.DateTime(timezone=True), nullable=True),
     sa.Index("uq_users_external_id", "external_id", unique=True),
 )
 

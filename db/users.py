@@ -146,6 +146,12 @@ async def create_token(
     )
 
 
+def _bearer() -> sa.ColumnElement[bool]:
+    """A bearer token's row: one of ours (no parent) or a registered host JWT (its own parent);
+    not an SSE session (whose parent is another row)."""
+    return sa.or_(tokens.c.parent_id.is_(None), tokens.c.parent_id == tokens.c.id)
+
+
 def _valid(query: sa.Select, at: datetime | None = None) -> sa.Select:
     """Unexpired at `at`; without it, at the `now` given with a kept statement's values."""
     if at is not None:
@@ -204,7 +210,7 @@ async def create_session(db: Database, token_hash: str, session_hash: str) -> li
         parent = await db.fetch_one(
             _valid(
                 sa.select(tokens.c.id, tokens.c.user_id, tokens.c.expires_at).where(
-                    tokens.c.token_hash == token_hash, tokens.c.parent_id.is_(None)
+                    tokens.c.token_hash == token_hash, _bearer()
                 ),
                 now(),
             )
@@ -214,7 +220,7 @@ async def create_session(db: Database, token_hash: str, session_hash: str) -> li
         await create_token(db, parent["user_id"], session_hash, parent["expires_at"], parent_id=parent["id"])
         older = await db.fetch_all(
             sa.select(tokens.c.id, tokens.c.token_hash)
-            .where(tokens.c.parent_id == parent["id"])
+            .where(tokens.c.parent_id == parent["id"], tokens.c.id != parent["id"])
             .order_by(tokens.c.id.desc())
             .offset(MAX_SESSIONS_PER_TOKEN)
         )
@@ -274,3 +280,35 @@ def _unencodable(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+async def host_user(db: Database, external_id: str) -> Row | None:
+    """The host's user with this id, with PUBLIC_COLUMNS and `jwt_not_before`."""
+    query = sa.select(*PUBLIC_COLUMNS, users.c.jwt_not_before).where(users.c.external_id == external_id)
+    return as_row(await db.fetch_one(query))
+
+
+async def revoke_jwts(db: Database, user_id: int) -> None:
+    """Every token of the user gone, and their JWTs issued until now refused, in one transaction."""
+    async with db.transaction():
+        await db.execute(users.update().where(users.c.id == user_id).values(jwt_not_before=now()))
+        await delete_tokens_of_user(db, user_id)
+
+
+async def register_jwt(db: Database, user_id: int, token_hash: str, expires_at: datetime) -> None:
+    """A verified host JWT gets a token row under its digest, expiring at its `exp`, so every
+    check that reads tokens (room access, revalidation, expiry, revocation, SSE sessions made
+    from it) treats it as one of ours. Its own parent: never renewed by use (renewal takes
+    parentless rows only) and never taken for a session. Registered once (a second
+    registration, racing or not, changes nothing); the user's expired tokens go with it."""
+    if await db.fetch_val(sa.select(tokens.c.id).where(tokens.c.token_hash == token_hash)) is not None:
+        return
+    try:
+        async with db.transaction():
+            await create_token(db, user_id, token_hash, expires_at)
+            await db.execute(tokens.update().where(tokens.c.token_hash == token_hash).values(parent_id=tokens.c.id))
+    except Exception as error:
+        if not is_unique_violation(error):
+            raise
+        return
+    await prune_expired_tokens(db, user_id)

@@ -109,7 +109,8 @@ async def resolve_log_out(_root: None, info: GraphQLResolveInfo, everywhere: boo
     viewer = require_viewer(info)
     services = services_of(info)
     if everywhere:
-        await services.revocations.revoke_user(viewer.id, partial(users.delete_tokens_of_user, services.db, viewer.id))
+        # A host JWT cannot be deleted: those issued until now are refused from now on.
+        await services.revocations.revoke_user(viewer.id, partial(users.revoke_jwts, services.db, viewer.id))
         return True
     digests = await users.token_and_sessions(services.db, viewer.token_hash)
     await services.revocations.revoke(digests, partial(users.delete_token, services.db, viewer.token_hash))

@@ -6,6 +6,8 @@
 - `users.email`, `users.email_hash` and `users.password_hash` become nullable: a host's user has
   no email and no password here (they sign in with the host's token). `email` stays unique
   where present.
+- `users.jwt_not_before`: the host's JWTs issued (`iat`) at or before it are refused (revokeTokens,
+  logOut everywhere): a JWT cannot be deleted as our own tokens are.
 - `messages.kind`: USER, or SYSTEM for a message the host's server posts (postSystemMessage);
   every existing message is a USER one.
 
@@ -29,6 +31,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
         batch.add_column(sa.Column("external_id", sa.String(255), nullable=True))
+        batch.add_column(sa.Column("jwt_not_before", sa.DateTime(timezone=True), nullable=True))
         batch.alter_column("email", existing_type=sa.String(320), nullable=True)
         batch.alter_column("email_hash", existing_type=sa.String(64), nullable=True)
         batch.alter_column("password_hash", existing_type=sa.String(255), nullable=True)
@@ -51,4 +54,5 @@ def downgrade() -> None:
         batch.alter_column("password_hash", existing_type=sa.String(255), nullable=False)
         batch.alter_column("email_hash", existing_type=sa.String(64), nullable=False)
         batch.alter_column("email", existing_type=sa.String(320), nullable=False)
+        batch.drop_column("jwt_not_before")
         batch.drop_column("external_id")

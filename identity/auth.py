@@ -260,7 +260,10 @@ class JwksKeys:
         known = self._keys.get(kid)
         stale = now - self._fetched_at >= self.cache_seconds
         if (known is None or stale) and now - self._tried_at >= self.refetch_seconds:
-            await self._fetch()
+            try:
+                await self._fetch()
+            except Exception:  # logged once by `_fetched`; the keys held still count
+                pass
             known = self._keys.get(kid)
         if known is None or known[0] != algorithm:
             return None

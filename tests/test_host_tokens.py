@@ -7,6 +7,7 @@ Redis with two workers, and on the embedded default with only a JWKS URL."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from tests.support.httpstream import open_multipart, open_sse, part_errors
 from tests.support.processes import SHARED_REDIS_URL, Server, migrate
 from tests.support.waiting import until_sync
 from tests.support.wsclient import MESSAGE_CREATED, PROTOCOLS, GraphQLWebSocket
+from tests.test_apollo_clients import run_node_tests
 
 ME = "{ me { id name avatar(size: 64) } }"
 CREATE_ROOM = 'mutation { createRoom(name: "host room") { id } }'
@@ -265,3 +267,13 @@ def test_only_a_jwks_url_on_the_embedded_default(tmp_path: Path, host: HostServe
     finally:
         api.close()
         server.stop()
+
+
+def test_apollo_reconnects_with_a_fresh_host_token(served: Server, host: HostServer) -> None:
+    """Apollo's GraphQLWsLink whose connectionParams function asks the host's token endpoint for
+    a 5 s token: closed with 4403 at expiry, it reconnects with a fresh one and its subscription
+    keeps receiving (tests/js/host-token.test.mjs)."""
+    before = host.tokens
+    output = run_node_tests(served, "host-token.test.mjs", {"TOKEN_URL": host.url, "TOKEN_TTL": "5"})
+    assert re.search(r"\bpass 1\b", output) and re.search(r"\bfail 0\b", output), output
+    assert host.tokens - before >= 3  # the HTTP calls' token, the first connect's, a reconnect's

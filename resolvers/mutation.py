@@ -61,9 +61,20 @@ async def _signed_in(info: GraphQLResolveInfo, user: dict) -> dict:
     return {"token": token, "user": {k: v for k, v in user.items() if k != "password_hash"}}
 
 
+HOST_ACCOUNTS = "Accounts come from the host here (ACCOUNTS=host): sign in with its token."
+NO_PASSWORD = "Your account has no password here: it signs in with the host's token."
+
+
+def password_accounts(services: Services) -> None:
+    """signUp, logIn and changePassword exist only with our own accounts (ACCOUNTS=password)."""
+    if services.settings.accounts == "host":
+        raise Forbidden(HOST_ACCOUNTS)
+
+
 @mutation_type.field("signUp")
 async def resolve_sign_up(_root: None, info: GraphQLResolveInfo, name: str, email: str, password: str) -> dict:
     services = services_of(info)
+    password_accounts(services)
     await services.limiter.check("auth", client_address(info), services.settings.rate_auth)
     name = clean_name(name, "name", MAX_NAME)
     email = auth.normalize_email(email)
@@ -84,6 +95,7 @@ async def resolve_sign_up(_root: None, info: GraphQLResolveInfo, name: str, emai
 @mutation_type.field("logIn")
 async def resolve_log_in(_root: None, info: GraphQLResolveInfo, email: str, password: str) -> dict:
     services = services_of(info)
+    password_accounts(services)
     await services.limiter.check("auth", client_address(info), services.settings.rate_auth)
     # And per account, whatever the address: guesses spread over many addresses add up. Keyed by
     # the email's digest (an unvalidated email can be long); counted before any hashing.
@@ -598,12 +610,15 @@ async def resolve_change_password(_root: None, info: GraphQLResolveInfo, current
     included, and their live subscriptions end; a fresh token comes back."""
     viewer = require_viewer(info)
     services = services_of(info)
+    password_accounts(services)
     await services.limiter.check("auth", f"user:{viewer.id}", services.settings.rate_auth)
     if not MIN_PASSWORD <= len(new) <= MAX_PASSWORD:
         raise BadUserInput(f"`new` must be {MIN_PASSWORD} to {MAX_PASSWORD} characters.", argument="new")
     user = await users.user_with_password_by_id(services.db, viewer.id)
     if user is None:
         raise Unauthenticated(SIGN_IN_FIRST)
+    if user["password_hash"] is None:
+        raise Forbidden(NO_PASSWORD)
     await services.limiter.check("login-account", user["email_hash"], services.settings.rate_login_account)
     stored = user["password_hash"] if len(current) <= MAX_PASSWORD else None  # a dummy hash, same time
     if not await auth.verify_password(stored, current):

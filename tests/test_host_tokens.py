@@ -28,6 +28,9 @@ ME = "{ me { id name avatar(size: 64) } }"
 CREATE_ROOM = 'mutation { createRoom(name: "host room") { id } }'
 POST = "mutation($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id } }"
 LOG_OUT_EVERYWHERE = "mutation { logOut(everywhere: true) }"
+SIGN_UP = "mutation($n: String!, $e: String!, $p: String!) { signUp(name: $n, email: $e, password: $p) { token } }"
+LOG_IN = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }"
+CHANGE_PASSWORD = "mutation($c: String!, $n: String!) { changePassword(current: $c, new: $n) { token } }"
 COOKIE = "chat_sse_token"
 
 
@@ -100,6 +103,11 @@ def test_each_algorithm_signs_in_the_same_host_user(api: GraphQLClient, host: Ho
     token = rsa_key.sign(claims(who))
     room = api.data(CREATE_ROOM, token=token)["createRoom"]["id"]
     assert api.data(POST, {"room": room, "body": "hi"}, token=token)["createMessage"]["id"]
+    # Their account has no password: changePassword is refused (signUp works as ever here).
+    password = "correct horse battery"
+    assert api.error_codes(CHANGE_PASSWORD, {"c": password, "n": password}, token=token) == ["FORBIDDEN"]
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    assert api.data(SIGN_UP, {"n": "Pat", "e": email, "p": password})["signUp"]["token"]
     # A user first seen without a name is named after their `sub`.
     nameless = sub()
     assert me(api, hs256(claims(nameless)))["name"] == nameless  # type: ignore[index]
@@ -243,14 +251,16 @@ async def test_log_out_everywhere_refuses_the_jwts_issued_before(api: GraphQLCli
     assert me(api, fresh) == viewer
 
 
-def test_only_a_jwks_url_on_the_embedded_default(tmp_path: Path, host: HostServer) -> None:
+def test_only_a_jwks_url_and_host_accounts_on_the_embedded_default(tmp_path: Path, host: HostServer) -> None:
     """SQLite, one worker, no Redis, and no shared secret: HS256 is refused outright (even keyed
-    with a published public key), RS256 and ES256 sign in."""
+    with a published public key), RS256 and ES256 sign in. ACCOUNTS=host: signUp, logIn and
+    changePassword are FORBIDDEN."""
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
         "REDIS_URL": "",
         "AUTH_JWKS_URL": host.jwks_url,
         "AUTH_JWKS_REFETCH_SECONDS": "1",
+        "ACCOUNTS": "host",
     }
     migrate(env)
     server = Server(env=env, workers=1).start()
@@ -264,6 +274,12 @@ def test_only_a_jwks_url_on_the_embedded_default(tmp_path: Path, host: HostServe
         assert me(api, hs256(claims(who))) is None
         confused = handmade({"alg": "HS256", "kid": rsa_key.kid}, claims(who), rsa_key.public_pem())
         assert me(api, confused) is None
+        password = "correct horse battery"
+        variables = {"n": "Mallory", "e": "m@example.com", "p": password}
+        assert api.error_codes(SIGN_UP, variables) == ["FORBIDDEN"]
+        assert api.error_codes(LOG_IN, {"e": "m@example.com", "p": password}) == ["FORBIDDEN"]
+        token = rsa_key.sign(claims(who))
+        assert api.error_codes(CHANGE_PASSWORD, {"c": password, "n": password}, token=token) == ["FORBIDDEN"]
     finally:
         api.close()
         server.stop()

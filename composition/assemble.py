@@ -162,7 +162,7 @@ def _parts(settings: Settings, schema: GraphQLSchema, services: Services, engine
 
     async def http_context(request: Request) -> dict[str, Any]:
         token = token_from_header(request.headers.get("authorization"))
-        return make_context(services, await viewers.remembered(token), request)
+        return make_context(services, await viewers.of_request(token), request)
 
     async def signed_in(request: Request) -> bool:
         """A persisted query is registered only for a valid token: storing documents then takes

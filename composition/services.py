@@ -43,7 +43,7 @@ def build_services(settings: Settings, policy: TokenPolicy) -> Services:
         redis=redis,
         breaker=breaker,
         broadcast=broadcast,
-        viewers=Viewers(db, access, cache, policy, host_tokens(settings)),
+        viewers=Viewers(db, access, cache, policy, host_tokens(settings), settings.service_keys),
         revocations=Revocations(broadcast, cache, f"{settings.channel_prefix}revocations", shared=redis is not None),
         limiter=RateLimiter(redis, settings.channel_prefix, breaker),
         access=access,

@@ -5,6 +5,7 @@ revoked one is, wherever it is checked. An SSE session is a token row with `pare
 is deleted with its parent.
 """
 
+import hashlib
 from datetime import datetime
 from functools import cache
 
@@ -29,6 +30,13 @@ PUBLIC_COLUMNS = (
 TOKEN_COLUMNS = (tokens.c.expires_at.label("token_expires_at"), tokens.c.parent_id.label("token_parent_id"))
 # Bounds the SSE sessions one bearer token holds (one a browser; the oldest goes first).
 MAX_SESSIONS_PER_TOKEN = 4
+
+
+# The user the host's server acts as (rooms it creates, system messages, who added a member):
+# its external id holds a control character, which no host id may (a JWT's `sub` and an
+# externalId are printable), so no host user can ever be it.
+SERVICE_EXTERNAL_ID = "\x01service"
+SERVICE_NAME = "System"
 
 
 class EmailTaken(Exception):
@@ -312,3 +320,66 @@ async def register_jwt(db: Database, user_id: int, token_hash: str, expires_at: 
             raise
         return
     await prune_expired_tokens(db, user_id)
+
+
+async def service_user(db: Database) -> Row:
+    """The user the service acts as, made on first use (race-safe: through upsert_external)."""
+    return await upsert_external(db, SERVICE_EXTERNAL_ID, SERVICE_NAME, None)
+
+
+DELETED_NAME = "Deleted user"
+
+
+def tombstone(external_id: str) -> str:
+    """What a deleted user's external id becomes: its digest, behind a control character no
+    host id holds. It frees the id (the host may bring a new user under it) while still
+    telling the host's tokens issued before the deletion from those issued after."""
+    return "\x02" + hashlib.sha256(external_id.encode()).hexdigest()
+
+
+async def deleted_at(db: Database, external_id: str) -> datetime | None:
+    """When the user the host knew by this id was deleted (None: never)."""
+    row = as_row(
+        await db.fetch_one(
+            sa.select(users.c.jwt_not_before).where(users.c.external_id == tombstone(external_id)).limit(1)
+        )
+    )
+    return row["jwt_not_before"] if row is not None else None
+
+
+async def delete_user(db: Database, user_id: int, external_id: str | None) -> None:
+    """What is kept of a deleted user is a nameless row (their messages, and the rooms' logs,
+    still point at it): name, email, password and picture go, the external id becomes its
+    tombstone, and every token goes, in one transaction. Their memberships are removed before
+    (db.rooms)."""
+    gone = tombstone(external_id) if external_id is not None else None
+    async with db.transaction():
+        if gone is not None:  # deleted twice under one host id: the older tombstone makes way
+            await db.execute(users.update().where(users.c.external_id == gone).values(external_id=None))
+        await db.execute(
+            users.update()
+            .where(users.c.id == user_id)
+            .values(
+                name=DELETED_NAME,
+                email=None,
+                email_hash=None,
+                password_hash=None,
+                avatar_url=None,
+                gravatar=False,
+                external_id=gone,
+                jwt_not_before=now(),
+            )
+        )
+        await delete_tokens_of_user(db, user_id)
+
+
+async def issue_token(db: Database, user_id: int, token_hash: str, expires_at: datetime) -> None:
+    """A token the service issued for the user: its own parent (never renewed by use, as a host
+    JWT's row), deleted by a revocation as any is."""
+    async with db.transaction():
+        await create_token(db, user_id, token_hash, expires_at)
+        await db.execute(tokens.update().where(tokens.c.token_hash == token_hash).values(parent_id=tokens.c.id))
+
+
+async def count_tokens_of_user(db: Database, user_id: int) -> int:
+    return int(await db.fetch_val(sa.select(sa.func.count()).where(tokens.c.user_id == user_id)))

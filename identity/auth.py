@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import math
 import secrets
@@ -64,6 +65,8 @@ _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 # fresh one from the host and reconnect).
 TOKEN = "token"
 HOST_JWT = "jwt"
+# The host's server, by SERVICE_KEY over plain HTTP only (identity.viewers.Viewers.of_request).
+SERVICE = "service"
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,16 @@ def token_policy(ttl_seconds: float, renew_seconds: float) -> TokenPolicy:
 
 # Without settings (a bench, a unit test): the default lifetime, never renewed.
 DEFAULT_POLICY = TokenPolicy(30 * 24 * 3600)
+
+
+def is_service_key(token: str, keys: tuple[str, ...]) -> bool:
+    """Whether `token` is one of the service keys, compared in constant time against each (no
+    early exit: how long it takes tells nothing of which key, or how much of one, matched)."""
+    given = hashlib.sha256(token.encode()).digest()
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given, hashlib.sha256(key.encode()).digest())
+    return matched
 
 
 def looks_like_jwt(token: str) -> bool:

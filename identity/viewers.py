@@ -41,10 +41,12 @@ from db.records import Row
 from identity.auth import (
     DEFAULT_POLICY,
     HOST_JWT,
+    SERVICE,
     HostClaims,
     HostTokens,
     TokenPolicy,
     Viewer,
+    is_service_key,
     looks_like_jwt,
     token_digest,
 )
@@ -65,12 +67,31 @@ class Viewers:
         cache: ViewerCache,
         policy: TokenPolicy,
         host: HostTokens | None = None,
+        service_keys: tuple[str, ...] = (),
     ) -> None:
         self._db = db
         self._reads = reads
         self.cache = cache
         self.policy = policy
         self.host = host if host is not None and host.enabled else None
+        self._service_keys = service_keys
+        self._service: Viewer | None = None
+
+    async def of_request(self, token: str | None) -> Viewer | None:
+        """A GraphQL-over-HTTP query's or mutation's viewer (its `Authorization` header): the
+        service for a SERVICE_KEY, else as `remembered`. Nothing else asks for the service: a
+        WebSocket, an SSE or multipart stream, the SSE session endpoint and a cookie are read
+        through `of_token`, to which a service key is an unknown token."""
+        if token and self._service_keys and is_service_key(token, self._service_keys):
+            return await self.service()
+        return await self.remembered(token)
+
+    async def service(self) -> Viewer:
+        """The service's viewer: the service user (db.users.service_user), read once per process."""
+        if self._service is None:
+            user = await users.service_user(self._db)
+            self._service = Viewer(user=user, token_hash="service", kind=SERVICE)
+        return self._service
 
     async def remembered(self, token: str | None) -> Viewer | None:
         """An HTTP request's viewer: remembered while this process would hear of a revocation."""
@@ -127,6 +148,9 @@ class Viewers:
         if not_before is not None and (claims.issued_at is None or claims.issued_at <= not_before.timestamp()):
             return None
         if row is None:
+            deleted_at = await users.deleted_at(self._db, claims.external_id)
+            if deleted_at is not None and (claims.issued_at is None or claims.issued_at <= deleted_at.timestamp()):
+                return None  # a token issued before its user was deleted
             return await users.upsert_external(
                 self._db, claims.external_id, claims.name or claims.external_id[:100], claims.picture
             )

@@ -1,8 +1,8 @@
 """The host's server API (issue 27) against the real server (gunicorn, two workers, Postgres +
-Redis): `Authorization: Bearer <SERVICE_KEY>` (either of two keys) drives users, tokens and
+Redis, and SQLite): `Authorization: Bearer <SERVICE_KEY>` (either of two keys) drives users, tokens and
 rooms; every service field refuses users (FORBIDDEN) and the anonymous (UNAUTHENTICATED); the
 key works over plain HTTP only; revokeTokens ends a user's open WebSocket and SSE stream;
-createRoom by externalId twice at once makes one room."""
+createRoom by externalId twice at once makes one room. And the same on the embedded default."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from tests.support.graphql import GraphQLClient, sign_up
 from tests.support.host_tokens import SECRET, claims, hs256
 from tests.support.httpstream import open_multipart, open_sse, part_errors
-from tests.support.processes import SHARED_REDIS_URL, Server
+from tests.support.processes import SHARED_REDIS_URL, Server, migrate
 from tests.support.wsclient import MESSAGE_CREATED, PROTOCOLS, GraphQLWebSocket
 
 OLD_KEY, NEW_KEY = "old-service-key-" + "a" * 32, "new-service-key-" + "b" * 32
@@ -47,16 +47,22 @@ DIRECT = "mutation($u: [ID!]!) { openDirect(users: $u) { id kind memberCount } }
 KINDED = "subscription($room: ID!) { messageCreated(room: $room) { body kind sender { name } } }"
 
 
-@pytest.fixture(scope="module")
-def served(database_url: str) -> Iterator[Server]:
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": SHARED_REDIS_URL,
-        "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
-        "SERVICE_KEY": f"{OLD_KEY},{NEW_KEY}",
-        "AUTH_JWT_SECRET": SECRET,
-    }
-    server = Server(env=env, workers=2).start()
+@pytest.fixture(scope="module", params=["postgres", "sqlite"])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Postgres + Redis with two workers, and the embedded default (SQLite, one worker)."""
+    keys = {"SERVICE_KEY": f"{OLD_KEY},{NEW_KEY}", "AUTH_JWT_SECRET": SECRET}
+    if request.param == "postgres":
+        database = {
+            "DATABASE_URL": request.getfixturevalue("database_url"),
+            "REDIS_URL": SHARED_REDIS_URL,
+            "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
+        }
+        workers = 2
+    else:
+        database = {"DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('service') / 'chat.db'}", "REDIS_URL": ""}
+        migrate(database)
+        workers = 1
+    server = Server(env={**database, **keys}, workers=workers).start()
     yield server
     server.stop()
 

@@ -7,6 +7,7 @@ Redis with two workers, and on the embedded default with only a JWKS URL."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from identity.auth import JwksKeys
 from tests.support.graphql import GraphQLClient
 from tests.support.host_tokens import AUDIENCE, ISSUER, SECRET, HostServer, SigningKey, claims, handmade, hs256
 from tests.support.httpstream import open_multipart, open_sse, part_errors
@@ -293,3 +295,20 @@ def test_apollo_reconnects_with_a_fresh_host_token(served: Server, host: HostSer
     output = run_node_tests(served, "host-token.test.mjs", {"TOKEN_URL": host.url, "TOKEN_TTL": "5"})
     assert re.search(r"\bpass 1\b", output) and re.search(r"\bfail 0\b", output), output
     assert host.tokens - before >= 3  # the HTTP calls' token, the first connect's, a reconnect's
+
+
+async def test_unknown_kids_at_once_share_one_fetch(host: HostServer) -> None:
+    """In one process: 50 tokens naming kids nobody published, all at once, cost the JWKS URL
+    one fetch (single flight), and none more within AUTH_JWKS_REFETCH_SECONDS; a known kid
+    needs none."""
+    keys = JwksKeys(host.jwks_url, refetch_seconds=60, cache_seconds=3600)
+    before = host.fetches
+    found = await asyncio.gather(*(keys.key(uuid.uuid4().hex, "RS256") for _ in range(50)))
+    assert found == [None] * 50
+    assert host.fetches - before == 1
+    assert await keys.key(uuid.uuid4().hex, "RS256") is None
+    rsa_key, ec_key = host.keys
+    assert await keys.key(rsa_key.kid, "RS256") is not None
+    assert await keys.key(ec_key.kid, "ES256") is not None
+    assert await keys.key(rsa_key.kid, "ES256") is None  # a key verifies only its own algorithm
+    assert host.fetches - before == 1

@@ -253,7 +253,7 @@ async def test_log_out_everywhere_refuses_the_jwts_issued_before(api: GraphQLCli
     assert me(api, fresh) == viewer
 
 
-def test_only_a_jwks_url_and_host_accounts_on_the_embedded_default(tmp_path: Path, host: HostServer) -> None:
+async def test_only_a_jwks_url_and_host_accounts_on_the_embedded_default(tmp_path: Path, host: HostServer) -> None:
     """SQLite, one worker, no Redis, and no shared secret: HS256 is refused outright (even keyed
     with a published public key), RS256 and ES256 sign in. ACCOUNTS=host: signUp, logIn and
     changePassword are FORBIDDEN."""
@@ -262,6 +262,7 @@ def test_only_a_jwks_url_and_host_accounts_on_the_embedded_default(tmp_path: Pat
         "REDIS_URL": "",
         "AUTH_JWKS_URL": host.jwks_url,
         "AUTH_JWKS_REFETCH_SECONDS": "1",
+        "AUTH_JWT_LEEWAY_SECONDS": "1",
         "ACCOUNTS": "host",
     }
     migrate(env)
@@ -282,6 +283,15 @@ def test_only_a_jwks_url_and_host_accounts_on_the_embedded_default(tmp_path: Pat
         assert api.error_codes(LOG_IN, {"e": "m@example.com", "p": password}) == ["FORBIDDEN"]
         token = rsa_key.sign(claims(who))
         assert api.error_codes(CHANGE_PASSWORD, {"c": password, "n": password}, token=token) == ["FORBIDDEN"]
+        # Expiry here too: the WebSocket of a 4 s ES256 token closes with 4403.
+        room = api.data(CREATE_ROOM, token=token)["createRoom"]["id"]
+        ws = await GraphQLWebSocket.open(server.ws_url, PROTOCOLS[0], ec_key.sign(claims(who, ttl=4)))
+        try:
+            await ws.subscribe("1", MESSAGE_CREATED, {"room": room})
+            await ws.barrier()
+            assert await ws.close_code(timeout=15) == 4403
+        finally:
+            await ws.close()
     finally:
         api.close()
         server.stop()

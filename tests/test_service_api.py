@@ -197,6 +197,12 @@ def test_rooms_created_under_external_ids_and_driven_by_the_service(api: GraphQL
     assert api.data(UPDATE, {"r": room}, token=NEW_KEY)["updateRoom"]["topic"] == "set by the host"
     assert api.data(REMOVE, {"r": room, "u": cy["id"]}, token=NEW_KEY)["removeMember"] is True
     assert api.data(ROOM, {"id": room}, token=NEW_KEY)["room"]["memberCount"] == 2
+    ban = "mutation($r: ID!, $u: ID!) { removeMember(room: $r, user: $u, ban: true) }"
+    unban = "mutation($r: ID!, $u: ID!) { unbanMember(room: $r, user: $u) }"
+    assert api.data(ban, {"r": room, "u": cy["id"]}, token=NEW_KEY)["removeMember"] is True
+    assert api.error_codes(ADD, {"r": room, "u": cy["id"]}, token=NEW_KEY) == ["FORBIDDEN"]  # banned
+    assert api.data(unban, {"r": room, "u": cy["id"]}, token=NEW_KEY)["unbanMember"] is True
+    assert api.data(ADD, {"r": room, "u": cy["id"]}, token=NEW_KEY)["addMember"]["memberCount"] == 3
     # Unknown users, and a list too long.
     assert api.error_codes(CREATE, {"n": "x", "e": ext(), "o": "999999"}, token=NEW_KEY) == ["NOT_FOUND"]
     long = {"n": "x", "e": ext(), "o": ann["id"], "m": [bob["id"]] * 101}

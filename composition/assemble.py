@@ -96,7 +96,7 @@ async def assemble(settings: Settings, schema: GraphQLSchema) -> AsyncIterator[P
                 engine,
                 services.viewers.expiries,
                 Unauthenticated(SESSION_EXPIRED),
-                interval_for(settings.token_ttl_seconds),
+                expiry_interval(settings),
             )
             await expiry.start()
             parts = _parts(settings, schema, services, engine)
@@ -162,7 +162,7 @@ def _parts(settings: Settings, schema: GraphQLSchema, services: Services, engine
 
     async def http_context(request: Request) -> dict[str, Any]:
         token = token_from_header(request.headers.get("authorization"))
-        return make_context(services, await viewers.remembered(token), request)
+        return make_context(services, await viewers.of_request(token), request)
 
     async def signed_in(request: Request) -> bool:
         """A persisted query is registered only for a valid token: storing documents then takes
@@ -183,6 +183,17 @@ def _parts(settings: Settings, schema: GraphQLSchema, services: Services, engine
         websocket=WebSocketEndpoint(live),
         sessions=SessionEndpoint(services.db, viewers, services.revocations),
     )
+
+
+# A host JWT's live connections outlive its `exp` by at most this (its lifetime is the host's).
+JWT_EXPIRY_INTERVAL = 2.0
+
+
+def expiry_interval(settings: Settings) -> float:
+    interval = interval_for(settings.token_ttl_seconds)
+    if settings.auth_jwt_secret or settings.auth_jwks_url:
+        interval = min(interval, JWT_EXPIRY_INTERVAL)
+    return interval
 
 
 def _query_store(settings: Settings, services: Services) -> RedisQueryStore | MemoryQueryStore:

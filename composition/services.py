@@ -8,7 +8,7 @@ from core.redis_clients import RedisBreaker, create_redis
 from core.settings import Settings
 from db.access import AccessReads
 from db.connection import open_database
-from identity.auth import TokenPolicy
+from identity.auth import HostTokens, JwksKeys, TokenPolicy
 from identity.revocations import Revocations
 from identity.viewer_cache import ViewerCache
 from identity.viewers import Viewers
@@ -43,7 +43,7 @@ def build_services(settings: Settings, policy: TokenPolicy) -> Services:
         redis=redis,
         breaker=breaker,
         broadcast=broadcast,
-        viewers=Viewers(db, access, cache, policy),
+        viewers=Viewers(db, access, cache, policy, host_tokens(settings), settings.service_keys),
         revocations=Revocations(broadcast, cache, f"{settings.channel_prefix}revocations", shared=redis is not None),
         limiter=RateLimiter(redis, settings.channel_prefix, breaker),
         access=access,
@@ -65,4 +65,20 @@ def build_services(settings: Settings, policy: TokenPolicy) -> Services:
             lease_seconds=settings.live_lease_seconds,
             breaker=breaker,
         ),
+    )
+
+
+def host_tokens(settings: Settings) -> HostTokens:
+    """The host's JWTs as the settings accept them (none without AUTH_JWT_SECRET or AUTH_JWKS_URL)."""
+    jwks = (
+        JwksKeys(settings.auth_jwks_url, settings.auth_jwks_refetch_seconds, settings.auth_jwks_cache_seconds)
+        if settings.auth_jwks_url
+        else None
+    )
+    return HostTokens(
+        settings.auth_jwt_secret,
+        jwks,
+        issuer=settings.auth_jwt_issuer,
+        audience=settings.auth_jwt_audience,
+        leeway=settings.auth_jwt_leeway_seconds,
     )

@@ -191,6 +191,16 @@ class Settings:
     live_feed_queue: int
     # [invites]
     rate_invite_joins: Rate  # joinByInvite per user, and apart per address: against code guessing
+    # [host identity and the service API]
+    accounts: str  # "password" (signUp, logIn, changePassword) or "host" (only the host's tokens)
+    auth_jwt_secret: str | None  # HS256
+    auth_jwks_url: str | None  # RS256 and ES256
+    auth_jwt_issuer: str | None
+    auth_jwt_audience: str | None
+    auth_jwt_leeway_seconds: float
+    auth_jwks_refetch_seconds: float  # at most one fetch of the JWKS URL per this, whatever kids come
+    auth_jwks_cache_seconds: float  # keys older than this are fetched again at their next use
+    service_keys: tuple[str, ...]
 
     @property
     def is_sqlite(self) -> bool:
@@ -309,4 +319,36 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         # joinByInvite attempts, counted per user and apart per client address (a guesser with
         # many accounts behind one address, or one account behind many, is held by one of them).
         rate_invite_joins=Rate.parse(env.text("RATE_LIMIT_INVITE_JOINS", "10/600")),
+        # [host identity and the service API]
+        accounts=_accounts(env.text("ACCOUNTS", "password").lower()),
+        auth_jwt_secret=env.text("AUTH_JWT_SECRET") or None,
+        auth_jwks_url=env.text("AUTH_JWKS_URL") or None,
+        auth_jwt_issuer=env.text("AUTH_JWT_ISSUER") or None,
+        auth_jwt_audience=env.text("AUTH_JWT_AUDIENCE") or None,
+        auth_jwt_leeway_seconds=max(0.0, env.number("AUTH_JWT_LEEWAY_SECONDS", 30.0)),
+        auth_jwks_refetch_seconds=max(0.0, env.number("AUTH_JWKS_REFETCH_SECONDS", 30.0)),
+        auth_jwks_cache_seconds=max(1.0, env.number("AUTH_JWKS_CACHE_SECONDS", 3600.0)),
+        service_keys=_service_keys(env.text("SERVICE_KEY")),
     )
+
+
+def _accounts(value: str) -> str:
+    if value not in ("password", "host"):
+        raise ConfigurationError(f"ACCOUNTS={value!r}: use `password` (the default) or `host`.")
+    return value
+
+
+# A service key is a bearer credential with every power over every room: a short one is guessable.
+MIN_SERVICE_KEY = 32
+
+
+def _service_keys(value: str) -> tuple[str, ...]:
+    """SERVICE_KEY's keys (comma-separated: several during a rotation)."""
+    keys = tuple(key.strip() for key in value.split(",") if key.strip())
+    for key in keys:
+        if len(key) < MIN_SERVICE_KEY or key.startswith("sse.") or "." in key:
+            raise ConfigurationError(
+                f"SERVICE_KEY: each key needs at least {MIN_SERVICE_KEY} characters and no `.` "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
+            )
+    return keys

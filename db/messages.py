@@ -28,7 +28,10 @@ MESSAGE_COLUMNS = (
     messages.c.created_at,
     messages.c.edited_at,
     messages.c.deleted_at,
+    messages.c.kind,
 )
+
+USER, SYSTEM = "USER", "SYSTEM"
 
 
 class Refused(Exception):
@@ -87,6 +90,53 @@ async def create_message(db: Database, room_id: int, sender: Row, body: str) -> 
     message["sender"] = room_events.public_user(sender)
     message["reactions"] = []
     return room_events.event(event_seq, room_events.MESSAGE_CREATED, created, room, user=sender, message=message)
+
+
+async def create_system_message(db: Database, room_id: int, sender: Row, body: str) -> room_events.Event | None:
+    """A SYSTEM message from the service's user (no member of the room: nothing of a member's
+    is counted), numbered and logged as any message is; None when there is no such room."""
+    async with db.transaction():
+        numbers = as_row(
+            await db.fetch_one(
+                rooms.update()
+                .where(rooms.c.id == room_id)
+                .values(last_seq=rooms.c.last_seq + 1, last_event_seq=rooms.c.last_event_seq + 1)
+                .returning(*room_events.ROOM_COUNTER_COLUMNS)
+            )
+        )
+        if numbers is None:
+            return None
+        seq, event_seq = int(numbers["last_seq"]), int(numbers["last_event_seq"])
+        room = {name: numbers[name] for name in room_events.ROOM_FIELDS}
+        created = now()
+        message = as_row(
+            await db.fetch_one(
+                messages.insert()
+                .values(id=new_id(), room_id=room_id, seq=seq, sender_id=sender["id"], body=body, created_at=created)
+                .values(event_seq=event_seq, sender_seq=0, kind=SYSTEM)
+                .returning(*MESSAGE_COLUMNS)
+            )
+        )
+        assert message is not None
+        await room_events.append(
+            db, room_id, event_seq, room_events.MESSAGE_CREATED, created, user_id=sender["id"], message_id=message["id"]
+        )
+    message["sender"] = room_events.public_user(sender)
+    message["reactions"] = []
+    return room_events.event(event_seq, room_events.MESSAGE_CREATED, created, room, user=sender, message=message)
+
+
+async def erase_messages_of(db: Database, user_id: int) -> list[int]:
+    """Every message of the user becomes a tombstone (body emptied, deleted) at once, without
+    an event each (the rooms' logs keep their `message_created` events, whose messages now read
+    deleted): the rooms whose messages changed."""
+    rows = await db.fetch_all(
+        messages.update()
+        .where(messages.c.sender_id == user_id, messages.c.deleted_at.is_(None))
+        .values(body="", deleted_at=now())
+        .returning(messages.c.room_id)
+    )
+    return sorted({int(row["room_id"]) for row in rows})
 
 
 async def edit_message(db: Database, message_id: int, sender: Row, body: str) -> room_events.Event:

@@ -36,7 +36,7 @@ Event = dict[str, Any]
 
 MAX_IN_LIST = 10_000
 
-MESSAGE_FIELDS = ("id", "room_id", "seq", "sender_id", "body", "created_at", "edited_at", "deleted_at")
+MESSAGE_FIELDS = ("id", "room_id", "seq", "sender_id", "body", "created_at", "edited_at", "deleted_at", "kind")
 
 
 async def next_seq(db: Database, room_id: int) -> int:

@@ -2,7 +2,7 @@
 membership, role or room is an event on the room's log, in the transaction that makes it."""
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -26,6 +26,7 @@ ROOM_COLUMNS = (
     rooms.c.kind,
     rooms.c.topic,
     rooms.c.member_count,
+    rooms.c.external_id,
 )
 
 PUBLIC, PRIVATE, DIRECT = "PUBLIC", "PRIVATE", "DIRECT"
@@ -52,28 +53,74 @@ class Fixed(Exception):
     """The room is DIRECT: its membership was fixed when it was opened."""
 
 
+class ExternalIdTaken(Exception):
+    """A room with this external id exists (made by a concurrent call, or earlier)."""
+
+
 async def create_room(
-    db: Database, name: str, creator: Row, kind: str = PRIVATE, topic: str | None = None
+    db: Database,
+    name: str,
+    creator: Row,
+    kind: str = PRIVATE,
+    topic: str | None = None,
+    *,
+    external_id: str | None = None,
+    members: Sequence[Row] = (),
+    by: Row | None = None,
 ) -> tuple[Row, room_events.Event]:
-    """The room, its creator's membership (as OWNER) and the log's first event (the creator
-    joined) commit together."""
-    async with db.transaction():
-        created = now()
-        room = as_row(
-            await db.fetch_one(
-                rooms.insert()
-                .values(id=new_id(), name=name, created_by=creator["id"], last_seq=0, last_event_seq=1)
-                .values(created_at=created)
-                .values(kind=kind, topic=topic, member_count=1)
-                .returning(*ROOM_COLUMNS)
+    """The room, its creator's membership (as OWNER), the log's first event (the creator
+    joined), and each of `members` joining after (as MEMBERs, `by` who added them) commit
+    together. A taken `external_id` raises ExternalIdTaken (the unique index decides a race)."""
+    others = [member for member in {m["id"]: m for m in members}.values() if member["id"] != creator["id"]]
+    try:
+        async with db.transaction():
+            created = now()
+            room = as_row(
+                await db.fetch_one(
+                    rooms.insert()
+                    .values(id=new_id(), name=name, created_by=creator["id"], last_seq=0, last_event_seq=1 + len(others))
+                    .values(created_at=created, kind=kind, topic=topic, member_count=1 + len(others))
+                    .values(external_id=external_id)
+                    .returning(*ROOM_COLUMNS)
+                )
             )
-        )
-        assert room is not None
-        await db.execute(
-            memberships.insert().values(room_id=room["id"], user_id=creator["id"], joined_at=created, role=OWNER)
-        )
-        await room_events.append(db, room["id"], 1, room_events.MEMBER_JOINED, created, user_id=creator["id"])
+            assert room is not None
+            await db.execute(
+                memberships.insert().values(room_id=room["id"], user_id=creator["id"], joined_at=created, role=OWNER)
+            )
+            await room_events.append(db, room["id"], 1, room_events.MEMBER_JOINED, created, user_id=creator["id"])
+            data = {"by": by["id"]} if by is not None else None
+            for seq, member in enumerate(others, start=2):
+                await db.execute(
+                    memberships.insert().values(room_id=room["id"], user_id=member["id"], joined_at=created)
+                )
+                await room_events.append(
+                    db, room["id"], seq, room_events.MEMBER_JOINED, created, user_id=member["id"], data=data
+                )
+    except Exception as error:
+        if external_id is not None and is_unique_violation(error):
+            raise ExternalIdTaken(external_id) from error
+        raise
     return room, room_events.event(1, room_events.MEMBER_JOINED, created, room, user=creator)
+
+
+async def room_by_external_id(db: Database, external_id: str) -> Row | None:
+    return as_row(await db.fetch_one(sa.select(*ROOM_COLUMNS).where(rooms.c.external_id == external_id)))
+
+
+async def remove_user_everywhere(db: Database, user: Row) -> list[tuple[int, list[room_events.Event]]]:
+    """The user leaves every room they are in (as remove_member: a last OWNER hands the room
+    on), one room at a time: each room's id and its events."""
+    room_ids = [
+        int(row["room_id"])
+        for row in await db.fetch_all(sa.select(memberships.c.room_id).where(memberships.c.user_id == user["id"]))
+    ]
+    left = []
+    for room_id in room_ids:
+        room = await room_by_id(db, room_id)
+        if room is not None:
+            left.append((room_id, await remove_member(db, room, user)))
+    return left
 
 
 def direct_key(user_ids: Iterable[int]) -> str:

@@ -15,14 +15,22 @@ users = sa.Table(
     # Never a default: every insert draws one (db.ids.new_id).
     sa.Column("id", Id, primary_key=True, autoincrement=False),
     sa.Column("name", sa.String(100), nullable=False),
-    sa.Column("email", sa.String(320), nullable=False, unique=True),
-    sa.Column("email_hash", sa.String(64), nullable=False),
-    sa.Column("password_hash", sa.String(255), nullable=False),
+    # Email and password are NULL for a host's user (migration 0008_host), who signs in with the
+    # host's token; an email is unique where present.
+    sa.Column("email", sa.String(320), nullable=True, unique=True),
+    sa.Column("email_hash", sa.String(64), nullable=True),
+    sa.Column("password_hash", sa.String(255), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     # The user's own image (http(s)), and whether they opted in to Gravatar: neither set, the
     # avatar is generated from the id alone (resolvers/user.py).
     sa.Column("avatar_url", sa.String(2048), nullable=True),
     sa.Column("gravatar", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The host's id for this user (a JWT's `sub`, the service API's externalId); NULL for this
+    # service's own accounts, unique where set.
+    sa.Column("external_id", sa.String(255), nullable=True),
+    # The host's JWTs issued (`iat`) at or before this are refused (revokeTokens, logOut everywhere).
+    sa.Column("jwt_not_before", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("uq_users_external_id", "external_id", unique=True),
 )
 
 tokens = sa.Table(
@@ -60,7 +68,10 @@ rooms = sa.Table(
     # of 19 digits each and 9 commas.
     sa.Column("direct_key", sa.String(200), nullable=True),
     sa.Index("ix_rooms_kind_member_count", "kind", "member_count"),
+    # The host's id for the room (an order, a match...), set by the service; unique where set.
+    sa.Column("external_id", sa.String(255), nullable=True),
     sa.Index("uq_rooms_direct_key", "direct_key", unique=True),
+    sa.Index("uq_rooms_external_id", "external_id", unique=True),
 )
 
 memberships = sa.Table(
@@ -123,6 +134,8 @@ messages = sa.Table(
     sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
     # The sender's running count of messages in the room (1 for their first).
     sa.Column("sender_seq", sa.Integer, nullable=False, server_default="0"),
+    # USER, or SYSTEM for one the host's server posted (postSystemMessage).
+    sa.Column("kind", sa.String(16), nullable=False, server_default="USER"),
     sa.UniqueConstraint("room_id", "seq", name="uq_messages_room_seq"),
     sa.Index("ix_messages_room_event_seq", "room_id", "event_seq"),
     sa.Index("ix_messages_room_sender_seq", "room_id", "sender_id", "seq"),

@@ -5,6 +5,7 @@ revoked one is, wherever it is checked. An SSE session is a token row with `pare
 is deleted with its parent.
 """
 
+import hashlib
 from datetime import datetime
 from functools import cache
 
@@ -17,23 +18,57 @@ from db.records import Row, as_row, now
 from db.tables import tokens, users
 
 # `email_hash` is read only for a user who opted in to Gravatar (resolvers/user.py).
-PUBLIC_COLUMNS = (users.c.id, users.c.name, users.c.email_hash, users.c.avatar_url, users.c.gravatar)
+# `external_id` reaches only the service and the user themselves (resolvers/user.py).
+PUBLIC_COLUMNS = (
+    users.c.id,
+    users.c.name,
+    users.c.email_hash,
+    users.c.avatar_url,
+    users.c.gravatar,
+    users.c.external_id,
+)
 # What a token lookup adds to the user's row (identity.viewers.viewer_from_row takes them off again).
 TOKEN_COLUMNS = (tokens.c.expires_at.label("token_expires_at"), tokens.c.parent_id.label("token_parent_id"))
 # Bounds the SSE sessions one bearer token holds (one a browser; the oldest goes first).
 MAX_SESSIONS_PER_TOKEN = 4
 
 
+# The user the host's server acts as (rooms it creates, system messages, who added a member):
+# its external id holds a control character, which no host id may (a JWT's `sub` and an
+# externalId are printable), so no host user can ever be it.
+SERVICE_EXTERNAL_ID = "\x01service"
+SERVICE_NAME = "System"
+
+
 class EmailTaken(Exception):
     pass
 
 
-async def create_user(db: Database, name: str, email: str, email_hash: str, password_hash: str) -> Row:
-    """Insert a user; a taken email (compared lower-cased) raises EmailTaken."""
+async def create_user(
+    db: Database,
+    name: str,
+    email: str | None,
+    email_hash: str | None,
+    password_hash: str | None,
+    *,
+    external_id: str | None = None,
+    avatar_url: str | None = None,
+) -> Row:
+    """Insert a user; a taken email (compared lower-cased) raises EmailTaken, a taken
+    external_id too (upsert_external catches it: a race with another first sight). A host's user
+    has no email and no password (None)."""
     query = (
         users.insert()
-        .values(id=new_id(), name=name, email=email, email_hash=email_hash, password_hash=password_hash)
-        .values(created_at=now())
+        .values(
+            id=new_id(),
+            name=name,
+            email=email,
+            email_hash=email_hash,
+            password_hash=password_hash,
+            created_at=now(),
+            external_id=external_id,
+            avatar_url=avatar_url,
+        )
         .returning(*PUBLIC_COLUMNS)
     )
     try:
@@ -42,6 +77,37 @@ async def create_user(db: Database, name: str, email: str, email_hash: str, pass
         if is_unique_violation(error):
             raise EmailTaken(email) from error
         raise
+
+
+async def by_external_id(db: Database, external_id: str) -> Row | None:
+    """The host's user with this id (a JWT's `sub`, an externalId), with PUBLIC_COLUMNS."""
+    return as_row(await db.fetch_one(sa.select(*PUBLIC_COLUMNS).where(users.c.external_id == external_id)))
+
+
+async def by_external_ids(db: Database, external_ids: list[str]) -> dict[str, Row]:
+    """The host's users with these ids, by external id (unknown ones are absent)."""
+    rows = await fetch_rows(db, sa.select(*PUBLIC_COLUMNS).where(users.c.external_id.in_(external_ids)))
+    return {row["external_id"]: row for row in rows}
+
+
+async def upsert_external(db: Database, external_id: str, name: str, avatar_url: str | None) -> Row:
+    """The host's user with this id, created on first sight (through create_user, with no email
+    or password) or updated when `name` or `avatar_url` differ; no write when both are the same.
+    Race-safe: two first sights at once create one user (the loser of the unique index reads
+    the winner's row and updates it if it must)."""
+    for _ in range(2):
+        row = await by_external_id(db, external_id)
+        if row is None:
+            try:
+                return await create_user(db, name, None, None, None, external_id=external_id, avatar_url=avatar_url)
+            except EmailTaken:
+                continue  # created meanwhile by another first sight: read it
+        if row["name"] == name and row["avatar_url"] == avatar_url:
+            return row
+        updated = await update_profile(db, row["id"], {"name": name, "avatar_url": avatar_url})
+        if updated is not None:
+            return updated
+    raise RuntimeError(f"user {external_id!r} neither found nor created")  # deleted as fast as created
 
 
 def is_unique_violation(error: Exception) -> bool:
@@ -88,6 +154,12 @@ async def create_token(
             user_id=user_id, token_hash=token_hash, created_at=now(), expires_at=expires_at, parent_id=parent_id
         )
     )
+
+
+def _bearer() -> sa.ColumnElement[bool]:
+    """A bearer token's row: one of ours (no parent) or a registered host JWT (its own parent);
+    not an SSE session (whose parent is another row)."""
+    return sa.or_(tokens.c.parent_id.is_(None), tokens.c.parent_id == tokens.c.id)
 
 
 def _valid(query: sa.Select, at: datetime | None = None) -> sa.Select:
@@ -148,7 +220,7 @@ async def create_session(db: Database, token_hash: str, session_hash: str) -> li
         parent = await db.fetch_one(
             _valid(
                 sa.select(tokens.c.id, tokens.c.user_id, tokens.c.expires_at).where(
-                    tokens.c.token_hash == token_hash, tokens.c.parent_id.is_(None)
+                    tokens.c.token_hash == token_hash, _bearer()
                 ),
                 now(),
             )
@@ -158,7 +230,7 @@ async def create_session(db: Database, token_hash: str, session_hash: str) -> li
         await create_token(db, parent["user_id"], session_hash, parent["expires_at"], parent_id=parent["id"])
         older = await db.fetch_all(
             sa.select(tokens.c.id, tokens.c.token_hash)
-            .where(tokens.c.parent_id == parent["id"])
+            .where(tokens.c.parent_id == parent["id"], tokens.c.id != parent["id"])
             .order_by(tokens.c.id.desc())
             .offset(MAX_SESSIONS_PER_TOKEN)
         )
@@ -218,3 +290,98 @@ def _unencodable(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+async def host_user(db: Database, external_id: str) -> Row | None:
+    """The host's user with this id, with PUBLIC_COLUMNS and `jwt_not_before`."""
+    query = sa.select(*PUBLIC_COLUMNS, users.c.jwt_not_before).where(users.c.external_id == external_id)
+    return as_row(await db.fetch_one(query))
+
+
+async def revoke_jwts(db: Database, user_id: int) -> None:
+    """Every token of the user gone, and their JWTs issued until now refused, in one transaction."""
+    async with db.transaction():
+        await db.execute(users.update().where(users.c.id == user_id).values(jwt_not_before=now()))
+        await delete_tokens_of_user(db, user_id)
+
+
+async def register_jwt(db: Database, user_id: int, token_hash: str, expires_at: datetime) -> None:
+    """A verified host JWT gets a token row under its digest, expiring at its `exp`, so every
+    check that reads tokens (room access, revalidation, expiry, revocation, SSE sessions made
+    from it) treats it as one of ours. Its own parent: never renewed by use (renewal takes
+    parentless rows only) and never taken for a session. Registered once (a second
+    registration, racing or not, changes nothing); the user's expired tokens go with it."""
+    if await db.fetch_val(sa.select(tokens.c.id).where(tokens.c.token_hash == token_hash)) is not None:
+        return
+    try:
+        async with db.transaction():
+            await create_token(db, user_id, token_hash, expires_at)
+            await db.execute(tokens.update().where(tokens.c.token_hash == token_hash).values(parent_id=tokens.c.id))
+    except Exception as error:
+        if not is_unique_violation(error):
+            raise
+        return
+    await prune_expired_tokens(db, user_id)
+
+
+async def service_user(db: Database) -> Row:
+    """The user the service acts as, made on first use (race-safe: through upsert_external)."""
+    return await upsert_external(db, SERVICE_EXTERNAL_ID, SERVICE_NAME, None)
+
+
+DELETED_NAME = "Deleted user"
+
+
+def tombstone(external_id: str) -> str:
+    """What a deleted user's external id becomes: its digest, behind a control character no
+    host id holds. It frees the id (the host may bring a new user under it) while still
+    telling the host's tokens issued before the deletion from those issued after."""
+    return "\x02" + hashlib.sha256(external_id.encode()).hexdigest()
+
+
+async def deleted_at(db: Database, external_id: str) -> datetime | None:
+    """When the user the host knew by this id was deleted (None: never)."""
+    row = as_row(
+        await db.fetch_one(
+            sa.select(users.c.jwt_not_before).where(users.c.external_id == tombstone(external_id)).limit(1)
+        )
+    )
+    return row["jwt_not_before"] if row is not None else None
+
+
+async def delete_user(db: Database, user_id: int, external_id: str | None) -> None:
+    """What is kept of a deleted user is a nameless row (their messages, and the rooms' logs,
+    still point at it): name, email, password and picture go, the external id becomes its
+    tombstone, and every token goes, in one transaction. Their memberships are removed before
+    (db.rooms)."""
+    gone = tombstone(external_id) if external_id is not None else None
+    async with db.transaction():
+        if gone is not None:  # deleted twice under one host id: the older tombstone makes way
+            await db.execute(users.update().where(users.c.external_id == gone).values(external_id=None))
+        await db.execute(
+            users.update()
+            .where(users.c.id == user_id)
+            .values(
+                name=DELETED_NAME,
+                email=None,
+                email_hash=None,
+                password_hash=None,
+                avatar_url=None,
+                gravatar=False,
+                external_id=gone,
+                jwt_not_before=now(),
+            )
+        )
+        await delete_tokens_of_user(db, user_id)
+
+
+async def issue_token(db: Database, user_id: int, token_hash: str, expires_at: datetime) -> None:
+    """A token the service issued for the user: its own parent (never renewed by use, as a host
+    JWT's row), deleted by a revocation as any is."""
+    async with db.transaction():
+        await create_token(db, user_id, token_hash, expires_at)
+        await db.execute(tokens.update().where(tokens.c.token_hash == token_hash).values(parent_id=tokens.c.id))
+
+
+async def count_tokens_of_user(db: Database, user_id: int) -> int:
+    return int(await db.fetch_val(sa.select(sa.func.count()).where(tokens.c.user_id == user_id)))

@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from identity.auth import DEFAULT_POLICY, TokenPolicy, Viewer
+from identity.auth import DEFAULT_POLICY, TOKEN, TokenPolicy, Viewer
 
 MAX_ENTRIES = 20_000
 # A backstop only: revocations, not age, are what ends an entry.
@@ -68,7 +68,7 @@ class ViewerCache:
         # Not past the token's expiry, nor past when its renewal falls due (a read then renews
         # it): a monotonic deadline for the wall-clock one.
         expires_at = getattr(viewer, "expires_at", math.inf)
-        if self.policy.renew_seconds > 0:
+        if self.policy.renew_seconds > 0 and getattr(viewer, "kind", TOKEN) == TOKEN:
             expires_at -= self.policy.ttl_seconds - self.policy.renew_seconds
         remaining = expires_at - time.time()
         if remaining <= 0:

@@ -15,20 +15,41 @@ its token still valid, never renewed), `holds` (a token, or an SSE session, exis
 
 Renewal (sliding expiry, `TokenPolicy`) happens only on a read from the database, and only for
 a bearer token: an SSE session is renewed with the token it was made from, never by its own use.
+
+A host's JWT (identity.auth.HostTokens) takes the same ways, verified instead of read: its user
+is the one whose `external_id` is its `sub`, created on first sight and updated when its `name`
+or `picture` claims differ from what is stored (a write only then; an HTTP request's viewer is
+remembered by the token's digest as any token's is, so a token reused for many requests costs
+one read in each process). It is refused once its `iat` is not after the user's
+`jwt_not_before` (revokeTokens, logOut everywhere). Once verified it is registered as a token row
+under its digest (db.users.register_jwt), expiring at its `exp` and never renewed: every later
+check (room access, revalidation, expiry, revocation, an SSE session made from it) reads it as
+it reads one of ours.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from databases import Database
 
 from db import users
 from db.records import Row
-from identity.auth import DEFAULT_POLICY, TokenPolicy, Viewer, token_digest
+from identity.auth import (
+    DEFAULT_POLICY,
+    HOST_JWT,
+    SERVICE,
+    HostClaims,
+    HostTokens,
+    TokenPolicy,
+    Viewer,
+    is_service_key,
+    looks_like_jwt,
+    token_digest,
+)
 from identity.viewer_cache import ViewerCache
 
 
@@ -39,11 +60,38 @@ class TokenReads(Protocol):
 
 
 class Viewers:
-    def __init__(self, db: Database, reads: TokenReads, cache: ViewerCache, policy: TokenPolicy) -> None:
+    def __init__(
+        self,
+        db: Database,
+        reads: TokenReads,
+        cache: ViewerCache,
+        policy: TokenPolicy,
+        host: HostTokens | None = None,
+        service_keys: tuple[str, ...] = (),
+    ) -> None:
         self._db = db
         self._reads = reads
         self.cache = cache
         self.policy = policy
+        self.host = host if host is not None and host.enabled else None
+        self._service_keys = service_keys
+        self._service: Viewer | None = None
+
+    async def of_request(self, token: str | None) -> Viewer | None:
+        """A GraphQL-over-HTTP query's or mutation's viewer (its `Authorization` header): the
+        service for a SERVICE_KEY, else as `remembered`. Nothing else asks for the service: a
+        WebSocket, an SSE or multipart stream, the SSE session endpoint and a cookie are read
+        through `of_token`, to which a service key is an unknown token."""
+        if token and self._service_keys and is_service_key(token, self._service_keys):
+            return await self.service()
+        return await self.remembered(token)
+
+    async def service(self) -> Viewer:
+        """The service's viewer: the service user (db.users.service_user), read once per process."""
+        if self._service is None:
+            user = await users.service_user(self._db)
+            self._service = Viewer(user=user, token_hash="service", kind=SERVICE)
+        return self._service
 
     async def remembered(self, token: str | None) -> Viewer | None:
         """An HTTP request's viewer: remembered while this process would hear of a revocation."""
@@ -57,20 +105,68 @@ class Viewers:
             return viewer
         cache.stats.misses += 1
         epoch = cache.epoch
-        viewer = await viewer_for_digest(self._db, digest, self.policy)
+        if looks_like_jwt(token):
+            viewer = await self.of_host_token(token, digest)
+        else:
+            viewer = await viewer_for_digest(self._db, digest, self.policy)
         if viewer is not None:
             cache.put(digest, viewer, epoch)
         return viewer
 
     async def of_token(self, token: str | None) -> Viewer | None:
         """A connection's or stream's viewer: read every time, batched, renewed when due."""
-        return await self.of_digest(token_digest(token)) if token else None
+        if not token:
+            return None
+        if looks_like_jwt(token):
+            return await self.of_host_token(token, token_digest(token))
+        return await self.of_digest(token_digest(token))
+
+    async def of_host_token(self, token: str, digest: str | None = None) -> Viewer | None:
+        """A host JWT's viewer (its user synced from its claims), or None when it does not
+        verify, is revoked, or no JWT is accepted here."""
+        if self.host is None:
+            return None
+        claims = await self.host.verify(token)
+        if claims is None:
+            return None
+        user = await self._host_user(claims)
+        if user is None:
+            return None
+        digest = digest or token_digest(token)
+        await users.register_jwt(self._db, int(user["id"]), digest, datetime.fromtimestamp(claims.expires_at, UTC))
+        return Viewer(
+            user=user,
+            token_hash=digest,
+            expires_at=claims.expires_at,
+            kind=HOST_JWT,
+            issued_at=claims.issued_at,
+        )
+
+    async def _host_user(self, claims: HostClaims) -> dict | None:
+        row = await users.host_user(self._db, claims.external_id)
+        not_before = row.pop("jwt_not_before", None) if row is not None else None
+        if not_before is not None and (claims.issued_at is None or claims.issued_at <= not_before.timestamp()):
+            return None
+        if row is None:
+            deleted_at = await users.deleted_at(self._db, claims.external_id)
+            if deleted_at is not None and (claims.issued_at is None or claims.issued_at <= deleted_at.timestamp()):
+                return None  # a token issued before its user was deleted
+            return await users.upsert_external(
+                self._db, claims.external_id, claims.name or claims.external_id[:100], claims.picture
+            )
+        name = claims.name or row["name"]
+        picture = claims.picture or row["avatar_url"]
+        if name != row["name"] or picture != row["avatar_url"]:
+            return await users.upsert_external(self._db, claims.external_id, name, picture)
+        return row
 
     async def of_digest(self, digest: str) -> Viewer | None:
         return await viewer_from_row(self._db, self.policy, digest, await self._reads.user_for_token(digest))
 
     async def revalidated(self, viewer: Viewer) -> Viewer | None:
-        """The viewer while its token is still valid (read, batched; not renewed)."""
+        """The viewer while its token is still valid (read, batched; not renewed). A host JWT's
+        row (registered when it was verified) expires at its `exp` and is deleted by a
+        revocation as any token's is."""
         return viewer if await self._reads.user_for_token(viewer.token_hash) else None
 
     async def holds(self, digest: str) -> bool:

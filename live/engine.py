@@ -208,6 +208,17 @@ class Engine:
         subscriptions = list(self.by_token.get(token_hash, ()))
         self.end_where(subscriptions, lambda _s: True, self.results.refusal(error))
 
+    def expire_token(self, token_hash: str, error: GraphQLError) -> None:
+        """An expired token's subscriptions end, on every topic; a host JWT's through its sink's
+        `token_expired` (a WebSocket closes so its client comes back with a fresh token)."""
+        payload = orjson.dumps({"errors": [self.results.refusal(error)]})
+        for subscription in list(self.by_token.get(token_hash, ())):
+            if subscription.viewer.reconnects:
+                subscription.close()
+                subscription.sink.token_expired(payload)
+            else:
+                subscription.end(payload)
+
     def recheck(self, subscriptions: Iterable[Subscription]) -> None:
         """Check each subscription again (after a reconnect, ends may have been missed)."""
         for subscription in list(subscriptions):

@@ -37,6 +37,10 @@ class Sink(Protocol):
     def try_again_later(self) -> None:
         """The subscription cannot be served now: the transport ends so the client retries."""
 
+    def token_expired(self, payload: bytes) -> None:
+        """Its viewer's host JWT expired (payload: the error `end` would send): a transport whose
+        client reconnects with a fresh token ends the connection so it does; others `end`."""
+
 
 class Releasable(Protocol):
     def release(self) -> None: ...

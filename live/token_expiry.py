@@ -68,7 +68,7 @@ class ExpiryWatch:
         for digest, expires_at in (await self._read(due)).items():
             if expires_at is None or expires_at <= now:
                 self._known.pop(digest, None)
-                self._engine.end_token(digest, self._error)
+                self._engine.expire_token(digest, self._error)
             else:
                 self._known[digest] = expires_at
 

@@ -15,6 +15,13 @@ from resolvers.query import query_type
 from resolvers.room import MAX_PAGE, membership_type, room_type
 from resolvers.room_event import room_event_interface, room_event_types
 from resolvers.scalars import datetime_scalar
+from resolvers.service import (
+    service_message_type,
+    service_mutations,
+    service_queries,
+    service_room_type,
+    service_user_type,
+)
 from resolvers.subscription import subscription_type
 from resolvers.typing import typing_type
 from resolvers.user import user_type
@@ -31,6 +38,9 @@ VIEWER_FIELDS: dict[tuple[str, str], Audience] = {
     ("Room", "lastReadCursor"): per_viewer,
     ("Room", "myRole"): per_viewer,
     ("Reaction", "mine"): reactions_audience,
+    # Shown to the service and the user themselves (a room's: to its members).
+    ("User", "externalId"): per_viewer,
+    ("Room", "externalId"): per_viewer,
 }
 
 
@@ -65,4 +75,9 @@ def build_schema() -> GraphQLSchema:
         room_event_interface,
         *room_event_types,
         datetime_scalar,
+        service_mutations,
+        service_queries,
+        service_user_type,
+        service_room_type,
+        service_message_type,
     )

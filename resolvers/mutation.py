@@ -47,7 +47,8 @@ async def _act(info: GraphQLResolveInfo) -> Viewer:
     costs everyone in it. Checked before anything is read or written."""
     viewer = require_viewer(info)
     services = services_of(info)
-    await services.limiter.check("actions", str(viewer.id), services.settings.rate_actions)
+    if not access.is_service(viewer):  # the host's server is trusted; its lists are bounded
+        await services.limiter.check("actions", str(viewer.id), services.settings.rate_actions)
     return viewer
 
 
@@ -61,9 +62,20 @@ async def _signed_in(info: GraphQLResolveInfo, user: dict) -> dict:
     return {"token": token, "user": {k: v for k, v in user.items() if k != "password_hash"}}
 
 
+HOST_ACCOUNTS = "Accounts come from the host here (ACCOUNTS=host): sign in with its token."
+NO_PASSWORD = "Your account has no password here: it signs in with the host's token."
+
+
+def password_accounts(services: Services) -> None:
+    """signUp, logIn and changePassword exist only with our own accounts (ACCOUNTS=password)."""
+    if services.settings.accounts == "host":
+        raise Forbidden(HOST_ACCOUNTS)
+
+
 @mutation_type.field("signUp")
 async def resolve_sign_up(_root: None, info: GraphQLResolveInfo, name: str, email: str, password: str) -> dict:
     services = services_of(info)
+    password_accounts(services)
     await services.limiter.check("auth", client_address(info), services.settings.rate_auth)
     name = clean_name(name, "name", MAX_NAME)
     email = auth.normalize_email(email)
@@ -84,6 +96,7 @@ async def resolve_sign_up(_root: None, info: GraphQLResolveInfo, name: str, emai
 @mutation_type.field("logIn")
 async def resolve_log_in(_root: None, info: GraphQLResolveInfo, email: str, password: str) -> dict:
     services = services_of(info)
+    password_accounts(services)
     await services.limiter.check("auth", client_address(info), services.settings.rate_auth)
     # And per account, whatever the address: guesses spread over many addresses add up. Keyed by
     # the email's digest (an unvalidated email can be long); counted before any hashing.
@@ -109,7 +122,8 @@ async def resolve_log_out(_root: None, info: GraphQLResolveInfo, everywhere: boo
     viewer = require_viewer(info)
     services = services_of(info)
     if everywhere:
-        await services.revocations.revoke_user(viewer.id, partial(users.delete_tokens_of_user, services.db, viewer.id))
+        # A host JWT cannot be deleted: those issued until now are refused from now on.
+        await services.revocations.revoke_user(viewer.id, partial(users.revoke_jwts, services.db, viewer.id))
         return True
     digests = await users.token_and_sessions(services.db, viewer.token_hash)
     await services.revocations.revoke(digests, partial(users.delete_token, services.db, viewer.token_hash))
@@ -131,11 +145,9 @@ def _kind(kind: str, argument: str = "kind") -> str:
     return kind
 
 
-@mutation_type.field("createRoom")
-async def resolve_create_room(
-    _root: None, info: GraphQLResolveInfo, name: str, kind: str = rooms.PRIVATE, topic: str | None = None
-) -> dict:
-    """The creator is its OWNER; PRIVATE unless asked."""
+async def create_user_room(info: GraphQLResolveInfo, name: str, kind: str, topic: str | None) -> dict:
+    """A user's createRoom (resolvers.service binds the field: the service's has more): the
+    creator is its OWNER; PRIVATE unless asked."""
     viewer = require_viewer(info)
     services = services_of(info)
     await services.limiter.check("rooms", str(viewer.id), services.settings.rate_rooms)
@@ -250,7 +262,12 @@ async def resolve_update_room(
             raise BadUserInput("A direct room stays direct.", argument="kind")
 
     _before, after, events = await rooms.update_room(
-        services.db, room_id, viewer.user, changes, decide=access.may_moderate, check_kind=check_kind
+        services.db,
+        room_id,
+        viewer.user,
+        changes,
+        decide=access.decider(viewer, access.may_moderate),
+        check_kind=check_kind,
     )
     if after is None:
         raise NotFound(access.ROOM_NOT_FOUND)
@@ -288,6 +305,8 @@ async def resolve_open_direct(_root: None, info: GraphQLResolveInfo, users: list
     subscribed to a room that did not exist)."""
     viewer = await _act(info)
     services = services_of(info)
+    if access.is_service(viewer):
+        return await _open_direct_for(info, users)
     if len(users) > MAX_DIRECT_OTHERS + 1:  # before any parsing: a long list costs nothing
         raise BadUserInput(f"A direct room has 1 to {MAX_DIRECT_OTHERS} people besides you.", argument="users")
     ids = [parse_id(user, "User", argument="users") for user in users]
@@ -310,6 +329,25 @@ async def resolve_open_direct(_root: None, info: GraphQLResolveInfo, users: list
     return access.with_role(room, rooms.MEMBER)
 
 
+async def _open_direct_for(info: GraphQLResolveInfo, users: list[str]) -> dict:
+    """The service opens the DIRECT room of `users`, who name everyone in it (2 to 10 people):
+    the first of them is its opener (who added the others, on its log)."""
+    services = services_of(info)
+    if not 2 <= len(users) <= MAX_DIRECT_OTHERS + 1:
+        raise BadUserInput(f"A direct room has 2 to {MAX_DIRECT_OTHERS + 1} people.", argument="users")
+    ids = [parse_id(user, "User", argument="users") for user in users]
+    if len(set(ids)) != len(ids):
+        raise BadUserInput("`users` names someone twice.", argument="users")
+    people = await loaders_of(info).users.load_many(ids)
+    if any(person is None for person in people):
+        raise NotFound(USERS_NOT_FOUND)
+    opener, *others = people
+    room, created = await rooms.open_direct(services.db, _direct_name(people), opener, others)
+    if created:
+        await room_changes.added(services, room["id"], ids)
+    return access.with_role(room, rooms.MEMBER)
+
+
 async def _user(info: GraphQLResolveInfo, user: str) -> dict:
     found = await loaders_of(info).users.load(parse_id(user, "User", argument="user"))
     if found is None:
@@ -328,7 +366,9 @@ async def resolve_add_member(_root: None, info: GraphQLResolveInfo, room: str, u
     access.not_direct(found.room["kind"])
     target = await _user(info, user)
     try:
-        joined = await rooms.add_member(services.db, found.room, target, by=viewer.user, decide=access.may_moderate)
+        joined = await rooms.add_member(
+            services.db, found.room, target, by=viewer.user, decide=access.decider(viewer, access.may_moderate)
+        )
     except rooms.Banned:
         raise Forbidden("That user is banned from this room: unban them first.") from None
     except rooms.Fixed:
@@ -355,7 +395,7 @@ async def resolve_remove_member(_root: None, info: GraphQLResolveInfo, room: str
     if target["id"] == viewer.id:
         raise BadUserInput("To leave a room, use leaveRoom.", argument="user")
     changed, events = await rooms.remove_by(
-        services.db, room_id, viewer.user, target, ban=bool(ban), decide=access.may_remove
+        services.db, room_id, viewer.user, target, ban=bool(ban), decide=access.decider(viewer, access.may_remove)
     )
     if events:
         await _removed(services, room_id, target["id"], events, Forbidden(REMOVED))
@@ -370,7 +410,9 @@ async def resolve_unban_member(_root: None, info: GraphQLResolveInfo, room: str,
     room_id = parse_id(room, "Room", argument="room")
     await access.member(services, viewer, room_id)
     target = await _user(info, user)
-    return await rooms.unban(services.db, room_id, viewer.user, target["id"], decide=access.may_moderate)
+    return await rooms.unban(
+        services.db, room_id, viewer.user, target["id"], decide=access.decider(viewer, access.may_moderate)
+    )
 
 
 MEMBER_NOT_FOUND = "That user is not a member of this room."
@@ -388,7 +430,7 @@ async def resolve_set_role(_root: None, info: GraphQLResolveInfo, room: str, use
     target = await _user(info, user)
     try:
         membership, events = await rooms.set_role(
-            services.db, room_id, viewer.user, target["id"], role, decide=access.may_set_role
+            services.db, room_id, viewer.user, target["id"], role, decide=access.decider(viewer, access.may_set_role)
         )
     except rooms.LastOwner:
         raise BadUserInput("A room keeps at least one OWNER: make someone else one first.", argument="role") from None
@@ -411,7 +453,9 @@ async def resolve_mute_member(_root: None, info: GraphQLResolveInfo, room: str, 
     await access.member(services, viewer, room_id)
     target = await _user(info, user)
     until = now() + timedelta(minutes=minutes) if minutes else None
-    membership = await rooms.mute(services.db, room_id, viewer.user, target["id"], until, decide=access.may_mute)
+    membership = await rooms.mute(
+        services.db, room_id, viewer.user, target["id"], until, decide=access.decider(viewer, access.may_mute)
+    )
     if membership is None:
         raise NotFound(MEMBER_NOT_FOUND)
     return membership
@@ -597,12 +641,15 @@ async def resolve_change_password(_root: None, info: GraphQLResolveInfo, current
     included, and their live subscriptions end; a fresh token comes back."""
     viewer = require_viewer(info)
     services = services_of(info)
+    password_accounts(services)
     await services.limiter.check("auth", f"user:{viewer.id}", services.settings.rate_auth)
     if not MIN_PASSWORD <= len(new) <= MAX_PASSWORD:
         raise BadUserInput(f"`new` must be {MIN_PASSWORD} to {MAX_PASSWORD} characters.", argument="new")
     user = await users.user_with_password_by_id(services.db, viewer.id)
     if user is None:
         raise Unauthenticated(SIGN_IN_FIRST)
+    if user["password_hash"] is None:
+        raise Forbidden(NO_PASSWORD)
     await services.limiter.check("login-account", user["email_hash"], services.settings.rate_login_account)
     stored = user["password_hash"] if len(current) <= MAX_PASSWORD else None  # a dummy hash, same time
     if not await auth.verify_password(stored, current):

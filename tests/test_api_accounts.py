@@ -76,7 +76,8 @@ def test_no_field_exposes_an_email(client: GraphQLClient) -> None:
     body = client.post("{ me { email } }", token=account.token)
     assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     user_fields = client.data('{ __type(name: "User") { fields { name } } }')["__type"]["fields"]
-    assert {field["name"] for field in user_fields} == {"id", "name", "avatar"}
+    # externalId is the host's id for a user (issue 27), shown to the service and themselves.
+    assert {field["name"] for field in user_fields} == {"id", "name", "avatar", "externalId"}
 
 
 @pytest.mark.parametrize(("size", "expected"), [(None, 80), (0, 1), (-5, 1), (32, 32), (4000, 2048)])

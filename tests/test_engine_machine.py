@@ -96,6 +96,9 @@ class RecordingSink:
     def try_again_later(self) -> None:
         self.closed = True
 
+    def token_expired(self, payload: bytes) -> None:
+        self.end(payload)
+
     async def until(self, count: int) -> None:
         while len(self.seqs) < count:
             self.arrived.clear()

@@ -21,7 +21,8 @@ FIELDS = ["me", "rooms", "room", "id", "name", "avatar", "members", "messages", 
           "pageInfo", "hasNextPage", "endCursor", "body", "sender", "createdAt", "seq", "__typename",
           "__schema", "types", "signUp", "logIn", "logOut", "createRoom", "joinRoom", "leaveRoom",
           "createMessage", "messageCreated", "token", "user", "createInvite", "joinByInvite", "revokeInvite",
-          "code", "usesLeft", "nope"]  # fmt: skip
+          "code", "usesLeft", "externalId", "kind", "upsertUsers", "issueToken", "revokeTokens",
+          "postSystemMessage", "deleteUser", "roomByExternalId", "userByExternalId", "nope"]  # fmt: skip
 PUNCTUATION = ["{", "}", "(", ")", ":", "$", "!", "...", "@", "[", "]", "=", ",", "|", '"', '"""', "#"]
 KEYWORDS = ["query", "mutation", "subscription", "fragment", "on", "true", "false", "null", "Int", "ID"]
 

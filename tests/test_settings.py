@@ -62,3 +62,20 @@ def test_redis_connections_are_budgeted_alike_with_two_for_each_worker_at_least(
 def test_rates_are_written_count_per_seconds() -> None:
     assert Rate.parse("30/10") == Rate(30, 10.0)
     assert Rate.parse("5") == Rate(5, 60.0)
+
+
+def test_host_accounts_jwts_and_service_keys() -> None:
+    """ACCOUNTS is `password` (the default) or `host`; SERVICE_KEY holds comma-separated keys
+    (a rotation), each long and dotless (a dot marks a JWT); the JWT settings are optional."""
+    assert load({}).accounts == "password" and load({}).service_keys == ()
+    assert load({}).auth_jwt_secret is None and load({}).auth_jwks_url is None
+    assert load({"ACCOUNTS": "Host"}).accounts == "host"
+    with pytest.raises(ConfigurationError, match="ACCOUNTS"):
+        load({"ACCOUNTS": "ldap"})
+    old, new = "o" * 32, "n" * 40
+    assert load({"SERVICE_KEY": f" {old}, {new} ,"}).service_keys == (old, new)
+    for bad in ("short", "a.b" + "c" * 40):
+        with pytest.raises(ConfigurationError, match="SERVICE_KEY"):
+            load({"SERVICE_KEY": bad})
+    loaded = load({"AUTH_JWT_SECRET": "s", "AUTH_JWT_AUDIENCE": "chat", "AUTH_JWT_LEEWAY_SECONDS": "5"})
+    assert (loaded.auth_jwt_secret, loaded.auth_jwt_audience, loaded.auth_jwt_leeway_seconds) == ("s", "chat", 5.0)

@@ -21,6 +21,12 @@ TRY_AGAIN_LATER = 1013  # a consumer too slow for live traffic, or the database 
 INVALID_MESSAGE = 4400
 UNAUTHORIZED = 4401  # an operation before connection_init was acknowledged
 FORBIDDEN = 4403  # connection_init without a valid token
+# A host JWT expired under a live connection: 4403, which graphql-ws's client (Apollo's
+# GraphQLWsLink) retries by default ("might grant access after retry"), calling a
+# `connectionParams` function again, so a client that fetches a fresh token there reconnects and
+# resubscribes; subscriptions-transport-ws reconnects on any close. Its subscriptions get no
+# error first: an error would end them for good on the client.
+TOKEN_EXPIRED = 4403
 INIT_TIMEOUT = 4408
 DUPLICATE_OPERATION = 4409
 TOO_MANY_INITIALISATION_REQUESTS = 4429

@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 from core.errors import ServiceUnavailable
 from db import users
 from execution.operations import Request
-from identity.auth import SESSION_PREFIX, new_session_secret, token_digest, token_from_header
+from identity.auth import SESSION_PREFIX, looks_like_jwt, new_session_secret, token_digest, token_from_header
 from identity.revocations import Revocations
 from identity.viewers import Viewers
 from transports import multipart, sse
@@ -142,6 +142,8 @@ class SessionEndpoint:
         """The cookie's session if it is one of this token's; else a new SSE session made from a
         valid bearer token (the sessions it displaces are revoked)."""
         db = self._db
+        if looks_like_jwt(token) and await self._viewers.of_host_token(token) is None:
+            return None  # else the JWT is registered: a session is made from it as from a token
         if current is not None and await users.is_session_of(db, token_digest(current), token_digest(token)):
             return current
         secret = new_session_secret()

@@ -51,6 +51,7 @@ UNAUTHENTICATED = {"message": "A valid token is required.", "extensions": {"code
 CLOSES = Closes(
     try_again_later=(close_codes.TRY_AGAIN_LATER, "Try again later"),
     slow_consumer=(close_codes.TRY_AGAIN_LATER, "Slow consumer"),
+    token_expired=(close_codes.TOKEN_EXPIRED, "Token expired"),
 )
 
 

@@ -159,6 +159,10 @@ class Stream:
         self.outbox.put(self.framing.result(payload, None))
         self.outbox.finish(self.framing.end)
 
+    def token_expired(self, payload: bytes) -> None:
+        """A stream ends as for any expired token (its client opens a new one with a fresh token)."""
+        self.end(payload)
+
     def try_again_later(self) -> None:
         assert self.outbox is not None
         frame = self.framing.unavailable

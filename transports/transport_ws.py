@@ -41,6 +41,7 @@ PONG = b'{"type":"pong"}'
 CLOSES = Closes(
     try_again_later=(close_codes.TRY_AGAIN_LATER, "Try again later"),
     slow_consumer=(close_codes.TRY_AGAIN_LATER, "Slow consumer"),
+    token_expired=(close_codes.TOKEN_EXPIRED, "Token expired"),
 )
 
 

@@ -59,6 +59,7 @@ class Closes:
 
     try_again_later: tuple[int, str]  # the database is away: reconnect and resume
     slow_consumer: tuple[int, str]  # the client let its outbox fill up
+    token_expired: tuple[int, str]  # a host JWT expired: reconnect with a fresh one
 
 
 class InitDeadline:
@@ -311,3 +312,9 @@ class OperationSink:
     def try_again_later(self) -> None:
         self.session.ended(self.operation_id, self.operation)
         self.session.try_again_later()
+
+    def token_expired(self, payload: bytes) -> None:
+        """The whole connection closes (transports.close_codes.TOKEN_EXPIRED): its client
+        reconnects with a fresh token and resubscribes."""
+        self.session.ended(self.operation_id, self.operation)
+        self.session.close(*self.session.closes.token_expired)

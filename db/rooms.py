@@ -78,7 +78,9 @@ async def create_room(
             room = as_row(
                 await db.fetch_one(
                     rooms.insert()
-                    .values(id=new_id(), name=name, created_by=creator["id"], last_seq=0, last_event_seq=1 + len(others))
+                    .values(
+                        id=new_id(), name=name, created_by=creator["id"], last_seq=0, last_event_seq=1 + len(others)
+                    )
                     .values(created_at=created, kind=kind, topic=topic, member_count=1 + len(others))
                     .values(external_id=external_id)
                     .returning(*ROOM_COLUMNS)

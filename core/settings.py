@@ -191,6 +191,17 @@ class Settings:
     live_feed_queue: int
     # [invites]
     rate_invite_joins: Rate  # joinByInvite per user, and apart per address: against code guessing
+    # [webhooks]
+    webhook_urls: tuple[str, ...] = ()  # every logged room event is POSTed to each (transports.webhooks)
+    webhook_secrets: tuple[str, ...] = ()  # each signs every delivery (rotation: old and new at once)
+    webhook_in_web: bool = True  # the web workers deliver; off when a `worker:` process does
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 4  # rooms delivered at once per process
+    webhook_retry_base_seconds: float = 2.0
+    webhook_retry_max_seconds: float = 600.0
+    webhook_retry_for_seconds: float = 3 * 24 * 3600.0
+    webhook_poll_seconds: float = 2.0
+    webhook_lease_seconds: float = 60.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -309,4 +320,39 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         # joinByInvite attempts, counted per user and apart per client address (a guesser with
         # many accounts behind one address, or one account behind many, is held by one of them).
         rate_invite_joins=Rate.parse(env.text("RATE_LIMIT_INVITE_JOINS", "10/600")),
+        **_webhooks(env),
     )
+
+
+def _webhooks(env: _Environment) -> dict:
+    """The [webhooks] settings. A URL without a secret, or a lease too short to outlast a
+    delivery's timeout (two holders of one room at once would break its order), cannot work."""
+    urls = tuple(_words(env.text("WEBHOOK_URL")))
+    secrets = tuple(_words(env.text("WEBHOOK_SECRET")))
+    for url in urls:
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ConfigurationError(f"WEBHOOK_URL: {url.split('?')[0]!r} is not an http(s) URL.")
+    if urls and not secrets:
+        raise ConfigurationError("WEBHOOK_URL is set without WEBHOOK_SECRET: every delivery is signed.")
+    timeout = env.number("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+    lease = env.number("WEBHOOK_LEASE_SECONDS", max(60.0, 4 * timeout))
+    if lease < 2 * timeout + 5:
+        raise ConfigurationError("WEBHOOK_LEASE_SECONDS must be at least twice WEBHOOK_TIMEOUT_SECONDS plus 5.")
+    base = env.number("WEBHOOK_RETRY_BASE_SECONDS", 2.0)
+    return {
+        "webhook_urls": urls,
+        "webhook_secrets": secrets,
+        "webhook_in_web": env.flag("WEBHOOK_IN_WEB", True),
+        "webhook_timeout_seconds": timeout,
+        "webhook_concurrency": max(1, env.integer("WEBHOOK_CONCURRENCY", 4)),
+        "webhook_retry_base_seconds": base,
+        "webhook_retry_max_seconds": max(base, env.number("WEBHOOK_RETRY_MAX_SECONDS", 600.0)),
+        "webhook_retry_for_seconds": env.number("WEBHOOK_RETRY_FOR_SECONDS", 3 * 24 * 3600.0),
+        "webhook_poll_seconds": env.number("WEBHOOK_POLL_SECONDS", 2.0),
+        "webhook_lease_seconds": lease,
+    }
+
+
+def _words(text: str) -> list[str]:
+    """Comma- or space-separated values."""
+    return [word for word in text.replace(",", " ").split() if word]

@@ -1,0 +1,351 @@
+"""Webhooks against a receiver on loopback (tests/support/webhooks.py): real gunicorn with two
+workers on Postgres and Redis, and the embedded default. Every delivery is checked with the
+README's own `verify`; every event arrives, in each room's log order, through failing,
+hanging and absent receivers and a SIGTERM and restart of the server; `recipients.offline`
+follows who holds an open WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.support.graphql import (
+    Account,
+    GraphQLClient,
+    create_room,
+    join_room,
+    post_many,
+    post_message,
+    sign_up,
+)
+from tests.support.processes import (
+    SHARED_REDIS_URL,
+    Server,
+    create_database,
+    drop_database,
+    migrate,
+    unique_name,
+)
+from tests.support.waiting import until, until_sync
+from tests.support.webhooks import HANG, Receiver, readme_verify, seq_of
+from tests.support.wsclient import TRANSPORT_WS, GraphQLWebSocket
+
+SECRETS = ("old-secret", "new-secret")
+# Seconds, not hours: the schedule is a setting. The lease must outlast twice the timeout.
+FAST = {
+    "WEBHOOK_SECRET": " ".join(SECRETS),
+    "WEBHOOK_TIMEOUT_SECONDS": "1",
+    "WEBHOOK_LEASE_SECONDS": "8",
+    "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+    "WEBHOOK_RETRY_MAX_SECONDS": "1",
+    "WEBHOOK_POLL_SECONDS": "0.3",
+}
+DOWN_SECONDS = 10.0  # how long the receiver is away in the long test
+
+ROOM_EVENTS = """
+query($room: ID!, $after: String) {
+  room(id: $room) { events(after: $after, first: 100) { edges { cursor node { __typename } } pageInfo { hasNextPage } } }
+}"""
+EDIT = "mutation($id: ID!, $body: String!) { editMessage(id: $id, body: $body) { id } }"
+DELETE = "mutation($id: ID!) { deleteMessage(id: $id) }"
+REACT = 'mutation($id: ID!) { react(message: $id, emoji: "👍") { id } }'
+UPDATE_ROOM = "mutation($room: ID!) { updateRoom(room: $room, topic: \"orders\") { id } }"
+SET_ROLE = "mutation($room: ID!, $user: ID!) { setRole(room: $room, user: $user, role: MODERATOR) { role } }"
+REMOVE = "mutation($room: ID!, $user: ID!) { removeMember(room: $room, user: $user) }"
+LEAVE = "mutation($room: ID!) { leaveRoom(room: $room) }"
+MARK_READ = "mutation($room: ID!, $upTo: String!) { markRead(room: $room, upTo: $upTo) { id } }"
+
+TYPE_OF = {
+    "MessageCreated": "message.created",
+    "MessageEdited": "message.edited",
+    "MessageDeleted": "message.deleted",
+    "ReactionChanged": "reaction.changed",
+    "MemberJoined": "member.joined",
+    "MemberLeft": "member.left",
+    "MemberRemoved": "member.removed",
+    "RoleChanged": "role.changed",
+    "RoomUpdated": "room.updated",
+    "ReadUpTo": "read.updated",
+}
+
+
+def answer(payload: dict, attempt: int) -> int | str:
+    """How the receiver treats a delivery, by a marker in its message's body: `fail3` fails its
+    first three tries (500, 429, 408), `slow` hangs past the timeout once, `refuse` gets a 400."""
+    body = (payload["data"].get("message") or {}).get("body", "")
+    if payload["type"] == "message.created" and "fail3" in body and attempt <= 3:
+        return (500, 429, 408)[attempt - 1]
+    if payload["type"] == "message.created" and "slow" in body and attempt == 1:
+        return HANG
+    if payload["type"] == "message.created" and "refuse" in body:
+        return 400
+    return 200
+
+
+def room_log(api: GraphQLClient, account: Account, room: str) -> list[tuple[int, str, str]]:
+    """The room's log as the API gives it: (seq, cursor, webhook type) for every event."""
+    found, after = [], None
+    while True:
+        page = api.data(ROOM_EVENTS, {"room": room, "after": after}, account.token)["room"]["events"]
+        found += [(seq_of(edge["cursor"]), edge["cursor"], TYPE_OF[edge["node"]["__typename"]]) for edge in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            return found
+        after = page["edges"][-1]["cursor"]
+
+
+@pytest.fixture
+def fresh_database() -> Iterator[str]:
+    name = unique_name("chat_hooks")
+    url = create_database(name)
+    try:
+        migrate({"DATABASE_URL": url})
+        yield url
+    finally:
+        drop_database(name)
+
+
+def _env(database_url: str, receiver: Receiver, prefix: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": SHARED_REDIS_URL,
+        "CHANNEL_PREFIX": prefix,
+        "WEBHOOK_URL": receiver.url,
+        **FAST,
+    }
+
+
+async def test_every_event_arrives_in_order_through_failures_a_restart_and_an_outage(fresh_database: str) -> None:
+    receiver = Receiver(answer=answer, hang_seconds=2.5).start()
+    env = _env(fresh_database, receiver, f"test-{uuid.uuid4().hex[:10]}:")
+    server = Server(env=env, workers=2).start()
+    api = GraphQLClient(server.url)
+    try:
+        owner, bob, cid = sign_up(api, "Owner"), sign_up(api, "Bob"), sign_up(api, "Cid")
+        rooms = [create_room(api, owner, f"room {n}") for n in range(4)]
+        for room in rooms:
+            join_room(api, bob, room)
+            join_room(api, cid, room)
+        markers = ["plain", "fail3", "slow", "plain", "refuse", "plain"]
+
+        async def burst(phase: str, count: int) -> list[list[dict]]:
+            bodies = [f"{phase} {n} {markers[n % len(markers)]}" for n in range(count)]
+            return list(
+                await asyncio.gather(*(post_many(api.base_url, owner.token, room, bodies, 3) for room in rooms))
+            )
+
+        first = await burst("one", 8)
+        # Every other kind of event, in the first room.
+        message = first[0][0]["id"]
+        api.data(EDIT, {"id": message, "body": "one 0 plain (edited)"}, owner.token)
+        api.data(REACT, {"id": message}, bob.token)
+        api.data(DELETE, {"id": first[0][3]["id"]}, owner.token)
+        api.data(UPDATE_ROOM, {"room": rooms[0]}, owner.token)
+        api.data(SET_ROLE, {"room": rooms[0], "user": bob.id}, owner.token)
+        head = room_log(api, owner, rooms[0])[-1][1]
+        api.data(MARK_READ, {"room": rooms[0], "upTo": head}, bob.token)
+        api.data(REMOVE, {"room": rooms[0], "user": cid.id}, owner.token)
+        api.data(LEAVE, {"room": rooms[1]}, bob.token)
+        until_sync(lambda: len(receiver.acknowledged()) == len(rooms), "some deliveries in every room", 30)
+
+        # The receiver goes away; events go on; the server is stopped (SIGTERM) and started again.
+        receiver.stop()
+        down_at = time.monotonic()
+        await burst("two", 5)
+        assert server.stop() == 0, server.log()[-3000:]
+        server = Server(env=env, workers=2).start()
+        api.close()
+        api = GraphQLClient(server.url)
+        await burst("three", 5)
+        time.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - down_at)))  # the outage is what is tested
+        receiver.start()
+
+        logs = {room: room_log(api, owner, room) for room in rooms}
+
+        def all_in() -> bool:
+            received = {}
+            for request in receiver.snapshot():
+                received.setdefault(request.room, set()).add(request.seq)
+            return all(received.get(room, set()) >= {seq for seq, _, _ in log} for room, log in logs.items())
+
+        until_sync(all_in, "every event of every room at the receiver", 90)
+    finally:
+        server.stop()
+        api.close()
+        receiver.stop()
+
+    requests = receiver.snapshot()
+    verify = readme_verify()
+    for request in requests:
+        for secret in SECRETS:  # one v1= per secret: the receiver may hold either
+            assert verify(secret, request.headers, request.body), request.headers
+        assert not verify("another-secret", request.headers, request.body)
+        assert request.headers["X-Chat-Webhook-Id"] == request.payload["id"]
+        assert request.headers["content-type"] == "application/json"
+
+    ids: dict[tuple[str, int], set[str]] = {}
+    for request in requests:
+        ids.setdefault((request.room, request.seq), set()).add(request.payload["id"])
+    assert all(len(found) == 1 for found in ids.values()), "duplicates share one id"
+    assert len({next(iter(found)) for found in ids.values()}) == len(ids), "an id per event"
+    assert len(requests) > len(ids), "some events went more than once"
+
+    for room, log in logs.items():
+        in_room = [request for request in requests if request.room == room]
+        # Exactly the log, each event with the API's cursor and its type.
+        assert {(r.seq, r.payload["cursor"], r.payload["type"]) for r in in_room} == set(log)
+        # In order: an event is sent only once the one before it was answered for good.
+        answered: set[int] = set()
+        for request in in_room:
+            assert request.seq == 1 or request.seq - 1 in answered, (room, request.seq, sorted(answered)[-3:])
+            if request.answer != HANG and not (request.answer in (500, 429, 408)):
+                answered.add(request.seq)
+        assert all(r.payload["room"] == {"id": room, "externalId": None, "kind": "PUBLIC"} for r in in_room)
+
+    created = [r for r in requests if r.payload["type"] == "message.created"]
+    by_id: dict[str, list] = {}
+    for request in created:
+        by_id.setdefault(request.payload["id"], []).append(request)
+    by_body = {tries[0].payload["data"]["message"]["body"] + tries[0].room: tries for tries in by_id.values()}
+    failing = [tries for body, tries in by_body.items() if "fail3" in body]
+    assert failing and all([r.answer for r in tries][:4] == [500, 429, 408, 200] for tries in failing)
+    hanging = [tries for body, tries in by_body.items() if "slow" in body]
+    assert hanging and all([r.answer for r in tries][:2] == [HANG, 200] for tries in hanging)
+    refused = [tries for body, tries in by_body.items() if "refuse" in body]
+    assert refused and all([r.answer for r in tries] == [400] for tries in refused), "a 400 is not retried"
+
+    first_room = [r.payload for r in requests if r.room == rooms[0]]
+    kinds = {payload["type"] for payload in first_room}
+    assert kinds == set(TYPE_OF.values()) - {"member.left"}, kinds
+    edited = next(p for p in first_room if p["type"] == "message.edited")["data"]
+    assert edited["message"]["body"] == "one 0 plain (edited)" and edited["message"]["sender"]["id"] == owner.id
+    reaction = next(p for p in first_room if p["type"] == "reaction.changed")["data"]
+    assert reaction["emoji"] == "👍" and reaction["added"] is True and reaction["user"]["id"] == bob.id
+    removed = next(p for p in first_room if p["type"] == "member.removed")["data"]
+    assert removed["user"]["id"] == cid.id and removed["by"]["id"] == owner.id and removed["banned"] is False
+    role = next(p for p in first_room if p["type"] == "role.changed")["data"]
+    assert role == {"user": {"id": bob.id, "externalId": None}, "role": "MODERATOR", "by": {"id": owner.id, "externalId": None}}
+    read = next(p for p in first_room if p["type"] == "read.updated")["data"]
+    assert read["user"]["id"] == bob.id and read["upTo"] == head
+    updated = next(p for p in first_room if p["type"] == "room.updated")["data"]
+    assert updated["topic"] == "orders" and updated["kind"] == "PUBLIC" and updated["by"]["id"] == owner.id
+    assert any(p["type"] == "member.left" and p["data"]["user"]["id"] == bob.id for p in (r.payload for r in requests))
+
+
+async def _gql(http: httpx.AsyncClient, query: str, variables: dict, token: str) -> dict:
+    response = await http.post(
+        "/graphql", json={"query": query, "variables": variables}, headers={"Authorization": f"Bearer {token}"}
+    )
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+CREATE = "mutation($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id } }"
+
+
+async def _created(receiver: Receiver, body: str) -> dict:
+    """The acknowledged message.created delivery of the message with this body."""
+    found: list[dict] = []
+
+    def arrived() -> bool:
+        found[:] = [
+            r.payload
+            for r in receiver.snapshot()
+            if r.acknowledged and r.payload["type"] == "message.created" and r.payload["data"]["message"]["body"] == body
+        ]
+        return bool(found)
+
+    await until(arrived, f"the delivery of {body!r}", 20)
+    return found[-1]
+
+
+async def test_offline_recipients_are_the_members_without_an_open_connection(fresh_database: str) -> None:
+    receiver = Receiver().start()
+    prefix = f"test-{uuid.uuid4().hex[:10]}:"
+    server = Server(env=_env(fresh_database, receiver, prefix), workers=2).start()
+    api = GraphQLClient(server.url)
+    shared = redis.Redis.from_url(SHARED_REDIS_URL)
+    try:
+        sender, online, away, later = (sign_up(api, name) for name in ("Sender", "Online", "Away", "Later"))
+        room = create_room(api, sender)
+        for member in (online, away, later):
+            join_room(api, member, room)
+        outsider = sign_up(api, "Outsider")  # connected, but no member: never listed
+        sockets = [await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, user.token) for user in (online, outsider)]
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            await _gql(http, CREATE, {"room": room, "body": "first"}, sender.token)
+            payload = await _created(receiver, "first")
+            assert payload["recipients"] == {
+                "offline": [{"id": away.id, "externalId": None}, {"id": later.id, "externalId": None}],
+                "complete": True,
+            }
+            # `online` goes away (its slot leaves Redis), `later` connects.
+            await sockets[0].close()
+            key = f"{prefix}live:connections:{online.id}"
+            await until(lambda: shared.zcard(key) == 0, "the closed connection's slot given back")
+            sockets.append(await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, later.token))
+            await _gql(http, CREATE, {"room": room, "body": "second"}, sender.token)
+            payload = await _created(receiver, "second")
+            assert [user["id"] for user in payload["recipients"]["offline"]] == [online.id, away.id]
+            edited = "mutation($id: ID!) { editMessage(id: $id, body: \"second!\") { id } }"
+            message = payload["data"]["message"]["id"]
+            await _gql(http, edited, {"id": message}, sender.token)
+            await until(
+                lambda: any(r.payload["type"] == "message.edited" for r in receiver.snapshot()), "the edit delivered"
+            )
+            assert all(
+                "recipients" not in r.payload for r in receiver.snapshot() if r.payload["type"] != "message.created"
+            )
+        for socket in sockets[1:]:
+            await socket.close()
+    finally:
+        server.stop()
+        api.close()
+        receiver.stop()
+        shared.close()
+
+
+async def test_the_embedded_default_delivers_too(tmp_path: Path) -> None:
+    """SQLite, no Redis, one worker: signed, retried, in order, with offline recipients known
+    from the process's own connections."""
+    receiver = Receiver(answer=lambda payload, attempt: 503 if attempt == 1 else 200).start()
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}", "REDIS_URL": "", "WEBHOOK_URL": receiver.url, **FAST}
+    migrate(env)
+    server = Server(env=env, workers=1).start()
+    api = GraphQLClient(server.url)
+    try:
+        owner, online, away = sign_up(api, "Owner"), sign_up(api, "Online"), sign_up(api, "Away")
+        room = create_room(api, owner)
+        join_room(api, online, room)
+        join_room(api, away, room)
+        socket = await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, online.token)
+        bodies = [f"m{n}" for n in range(6)]
+        for body in bodies:
+            post_message(api, owner, room, body)
+        log = room_log(api, owner, room)
+        await until(
+            lambda: {r.seq for r in receiver.snapshot() if r.acknowledged} >= {seq for seq, _, _ in log},
+            "every event acknowledged",
+            30,
+        )
+        await socket.close()
+    finally:
+        server.stop()
+        api.close()
+        receiver.stop()
+    requests = receiver.snapshot()
+    verify = readme_verify()
+    assert all(verify("new-secret", r.headers, r.body) for r in requests)
+    acknowledged = [r for r in requests if r.acknowledged]
+    assert [r.seq for r in acknowledged] == [seq for seq, _, _ in log], "each once, in order"
+    assert all(r.attempt == 2 for r in acknowledged), "each failed once (503) first"
+    created = [r.payload for r in acknowledged if r.payload["type"] == "message.created"]
+    assert [p["data"]["message"]["body"] for p in created] == bodies
+    assert all(p["recipients"] == {"offline": [{"id": away.id, "externalId": None}], "complete": True} for p in created)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 DEFAULT_SQLITE_URL = "sqlite:///chat.db"
+MAX_WEBHOOK_URLS = 16
 
 
 class _Environment:
@@ -332,6 +333,8 @@ def _webhooks(env: _Environment) -> dict:
     for url in urls:
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
             raise ConfigurationError(f"WEBHOOK_URL: {url.split('?')[0]!r} is not an http(s) URL.")
+    if len(urls) > MAX_WEBHOOK_URLS:
+        raise ConfigurationError(f"WEBHOOK_URL names {len(urls)} endpoints: at most {MAX_WEBHOOK_URLS}.")
     if urls and not secrets:
         raise ConfigurationError("WEBHOOK_URL is set without WEBHOOK_SECRET: every delivery is signed.")
     timeout = env.number("WEBHOOK_TIMEOUT_SECONDS", 10.0)

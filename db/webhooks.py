@@ -244,7 +244,7 @@ async def status(db: Database, endpoints: dict[str, str]) -> list[Row]:
         backlog = sa.select(
             sa.func.coalesce(sa.func.sum(rooms.c.last_event_seq - position), 0).label("backlog"),
             sa.func.count().label("rooms"),
-            sa.func.coalesce(sa.func.sum(sa.case((_d.c.attempts > 0, 1), else_=0)), 0).label("failing"),
+            sa.func.count().filter(_d.c.attempts > 0).label("failing"),
             sa.func.min(room_events.c.at).label("oldest_at"),
         ).select_from(
             joined.outerjoin(

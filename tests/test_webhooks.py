@@ -7,6 +7,10 @@ follows who holds an open WebSocket."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +20,9 @@ import httpx
 import pytest
 import redis
 
+from core.settings import load
+from db import webhooks
+from db.connection import open_database
 from tests.support.graphql import (
     Account,
     GraphQLClient,
@@ -26,6 +33,9 @@ from tests.support.graphql import (
     sign_up,
 )
 from tests.support.processes import (
+    BASE_ENV,
+    POSTGRES_ADMIN_URL,
+    ROOT,
     SHARED_REDIS_URL,
     Server,
     create_database,
@@ -51,12 +61,14 @@ DOWN_SECONDS = 10.0  # how long the receiver is away in the long test
 
 ROOM_EVENTS = """
 query($room: ID!, $after: String) {
-  room(id: $room) { events(after: $after, first: 100) { edges { cursor node { __typename } } pageInfo { hasNextPage } } }
+  room(id: $room) {
+    events(after: $after, first: 100) { edges { cursor node { __typename } } pageInfo { hasNextPage } }
+  }
 }"""
 EDIT = "mutation($id: ID!, $body: String!) { editMessage(id: $id, body: $body) { id } }"
 DELETE = "mutation($id: ID!) { deleteMessage(id: $id) }"
 REACT = 'mutation($id: ID!) { react(message: $id, emoji: "👍") { id } }'
-UPDATE_ROOM = "mutation($room: ID!) { updateRoom(room: $room, topic: \"orders\") { id } }"
+UPDATE_ROOM = 'mutation($room: ID!) { updateRoom(room: $room, topic: "orders") { id } }'
 SET_ROLE = "mutation($room: ID!, $user: ID!) { setRole(room: $room, user: $user, role: MODERATOR) { role } }"
 REMOVE = "mutation($room: ID!, $user: ID!) { removeMember(room: $room, user: $user) }"
 LEAVE = "mutation($room: ID!) { leaveRoom(room: $room) }"
@@ -94,7 +106,9 @@ def room_log(api: GraphQLClient, account: Account, room: str) -> list[tuple[int,
     found, after = [], None
     while True:
         page = api.data(ROOM_EVENTS, {"room": room, "after": after}, account.token)["room"]["events"]
-        found += [(seq_of(edge["cursor"]), edge["cursor"], TYPE_OF[edge["node"]["__typename"]]) for edge in page["edges"]]
+        found += [
+            (seq_of(edge["cursor"]), edge["cursor"], TYPE_OF[edge["node"]["__typename"]]) for edge in page["edges"]
+        ]
         if not page["pageInfo"]["hasNextPage"]:
             return found
         after = page["edges"][-1]["cursor"]
@@ -204,7 +218,7 @@ async def test_every_event_arrives_in_order_through_failures_a_restart_and_an_ou
         answered: set[int] = set()
         for request in in_room:
             assert request.seq == 1 or request.seq - 1 in answered, (room, request.seq, sorted(answered)[-3:])
-            if request.answer != HANG and not (request.answer in (500, 429, 408)):
+            if request.answer != HANG and request.answer not in (500, 429, 408):
                 answered.add(request.seq)
         assert all(r.payload["room"] == {"id": room, "externalId": None, "kind": "PUBLIC"} for r in in_room)
 
@@ -230,7 +244,11 @@ async def test_every_event_arrives_in_order_through_failures_a_restart_and_an_ou
     removed = next(p for p in first_room if p["type"] == "member.removed")["data"]
     assert removed["user"]["id"] == cid.id and removed["by"]["id"] == owner.id and removed["banned"] is False
     role = next(p for p in first_room if p["type"] == "role.changed")["data"]
-    assert role == {"user": {"id": bob.id, "externalId": None}, "role": "MODERATOR", "by": {"id": owner.id, "externalId": None}}
+    assert role == {
+        "user": {"id": bob.id, "externalId": None},
+        "role": "MODERATOR",
+        "by": {"id": owner.id, "externalId": None},
+    }
     read = next(p for p in first_room if p["type"] == "read.updated")["data"]
     assert read["user"]["id"] == bob.id and read["upTo"] == head
     updated = next(p for p in first_room if p["type"] == "room.updated")["data"]
@@ -258,7 +276,9 @@ async def _created(receiver: Receiver, body: str) -> dict:
         found[:] = [
             r.payload
             for r in receiver.snapshot()
-            if r.acknowledged and r.payload["type"] == "message.created" and r.payload["data"]["message"]["body"] == body
+            if r.acknowledged
+            and r.payload["type"] == "message.created"
+            and r.payload["data"]["message"]["body"] == body
         ]
         return bool(found)
 
@@ -294,7 +314,7 @@ async def test_offline_recipients_are_the_members_without_an_open_connection(fre
             await _gql(http, CREATE, {"room": room, "body": "second"}, sender.token)
             payload = await _created(receiver, "second")
             assert [user["id"] for user in payload["recipients"]["offline"]] == [online.id, away.id]
-            edited = "mutation($id: ID!) { editMessage(id: $id, body: \"second!\") { id } }"
+            edited = 'mutation($id: ID!) { editMessage(id: $id, body: "second!") { id } }'
             message = payload["data"]["message"]["id"]
             await _gql(http, edited, {"id": message}, sender.token)
             await until(
@@ -349,3 +369,114 @@ async def test_the_embedded_default_delivers_too(tmp_path: Path) -> None:
     created = [r.payload for r in acknowledged if r.payload["type"] == "message.created"]
     assert [p["data"]["message"]["body"] for p in created] == bodies
     assert all(p["recipients"] == {"offline": [{"id": away.id, "externalId": None}], "complete": True} for p in created)
+
+
+STATUS = """{ webhookStatus { endpoint backlog rooms failing oldestUndeliveredAt lastError lastErrorAt } }"""
+
+
+async def _status(database_url: str, urls: list[str]) -> list[dict]:
+    """db.webhooks.status, what `webhookStatus` serves the host's server."""
+    db = open_database(load({"DATABASE_URL": database_url}))
+    await db.connect()
+    try:
+        return await webhooks.status(db, {webhooks.endpoint_key(url): webhooks.endpoint_label(url) for url in urls})
+    finally:
+        await db.disconnect()
+
+
+async def test_the_status_shows_a_stuck_receiver_and_its_backlog_drains(fresh_database: str) -> None:
+    receiver = Receiver()  # not started: connections refused
+    server = Server(env=_env(fresh_database, receiver, f"test-{uuid.uuid4().hex[:10]}:"), workers=2).start()
+    api = GraphQLClient(server.url)
+    try:
+        owner = sign_up(api, "Owner")
+        rooms = [create_room(api, owner, f"room {n}") for n in range(2)]
+        for room in rooms:
+            for n in range(3):
+                post_message(api, owner, room, f"m{n}")
+        found: list[dict] = []
+
+        async def both_failing() -> bool:
+            found[:] = await _status(fresh_database, [receiver.url])
+            return found[0]["failing"] == 2
+
+        await until(both_failing, "both rooms waiting for a retry", 20)
+        (status,) = found
+        assert status["label"] == receiver.url and status["backlog"] == 8 and status["rooms"] == 2, status
+        assert "ConnectError" in status["last_error"] and status["last_error"].startswith("seq 1:"), status
+        assert status["oldest_at"] is not None and status["last_error_at"] >= status["oldest_at"]
+        assert api.error_codes(STATUS, token=owner.token) == ["FORBIDDEN"]
+        assert api.error_codes(STATUS) == ["UNAUTHENTICATED"]
+        assert httpx.get(f"{server.url}/readyz").status_code == 200, "readiness knows nothing of receivers"
+        # A user's mutations answer as fast with the receiver away: nothing waits on it.
+        started = time.monotonic()
+        post_message(api, owner, rooms[0], "still fast")
+        assert time.monotonic() - started < 1.0
+
+        receiver.start()
+
+        async def drained() -> bool:
+            found[:] = await _status(fresh_database, [receiver.url])
+            return found[0]["backlog"] == 0
+
+        await until(drained, "the backlog delivered", 20)
+        assert found[0]["failing"] == 0 and found[0]["oldest_at"] is None and found[0]["rooms"] == 0
+        assert len({(r.room, r.seq) for r in receiver.snapshot()}) == 9
+    finally:
+        server.stop()
+        api.close()
+        receiver.stop()
+
+
+async def test_a_worker_process_takes_deliveries_over(fresh_database: str) -> None:
+    """WEBHOOK_IN_WEB=0 on the web workers, `python -m composition.webhooks` (the Procfile's
+    optional worker line) delivering; SIGTERM stops it."""
+    receiver = Receiver().start()
+    env = {**_env(fresh_database, receiver, f"test-{uuid.uuid4().hex[:10]}:"), "WEBHOOK_IN_WEB": "0"}
+    server = Server(env=env, workers=2).start()
+    api = GraphQLClient(server.url)
+    worker: subprocess.Popen | None = None
+    try:
+        owner = sign_up(api, "Owner")
+        room = create_room(api, owner)
+        for n in range(3):
+            post_message(api, owner, room, f"before {n}")
+        assert _registered(fresh_database) == 0, "the web workers deliver nothing"
+        worker = _start_worker(env)
+        await until(lambda: _registered(fresh_database) == 1, "the worker registered the endpoint")
+        for n in range(3):
+            post_message(api, owner, room, f"after {n}")
+        log = room_log(api, owner, room)
+        await until(lambda: len(receiver.snapshot()) >= 3, "the worker's deliveries", 20)
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(10) == 0
+        server.stop()
+        api.close()
+        receiver.stop()
+    # Registered by the worker when it started: it hears what happened from then on.
+    seqs = [r.seq for r in receiver.snapshot()]
+    assert seqs == sorted(seqs) and seqs[-1] == log[-1][0] and len(seqs) == len(set(seqs))
+    bodies = [
+        r.payload["data"]["message"]["body"] for r in receiver.snapshot() if r.payload["type"] == "message.created"
+    ]
+    assert bodies == ["after 0", "after 1", "after 2"]
+
+
+def _start_worker(env: dict[str, str]) -> subprocess.Popen:
+    """The Procfile's optional `worker: python -m composition.webhooks`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "composition.webhooks"], cwd=ROOT, env={**os.environ, **BASE_ENV, **env}
+    )
+
+
+def _registered(database_url: str) -> int:
+    name = database_url.rsplit("/", 1)[1]
+    result = subprocess.run(
+        ["psql", POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", "-Atqc", "SELECT count(*) FROM webhook_endpoints"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(result.stdout.strip())

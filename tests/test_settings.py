@@ -62,3 +62,26 @@ def test_redis_connections_are_budgeted_alike_with_two_for_each_worker_at_least(
 def test_rates_are_written_count_per_seconds() -> None:
     assert Rate.parse("30/10") == Rate(30, 10.0)
     assert Rate.parse("5") == Rate(5, 60.0)
+
+
+def test_webhook_settings() -> None:
+    settings = load({"WEBHOOK_URL": "https://a.example/hook, http://b.example/x  ", "WEBHOOK_SECRET": "old new"})
+    assert settings.webhook_urls == ("https://a.example/hook", "http://b.example/x")
+    assert settings.webhook_secrets == ("old", "new")
+    assert settings.webhook_in_web and settings.webhook_lease_seconds >= 2 * settings.webhook_timeout_seconds + 5
+    assert load({}).webhook_urls == ()
+    with pytest.raises(ConfigurationError, match="without WEBHOOK_SECRET"):
+        load({"WEBHOOK_URL": "https://a.example/hook"})
+    with pytest.raises(ConfigurationError, match="not an http"):
+        load({"WEBHOOK_URL": "ftp://a.example/hook", "WEBHOOK_SECRET": "s"})
+    with pytest.raises(ConfigurationError, match="WEBHOOK_LEASE_SECONDS"):
+        load(
+            {
+                "WEBHOOK_URL": "https://a/",
+                "WEBHOOK_SECRET": "s",
+                "WEBHOOK_TIMEOUT_SECONDS": "30",
+                "WEBHOOK_LEASE_SECONDS": "40",
+            }
+        )
+    with pytest.raises(ConfigurationError, match="at most 16"):
+        load({"WEBHOOK_URL": " ".join(f"https://h{n}.example/" for n in range(17)), "WEBHOOK_SECRET": "s"})

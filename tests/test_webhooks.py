@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -480,3 +481,27 @@ def _registered(database_url: str) -> int:
         text=True,
     )
     return int(result.stdout.strip())
+
+
+def test_migration_0009_webhooks_goes_up_down_and_up_on_sqlite(tmp_path: Path) -> None:
+    """Only its own two tables, on a database at 0008_host."""
+    path = tmp_path / "chat.db"
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{path}"}
+
+    def alembic(step: str, revision: str) -> None:
+        code = "from alembic import command; from db.migrate import alembic_config as c; "
+        code += f"command.{step}(c(), {revision!r})"
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True)
+
+    def tables() -> set[str]:
+        with sqlite3.connect(path) as connection:
+            return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    alembic("upgrade", "0008_host")
+    before = tables()
+    alembic("upgrade", "0009_webhooks")
+    assert tables() == before | {"webhook_endpoints", "webhook_deliveries"}
+    alembic("downgrade", "0008_host")
+    assert tables() == before
+    alembic("upgrade", "0009_webhooks")
+    assert tables() == before | {"webhook_endpoints", "webhook_deliveries"}

@@ -32,6 +32,7 @@ the receiver's check).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -47,6 +48,7 @@ import orjson
 from databases import Database
 
 from core.cancelling import cancel_and_wait
+from core.errors import ServiceUnavailable
 from core.settings import Settings
 from db import webhooks
 from db.records import Row
@@ -238,8 +240,13 @@ class Dispatcher:
                 held = await self._claim(endpoint, room_id)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception("Delivering room %s to %s failed; its lease runs out", room_id, endpoint.label)
+        except Exception as error:
+            if isinstance(error, ServiceUnavailable):  # the database is away: the poll retries
+                logger.warning("Delivering room %s to %s stopped: %s", room_id, endpoint.label, error)
+            else:
+                logger.exception("Delivering room %s to %s failed", room_id, endpoint.label)
+            with contextlib.suppress(Exception):
+                await webhooks.release(self._db, endpoint.key, room_id, self._owner)
 
     async def _position(self, endpoint: Endpoint, room_id: int) -> int:
         return await webhooks.position(self._db, endpoint.key, room_id)

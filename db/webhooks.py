@@ -90,29 +90,27 @@ _CLAIMED = (_d.c.delivered_seq, _d.c.attempts, _d.c.failing_since)
 
 async def claim(db: Database, key: str, room_id: int, owner: str, at: datetime, until: datetime) -> Row | None:
     """Take the room's lease for the endpoint when it is free (or ran out) and no retry is
-    waiting: its row (`delivered_seq`, `attempts`, `failing_since`), or None. A room without a
-    row gets one at position 0 (it was made after the endpoint was registered)."""
+    waiting: its row (`delivered_seq`, `attempts`, `failing_since`), or None. One statement,
+    also when it fails (a room held by another process: most of a busy room's attempts). A room
+    without a row gets one at position 0 (it was made after the endpoint was registered)."""
+    free = sa.and_(
+        sa.or_(_d.c.lease_until.is_(None), _d.c.lease_until < at),
+        sa.or_(_d.c.next_attempt_at.is_(None), _d.c.next_attempt_at <= at),
+    )
     take = (
-        _d.update()
-        .where(
-            _d.c.endpoint == key,
-            _d.c.room_id == room_id,
-            sa.or_(_d.c.lease_until.is_(None), _d.c.lease_until < at),
-            sa.or_(_d.c.next_attempt_at.is_(None), _d.c.next_attempt_at <= at),
+        _insert(db, _d)
+        .values(endpoint=key, room_id=room_id, delivered_seq=0, lease_owner=owner, lease_until=until)
+        .on_conflict_do_update(
+            index_elements=[_d.c.endpoint, _d.c.room_id], set_={"lease_owner": owner, "lease_until": until}, where=free
         )
-        .values(lease_owner=owner, lease_until=until)
         .returning(*_CLAIMED)
     )
-    taken = as_row(await db.fetch_one(take))
-    if taken is not None:
-        return taken
-    exists = await db.fetch_val(sa.select(_d.c.room_id).where(_d.c.endpoint == key, _d.c.room_id == room_id))
-    if exists is not None:
-        return None
-    if await db.fetch_val(sa.select(rooms.c.id).where(rooms.c.id == room_id)) is None:
-        return None
-    await db.execute(_insert(db, _d).values(endpoint=key, room_id=room_id, delivered_seq=0).on_conflict_do_nothing())
-    return as_row(await db.fetch_one(take))
+    try:
+        return as_row(await db.fetch_one(take))
+    except Exception as error:
+        if type(error).__name__ in ("ForeignKeyViolationError", "IntegrityError"):
+            return None  # no such room (deleted)
+        raise
 
 
 async def advance(
@@ -145,18 +143,20 @@ async def failed(
     room_id: int,
     owner: str,
     *,
+    position: int,
     attempts: int,
     failing_since: datetime,
     next_attempt_at: datetime,
     error: str,
     at: datetime,
 ) -> None:
-    """The next event failed again: retried at `next_attempt_at` (by whichever process takes
-    the lease then); the lease is given up now."""
+    """Every event up to `position` is done, the next one failed again: retried at
+    `next_attempt_at` (by whichever process takes the lease then); the lease is given up now."""
     await db.execute(
         _d.update()
         .where(_d.c.endpoint == key, _d.c.room_id == room_id, _d.c.lease_owner == owner)
         .values(
+            delivered_seq=position,
             attempts=attempts,
             failing_since=failing_since,
             next_attempt_at=next_attempt_at,
@@ -168,11 +168,13 @@ async def failed(
     )
 
 
-async def release(db: Database, key: str, room_id: int, owner: str) -> None:
+async def release(db: Database, key: str, room_id: int, owner: str, position: int | None = None) -> None:
+    """The lease given up (with `position`: every event up to it done)."""
+    values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+    if position is not None:
+        values |= {"delivered_seq": position, "attempts": 0, "failing_since": None, "next_attempt_at": None}
     await db.execute(
-        _d.update()
-        .where(_d.c.endpoint == key, _d.c.room_id == room_id, _d.c.lease_owner == owner)
-        .values(lease_owner=None, lease_until=None)
+        _d.update().where(_d.c.endpoint == key, _d.c.room_id == room_id, _d.c.lease_owner == owner).values(**values)
     )
 
 
@@ -185,12 +187,6 @@ async def release_all(db: Database, owner: str) -> None:
 async def head(db: Database, room_id: int) -> int | None:
     """The seq of the room's newest event (None: no such room)."""
     return await db.fetch_val(sa.select(rooms.c.last_event_seq).where(rooms.c.id == room_id))
-
-
-async def position(db: Database, key: str, room_id: int) -> int:
-    """The endpoint's position in the room's log (0 without a row)."""
-    found = await db.fetch_val(sa.select(_d.c.delivered_seq).where(_d.c.endpoint == key, _d.c.room_id == room_id))
-    return int(found or 0)
 
 
 async def room(db: Database, room_id: int) -> Row | None:

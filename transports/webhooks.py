@@ -230,12 +230,13 @@ class Dispatcher:
         held: Row | None = lease
         try:
             while held is not None:
-                if not await self._deliver_backlog(endpoint, room_id, held):
+                position = await self._deliver_backlog(endpoint, room_id, held)
+                if position is None:
                     return
-                await webhooks.release(self._db, endpoint.key, room_id, self._owner)
+                await webhooks.release(self._db, endpoint.key, room_id, self._owner, position)
                 # An event committed while the lease was held here rang no one else's bell.
                 head = await webhooks.head(self._db, room_id)
-                if head is None or head <= await self._position(endpoint, room_id):
+                if head is None or head <= position:
                     return
                 held = await self._claim(endpoint, room_id)
         except asyncio.CancelledError:
@@ -248,20 +249,26 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await webhooks.release(self._db, endpoint.key, room_id, self._owner)
 
-    async def _position(self, endpoint: Endpoint, room_id: int) -> int:
-        return await webhooks.position(self._db, endpoint.key, room_id)
-
-    async def _deliver_backlog(self, endpoint: Endpoint, room_id: int, lease: Row) -> bool:
+    async def _deliver_backlog(self, endpoint: Endpoint, room_id: int, lease: Row) -> int | None:
         """Deliver the room's events from the lease's position on, in order, until none are
-        left (True: give the lease back) or one failed or the lease was lost (False: done)."""
+        left (the position reached: the caller gives the lease back with it), or one failed or
+        the lease was lost (None: done here).
+
+        The position is written every PAGE events, every quarter of the lease (which renews
+        it), on a skip, and with the failure or the release: a process that dies sends at most
+        that much again (same ids), and no event is written done before its answer."""
         settings = self._settings
-        position = int(lease["delivered_seq"])
+        loop = asyncio.get_running_loop()
+        position = stored = int(lease["delivered_seq"])
         attempts = int(lease["attempts"])
         failing_since: datetime | None = lease["failing_since"]
+        flushed = loop.time()
         while True:
             room = await self._events.room(room_id)
-            if room is None or room["last_event_seq"] <= position:
-                return room is not None
+            if room is None:
+                return None
+            if room["last_event_seq"] <= position:
+                return position
             for event, body in await self._events.page(room, position, PAGE):
                 seq = int(event["seq"])
                 recipients = await self._events.recipients(room_id, event)
@@ -290,23 +297,27 @@ class Dispatcher:
                             endpoint.key,
                             room_id,
                             self._owner,
+                            position=position,
                             attempts=attempts,
                             failing_since=failing_since,
                             next_attempt_at=now + timedelta(seconds=delay),
                             error=f"seq {seq}: {outcome.error}",
                             at=now,
                         )
-                        return False
+                        return None
                     skipped = (f"seq {seq}: gave up after {attempts} attempts: {outcome.error}", now)
                     logger.error("Webhook %s room %s: %s", endpoint.label, room_id, skipped[0])
                 elif outcome.error is not None:
                     skipped = (f"seq {seq}: skipped: {outcome.error}", now)
                     logger.warning("Webhook %s room %s: %s", endpoint.label, room_id, skipped[0])
-                until = now + timedelta(seconds=settings.webhook_lease_seconds)
-                if not await webhooks.advance(self._db, endpoint.key, room_id, self._owner, seq, until, skipped):
-                    logger.warning("Webhook lease of room %s for %s was taken over", room_id, endpoint.label)
-                    return False
                 position, attempts, failing_since = seq, 0, None
+                due = seq - stored >= PAGE or loop.time() - flushed >= settings.webhook_lease_seconds / 4
+                if skipped is not None or due:
+                    until = now + timedelta(seconds=settings.webhook_lease_seconds)
+                    if not await webhooks.advance(self._db, endpoint.key, room_id, self._owner, seq, until, skipped):
+                        logger.warning("Webhook lease of room %s for %s was taken over", room_id, endpoint.label)
+                        return None
+                    stored, flushed = seq, loop.time()
 
     async def _post(self, endpoint: Endpoint, payload: dict[str, Any]) -> Outcome:
         body = orjson.dumps(payload)

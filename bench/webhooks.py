@@ -19,7 +19,7 @@ import time
 
 import httpx
 
-from bench.loadgen import http_load
+from bench.loadgen import http_load, tree_cpu_seconds
 from bench.run import FanOut, Stack, percentile
 from tests.support.processes import ROOT, create_database, drop_database, free_port, migrate, unique_name
 
@@ -111,6 +111,7 @@ async def main(quick: bool) -> None:
                 live: FanOut = await stack.fan_out(1000 // scale, 1, 20.0, 400 // scale, "messageCreated")
                 rooms = stack.rooms(ROOMS)
                 before = received(receiver_port) if "fast" in mode else 0
+                cpu_before = tree_cpu_seconds(stack.pid)
                 rate, p99, errors = await writes(stack, rooms, 3.0 if quick else 10.0)
                 row: dict[str, float | int | str] = {
                     "createMessage per second": rate,
@@ -126,6 +127,11 @@ async def main(quick: bool) -> None:
                     while received(receiver_port) - before < posted * 0.99 and time.monotonic() < deadline:
                         await asyncio.sleep(0.2)
                     row["webhooks drained after the writes (s)"] = round(time.monotonic() - started, 1)
+                # Server CPU per message posted, its deliveries included (CPU time: what a busy
+                # machine's contention distorts least).
+                row["server CPU per createMessage (us)"] = (
+                    (tree_cpu_seconds(stack.pid) - cpu_before) / max(1.0, rate * (3.0 if quick else 10.0)) * 1e6
+                )
                 figures[mode] = row
             finally:
                 stack.stop()

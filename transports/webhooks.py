@@ -139,6 +139,7 @@ class Dispatcher:
         self._endpoints = endpoints_of(settings)
         self._owner = uuid.uuid4().hex
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._positions: dict[tuple[str, int], int] = {}  # each running room's position, done
         self._loop_task: asyncio.Task[None] | None = None
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_seconds),
@@ -156,9 +157,13 @@ class Dispatcher:
         """Deliveries in flight are cut (their events go again, same id); the leases are given
         back so another process takes the rooms at once."""
         tasks = [task for task in (self._loop_task, *self._running.values()) if task is not None]
+        positions = dict(self._positions)  # no task moves on once cancelled
         await cancel_and_wait(tasks)
         try:
             async with asyncio.timeout(STOP_SECONDS):
+                # What was acknowledged is written, so a deploy sends it no second time.
+                for (key, room_id), position in positions.items():
+                    await webhooks.release(self._db, key, room_id, self._owner, position)
                 await webhooks.release_all(self._db, self._owner)
         except Exception as error:  # the leases run out instead
             logger.warning("Giving back webhook leases failed (%s)", type(error).__name__)
@@ -248,6 +253,8 @@ class Dispatcher:
                 logger.exception("Delivering room %s to %s failed", room_id, endpoint.label)
             with contextlib.suppress(Exception):
                 await webhooks.release(self._db, endpoint.key, room_id, self._owner)
+        finally:
+            self._positions.pop((endpoint.key, room_id), None)
 
     async def _deliver_backlog(self, endpoint: Endpoint, room_id: int, lease: Row) -> int | None:
         """Deliver the room's events from the lease's position on, in order, until none are
@@ -311,6 +318,7 @@ class Dispatcher:
                     skipped = (f"seq {seq}: skipped: {outcome.error}", now)
                     logger.warning("Webhook %s room %s: %s", endpoint.label, room_id, skipped[0])
                 position, attempts, failing_since = seq, 0, None
+                self._positions[(endpoint.key, room_id)] = position
                 due = seq - stored >= PAGE or loop.time() - flushed >= settings.webhook_lease_seconds / 4
                 if skipped is not None or due:
                     until = now + timedelta(seconds=settings.webhook_lease_seconds)

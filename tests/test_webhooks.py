@@ -38,6 +38,7 @@ from tests.support.processes import (
     POSTGRES_ADMIN_URL,
     ROOT,
     SHARED_REDIS_URL,
+    PrivateRedis,
     Server,
     create_database,
     drop_database,
@@ -505,3 +506,50 @@ def test_migration_0009_webhooks_goes_up_down_and_up_on_sqlite(tmp_path: Path) -
     assert tables() == before
     alembic("upgrade", "0009_webhooks")
     assert tables() == before | {"webhook_endpoints", "webhook_deliveries"}
+
+
+async def test_deliveries_go_on_while_redis_is_away_with_offline_recipients_marked_incomplete(
+    fresh_database: str,
+) -> None:
+    """Delivery needs only Postgres. Without Redis, who is connected elsewhere is unknown: the
+    members are listed (nobody missed) and `complete` is false; once Redis is back (and the
+    workers' leases renewed into it), it is exact again."""
+    receiver = Receiver().start()
+    own_redis = PrivateRedis().start()
+    env = {**_env(fresh_database, receiver, f"test-{uuid.uuid4().hex[:10]}:"), "REDIS_URL": own_redis.url}
+    server = Server(env={**env, "LIVE_LEASE_SECONDS": "3"}, workers=2).start()
+    api = GraphQLClient(server.url)
+    try:
+        sender, online, away = sign_up(api, "Sender"), sign_up(api, "Online"), sign_up(api, "Away")
+        room = create_room(api, sender)
+        join_room(api, online, room)
+        join_room(api, away, room)
+        socket = await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, online.token)
+        post_message(api, sender, room, "before")
+        payload = await _created(receiver, "before")
+        assert payload["recipients"] == {"offline": [{"id": away.id, "externalId": None}], "complete": True}
+
+        own_redis.stop()
+        post_message(api, sender, room, "during")
+        payload = await _created(receiver, "during")
+        assert payload["recipients"]["complete"] is False
+        offline = [user["id"] for user in payload["recipients"]["offline"]]
+        assert away.id in offline and sender.id not in offline
+
+        own_redis = PrivateRedis(port=own_redis.port).start()
+        posted = 0
+
+        async def exact_again() -> bool:
+            nonlocal posted
+            posted += 1
+            post_message(api, sender, room, f"after {posted}")
+            recipients = (await _created(receiver, f"after {posted}"))["recipients"]
+            return recipients == {"offline": [{"id": away.id, "externalId": None}], "complete": True}
+
+        await until(exact_again, "exact recipients once Redis is back", 30)
+        await socket.close()
+    finally:
+        server.stop()
+        api.close()
+        receiver.stop()
+        own_redis.stop()

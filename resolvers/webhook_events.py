@@ -13,6 +13,7 @@ to someone who was in fact connected; nobody is missed).
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +39,8 @@ TYPES = {
 # The most members a message.created names as offline (the longest-standing first); past it,
 # `complete` is false.
 MAX_RECIPIENTS = 5_000
+RECIPIENTS_FRESH_SECONDS = 1.0
+MAX_CACHED_ROOMS = 1_000
 
 
 def _time(value: datetime | str | None) -> str | None:
@@ -50,6 +53,8 @@ class WebhookEvents:
     def __init__(self, db: Database, quota: LiveQuota) -> None:
         self._db = db
         self._quota = quota
+        # By room: when read, its members, who of them is connected, whether that is known everywhere.
+        self._recipients: dict[int, tuple[float, list[Row], set[int], bool]] = {}
 
     async def room(self, room_id: int) -> Row | None:
         """The room as deliveries name it, with its log's head (`last_event_seq`)."""
@@ -58,6 +63,7 @@ class WebhookEvents:
     async def page(self, room: Row, after: int, limit: int) -> list[tuple[room_events.Event, dict[str, Any]]]:
         """The room's next `limit` events after `after`, each with its body (no `id`, no
         `recipients`): three reads for the page (the events, their users' and messages' ids)."""
+        self._recipients.pop(room["id"], None)  # a page's recipients are read anew
         events = await room_events.after(self._db, {"id": room["id"], "name": room["name"]}, after, limit)
         user_ids: set[int] = set()
         message_ids: set[int] = set()
@@ -126,17 +132,24 @@ class WebhookEvents:
         return built
 
     async def recipients(self, room_id: int, event: room_events.Event) -> dict[str, Any] | None:
-        """`recipients` for a message.created (None for any other event): read now."""
+        """`recipients` for a message.created (None for any other event): the members and who
+        of them is connected, read in the same page and at most RECIPIENTS_FRESH_SECONDS before
+        the attempt (a busy room's deliveries share one read)."""
         if event["kind"] != room_events.MESSAGE_CREATED:
             return None
+        now = time.monotonic()
+        cached = self._recipients.get(room_id)
+        if cached is None or now - cached[0] > RECIPIENTS_FRESH_SECONDS:
+            members = await webhooks.members(self._db, room_id, MAX_RECIPIENTS + 1)
+            connected, known = await self._quota.connected([member["id"] for member in members[:MAX_RECIPIENTS]])
+            if len(self._recipients) >= MAX_CACHED_ROOMS:
+                self._recipients.clear()
+            cached = self._recipients[room_id] = (now, members, connected, known)
+        _, members, connected, known = cached
         sender = int(event["message"]["sender_id"])
-        members = await webhooks.members(self._db, room_id, MAX_RECIPIENTS + 1)
-        complete = len(members) <= MAX_RECIPIENTS
-        others = [member for member in members[:MAX_RECIPIENTS] if member["id"] != sender]
-        connected, known = await self._quota.connected([member["id"] for member in others])
         offline = [
             {"id": str(member["id"]), "externalId": member["external_id"]}
-            for member in others
-            if member["id"] not in connected
+            for member in members[:MAX_RECIPIENTS]
+            if member["id"] != sender and member["id"] not in connected
         ]
-        return {"offline": offline, "complete": complete and known}
+        return {"offline": offline, "complete": known and len(members) <= MAX_RECIPIENTS}

@@ -117,7 +117,7 @@ async def main(quick: bool) -> None:
                     "createMessage per second": rate,
                     "createMessage p99 (ms)": p99,
                     "createMessage errors": errors,
-                    "live p99 at S=1000 (ms)": live.p99_ms,
+                    f"live p99 at S={1000 // scale} (ms)": live.p99_ms,
                     "live missing": live.missing,
                 }
                 if "fast" in mode:
@@ -139,7 +139,7 @@ async def main(quick: bool) -> None:
         receiver.terminate()
         receiver.wait(10)
         drop_database(name)
-    names = list(next(iter(figures.values())))
+    names = list(dict.fromkeys(label for row in figures.values() for label in row))
     print(f"\nWebhooks: createMessage ({WRITERS} clients over {ROOMS} rooms), live p99 (S={1000 // scale}, 20 msg/s)")
     print(f"  {'':40}" + "".join(f"{mode:>20}" for mode in figures))
     for label in names:

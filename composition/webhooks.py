@@ -7,6 +7,7 @@ embedded default, let the web process deliver). SIGTERM stops it; its leases are
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 
@@ -19,6 +20,7 @@ from resolvers.webhook_events import WebhookEvents
 from transports.webhooks import Dispatcher, Doorbell
 
 logger = logging.getLogger("chat.webhooks")
+WORKER_POOL = 2
 
 
 async def run(settings: Settings, stopping: asyncio.Event) -> None:
@@ -28,7 +30,8 @@ async def run(settings: Settings, stopping: asyncio.Event) -> None:
         if settings.redis_url
         else None
     )
-    db = open_database(settings)
+    # Its own small pool: count WORKER_POOL connections in DATABASE_CONNECTION_RESERVE.
+    db = open_database(dataclasses.replace(settings, db_pool_max=min(settings.db_pool_max, WORKER_POOL)))
     quota = LiveQuota(
         redis,
         settings.channel_prefix,

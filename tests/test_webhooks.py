@@ -7,6 +7,7 @@ follows who holds an open WebSocket."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -553,3 +554,27 @@ async def test_deliveries_go_on_while_redis_is_away_with_offline_recipients_mark
         api.close()
         receiver.stop()
         own_redis.stop()
+
+
+async def test_an_event_failing_past_the_retry_window_is_skipped_and_recorded(tmp_path: Path) -> None:
+    """WEBHOOK_RETRY_FOR_SECONDS (3 days by default; 1 s here): then the next event goes."""
+    receiver = Receiver(answer=lambda payload, _attempt: 503 if "doomed" in json.dumps(payload) else 200).start()
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    env = {"DATABASE_URL": url, "REDIS_URL": "", "WEBHOOK_URL": receiver.url, **FAST, "WEBHOOK_RETRY_FOR_SECONDS": "1"}
+    migrate(env)
+    server = Server(env=env, workers=1).start()
+    api = GraphQLClient(server.url)
+    try:
+        owner = sign_up(api, "Owner")
+        room = create_room(api, owner)
+        post_message(api, owner, room, "doomed")
+        post_message(api, owner, room, "next")
+        await _created(receiver, "next")
+    finally:
+        server.stop()
+        api.close()
+        receiver.stop()
+    doomed = [r for r in receiver.snapshot() if "doomed" in r.body.decode()]
+    assert len(doomed) >= 3 and {r.answer for r in doomed} == {503} and len({r.payload["id"] for r in doomed}) == 1
+    (status,) = await _status(url, [receiver.url])
+    assert status["backlog"] == 0 and status["last_error"].startswith(f"seq {doomed[0].seq}: gave up after"), status

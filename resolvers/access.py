@@ -239,21 +239,3 @@ async def members_only(room: Any, info: GraphQLResolveInfo) -> None:
         return
     if await role_in(room, info) is None:
         raise Forbidden(MEMBERS_ONLY)
-
-
-WEBHOOK_STATUS_FORBIDDEN = "Only the host's server (its service key) can read the webhooks' state."
-
-
-def is_service(_viewer: Viewer) -> bool:
-    """Whether the viewer is the host's server (the service credential, identity's). Not in
-    this branch yet: no viewer is."""
-    return False
-
-
-def require_service(info: GraphQLResolveInfo) -> Viewer:
-    """The viewer, when it is the host's server: UNAUTHENTICATED without a viewer, FORBIDDEN
-    for any user."""
-    viewer = require_viewer(info)
-    if not is_service(viewer):
-        raise Forbidden(WEBHOOK_STATUS_FORBIDDEN)
-    return viewer

@@ -7,11 +7,20 @@ from typing import Any
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
+from core.errors import Forbidden
 from db import webhooks
-from resolvers.access import require_service
-from resolvers.context import db_of, services_of
+from resolvers.context import db_of, require_viewer, services_of
 
 webhook_status_query = ObjectType("Query")
+SERVICE_ONLY = "Only the host's server (its service key) can read the webhooks' state."
+
+
+def require_service(info: GraphQLResolveInfo) -> None:
+    """The host's server only: UNAUTHENTICATED without a viewer, FORBIDDEN for any user. The
+    service viewer (SERVICE_KEY) is not in this branch, so nobody passes yet: at merge this
+    becomes `resolvers.access.require_service`."""
+    require_viewer(info)
+    raise Forbidden(SERVICE_ONLY)
 
 
 @webhook_status_query.field("webhookStatus")

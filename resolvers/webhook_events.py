@@ -73,10 +73,11 @@ class WebhookEvents:
             if event.get("by") is not None:
                 user_ids.add(int(event["by"]))
             if event["message"] is not None:
-                message_ids.add(int(event["message"]["id"]))
+                if "kind" not in event["message"]:  # a log that does not read messages' kind
+                    message_ids.add(int(event["message"]["id"]))
                 user_ids.add(int(event["message"]["sender_id"]))
         externals = await webhooks.external_ids(self._db, sorted(user_ids))
-        kinds = await webhooks.message_kinds(self._db, sorted(message_ids))
+        kinds = await webhooks.message_kinds(self._db, sorted(message_ids)) if message_ids else {}
         about = {"id": str(room["id"]), "externalId": room["external_id"], "kind": room["kind"]}
 
         def user(user_id: Any) -> dict[str, Any] | None:
@@ -87,7 +88,7 @@ class WebhookEvents:
         def message(found: dict[str, Any]) -> dict[str, Any]:
             return {
                 "id": str(found["id"]),
-                "kind": kinds.get(int(found["id"]), "USER"),
+                "kind": found.get("kind") or kinds.get(int(found["id"]), "USER"),
                 "body": found["body"],
                 "sender": user(found["sender_id"]),
                 "createdAt": _time(found["created_at"]),

@@ -301,14 +301,19 @@ async def test_offline_recipients_are_the_members_without_an_open_connection(fre
         for member in (online, away, later):
             join_room(api, member, room)
         outsider = sign_up(api, "Outsider")  # connected, but no member: never listed
+        # The host's ids, as its service API sets them (users.external_id, rooms.external_id).
+        _sql(fresh_database, f"UPDATE users SET external_id = 'host-away' WHERE id = {away.id}")
+        _sql(fresh_database, f"UPDATE rooms SET external_id = 'order-7' WHERE id = {room}")
         sockets = [await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, user.token) for user in (online, outsider)]
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             await _gql(http, CREATE, {"room": room, "body": "first"}, sender.token)
             payload = await _created(receiver, "first")
             assert payload["recipients"] == {
-                "offline": [{"id": away.id, "externalId": None}, {"id": later.id, "externalId": None}],
+                "offline": [{"id": away.id, "externalId": "host-away"}, {"id": later.id, "externalId": None}],
                 "complete": True,
             }
+            assert payload["room"] == {"id": room, "externalId": "order-7", "kind": "PUBLIC"}
+            assert payload["data"]["message"]["sender"] == {"id": sender.id, "externalId": None}
             # `online` goes away (its slot leaves Redis), `later` connects.
             await sockets[0].close()
             key = f"{prefix}live:connections:{online.id}"
@@ -474,15 +479,14 @@ def _start_worker(env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def _registered(database_url: str) -> int:
+def _sql(database_url: str, statement: str) -> str:
     name = database_url.rsplit("/", 1)[1]
-    result = subprocess.run(
-        ["psql", POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", "-Atqc", "SELECT count(*) FROM webhook_endpoints"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return int(result.stdout.strip())
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    return subprocess.run(["psql", url, "-Atqc", statement], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _registered(database_url: str) -> int:
+    return int(_sql(database_url, "SELECT count(*) FROM webhook_endpoints"))
 
 
 def test_migration_0009_webhooks_goes_up_down_and_up_on_sqlite(tmp_path: Path) -> None:

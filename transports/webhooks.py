@@ -22,7 +22,9 @@ least once, in each room's log order, from the outbox in the database (db.webhoo
 - **Finding work.** The bell: the process that committed an event tries to take its room at
   once. And a poll every WEBHOOK_POLL_SECONDS (db.webhooks.due): retries that are due, rooms
   whose holder died, events committed while another process held the lease (the holder also
-  looks again after giving it back), and everything at start-up.
+  looks again after giving it back), and everything at start-up. A holder whose room has no
+  more events keeps the lease LINGER_SECONDS for the next one (its own bell, rung through the
+  doorbell), unless other rooms wait for a slot: a busy room costs no claim and release per event.
 
 Signing: `X-Chat-Timestamp` (unix seconds) and `X-Chat-Signature: v1=<hex>[,v1=<hex>...]`, the
 HMAC-SHA256 of `timestamp + "." + body` under each secret of WEBHOOK_SECRET (the README shows
@@ -61,6 +63,7 @@ PAGE = 20
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_WOKEN = 10_000
 STOP_SECONDS = 3.0
+LINGER_SECONDS = 0.5
 USER_AGENT = "chat-webhooks/1"
 
 
@@ -79,6 +82,15 @@ def backoff(attempts: int, base: float, most: float) -> float:
     """Seconds before attempt `attempts + 1`: base, doubling, capped, jittered to [half, all]."""
     delay = min(most, base * 2 ** min(attempts - 1, 40))
     return delay / 2 + random.random() * delay / 2
+
+
+async def _rung(bell: asyncio.Event, seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await bell.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +152,7 @@ class Dispatcher:
         self._owner = uuid.uuid4().hex
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._positions: dict[tuple[str, int], int] = {}  # each running room's position, done
+        self._bells: dict[tuple[str, int], asyncio.Event] = {}  # each running room's own bell
         self._loop_task: asyncio.Task[None] | None = None
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_seconds),
@@ -189,7 +202,9 @@ class Dispatcher:
                 sweep = loop.time() - last_poll >= poll
                 if sweep:
                     last_poll = loop.time()
-                await self._fill(woken, sweep)
+                waiting = await self._fill(woken, sweep)
+                if waiting:  # tried again when a slot frees (the bell rings then)
+                    self._doorbell.rooms |= set(list(waiting)[: MAX_WOKEN - len(self._doorbell.rooms)])
             except Exception as error:
                 logger.warning("Looking for webhook work failed (%s); again shortly", type(error).__name__)
             try:
@@ -198,23 +213,30 @@ class Dispatcher:
             except TimeoutError:
                 pass
 
-    async def _fill(self, woken: set[int], sweep: bool) -> None:
+    async def _fill(self, woken: set[int], sweep: bool) -> set[int]:
         """Take rooms to deliver, up to WEBHOOK_CONCURRENCY in flight: the woken ones first,
-        then (on a sweep) those the database says are due."""
+        then (on a sweep) those the database says are due. Returns the woken rooms left for
+        want of a slot."""
         most = self._settings.webhook_concurrency
         now = datetime.now(UTC)
+        waiting: set[int] = set()
         for endpoint in self._endpoints:
             candidates = list(woken)
             if sweep and len(self._running) < most:
                 candidates += await webhooks.due(self._db, endpoint.key, now, most + len(self._running))
             for room_id in dict.fromkeys(candidates):
-                if len(self._running) >= most:
-                    return  # the rest wait for a slot: the next sweep finds them
                 if (endpoint.key, room_id) in self._running:
+                    if (bell := self._bells.get((endpoint.key, room_id))) is not None:
+                        bell.set()  # its task reads the new events
+                    continue
+                if len(self._running) >= most:
+                    if room_id in woken:
+                        waiting.add(room_id)
                     continue
                 lease = await self._claim(endpoint, room_id)
                 if lease is not None:
                     self._spawn(endpoint, room_id, lease)
+        return waiting
 
     async def _claim(self, endpoint: Endpoint, room_id: int) -> Row | None:
         now = datetime.now(UTC)
@@ -255,6 +277,7 @@ class Dispatcher:
                 await webhooks.release(self._db, endpoint.key, room_id, self._owner)
         finally:
             self._positions.pop((endpoint.key, room_id), None)
+            self._bells.pop((endpoint.key, room_id), None)
 
     async def _deliver_backlog(self, endpoint: Endpoint, room_id: int, lease: Row) -> int | None:
         """Deliver the room's events from the lease's position on, in order, until none are
@@ -270,12 +293,23 @@ class Dispatcher:
         attempts = int(lease["attempts"])
         failing_since: datetime | None = lease["failing_since"]
         flushed = loop.time()
+        bell = self._bells[(endpoint.key, room_id)] = asyncio.Event()
         while True:
+            bell.clear()  # a ring from now on is an event this read may miss
             room = await self._events.room(room_id)
             if room is None:
                 return None
             if room["last_event_seq"] <= position:
-                return position
+                # A busy room keeps its lease a moment for its next event (no claim, release and
+                # read of its head per event), unless other rooms wait for a slot.
+                if self._doorbell.rooms or not await _rung(bell, LINGER_SECONDS):
+                    return position
+                if loop.time() - flushed >= settings.webhook_lease_seconds / 4:
+                    until = datetime.now(UTC) + timedelta(seconds=settings.webhook_lease_seconds)
+                    if not await webhooks.advance(self._db, endpoint.key, room_id, self._owner, position, until, None):
+                        return None
+                    stored, flushed = position, loop.time()
+                continue
             for event, body in await self._events.page(room, position, PAGE):
                 seq = int(event["seq"])
                 recipients = await self._events.recipients(room_id, event)

@@ -24,7 +24,10 @@ least once, in each room's log order, from the outbox in the database (db.webhoo
   whose holder died, events committed while another process held the lease (the holder also
   looks again after giving it back), and everything at start-up. A holder whose room has no
   more events keeps the lease LINGER_SECONDS for the next one (its own bell, rung through the
-  doorbell), unless other rooms wait for a slot: a busy room costs no claim and release per event.
+  doorbell), unless other rooms wait for a slot: a busy room costs no claim and release per event,
+  and it waits GATHER_SECONDS after a ring so a burst is read as one page. A process whose claim
+  on a ring failed (another holds the room) leaves that room's rings to the holder for half of
+  that: at worst an event committed just as the holder let go waits for the next poll.
 
 Signing: `X-Chat-Timestamp` (unix seconds) and `X-Chat-Signature: v1=<hex>[,v1=<hex>...]`, the
 HMAC-SHA256 of `timestamp + "." + body` under each secret of WEBHOOK_SECRET (the README shows
@@ -64,6 +67,7 @@ MAX_RESPONSE_BYTES = 64 * 1024
 MAX_WOKEN = 10_000
 STOP_SECONDS = 3.0
 LINGER_SECONDS = 0.5
+GATHER_SECONDS = 0.05
 USER_AGENT = "chat-webhooks/1"
 
 
@@ -153,6 +157,9 @@ class Dispatcher:
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._positions: dict[tuple[str, int], int] = {}  # each running room's position, done
         self._bells: dict[tuple[str, int], asyncio.Event] = {}  # each running room's own bell
+        # Rooms whose claim failed on a ring (another process holds them), until when their
+        # rings are left to that holder: it lingers longer, and looks again when it lets go.
+        self._refused: dict[tuple[str, int], float] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_seconds),
@@ -219,6 +226,7 @@ class Dispatcher:
         want of a slot."""
         most = self._settings.webhook_concurrency
         now = datetime.now(UTC)
+        loop = asyncio.get_running_loop()
         waiting: set[int] = set()
         for endpoint in self._endpoints:
             candidates = list(woken)
@@ -233,9 +241,15 @@ class Dispatcher:
                     if room_id in woken:
                         waiting.add(room_id)
                     continue
+                if room_id in woken and self._refused.get((endpoint.key, room_id), 0.0) > loop.time():
+                    continue  # held elsewhere a moment ago: its holder reads this event
                 lease = await self._claim(endpoint, room_id)
                 if lease is not None:
                     self._spawn(endpoint, room_id, lease)
+                elif room_id in woken:
+                    if len(self._refused) >= MAX_WOKEN:
+                        self._refused.clear()
+                    self._refused[(endpoint.key, room_id)] = loop.time() + LINGER_SECONDS / 2
         return waiting
 
     async def _claim(self, endpoint: Endpoint, room_id: int) -> Row | None:
@@ -304,6 +318,7 @@ class Dispatcher:
                 # read of its head per event), unless other rooms wait for a slot.
                 if self._doorbell.rooms or not await _rung(bell, LINGER_SECONDS):
                     return position
+                await asyncio.sleep(GATHER_SECONDS)  # a burst's events go out of one page's reads
                 if loop.time() - flushed >= settings.webhook_lease_seconds / 4:
                     until = datetime.now(UTC) + timedelta(seconds=settings.webhook_lease_seconds)
                     if not await webhooks.advance(self._db, endpoint.key, room_id, self._owner, position, until, None):

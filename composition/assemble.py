@@ -7,7 +7,8 @@ The order, and the one edge that runs the other way:
 2. the live engine, whose per-event executions get those services in their context;
 3. the revocations start listening, told to end subscriptions on that engine (they are built
    before it, since its resolvers reach them: the listener is what `start` is given);
-   presence and quotas start; the token expiry watch starts on the engine;
+   presence and quotas start; the webhooks' dispatcher starts (with WEBHOOK_URL, unless
+   WEBHOOK_IN_WEB is off), rung by the publisher; the token expiry watch starts on the engine;
 4. the transports: the live server both WebSocket protocols and the HTTP streams share, the
    WebSocket endpoint, GraphQL over HTTP (behind the body limit and CORS) with its stream
    endpoint and persisted queries, and the SSE session endpoint.
@@ -43,10 +44,12 @@ from live.token_expiry import ExpiryWatch, interval_for
 from resolvers import LIST_BOUNDS, VIEWER_FIELDS
 from resolvers.context import make_context
 from resolvers.services import Services
+from resolvers.webhook_events import WebhookEvents
 from transports.http import GraphQLOverHTTP
 from transports.http_streams import SessionEndpoint, StreamEndpoint
 from transports.keepalive import Keepalive
 from transports.operations import LiveServer
+from transports.webhooks import Dispatcher, Doorbell
 from transports.websocket import WebSocketEndpoint
 
 SESSION_EXPIRED = "Your session expired; sign in again."
@@ -74,7 +77,9 @@ def parts_of(scope: Scope) -> Parts | None:
 @asynccontextmanager
 async def assemble(settings: Settings, schema: GraphQLSchema) -> AsyncIterator[Parts]:
     policy = token_policy(settings.token_ttl_seconds, settings.token_renew_seconds)
-    services = build_services(settings, policy)
+    delivering = bool(settings.webhook_urls) and settings.webhook_in_web
+    doorbell = Doorbell()
+    services = build_services(settings, policy, doorbell.published if delivering else None)
     async with _connected(services):
         engine = Engine(
             schema,
@@ -91,6 +96,10 @@ async def assemble(settings: Settings, schema: GraphQLSchema) -> AsyncIterator[P
         await services.revocations.start(SubscriptionEnds(engine))
         await services.presence.start()
         await services.quota.start()
+        dispatcher = None
+        if delivering:
+            dispatcher = Dispatcher(services.db, settings, WebhookEvents(services.db, services.quota), doorbell)
+            await dispatcher.start()
         try:
             expiry = ExpiryWatch(
                 engine,
@@ -108,6 +117,8 @@ async def assemble(settings: Settings, schema: GraphQLSchema) -> AsyncIterator[P
                 await engine.close()
                 await services.publisher.close()
         finally:
+            if dispatcher is not None:
+                await dispatcher.stop()
             await services.quota.stop()
             await services.presence.stop()
             await services.revocations.stop()

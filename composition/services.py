@@ -3,6 +3,9 @@ settings, connected to nothing yet: `composition.assemble` opens and starts them
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from core.broadcast import open_broadcast
 from core.redis_clients import RedisBreaker, create_redis
 from core.settings import Settings
@@ -21,7 +24,10 @@ from resolvers.services import Services
 from resolvers.topics import presence_topic
 
 
-def build_services(settings: Settings, policy: TokenPolicy) -> Services:
+def build_services(
+    settings: Settings, policy: TokenPolicy, observer: Callable[[str, dict[str, Any]], None] | None = None
+) -> Services:
+    """`observer` is told of every event published (the webhooks' doorbell)."""
     redis = (
         create_redis(
             settings.redis_url, settings.redis_ssl_cert_reqs, settings.redis_pool_max, settings.redis_acquire_timeout
@@ -35,7 +41,7 @@ def build_services(settings: Settings, policy: TokenPolicy) -> Services:
     # Bounds the Redis calls a request waits on (core.redis_clients); none without Redis.
     breaker = RedisBreaker(settings.redis_command_timeout) if redis is not None else None
     expiring = RedisExpiringSets(redis, settings.channel_prefix, breaker) if redis else MemoryExpiringSets()
-    publisher = Publisher(broadcast, settings.channel_prefix, breaker)
+    publisher = Publisher(broadcast, settings.channel_prefix, breaker, observer)
     access = AccessReads(db)
     return Services(
         settings=settings,

@@ -51,3 +51,6 @@ def configure(level: str) -> None:
     logging.getLogger("uvicorn.access").addFilter(StripQueryString())
     # At DEBUG, `databases` logs every query's arguments: password hashes, tokens' digests, bodies.
     logging.getLogger("databases").setLevel(max(logging.INFO, logging.getLogger().level))
+    # httpx logs every webhook delivery's URL (which may carry a credential) at INFO; the
+    # dispatcher logs what went wrong itself (transports.webhooks).
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 DEFAULT_SQLITE_URL = "sqlite:///chat.db"
+MAX_WEBHOOK_URLS = 16
 
 
 class _Environment:
@@ -201,6 +202,17 @@ class Settings:
     auth_jwks_refetch_seconds: float  # at most one fetch of the JWKS URL per this, whatever kids come
     auth_jwks_cache_seconds: float  # keys older than this are fetched again at their next use
     service_keys: tuple[str, ...]
+    # [webhooks]
+    webhook_urls: tuple[str, ...] = ()  # every logged room event is POSTed to each (transports.webhooks)
+    webhook_secrets: tuple[str, ...] = ()  # each signs every delivery (rotation: old and new at once)
+    webhook_in_web: bool = True  # the web workers deliver; off when a `worker:` process does
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 4  # rooms delivered at once per process
+    webhook_retry_base_seconds: float = 2.0
+    webhook_retry_max_seconds: float = 600.0
+    webhook_retry_for_seconds: float = 3 * 24 * 3600.0
+    webhook_poll_seconds: float = 2.0
+    webhook_lease_seconds: float = 60.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -329,6 +341,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         auth_jwks_refetch_seconds=max(0.0, env.number("AUTH_JWKS_REFETCH_SECONDS", 30.0)),
         auth_jwks_cache_seconds=max(1.0, env.number("AUTH_JWKS_CACHE_SECONDS", 3600.0)),
         service_keys=_service_keys(env.text("SERVICE_KEY")),
+        **_webhooks(env),
     )
 
 
@@ -352,3 +365,39 @@ def _service_keys(value: str) -> tuple[str, ...]:
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
             )
     return keys
+
+
+def _webhooks(env: _Environment) -> dict:
+    """The [webhooks] settings. A URL without a secret, or a lease too short to outlast a
+    delivery's timeout (two holders of one room at once would break its order), cannot work."""
+    urls = tuple(_words(env.text("WEBHOOK_URL")))
+    secrets = tuple(_words(env.text("WEBHOOK_SECRET")))
+    for url in urls:
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ConfigurationError(f"WEBHOOK_URL: {url.split('?')[0]!r} is not an http(s) URL.")
+    if len(urls) > MAX_WEBHOOK_URLS:
+        raise ConfigurationError(f"WEBHOOK_URL names {len(urls)} endpoints: at most {MAX_WEBHOOK_URLS}.")
+    if urls and not secrets:
+        raise ConfigurationError("WEBHOOK_URL is set without WEBHOOK_SECRET: every delivery is signed.")
+    timeout = env.number("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+    lease = env.number("WEBHOOK_LEASE_SECONDS", max(60.0, 4 * timeout))
+    if lease < 2 * timeout + 5:
+        raise ConfigurationError("WEBHOOK_LEASE_SECONDS must be at least twice WEBHOOK_TIMEOUT_SECONDS plus 5.")
+    base = env.number("WEBHOOK_RETRY_BASE_SECONDS", 2.0)
+    return {
+        "webhook_urls": urls,
+        "webhook_secrets": secrets,
+        "webhook_in_web": env.flag("WEBHOOK_IN_WEB", True),
+        "webhook_timeout_seconds": timeout,
+        "webhook_concurrency": max(1, env.integer("WEBHOOK_CONCURRENCY", 4)),
+        "webhook_retry_base_seconds": base,
+        "webhook_retry_max_seconds": max(base, env.number("WEBHOOK_RETRY_MAX_SECONDS", 600.0)),
+        "webhook_retry_for_seconds": env.number("WEBHOOK_RETRY_FOR_SECONDS", 3 * 24 * 3600.0),
+        "webhook_poll_seconds": env.number("WEBHOOK_POLL_SECONDS", 2.0),
+        "webhook_lease_seconds": lease,
+    }
+
+
+def _words(text: str) -> list[str]:
+    """Comma- or space-separated values."""
+    return [word for word in text.replace(",", " ").split() if word]

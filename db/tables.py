@@ -163,3 +163,35 @@ room_events = sa.Table(
     # The kind's own fields, as JSON text.
     sa.Column("data", sa.Text, nullable=True),
 )
+
+# Webhooks (migration 0009_webhooks; transports.webhooks). An endpoint is known by `key`, a hash
+# of its URL (the URL itself may carry a credential: only `label`, its scheme, host and path, is
+# stored). Registering one records every room's log position at that moment: the endpoint hears
+# what happens from then on, not the history before it.
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("label", sa.String(2048), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The outbox: one row per endpoint and room, its position in the room's log (room_events), not a
+# copy of any event. `delivered_seq`: every event up to it was acknowledged (or refused with a
+# 4xx, or given up on); the next is `delivered_seq + 1`. A room without a row for an endpoint is
+# at 0 (a room made after the endpoint was registered). `lease_owner`/`lease_until`: the one
+# process delivering this room to this endpoint now; `next_attempt_at`: the next event's retry.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("endpoint", sa.String(64), sa.ForeignKey("webhook_endpoints.key", ondelete="CASCADE"), primary_key=True),
+    sa.Column("room_id", sa.BigInteger, sa.ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("delivered_seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failing_since", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("last_error_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from core.broadcast import ChannelBroadcast
@@ -36,14 +37,25 @@ RETRY_FIRST, RETRY_MOST = 0.1, 2.0
 
 
 class Publisher:
-    def __init__(self, broadcast: ChannelBroadcast, channel_prefix: str, breaker: RedisBreaker | None = None) -> None:
+    def __init__(
+        self,
+        broadcast: ChannelBroadcast,
+        channel_prefix: str,
+        breaker: RedisBreaker | None = None,
+        observer: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
         self._broadcast = broadcast
         self._prefix = channel_prefix
         self._breaker = breaker
+        # Told of every event published, before the broadcast is (the webhooks' doorbell): it
+        # must not block nor raise.
+        self._observer = observer
         self._retries: set[asyncio.Task[Any]] = set()
 
     async def event(self, topic: str, event: dict[str, Any]) -> None:
         """An event of `topic` (with its `seq` when the topic is logged)."""
+        if self._observer is not None:
+            self._observer(topic, event)
         await self._publish(topic, messages.event(event))
 
     async def end(self, topic: str, *, user: int, error: dict[str, Any]) -> None:

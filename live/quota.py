@@ -148,6 +148,35 @@ class LiveQuota:
         members.add(member)
         return Slot(self, kind, user, member, shared=False)
 
+    async def connected(self, users: list[int]) -> tuple[set[int], bool]:
+        """Those of `users` who hold a live connection or stream (a WebSocket, an SSE or
+        multipart stream) anywhere now, and whether that is known everywhere. With Redis: any
+        unexpired member of their set, whichever process holds it. Without Redis (one process):
+        this process's. When Redis does not answer (within the breaker's timeout, or while it is
+        open; else STOP_SECONDS): this process's only, and False."""
+        mine = {slot.user for slot in self._held.values() if slot.kind == CONNECTIONS}
+        mine |= {user for (kind, user), members in self._local.items() if kind == CONNECTIONS and members}
+        if self._redis is None:
+            return {user for user in users if user in mine}, True
+        now = time.time()
+        redis = self._redis
+
+        async def count() -> list[int]:
+            async with redis.pipeline(transaction=False) as pipe:
+                for user in users:
+                    pipe.zcount(self._key(CONNECTIONS, user), f"({now}", "+inf")
+                return await pipe.execute()
+
+        try:
+            async with asyncio.timeout(STOP_SECONDS):
+                counts = await (count() if self._breaker is None else self._breaker.call(count))
+        except (RedisError, OSError, TimeoutError) as error:
+            logger.warning(
+                "Reading who is connected failed (%s): this process's connections only", type(error).__name__
+            )
+            return {user for user in users if user in mine}, False
+        return {user for user, count in zip(users, counts, strict=True) if count or user in mine}, True
+
     def held(self, kind: str, user: int) -> int:
         """This process's slots of `kind` for `user` (for tests and logs)."""
         local = len(self._local.get((kind, user), ()))

@@ -5,6 +5,7 @@ from pathlib import Path
 from ariadne import load_schema_from_path, make_executable_schema
 from graphql import GraphQLSchema
 
+from core.settings import MAX_WEBHOOK_URLS
 from live.source import Audience, per_viewer
 from resolvers.invite import invite_mutations, invite_type
 from resolvers.lists import MAX_LIST
@@ -25,6 +26,7 @@ from resolvers.service import (
 from resolvers.subscription import subscription_type
 from resolvers.typing import typing_type
 from resolvers.user import user_type
+from resolvers.webhook_status import webhook_status_query
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
 
@@ -54,6 +56,7 @@ LIST_BOUNDS: dict[tuple[str, str], int] = {
     ("Query", "publicRooms"): MAX_LIST,
     ("Room", "messages"): MAX_PAGE,
     ("Room", "events"): MAX_PAGE,
+    ("Query", "webhookStatus"): MAX_WEBHOOK_URLS,
 }
 
 
@@ -61,6 +64,7 @@ def build_schema() -> GraphQLSchema:
     return make_executable_schema(
         load_schema_from_path(str(SCHEMA_PATH)),
         query_type,
+        webhook_status_query,
         mutation_type,
         invite_mutations,
         invite_type,

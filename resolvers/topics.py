@@ -1,9 +1,11 @@
 """The names of a room's live topics (a Redis channel each, under the channel prefix)."""
 
+ROOM_TOPIC_PREFIX = "room:"
+
 
 def room_topic(room_id: int) -> str:
     """The room's log: messages, edits, deletes, reactions, read positions, joins, leaves."""
-    return f"room:{room_id}"
+    return f"{ROOM_TOPIC_PREFIX}{room_id}"
 
 
 def typing_topic(room_id: int) -> str:

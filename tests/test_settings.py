@@ -79,3 +79,26 @@ def test_host_accounts_jwts_and_service_keys() -> None:
             load({"SERVICE_KEY": bad})
     loaded = load({"AUTH_JWT_SECRET": "s", "AUTH_JWT_AUDIENCE": "chat", "AUTH_JWT_LEEWAY_SECONDS": "5"})
     assert (loaded.auth_jwt_secret, loaded.auth_jwt_audience, loaded.auth_jwt_leeway_seconds) == ("s", "chat", 5.0)
+
+
+def test_webhook_settings() -> None:
+    settings = load({"WEBHOOK_URL": "https://a.example/hook, http://b.example/x  ", "WEBHOOK_SECRET": "old new"})
+    assert settings.webhook_urls == ("https://a.example/hook", "http://b.example/x")
+    assert settings.webhook_secrets == ("old", "new")
+    assert settings.webhook_in_web and settings.webhook_lease_seconds >= 2 * settings.webhook_timeout_seconds + 5
+    assert load({}).webhook_urls == ()
+    with pytest.raises(ConfigurationError, match="without WEBHOOK_SECRET"):
+        load({"WEBHOOK_URL": "https://a.example/hook"})
+    with pytest.raises(ConfigurationError, match="not an http"):
+        load({"WEBHOOK_URL": "ftp://a.example/hook", "WEBHOOK_SECRET": "s"})
+    with pytest.raises(ConfigurationError, match="WEBHOOK_LEASE_SECONDS"):
+        load(
+            {
+                "WEBHOOK_URL": "https://a/",
+                "WEBHOOK_SECRET": "s",
+                "WEBHOOK_TIMEOUT_SECONDS": "30",
+                "WEBHOOK_LEASE_SECONDS": "40",
+            }
+        )
+    with pytest.raises(ConfigurationError, match="at most 16"):
+        load({"WEBHOOK_URL": " ".join(f"https://h{n}.example/" for n in range(17)), "WEBHOOK_SECRET": "s"})

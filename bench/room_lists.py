@@ -236,7 +236,7 @@ def row(label: str, messages: float, listed: float) -> None:
     print(f"  {label:34} {messages:15.1f} {listed:15.1f} {ratio:>13}")
 
 
-async def main(quick: bool, only: str | None) -> None:
+async def main(quick: bool, only: str | None, messages_per_round: int | None) -> None:
     scale = 5 if quick else 1
     size = 1000 // scale
     name = unique_name("rooms_bench")
@@ -251,7 +251,7 @@ async def main(quick: bool, only: str | None) -> None:
                 await each(stack, [(JOIN, {"r": room}, token) for token in members])
                 await stack.fan_out(200 // scale, 1, 20.0, 40 // scale, "messageCreated")  # warm-up
                 await my_rooms(stack, room, members[: 200 // scale], 20.0, 40 // scale)  # warm-up
-                per_round = MESSAGES // scale
+                per_round = messages_per_round or MESSAGES // scale
                 rounds: list[tuple[FanOut, MyRoomsFanOut]] = []
                 for pair in range(PAIRS):
                     if pair % 2 == 0:
@@ -303,8 +303,9 @@ async def main(quick: bool, only: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a fifth of the load, for a smoke run")
-    parser.add_argument("--only", choices=("myrooms", "rooms"), help="one part alone (for profiling)")
+    parser.add_argument("--only", choices=("myrooms", "rooms"), help="one part alone")
+    parser.add_argument("--messages", type=int, help="messages per fan-out round (400; 80 with --quick)")
     arguments = parser.parse_args()
     import uvloop
 
-    uvloop.run(main(arguments.quick, arguments.only))
+    uvloop.run(main(arguments.quick, arguments.only, arguments.messages))

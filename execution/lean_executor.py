@@ -165,6 +165,14 @@ class LeanExecutor(Executor):
         self.flat_lists_completed = 0  # seen by the tests that the short path still runs
         self.objects_completed = 0
 
+    def __copy__(self) -> LeanExecutor:
+        """The shallow copy `copy.copy` makes (graphql-core copies its executor for each event,
+        and the live engine executes an event once per viewer whose answer differs), without
+        the generic protocol's reduce and reconstruct."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
     def build_per_event_executor(self, payload: Any) -> LeanExecutor:
         executor = super().build_per_event_executor(payload)
         assert isinstance(executor, LeanExecutor)

@@ -85,6 +85,7 @@ def resolve_my_role(room: dict, info: GraphQLResolveInfo) -> str | Awaitable[str
 
 
 @room_type.field("lastMessage")
+@reads(LAST_MESSAGE)
 def resolve_last_message(room: dict, info: GraphQLResolveInfo) -> dict | Awaitable[dict | None] | None:
     """The newest message: read with the room, or batched with every room's of the request."""
     if LAST_MESSAGE in room:

@@ -477,6 +477,10 @@ async def test_an_executor_copied_per_event_does_not_grow_with_events() -> None:
         assert copy.flat_lists_completed == 1  # type: ignore[attr-defined]
     kept = selection._executor
     assert kept is not None and len(kept._relevant_sub_fields) == len(kept._flat_lists) == 0  # type: ignore[attr-defined]
+    # Its own shallow copy (LeanExecutor.__copy__) is the one the generic protocol makes.
+    from copy import copy as shallow
+
+    assert shallow(kept).__dict__ == object.__reduce_ex__(kept, 4)[2] == kept.__dict__ and shallow(kept) is not kept
 
 
 async def test_rows_are_read_on_the_connection_databases_would_use() -> None:

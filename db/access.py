@@ -95,6 +95,12 @@ class AccessReads:
         last messages, each message shared by all the batch's rows of its room."""
         return await self._listings.load((user_id, room_id))
 
+    async def listings(self, user_ids: list[int], room_id: int) -> dict[int, Row | None]:
+        """`listing` for each of these users at once (a note's local members, before any of
+        their executions): one statement, and one for the room's last message."""
+        found = await self._load_listings([(user_id, room_id) for user_id in dict.fromkeys(user_ids)])
+        return {user_id: row for (user_id, _), row in found.items()}
+
     async def _load_listings(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], Row | None]:
         by_room: dict[int, list[int]] = {}
         for user_id, room_id in keys:

@@ -128,6 +128,12 @@ async def listed_room(services: Services, viewer: Viewer, room_id: int) -> Row |
     return await services.access.listing(viewer.id, room_id)
 
 
+async def listed_rooms(services: Services, viewer_ids: list[int], room_id: int) -> dict[int, Row | None]:
+    """`listed_room` for each of these viewers at once (every local member's `myRooms` note of
+    the room, read before any of them executes), by viewer id."""
+    return await services.access.listings(viewer_ids, room_id)
+
+
 def known_member(room: Any) -> bool:
     """Whether the path that brought the room vouched for the viewer's membership (a role known,
     or a room only members receive): then member-only fields answer at once."""

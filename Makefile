@@ -66,7 +66,7 @@ test: install tests/js/node_modules/.installed web chromium
 	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-# About 22 minutes in all (`make bench ARGS=--quick` for a smoke run). Prints figures for the
+# About 26 minutes in all (`make bench ARGS=--quick` for a smoke run). Prints figures for the
 # fast stack, the naive baseline and the raw floor side by side, then memory with 2,000 idle
 # subscribers, then a resume from 20,000 messages back and a 5,000-client reconnect storm, then
 # the chat features (the roomEvents mix, typing heartbeats, unread counts), then room lists

@@ -57,7 +57,7 @@ UNREAD_CPU_US = 390.0  # worker CPU per unread request, 374-408 µs
 HEARTBEAT_CPU_US = 1300.0  # a typing heartbeat in-process, 1.0 to 1.6 ms
 UNREAD_RPS = 3100.0  # `{ rooms { unreadCount } }` over 100 rooms, 2,931-3,275 req/s
 WS_DELIVERY_US = 17.0  # server CPU per delivery, S=1000, WebSocket
-MY_ROOMS_DELIVERY_US = 60.0  # server CPU per `myRooms` delivery, S=1000 (bench.room_lists)
+MY_ROOMS_DELIVERY_US = 54.0  # server CPU per `myRooms` delivery, S=1000 (bench.room_lists)
 SSE_DELIVERY_US = 19.3  # server CPU per delivery, S=1000, SSE
 IDLE_WS_KIB = 14.1  # memory per idle subscribed WebSocket
 IDLE_SSE_KIB = 12.3  # memory per idle SSE subscriber

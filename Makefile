@@ -66,19 +66,22 @@ test: install tests/js/node_modules/.installed web chromium
 	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-# About 22 minutes in all (`make bench ARGS=--quick` for a smoke run). Prints figures for the
+# About 26 minutes in all (`make bench ARGS=--quick` for a smoke run). Prints figures for the
 # fast stack, the naive baseline and the raw floor side by side, then memory with 2,000 idle
 # subscribers, then a resume from 20,000 messages back and a 5,000-client reconnect storm, then
-# the chat features (the roomEvents mix, typing heartbeats, unread counts), then createMessage and
-# live p99 with webhooks off, on with a fast receiver and on with one that is down, then subscriptions
-# over SSE and Apollo's multipart HTTP against WebSocket (S=1000 at 20 msg/s, and memory per
-# idle stream), then what a subscription's executor keeps per event (graphql-core's and ours), then
-# what an abusive member or an anonymous client costs everyone else (bench-abuse).
+# the chat features (the roomEvents mix, typing heartbeats, unread counts), then room lists
+# (`myRooms` fan-out in a room of 1,000 against messageCreated, `rooms` for a user in 1,000 rooms
+# against `me`), then createMessage and live p99 with webhooks off, on with a fast receiver and on
+# with one that is down, then subscriptions over SSE and Apollo's multipart HTTP against WebSocket
+# (S=1000 at 20 msg/s, and memory per idle stream), then what a subscription's executor keeps per
+# event (graphql-core's and ours), then what an abusive member or an anonymous client costs
+# everyone else (bench-abuse).
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.idle_memory
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.reconnect $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.chat_features $(ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.room_lists $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.webhooks $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.http_streams $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.executor_memory

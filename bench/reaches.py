@@ -9,7 +9,9 @@ serves. A reach stays where that share is over 5%.
 - the unread request's read (100 rows, Postgres at DATABASE_URL or the local default): the
   pool's reaches one at a time against their public alternatives, CPU per read; and requests
   per second, 25 in flight on 5 connections, each the read and the rest of a request's CPU;
-- the unread request's list completed by graphql-core's executor and by ours;
+- the unread request's list completed by graphql-core's executor and by ours; and objects
+  within objects: a room list's 500 rooms with their last message and its sender, and one
+  `myRooms` note's room (planned alike since the room lists' work);
 - a WebSocket delivery to 200 sockets through their outboxes (transports/outbox.py): a frame
   written by `LeanWebSocketProtocol.write`, and what the outbox does without it (a writer task
   awaiting starlette's and uvicorn's `send`); an SSE delivery the same, with `ChunkWriter`;
@@ -55,6 +57,7 @@ UNREAD_CPU_US = 390.0  # worker CPU per unread request, 374-408 µs
 HEARTBEAT_CPU_US = 1300.0  # a typing heartbeat in-process, 1.0 to 1.6 ms
 UNREAD_RPS = 3100.0  # `{ rooms { unreadCount } }` over 100 rooms, 2,931-3,275 req/s
 WS_DELIVERY_US = 17.0  # server CPU per delivery, S=1000, WebSocket
+MY_ROOMS_DELIVERY_US = 54.0  # server CPU per `myRooms` delivery, S=1000 (bench.room_lists)
 SSE_DELIVERY_US = 19.3  # server CPU per delivery, S=1000, SSE
 IDLE_WS_KIB = 14.1  # memory per idle subscribed WebSocket
 IDLE_SSE_KIB = 12.3  # memory per idle SSE subscriber
@@ -321,6 +324,74 @@ async def executor(rounds: int, calls: int) -> None:
         results["graphql-core's Executor"],
         UNREAD_CPU_US,
         "CPU per unread request, µs",
+    )
+
+
+# Objects within objects: a room list, and a `myRooms` note's room.
+
+NESTED_SCHEMA = build_schema(
+    """
+    type User { id: ID! name: String! }
+    type Message { id: ID! body: String! sender: User! }
+    type Room { id: ID! name: String! unreadCount: Int! lastMessage: Message }
+    type Change { change: String! roomId: ID! room: Room }
+    type Query { rooms: [Room!]! note: Change! }
+    """
+)
+ROOM_LIST = parse("{ rooms { id name unreadCount lastMessage { id body sender { id name } } } }")
+NOTE = parse("{ note { change roomId room { unreadCount lastMessage { body } } } }")
+LISTED = [
+    {
+        "id": i,
+        "name": f"room {i}",
+        "unreadCount": i % 7,
+        "lastMessage": {"id": i, "body": "hi", "sender": {"id": 1, "name": "a"}},
+    }
+    for i in range(500)
+]
+NOTED = {"change": "UPDATED", "roomId": 1, "room": LISTED[1]}
+
+
+def executes_nested(kind: type[Executor], document: Any, root: dict, calls: int) -> Variant:
+    async def run() -> float:
+        start = time.process_time()
+        for _ in range(calls):
+            executor = kind.build(NESTED_SCHEMA, document, root_value=root)
+            assert not isinstance(executor, list)
+            result = execute_root_selection_set(executor)
+            assert not asyncio.iscoroutine(result) and not result.errors  # type: ignore[union-attr]
+        return (time.process_time() - start) / calls * 1e6
+
+    return run
+
+
+async def nested(rounds: int, calls: int) -> None:
+    lists = await compare(
+        "A room list completed (500 rooms, each with its last message and its sender): CPU per execution",
+        "µs",
+        {
+            "LeanExecutor (objects planned)": executes_nested(LeanExecutor, ROOM_LIST, {"rooms": LISTED}, calls),
+            "graphql-core's Executor": executes_nested(Executor, ROOM_LIST, {"rooms": LISTED}, calls),
+        },
+        rounds,
+    )
+    ours, theirs = (statistics.median(values) for values in lists.values())
+    print(f"  -> graphql-core's executor takes {theirs / ours:.1f}x as long")
+    notes = await compare(
+        "A `myRooms` note completed (its room's count and last message): CPU per execution",
+        "µs",
+        {
+            "LeanExecutor (objects planned)": executes_nested(LeanExecutor, NOTE, {"note": NOTED}, calls * 100),
+            "graphql-core's Executor": executes_nested(Executor, NOTE, {"note": NOTED}, calls * 100),
+        },
+        rounds,
+    )
+    share(
+        "graphql-core's executor",
+        notes["LeanExecutor (objects planned)"],
+        notes["graphql-core's Executor"],
+        MY_ROOMS_DELIVERY_US,
+        "CPU per myRooms delivery, µs",
     )
 
 
@@ -659,6 +730,7 @@ async def main() -> None:
     started = time.perf_counter()
     await unread(rounds, int(2000 * scale))
     await executor(rounds, int(400 * scale))
+    await nested(rounds, int(20 * scale) or 1)
     await websocket(rounds, int(100 * scale))
     await sse(rounds, int(100 * scale))
     await broadcast(rounds, int(20_000 * scale))

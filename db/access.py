@@ -3,6 +3,11 @@
 A subscription is checked twice (when it starts, and again once its topic's feed holds it, so a
 logOut or leaveRoom in between cannot slip past). After a deploy every client resubscribes within
 seconds; each check alone would be a query, and a storm of them would queue behind the pool.
+
+And what a member's room list shows of a room (`listing`): a note on a room's `myRooms` fan-out
+topic is executed for each local member at once, and each asks whether they are still a member
+and their own unread count; one statement answers all of them, and one more the room's last
+message, where a read per member would be a thousand for a room of a thousand.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from functools import cache
 import sqlalchemy as sa
 from databases import Database
 
+from db import read_state
 from db.batching import GroupedLoader
+from db.messages import last_messages
 from db.pool import fetch_rows
 from db.records import Row, now
-from db.rooms import rooms_by_ids
-from db.tables import memberships, messages, room_bans, tokens
+from db.rooms import ROOM_COLUMNS, rooms_by_ids
+from db.tables import memberships, messages, room_bans, rooms, tokens
 from db.users import users_for_tokens
 
 
@@ -60,6 +67,9 @@ class AccessReads:
         )
         self._users: GroupedLoader[str, Row | None] = GroupedLoader(self._load_users, name="token")
         self._rooms: GroupedLoader[int, tuple[int, ...]] = GroupedLoader(self._load_rooms, name="rooms of a user")
+        self._listings: GroupedLoader[tuple[int, int], Row | None] = GroupedLoader(
+            self._load_listings, name="room listing"
+        )
 
     async def room_access(self, token_hash: str, room_id: int) -> Access:
         return await self._access.load((token_hash, room_id))
@@ -75,6 +85,35 @@ class AccessReads:
     async def room_ids_of(self, user_id: int) -> tuple[int, ...]:
         """The rooms a user belongs to (batched with every other connection starting now)."""
         return await self._rooms.load(user_id)
+
+    async def listing(self, user_id: int, room_id: int) -> Row | None:
+        """The room as the user's room list shows it, while they are its member (None else): its
+        row, their role (`my_role`), their read state (`unread`, `read_event_seq`: what
+        db.read_state reads), and its newest message (`last_message`, with its sender; None
+        before any). Batched with every listing asked meanwhile (every local member's `myRooms`
+        executing a note of the room): a statement per room of the batch, and one for their
+        last messages, each message shared by all the batch's rows of its room."""
+        return await self._listings.load((user_id, room_id))
+
+    async def listings(self, user_ids: list[int], room_id: int) -> dict[int, Row | None]:
+        """`listing` for each of these users at once (a note's local members, before any of
+        their executions): one statement, and one for the room's last message."""
+        found = await self._load_listings([(user_id, room_id) for user_id in dict.fromkeys(user_ids)])
+        return {user_id: row for (user_id, _), row in found.items()}
+
+    async def _load_listings(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], Row | None]:
+        by_room: dict[int, list[int]] = {}
+        for user_id, room_id in keys:
+            by_room.setdefault(room_id, []).append(user_id)
+        found: dict[tuple[int, int], Row] = {}
+        for room_id, user_ids in by_room.items():
+            for row in await fetch_rows(self._db, _listings(), {"room_id": room_id, "user_ids": user_ids}):
+                found[(row.pop("user_id"), room_id)] = row
+        # Read after the counts: the message shown is at least as new as any they count.
+        newest = await last_messages(self._db, sorted({room_id for _, room_id in found}))
+        for (_, room_id), row in found.items():
+            row["last_message"] = newest.get(room_id)
+        return {key: found.get(key) for key in keys}
 
     async def _load_rooms(self, user_ids: list[int]) -> dict[int, tuple[int, ...]]:
         found: dict[int, list[int]] = {user_id: [] for user_id in user_ids}
@@ -150,6 +189,22 @@ def _memberships_of_tokens() -> sa.Select:
         .where(tokens.c.token_hash.in_(sa.bindparam("digests", expanding=True)))
         # An expired token is refused as a revoked one is (db/users.py).
         .where(tokens.c.expires_at > sa.bindparam("now", type_=tokens.c.expires_at.type))
+    )
+
+
+@cache
+def _listings() -> sa.Select:
+    """A room's row with each of these members' role and read state (db.read_state's columns)."""
+    return (
+        sa.select(
+            *ROOM_COLUMNS,
+            memberships.c.user_id,
+            memberships.c.role.label("my_role"),
+            *read_state.STATE_COLUMNS[1:],
+        )
+        .select_from(rooms.join(memberships, memberships.c.room_id == rooms.c.id))
+        .where(rooms.c.id == sa.bindparam("room_id"))
+        .where(memberships.c.user_id.in_(sa.bindparam("user_ids", expanding=True)))
     )
 
 

@@ -7,6 +7,7 @@ message's event to the room's log (db.room_events). An edit or a delete is an ev
 too; a deleted message keeps its place, its body emptied.
 """
 
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ from db.ids import new_id
 from db.pool import fetch_rows
 from db.records import Row, as_row, now
 from db.tables import memberships, messages, reactions, rooms, users
+from db.users import PUBLIC_COLUMNS as USER_COLUMNS
 
 MESSAGE_COLUMNS = (
     messages.c.id,
@@ -335,3 +337,38 @@ async def newest_first(db: Database, room_ids: list[int], limit: int, before_seq
     for row in await fetch_rows(db, query):
         pages[row["room_id"]].append(row)
     return pages
+
+
+# The sender's public columns beside a message's, under these names (split off by `_with_sender_row`;
+# not `sender_id`, a message's own column).
+_SENDER_LABELS = tuple((f"sender__{column.name}", column.name) for column in USER_COLUMNS)
+
+
+@cache
+def _last_messages() -> sa.Select:
+    """Each room's newest message: the one at its `last_seq` (messages are numbered without gaps,
+    and a deleted one keeps its place), found by the unique (room, seq) index, not by ranking
+    the room's history; with its sender's public columns."""
+    newest = sa.and_(messages.c.room_id == rooms.c.id, messages.c.seq == rooms.c.last_seq)
+    return (
+        sa.select(
+            *MESSAGE_COLUMNS,
+            *(column.label(label) for column, (label, _) in zip(USER_COLUMNS, _SENDER_LABELS, strict=True)),
+        )
+        .select_from(rooms.join(messages, newest).join(users, users.c.id == messages.c.sender_id))
+        .where(rooms.c.id.in_(sa.bindparam("room_ids", expanding=True)))
+    )
+
+
+def _with_sender_row(row: Row) -> Row:
+    row["sender"] = {name: row.pop(label) for label, name in _SENDER_LABELS}
+    return row
+
+
+async def last_messages(db: Database, room_ids: list[int]) -> dict[int, Row]:
+    """The newest message of each of these rooms that has one, its sender beside it (`sender`:
+    the user's public row): one query for them all, whatever their history's length."""
+    if not room_ids:
+        return {}
+    rows = await fetch_rows(db, _last_messages(), {"room_ids": room_ids})
+    return {row["room_id"]: _with_sender_row(row) for row in rows}

@@ -1,13 +1,16 @@
-"""graphql-core's executor with a short path for flat lists: a list of objects whose selected
-fields are all scalars or enums (`rooms { id unreadCount }`, a message's `reactions`).
+"""graphql-core's executor with a short path for plain selections: a list of objects, or one
+object, whose selected fields are scalars, enums, or objects whose own fields are so in turn
+(`rooms { id unreadCount lastMessage { body sender { name } } }`, a message's `reactions`, a
+`myRooms` note's room).
 
 graphql-core completes each item of a list through seven calls before its first field, and each
-field through as many again. Here the fields of such a list are planned once (resolver,
-arguments, scalar; kept for the parsed document where no variable can change them), and each
-item is one loop over them. Whenever an item is anything but plain (a resolver raises, null
-where null is not allowed, an awaitable, a value its scalar refuses), the whole list goes the
-usual way instead, its resolvers run again, so errors, nulls and awaitables behave exactly as
-graphql-core's. Only synchronous resolvers are planned: a scalar field's resolver is a read.
+field through as many again. Here the fields of such a selection are planned once (resolver,
+arguments, scalar, or the plan of an object's own fields; kept for the parsed document where
+no variable can change them), and each item is one loop over them. Whenever an item is
+anything but plain (a resolver raises, null where null is not allowed, an awaitable, a value
+its scalar refuses, an object that is not a mapping), the whole list or object goes the usual
+way instead, its resolvers run again, so errors, nulls and awaitables behave exactly as
+graphql-core's. Only synchronous resolvers are planned: a planned field's resolver is a read.
 
 And each copy for a subscription's event starts with empty memos: graphql-core's copies share
 the executor's memo of collected subfields, keyed by the lists each event collects anew, so an
@@ -71,6 +74,11 @@ def _id_output(value: Any) -> Any:
     return str(value) if type(value) is int else GraphQLID.coerce_output_value(value)
 
 
+def _no_coercion(value: Any) -> Any:
+    """An object field's: its value is completed by its own plan, never coerced."""
+    return value
+
+
 # Output coercions taken instead of a built-in scalar's own, returning what it would.
 COERCIONS: dict[Any, Callable[[Any], Any]] = {GraphQLID: _id_output}
 READS = "__reads_key__"
@@ -89,13 +97,17 @@ def _reads_as_mapping(kind: type) -> bool:
     return known
 
 
-def _plain_subfields(nodes: tuple[Any, ...]) -> bool:
-    """Whether what is selected under these nodes is fields alone, none with a directive: then
-    graphql-core collects the same subfields for every execution, whatever its variables."""
-    return not any(node.directives for node in nodes) and all(
-        isinstance(selection, FieldNode) and not selection.directives
+def _plain_subfields(nodes: Iterable[Any]) -> bool:
+    """Whether what is selected under these nodes, at every depth, is fields alone, none with a
+    directive: then graphql-core collects the same subfields for every execution, whatever its
+    variables."""
+    return all(
+        not node.directives
+        and all(
+            isinstance(selection, FieldNode) and _plain_subfields((selection,))
+            for selection in (node.selection_set.selections if node.selection_set else ())
+        )
         for node in nodes
-        for selection in (node.selection_set.selections if node.selection_set else ())
     )
 
 
@@ -120,15 +132,20 @@ class PlannedField(NamedTuple):
     nullable: bool
     definition: GraphQLField
     nodes: list[FieldNode]
+    sub: FlatList | None = None  # an object field's own fields (None: a scalar or an enum)
 
 
 class FlatList(NamedTuple):
+    """The plan of an object's selected fields: a list's items', or one object's."""
+
     item_type: GraphQLObjectType
     items_nullable: bool
     fields: list[PlannedField]
     # Where every field reads a key: (name, key, the type passing as it is, whether an int is an
     # ID's), for items whose every value is as plain as that; any other item takes `fields`.
     reads: tuple[tuple[str, str, type, bool], ...] | None = None
+    # Every field's arguments given, at every depth: the plan serves as it is.
+    given: bool = True
 
 
 # Plans of selections whose subfields are plain fields (no fragment, no directive: nothing in
@@ -145,7 +162,16 @@ class LeanExecutor(Executor):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._flat_lists: dict[tuple[GraphQLOutputType, int], tuple[FieldDetailsList, FlatList | None]] = {}
-        self.flat_lists_completed = 0  # seen by the test that the short path still runs
+        self.flat_lists_completed = 0  # seen by the tests that the short path still runs
+        self.objects_completed = 0
+
+    def __copy__(self) -> LeanExecutor:
+        """The shallow copy `copy.copy` makes (graphql-core copies its executor for each event,
+        and the live engine executes an event once per viewer whose answer differs), without
+        the generic protocol's reduce and reconstruct."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
 
     def build_per_event_executor(self, payload: Any) -> LeanExecutor:
         executor = super().build_per_event_executor(payload)
@@ -170,13 +196,41 @@ class LeanExecutor(Executor):
             if completed is not None:
                 self.flat_lists_completed += 1
                 return completed
+            self._unplanned(item_type, field_details_list)
         return super().complete_iterable_value(item_type, field_details_list, info, path, items, position_context)
+
+    def _unplanned(self, item_type: GraphQLOutputType, field_details_list: FieldDetailsList) -> None:
+        """A plan that did not serve (an awaitable in it, say) is not tried again in this execution:
+        each item of the list, or each object the field gives, would try it only to go the usual
+        way after all."""
+        object_type = item_type.of_type if is_non_null_type(item_type) else item_type
+        for kind in (item_type, object_type):
+            self._flat_lists[(kind, id(field_details_list))] = (field_details_list, None)
+
+    def complete_object_value(
+        self,
+        return_type: GraphQLObjectType,
+        field_details_list: FieldDetailsList,
+        info: GraphQLResolveInfo,
+        path: Path,
+        result: Any,
+        position_context: Any,
+    ) -> Any:
+        kind = type(result)
+        if kind is dict or _reads_as_mapping(kind):
+            plan = self._plan(return_type, field_details_list, path)
+            if plan is not None:
+                completed = self._complete_fields(plan, result, True, path, None, {})
+                if completed is not None:
+                    self.objects_completed += 1
+                    return completed
+                self._unplanned(return_type, field_details_list)
+        return super().complete_object_value(return_type, field_details_list, info, path, result, position_context)
 
     def _complete_flat(self, plan: FlatList, path: Path, items: list[Any]) -> list[Any] | None:
         """The completed list, or None where any item is not plain."""
-        item_type, items_nullable, fields, reads = plan
-        type_name = item_type.name
-        infos: dict[str, tuple[tuple, tuple]] = {}  # a field's resolve info around its path, made once per list
+        items_nullable, reads = plan.items_nullable, plan.reads
+        infos: dict[int, tuple[tuple, tuple]] = {}  # a field's resolve info around its path, made once per list
         completed: list[Any] = []
         known: type | None = None  # the items' type, once seen to be read by key
         for index, item in enumerate(items):
@@ -208,44 +262,79 @@ class LeanExecutor(Executor):
                     continue
                 if item is None or isinstance(item, Exception) or self.is_awaitable(item):
                     return None
-            item_path = None
-            data = {}
-            for name, resolve, key, arguments, passes, coerce, nullable, definition, nodes in fields:
-                try:
-                    if key is not None and readable and key in item:
-                        value = item[key]  # what the default resolver (or one that `reads` it) answers
-                        if callable(value):
-                            return None  # the default resolver calls it
-                    else:
-                        parts = infos.get(name)
-                        if parts is None:
-                            made = self.build_resolve_info(definition, nodes, item_type, path)
-                            parts = infos[name] = (made[:PATH], made[PATH + 1 :])
-                        item_path = item_path or Path(path, index, None)
-                        info = new_tuple(GraphQLResolveInfo, (*parts[0], Path(item_path, name, type_name), *parts[1]))
-                        value = resolve(item, info, **arguments) if arguments else resolve(item, info)
-                    value_type = type(value)
-                    if value_type is passes and (value_type is not int or MIN_INT <= value <= MAX_INT):
-                        data[name] = value  # what the scalar's coercion returns as it is
-                        continue
-                    if value_type not in PLAIN:
-                        if value is None and nullable:
-                            data[name] = None
-                            continue
-                        if value is None or isinstance(value, Exception):
-                            return None
-                        if self.is_awaitable(value):
-                            if isinstance(value, CoroutineType):
-                                value.close()  # never started: the usual path calls the resolver again
-                            return None
-                    value = coerce(value)
-                except Exception:
-                    return None
-                if value is None or value is Undefined:
-                    return None
-                data[name] = value
-            completed.append(data)
+            fields = self._complete_fields(plan, item, readable, path, index, infos)
+            if fields is None:
+                return None
+            completed.append(fields)
         return completed
+
+    def _complete_fields(
+        self,
+        plan: FlatList,
+        item: Any,
+        readable: bool,
+        path: Path,
+        index: int | None,
+        infos: dict[int, tuple[tuple, tuple]],
+    ) -> dict[str, Any] | None:
+        """One object's completed fields, or None where anything in it is not plain. `path` is
+        the list's (the item's is `index` in it) or, `index` None, the object's own."""
+        type_name = plan.item_type.name
+        item_path: Path | None = path if index is None else None
+        data: dict[str, Any] = {}
+        for field in plan.fields:
+            name, resolve, key, arguments, passes, coerce, nullable, definition, nodes, sub = field
+            try:
+                if key is not None and readable and key in item:
+                    value = item[key]  # what the default resolver (or one that `reads` it) answers
+                    if callable(value):
+                        return None  # the default resolver calls it
+                else:
+                    parts = infos.get(id(field))
+                    if parts is None:
+                        made = self.build_resolve_info(definition, nodes, plan.item_type, path)
+                        parts = infos[id(field)] = (made[:PATH], made[PATH + 1 :])
+                    item_path = item_path or Path(path, cast(int, index), None)
+                    info = new_tuple(GraphQLResolveInfo, (*parts[0], Path(item_path, name, type_name), *parts[1]))
+                    value = resolve(item, info, **arguments) if arguments else resolve(item, info)
+                if sub is not None:  # an object: its own fields, planned alike
+                    if value is None:
+                        if not nullable:
+                            return None
+                        data[name] = None
+                        continue
+                    value_type = type(value)
+                    if value_type is not dict and not _reads_as_mapping(value_type):
+                        if isinstance(value, CoroutineType):
+                            value.close()  # never started: the usual path calls the resolver again
+                        return None
+                    item_path = item_path or Path(path, cast(int, index), None)
+                    completed = self._complete_fields(sub, value, True, Path(item_path, name, type_name), None, infos)
+                    if completed is None:
+                        return None
+                    data[name] = completed
+                    continue
+                value_type = type(value)
+                if value_type is passes and (value_type is not int or MIN_INT <= value <= MAX_INT):
+                    data[name] = value  # what the scalar's coercion returns as it is
+                    continue
+                if value_type not in PLAIN:
+                    if value is None and nullable:
+                        data[name] = None
+                        continue
+                    if value is None or isinstance(value, Exception):
+                        return None
+                    if self.is_awaitable(value):
+                        if isinstance(value, CoroutineType):
+                            value.close()  # never started: the usual path calls the resolver again
+                        return None
+                value = coerce(value)
+            except Exception:
+                return None
+            if value is None or value is Undefined:
+                return None
+            data[name] = value
+        return data
 
     def _plan(self, item_type: GraphQLOutputType, field_details_list: FieldDetailsList, path: Path) -> FlatList | None:
         key = (item_type, id(field_details_list))
@@ -272,11 +361,16 @@ class LeanExecutor(Executor):
         return None if plan is None else self._with_arguments(plan)
 
     def _with_arguments(self, plan: FlatList) -> FlatList | None:
-        """The plan with this execution's arguments for the fields that take some."""
-        if all(field.arguments is not None for field in plan.fields):
+        """The plan with this execution's arguments for the fields that take some, at any depth."""
+        if plan.given:
             return plan
         fields = []
         for field in plan.fields:
+            if field.sub is not None:
+                sub = self._with_arguments(field.sub)
+                if sub is None:
+                    return None
+                field = field._replace(sub=sub)
             if field.arguments is None:
                 first = field.nodes[0]
                 try:
@@ -287,7 +381,7 @@ class LeanExecutor(Executor):
                     return None
                 field = field._replace(arguments=arguments)
             fields.append(field)
-        return plan._replace(fields=fields)
+        return plan._replace(fields=fields, given=True)
 
     def _collected(
         self, item_type: GraphQLOutputType, field_details_list: FieldDetailsList, path: Path
@@ -313,8 +407,14 @@ class LeanExecutor(Executor):
             field_nullable = not is_non_null_type(definition.type)
             scalar = definition.type if field_nullable else cast(GraphQLNonNull, definition.type).of_type
             resolve = definition.resolve or self.field_resolver
-            if not is_leaf_type(scalar) or iscoroutinefunction(resolve) or first.fragment_variable_values:
+            if iscoroutinefunction(resolve) or first.fragment_variable_values:
                 return None
+            sub = None
+            if not is_leaf_type(scalar):
+                # An object's own fields, planned alike (a list or an abstract type is not planned).
+                sub = self._collected(scalar, details, path) if is_object_type(scalar) else None
+                if sub is None:
+                    return None
             key = first.node.name.value if resolve is default_field_resolver else getattr(resolve, READS, None)
             fields.append(
                 PlannedField(
@@ -323,15 +423,17 @@ class LeanExecutor(Executor):
                     key,
                     None if definition.args or first.node.arguments else {},
                     PASSES.get(scalar),
-                    COERCIONS.get(scalar, scalar.coerce_output_value),
+                    COERCIONS.get(scalar, cast(Any, scalar).coerce_output_value) if sub is None else _no_coercion,
                     field_nullable,
                     definition,
                     [d.node for d in details],
+                    sub,
                 )
             )
         reads = tuple(
             (field.name, field.key, field.passes, field.coerce is _id_output)
             for field in fields
-            if field.key is not None and field.passes is not None
+            if field.key is not None and field.passes is not None and field.sub is None
         )
-        return FlatList(object_type, nullable, fields, reads if len(reads) == len(fields) else None)
+        given = all(field.arguments is not None and (field.sub is None or field.sub.given) for field in fields)
+        return FlatList(object_type, nullable, fields, reads if len(reads) == len(fields) else None, given)

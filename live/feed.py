@@ -28,6 +28,7 @@ from live.source import Event, LiveSource
 from live.subscription import Subscription
 
 if TYPE_CHECKING:
+    from identity.auth import Viewer
     from live.engine import Engine
 
 logger = logging.getLogger("chat.live")
@@ -186,13 +187,17 @@ class Feed:
             shared = None if viewer is None else (viewer.id, viewer.token_hash)
             context = contexts.get(shared)
             if context is None:
-                context = contexts[shared] = self.engine.context(viewer)
+                context = contexts[shared] = self._context(viewer)
             payload = payloads[(group.key, audience)] = await self.engine.execute(
                 group.selection, viewer, event, context
             )
             for subscription in subscriptions:
                 if subscription.feed is self:
                     subscription.deliver(seq, payload, event_id)
+
+    def _context(self, viewer: Viewer | None) -> dict[str, Any]:
+        """A viewer's execution context for an event (their loaders, shared by its groups)."""
+        return self.engine.context(viewer)
 
 
 class PlainFeed(Feed):

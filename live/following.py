@@ -16,6 +16,11 @@ groups (so what depends on who asks is executed per viewer there, as in any feed
 event on a followed topic costs: one publish, one delivery per process that follows it, and
 one execution per distinct selection (and audience) of each following feed in that process.
 
+A following feed's source may also `prepare` what its executions need (live.source): the relay
+then reads it once per event for every following viewer of the process, before handing the
+event on, so each execution finds its own value at hand (one read for a room's thousand local
+members, and none of them waiting on it apart).
+
 A relay that resyncs (Redis came back, or the relay fell behind) may have lost events: these
 are notes of a state (nothing to re-read), and the following feeds' own topics resync at the
 same moment for a reconnect, re-reading what they follow.
@@ -25,14 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 from core.cancelling import cancel_and_wait
+from identity.auth import Viewer
 from live import messages
 from live.feed import PlainFeed
-from live.source import FOLLOW, UNFOLLOW, Event, LiveSource
+from live.source import FOLLOW, PREPARED, UNFOLLOW, Event, LiveSource, Prepare
 
 if TYPE_CHECKING:
     from live.engine import Engine
@@ -48,6 +54,8 @@ class FollowingFeed(PlainFeed):
         assert source.follows is not None
         self.follows: Callable[[], Awaitable[Iterable[str]]] = source.follows
         self.followed: set[str] = set()
+        self.prepare: Prepare | None = source.prepare
+        self._prepared: Mapping[int, Any] | None = None  # for the followed topic's event being delivered
 
     async def _subscribed(self) -> None:
         try:
@@ -94,16 +102,30 @@ class FollowingFeed(PlainFeed):
     async def _on_resync(self) -> None:
         await self._refollow()
 
-    async def relayed(self, topic: str, event: Event) -> None:
-        """An event of a followed topic, delivered unless the topic was left meanwhile."""
+    async def relayed(self, topic: str, event: Event, prepared: Mapping[int, Any] | None = None) -> None:
+        """An event of a followed topic, delivered unless the topic was left meanwhile;
+        `prepared`: what `prepare` read for it, by viewer id."""
         try:
             async with self.lock:
                 if topic in self.followed and not self.retired:
-                    await self._deliver(event)
+                    self._prepared = prepared
+                    try:
+                        await self._deliver(event)
+                    finally:
+                        self._prepared = None
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("Topic %s: delivering an event of %s failed", self.topic, topic)
+
+    def _context(self, viewer: Viewer | None) -> dict[str, Any]:
+        context = super()._context(viewer)
+        if self._prepared is not None and viewer is not None and viewer.id in self._prepared:
+            context[PREPARED] = self._prepared[viewer.id]
+        return context
+
+    def viewers(self) -> list[Viewer]:
+        return [subscription.viewer for group in self.groups.values() for subscription in group.subscriptions]
 
 
 class Relay:
@@ -138,7 +160,35 @@ class Relay:
             read = messages.read(message.message)
             if isinstance(read, messages.Resync | messages.End):
                 continue  # a state's notes: nothing to re-read; nobody subscribes to this topic itself
-            await asyncio.gather(*(feed.relayed(self.topic, read) for feed in list(self.followers)))
+            followers = list(self.followers)
+            prepared = await self._prepare(read, followers)
+            await asyncio.gather(
+                *(feed.relayed(self.topic, read, prepared.get(_kind(feed.prepare))) for feed in followers)
+            )
+
+    async def _prepare(self, event: Event, followers: list[FollowingFeed]) -> dict[Any, Mapping[int, Any]]:
+        """What each kind of `prepare` read for the event, for all the followers of that kind at
+        once; a kind that failed reads nothing (its executions read for themselves)."""
+        kinds: dict[Any, tuple[Prepare, list[Viewer]]] = {}
+        for feed in followers:
+            if feed.prepare is not None:
+                kinds.setdefault(_kind(feed.prepare), (feed.prepare, []))[1].extend(feed.viewers())
+        prepared: dict[Any, Mapping[int, Any]] = {}
+        for kind, (prepare, viewers) in kinds.items():
+            if not viewers:
+                continue
+            try:
+                prepared[kind] = await prepare(event, viewers)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                logger.warning("Topic %s: preparing an event failed (%s)", self.topic, type(error).__name__)
+        return prepared
+
+
+def _kind(prepare: Prepare | None) -> Any:
+    """Which `prepare` functions serve each other's viewers: the same function, bound or not."""
+    return getattr(prepare, "__func__", prepare)
 
 
 class Relays:

@@ -10,7 +10,7 @@ event into the field's value.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,6 +29,11 @@ UNFOLLOW = "unfollow"
 Keyer = Callable[[Viewer], Hashable]
 # What tells viewers apart for an event (a field's `mine`, say), or None when all see the same.
 Audience = Callable[[Event], Keyer | None]
+# What the executions of one followed topic's event need, read once for all of a process's
+# following viewers: a value per viewer id (live.following).
+Prepare = Callable[[Event, list[Viewer]], Awaitable[Mapping[int, Any]]]
+# The key of an execution's context under which it finds its viewer's prepared value.
+PREPARED = "prepared"
 
 
 def _viewer_id(viewer: Viewer) -> Hashable:
@@ -81,6 +86,12 @@ class LiveSource:
     # read when the topic's feed starts and after a resync. An event on the topic itself that
     # names a topic under FOLLOW or UNFOLLOW changes the set first, then is delivered.
     follows: Callable[[], Awaitable[Iterable[str]]] | None = None
+    # A topic that follows others: read, for each event of a followed topic, what the executions
+    # of every following subscriber of this process need (their own rows, say) in one go, before
+    # any executes; each finds its viewer's value in its context under PREPARED, and one whose
+    # viewer got none reads for itself. Sources whose `prepare` is the same function (bound
+    # methods of one function) prepare for each other's viewers: an engine serves one app.
+    prepare: Prepare | None = None
 
     @property
     def logged(self) -> bool:

@@ -145,12 +145,25 @@ async def still_signed_in(services: Services, viewer: Viewer) -> GraphQLError | 
 
 
 async def listed_room(services: Services, viewer: Viewer, room_id: int) -> Row | None:
-    """The room as the viewer's room list shows it (marked with their role), while they are its
-    member; None otherwise (they left or were removed: the list drops it, showing nothing of it)."""
-    access = await read(services, viewer, room_id)
-    if refusal(access) is not None or access.room is None:
-        return None
-    return with_role(access.room, access.role)
+    """The room as the viewer's room list shows it (marked with their role, with their read
+    state and its last message: db.access.AccessReads.listing), while they are its member; None
+    otherwise (they left or were removed: the list drops it, showing nothing of it). Decided by
+    membership alone: a member sees their own rooms whatever their kind, and the token is the
+    subscription's (the live engine ends it when the token is revoked, and re-checks it after a
+    reconnect)."""
+    return await services.access.listing(viewer.id, room_id)
+
+
+async def listed_rooms(services: Services, viewer_ids: list[int], room_id: int) -> dict[int, Row | None]:
+    """`listed_room` for each of these viewers at once (every local member's `myRooms` note of
+    the room, read before any of them executes), by viewer id."""
+    return await services.access.listings(viewer_ids, room_id)
+
+
+def known_member(room: Any) -> bool:
+    """Whether the path that brought the room vouched for the viewer's membership (a role known,
+    or a room only members receive): then member-only fields answer at once."""
+    return bool(room.get(VOUCHED) or room.get(MY_ROLE))
 
 
 async def moderator(services: Services, viewer: Viewer, room_id: int) -> Access:
@@ -270,7 +283,7 @@ async def role_in(room: Any, info: GraphQLResolveInfo) -> str | None:
 
 async def members_only(room: Any, info: GraphQLResolveInfo) -> None:
     """Before any field outside OUTSIDER_FIELDS: FORBIDDEN outside a PUBLIC room."""
-    if room.get(VOUCHED) or room.get(MY_ROLE):
+    if known_member(room):
         return
     if await role_in(room, info) is None:
         raise Forbidden(MEMBERS_ONLY)

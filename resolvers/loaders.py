@@ -88,6 +88,15 @@ class PageLoader(DatabaseLoader):
         return [pages[key] for key in keys]
 
 
+class LastMessageLoader(DatabaseLoader):
+    """Keys are room ids; each room's newest message with its sender (None before any), every
+    room of a request in one statement."""
+
+    async def batch_load_fn(self, keys: list[int]) -> list[Row | None]:
+        found = await messages.last_messages(self.db, list(keys))
+        return [found.get(key) for key in keys]
+
+
 class ReactionsLoader(DatabaseLoader):
     async def batch_load_fn(self, keys: list[int]) -> list[list[dict]]:
         found = await room_events.reactions_by_message(self.db, list(keys))
@@ -137,6 +146,10 @@ class Loaders:
     @cached_property
     def pages(self) -> PageLoader:
         return PageLoader(self._db)
+
+    @cached_property
+    def last_messages(self) -> LastMessageLoader:
+        return LastMessageLoader(self._db)
 
     @cached_property
     def reactions(self) -> ReactionsLoader:

@@ -7,6 +7,7 @@ from typing import Any
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
+from execution.lean_executor import reads
 from live.source import Event, Keyer
 from resolvers.context import loaders_of, viewer_of
 
@@ -15,6 +16,7 @@ reaction_type = ObjectType("Reaction")
 
 
 @message_type.field("sender")
+@reads("sender")
 def resolve_sender(message: dict, info: GraphQLResolveInfo) -> Any:
     if "sender" in message:
         return message["sender"]
@@ -31,6 +33,7 @@ def resolve_room(message: dict, info: GraphQLResolveInfo) -> Any:
 
 
 @message_type.field("createdAt")
+@reads("created_at")
 def resolve_created_at(message: dict, _info: GraphQLResolveInfo) -> object:
     return message["created_at"]
 

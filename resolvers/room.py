@@ -37,39 +37,60 @@ def _first(first: int | None) -> int:
     return first
 
 
-async def _column(room: dict, info: GraphQLResolveInfo, name: str) -> object:
-    """A column of the room's row, read now when the room came without it (an event's room)."""
+# A room's key for its newest message (None before any), when the path that brought the room
+# read it too (a room list's rows: resolvers.query, db.access.AccessReads.listing).
+LAST_MESSAGE = "last_message"
+
+# Room fields answer at once from what the room came with (a room list's five hundred rooms
+# would otherwise each be an awaitable per field, which graphql-core completes many times more
+# slowly), and read it only where it is absent.
+
+
+def _column(room: dict, info: GraphQLResolveInfo, name: str) -> object:
+    """A column of the room's row; read now when the room came without it (an event's room)."""
     if name in room:
         return room[name]
+    return _read_column(room, info, name)
+
+
+async def _read_column(room: dict, info: GraphQLResolveInfo, name: str) -> object:
     row = await loaders_of(info).rooms.load(int(room["id"]))
     return row[name] if row is not None else None
 
 
 @room_type.field("kind")
-async def resolve_kind(room: dict, info: GraphQLResolveInfo) -> object:
-    return await _column(room, info, "kind")
+@reads("kind")
+def resolve_kind(room: dict, info: GraphQLResolveInfo) -> object:
+    return _column(room, info, "kind")
 
 
 @room_type.field("topic")
-async def resolve_topic(room: dict, info: GraphQLResolveInfo) -> object:
-    return await _column(room, info, "topic")
+@reads("topic")
+def resolve_topic(room: dict, info: GraphQLResolveInfo) -> object:
+    return _column(room, info, "topic")
 
 
 @room_type.field("memberCount")
-async def resolve_member_count(room: dict, info: GraphQLResolveInfo) -> object:
-    return await _column(room, info, "member_count")
+@reads("member_count")
+def resolve_member_count(room: dict, info: GraphQLResolveInfo) -> object:
+    return _column(room, info, "member_count")
 
 
 @room_type.field("myRole")
-async def resolve_my_role(room: dict, info: GraphQLResolveInfo) -> str | None:
-    return await access.role_in(room, info)
+@reads(access.MY_ROLE)
+def resolve_my_role(room: dict, info: GraphQLResolveInfo) -> str | Awaitable[str | None] | None:
+    if access.MY_ROLE in room:
+        return room[access.MY_ROLE]
+    return access.role_in(room, info)
 
 
 @room_type.field("lastMessage")
-async def resolve_last_message(room: dict, info: GraphQLResolveInfo) -> dict | None:
-    """The newest message: the first row of the newest page, batched with every room's."""
-    rows = await loaders_of(info).pages.load((room["id"], 1, None))
-    return rows[0] if rows else None
+@reads(LAST_MESSAGE)
+def resolve_last_message(room: dict, info: GraphQLResolveInfo) -> dict | Awaitable[dict | None] | None:
+    """The newest message: read with the room, or batched with every room's of the request."""
+    if LAST_MESSAGE in room:
+        return room[LAST_MESSAGE]
+    return loaders_of(info).last_messages.load(room["id"])
 
 
 @room_type.field("members")
@@ -126,9 +147,16 @@ async def resolve_events(
 
 
 @room_type.field("latestEventCursor")
-async def resolve_latest_event_cursor(room: dict, info: GraphQLResolveInfo) -> str | None:
+def resolve_latest_event_cursor(room: dict, info: GraphQLResolveInfo) -> str | Awaitable[str | None] | None:
     """From the room's row, read before any of its fields: history read after it can only be newer.
     (An event's room carries no counters: then the row is read now.)"""
+    if access.known_member(room) and "last_event_seq" in room:
+        seq = room["last_event_seq"] or 0
+        return encode_event_cursor(room["id"], seq) if seq else None
+    return _latest_event_cursor(room, info)
+
+
+async def _latest_event_cursor(room: dict, info: GraphQLResolveInfo) -> str | None:
     await access.members_only(room, info)
     if "last_event_seq" not in room:
         room = await loaders_of(info).rooms.load(room["id"]) or room

@@ -20,7 +20,9 @@ live.following), so O(processes); inside a process, each member's feed executes 
 once (their `unreadCount` is their own: `("Subscription", "myRooms")` and `("Room",
 "unreadCount")` are per-viewer in VIEWER_FIELDS), which a per-member publish would have cost
 too. Following costs one broadcast subscription per room per process, made when the first
-local member's `myRooms` starts, and shared by every later one.
+local member's `myRooms` starts, and shared by every later one. What the members' executions
+read (their role and unread count, the room's last message) is read once per note and
+process for all of them, before any executes (resolvers.sources.NoteListings).
 """
 
 from __future__ import annotations

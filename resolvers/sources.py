@@ -3,7 +3,8 @@ user's own source, which follows their rooms (`myRooms`)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from graphql import GraphQLError
 
@@ -12,6 +13,7 @@ from db.records import Row
 from identity.auth import Viewer
 from live.source import Event, LiveSource
 from resolvers import access
+from resolvers.room_changes import REMOVED
 from resolvers.services import Services
 from resolvers.topics import room_list_topic, room_topic, user_topic
 
@@ -96,4 +98,22 @@ def my_rooms_source(services: Services, viewer: Viewer) -> LiveSource:
     async def follows() -> list[str]:
         return [room_list_topic(room_id) for room_id in await services.access.room_ids_of(viewer.id)]
 
-    return LiveSource(topic=user_topic(viewer.id), viewer=viewer, check=check, follows=follows)
+    return LiveSource(
+        topic=user_topic(viewer.id), viewer=viewer, check=check, follows=follows, prepare=NoteListings(services).prepare
+    )
+
+
+class NoteListings:
+    """What a note of a followed room needs for each local member's `myRooms`: the room as their
+    list shows it (resolvers.access.listed_rooms), read for all of them before any executes."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def prepare(self, note: Event, viewers: list[Viewer]) -> Mapping[int, Any]:
+        """By viewer id: {room id: the room as listed, or None when they are no longer in it}."""
+        if note.get("change") == REMOVED or "room_id" not in note:
+            return {}
+        room_id = int(note["room_id"])
+        listed = await access.listed_rooms(self.services, [viewer.id for viewer in viewers], room_id)
+        return {user_id: {room_id: room} for user_id, room in listed.items()}

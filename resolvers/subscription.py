@@ -7,7 +7,7 @@ the client gets the protocol's refusal and never any data.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ariadne import SubscriptionType
@@ -15,7 +15,7 @@ from graphql import GraphQLResolveInfo
 
 from core.errors import BadUserInput
 from db import room_events
-from live.source import Event, LiveSource
+from live.source import PREPARED, Event, LiveSource
 from resolvers import access, presence, typing
 from resolvers.context import require_viewer, resume_point, services_of
 from resolvers.ids import decode_event_cursor, parse_id
@@ -120,15 +120,25 @@ async def my_rooms_source_of(_root: None, info: GraphQLResolveInfo) -> LiveSourc
 
 
 @subscription_type.field("myRooms")
-async def resolve_my_rooms(note: Event, info: GraphQLResolveInfo, **_args: Any) -> dict:
+def resolve_my_rooms(note: Event, info: GraphQLResolveInfo, **_args: Any) -> dict | Awaitable[dict]:
     """A note executed for one viewer (per-viewer in VIEWER_FIELDS): the room as their list
     shows it, read now; a room they are no longer in reads as REMOVED, with no room, whatever
-    the note said (a note that crossed their removal tells nothing of the room)."""
+    the note said (a note that crossed their removal tells nothing of the room). A room's note
+    comes with every local member's room read at once (resolvers.sources.NoteListings, live's
+    PREPARED): then it answers at once; a note of their own topic reads it."""
     room_id = int(note["room_id"])
     change = str(note["change"])
-    room = None
-    if change != REMOVED:
-        room = await access.listed_room(services_of(info), require_viewer(info), room_id)
-        if room is None:
-            change = REMOVED
-    return {"change": change, "roomId": room_id, "room": room}
+    if change == REMOVED:
+        return _change(change, room_id, None)
+    prepared = info.context.get(PREPARED)
+    if prepared is not None and room_id in prepared:
+        return _change(change, room_id, prepared[room_id])
+    return _listed_change(info, change, room_id)
+
+
+async def _listed_change(info: GraphQLResolveInfo, change: str, room_id: int) -> dict:
+    return _change(change, room_id, await access.listed_room(services_of(info), require_viewer(info), room_id))
+
+
+def _change(change: str, room_id: int, room: dict | None) -> dict:
+    return {"change": change if room is not None else REMOVED, "roomId": room_id, "room": room}

@@ -35,6 +35,36 @@ def test_rooms_lists_mine_only_in_the_order_i_joined(client: GraphQLClient) -> N
     assert [room["id"] for room in client.data("{ rooms { id } }", token=bob.token)["rooms"]] == [bobs]
 
 
+def test_a_room_list_shows_each_rooms_last_message_as_the_room_itself_does(client: GraphQLClient) -> None:
+    """`rooms { lastMessage }` reads every room's newest message with the page (and the room's
+    own `lastMessage` by itself): the same message, its sender and time, whether the selection
+    names it directly or through fragments; null before any message; a deleted one as it is."""
+    ann, bob = sign_up(client, "Ann"), sign_up(client, "Bob")
+    quiet, busy, erased = create_room(client, ann, "quiet"), create_room(client, bob, "busy"), create_room(client, ann)
+    for room in (busy, erased):
+        join_room(client, ann if room == busy else bob, room)
+    post_message(client, ann, busy, "first")
+    post_message(client, bob, busy, "second from Bob")
+    gone = post_message(client, bob, erased, "to be deleted")
+    client.data("mutation($m: ID!) { deleteMessage(id: $m) }", {"m": gone["id"]}, token=bob.token)
+    fields = "lastMessage { id body deleted createdAt sender { id name } }"
+    alone = {
+        room: client.data(f"query($id: ID!) {{ room(id: $id) {{ {fields} }} }}", {"id": room}, ann.token)["room"]
+        for room in (quiet, busy, erased)
+    }
+    assert alone[quiet]["lastMessage"] is None
+    assert alone[busy]["lastMessage"]["body"] == "second from Bob"
+    assert alone[busy]["lastMessage"]["sender"] == {"id": bob.id, "name": "Bob"}
+    assert alone[erased]["lastMessage"]["deleted"] is True
+    for query in (
+        f"{{ rooms {{ id {fields} }} }}",
+        f"{{ rooms {{ id ... on Room {{ {fields} }} }} }}",
+        f"{{ rooms {{ ...listed }} }} fragment listed on Room {{ id ... on Room {{ {fields} }} }}",
+    ):
+        listed = client.data(query, token=ann.token)["rooms"]
+        assert {room["id"]: {"lastMessage": room["lastMessage"]} for room in listed} == alone, query
+
+
 def test_members_in_join_order_and_join_is_idempotent(client: GraphQLClient) -> None:
     ann, bob, cy = sign_up(client, "Ann"), sign_up(client, "Bob"), sign_up(client, "Cy")
     room = create_room(client, ann)

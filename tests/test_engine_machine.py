@@ -8,7 +8,8 @@ rule has a fast test of its own here, beside the end-to-end ones that drive guni
 - Fairness: one user's costly selections wait behind each other, never in front of another
   user's cheap one.
 - Following: feeds that follow a topic share one relay (one broadcast subscription) per
-  process; FOLLOW and UNFOLLOW notes change what a feed hears before they are delivered.
+  process; FOLLOW and UNFOLLOW notes change what a feed hears before they are delivered; what
+  their executions need is prepared once per event for all of them.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from identity.auth import Viewer
 from live import messages
 from live.engine import Engine
 from live.selection import Selection
-from live.source import FOLLOW, UNFOLLOW, Event, LiveSource
+from live.source import FOLLOW, PREPARED, UNFOLLOW, Event, LiveSource, per_viewer
 from live.subscription import Subscription
 
 SDL = """
 type Query { ok: Boolean }
-type Subscription { seq: Int! slow: Int! medium: Int! }
+type Subscription { seq: Int! slow: Int! medium: Int! prepared: Int! }
 """
 TOPIC = "topic:1"
 SLOW_SECONDS = 0.02
@@ -111,6 +112,7 @@ def _schema() -> Any:
     @subscription.source("seq")
     @subscription.source("slow")
     @subscription.source("medium")
+    @subscription.source("prepared")
     async def source(*_: Any) -> AsyncIterator[Event]:  # never used: the engine serves the source
         raise AssertionError("served by the engine")
         yield {}
@@ -129,6 +131,10 @@ def _schema() -> Any:
         await asyncio.sleep(MEDIUM_SECONDS)
         return int(event["seq"])
 
+    @subscription.field("prepared")
+    def resolve_prepared(_event: Event, info: Any) -> int:
+        return int(info.context.get(PREPARED, -1))
+
     return make_executable_schema(SDL, subscription)
 
 
@@ -141,7 +147,8 @@ async def engine() -> AsyncIterator[Engine]:
         broadcast,
         channel_prefix="test:",
         context=lambda viewer: {"viewer": viewer},
-        viewer_fields={},
+        # `prepared` is read per viewer (as `myRooms` is).
+        viewer_fields={("Subscription", "prepared"): per_viewer},
         error_formatter=lambda error, debug: {"message": error.message, **(error.extensions or {})},
     )
     try:
@@ -261,3 +268,51 @@ async def test_feeds_following_a_topic_share_one_relay_and_unfollow_at_once(engi
     async with asyncio.timeout(5):  # the feeds stop in the background, and their relays with them
         while engine.relays.by_topic:
             await asyncio.sleep(0.01)
+
+
+async def test_a_followed_topics_event_is_prepared_once_for_all_its_local_followers(engine: Engine) -> None:
+    """Before a followed topic's event executes for anyone, the following sources' `prepare`
+    reads what every local follower's execution needs, once for all of them (sources made apart,
+    with one function); each execution finds its own viewer's value. A prepare that fails leaves
+    the executions to do without (here: -1), and an event of a follower's own topic is not
+    prepared."""
+    followed = "fanout:7"
+    calls: list[list[int]] = []
+    failing = False
+
+    class Notes:  # a new one per source, as resolvers.sources makes them
+        async def prepare(self, event: Event, viewers: list[Viewer]) -> dict[int, int]:
+            calls.append(sorted(viewer.id for viewer in viewers))
+            if failing:
+                raise RuntimeError("the database is away")
+            return {viewer.id: viewer.id * 100 + event["seq"] for viewer in viewers}
+
+    def source(user: int) -> LiveSource:
+        async def follows() -> list[str]:
+            return [followed]
+
+        return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows, prepare=Notes().prepare)
+
+    sinks = [RecordingSink(name, []) for name in ("ann", "bob", "cy")]
+    subscriptions = [
+        await engine.subscribe(source(user), _selection("prepared"), sink) for user, sink in enumerate(sinks, start=1)
+    ]
+
+    async def publish(topic: str, event: Event) -> None:
+        await engine.broadcast.publish(engine.channel(topic), messages.event(event))
+
+    await publish(followed, {"seq": 1})
+    for sink in sinks:
+        await sink.until(1)
+    assert [sink.seqs for sink in sinks] == [[101], [201], [301]] and calls == [[1, 2, 3]]
+    failing = True
+    await publish(followed, {"seq": 2})
+    for sink in sinks:
+        await sink.until(2)
+    assert [sink.seqs[-1] for sink in sinks] == [-1, -1, -1] and calls == [[1, 2, 3]] * 2
+    await publish("user:1", {"seq": 3})
+    await sinks[0].until(3)
+    assert sinks[0].seqs == [101, -1, -1] and len(calls) == 2
+    for subscription in subscriptions:
+        assert isinstance(subscription, Subscription)
+        subscription.close()

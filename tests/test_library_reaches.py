@@ -10,7 +10,7 @@ import gc
 import warnings
 from collections.abc import Mapping
 from importlib.metadata import version
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -248,8 +248,8 @@ async def test_one_queue_for_several_channels_keeps_their_order() -> None:
 LEAN_SCHEMA = """
 enum Mood { HAPPY SAD }
 type Item { id: ID! n: Int! label(upper: Boolean = false): String mood: Mood later: Int stars: Int! }
-type Box { id: ID! item: Item! }
-type Query { items: [Item!]! maybe: [Item]! boxes: [Box!]! }
+type Box { id: ID! item: Item! spare: Item }
+type Query { items: [Item!]! maybe: [Item]! boxes: [Box!]! box: Box }
 type Subscription { items: [Item!]! }
 """
 
@@ -281,8 +281,8 @@ ITEMS = [{"id": i, "n": i * 2, "label": f"item {i}", "mood": "HAPPY" if i % 2 el
 
 
 async def both(schema: Any, query: Any, root: Any, variables: dict | None = None) -> tuple[Any, Any, int]:
-    """graphql-core's result, ours, and how many lists took the short path (`query` as text or
-    as a parsed document)."""
+    """graphql-core's result, ours, and how many lists and objects took the short path (`query`
+    as text or as a parsed document)."""
     from graphql import Executor, execute_root_selection_set, parse
 
     from execution.lean_executor import LeanExecutor
@@ -296,7 +296,7 @@ async def both(schema: Any, query: Any, root: Any, variables: dict | None = None
         lean = executor
     assert isinstance(lean, LeanExecutor)
     theirs, ours = ({"data": r.data, "errors": [e.formatted for e in r.errors or ()]} for r in results)
-    return theirs, ours, lean.flat_lists_completed
+    return theirs, ours, lean.flat_lists_completed + lean.objects_completed
 
 
 async def test_flat_lists_take_the_short_path_and_answer_as_graphql_core_does() -> None:
@@ -315,13 +315,46 @@ async def test_flat_lists_take_the_short_path_and_answer_as_graphql_core_does() 
     assert ours["data"]["items"][2]["stars"] == len("item 2")
     assert ours["data"]["maybe"][1] is None
     assert short == 2  # graphql-core still completes lists where the short path takes over
-    # A list of objects with objects in them is not flat: the usual path, the same answer.
+    # A list of objects with objects in them: planned to every depth, the same answer.
     theirs, ours, short = await both(lean_schema(), "{ boxes { id item { id } } }", root)
-    assert ours == theirs and ours["data"]["boxes"] == [{"id": "1", "item": {"id": "0"}}] and short == 0
+    assert ours == theirs and ours["data"]["boxes"] == [{"id": "1", "item": {"id": "0"}}] and short == 1
     # Items that are mappings but not dicts (a database row as its driver made it) read the same.
     rows = {"items": [MappingProxyType(item) for item in root["items"]]}
     theirs, ours, short = await both(lean_schema(), query.replace(" maybe { id }", ""), rows)
     assert ours == theirs and not ours["errors"] and ours["data"]["items"][1]["stars"] == 3 and short == 1
+
+
+async def test_objects_within_and_alone_take_the_short_path_and_answer_as_graphql_core_does() -> None:
+    """An object's own objects are planned as its scalars are, in a list's items or in one
+    object (a subscription's note and its room); anything not plain at any depth sends the whole
+    list or object the usual way, with graphql-core's answer and errors."""
+
+    async def awaited(item: dict) -> int:
+        return item["n"] + 1
+
+    def raises(item: dict) -> int:
+        raise ValueError(f"no later for {item['id']}")
+
+    boxes = [{"id": 1, "item": ITEMS[0], "spare": None}, {"id": 2, "item": ITEMS[1], "spare": ITEMS[2]}]
+    root = {"boxes": boxes, "box": boxes[1]}
+    query = "{ boxes { id item { id n mood } spare { id label(upper: true) later } } box { id spare { id later } } }"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # a coroutine the short path made and dropped would warn
+        # Planned: the list and the box; else each box's `item` alone (nothing in it awaits or raises).
+        for later, expected_errors, expected_short in [(7, 0, 2), (awaited, 0, 2), (raises, 2, 2)]:
+            theirs, ours, short = await both(lean_schema(later), query, root)
+            assert ours == theirs and len(ours["errors"]) == expected_errors and short == expected_short, later
+        gc.collect()
+    assert not [warning for warning in caught if "never awaited" in str(warning.message)]
+    assert ours["data"]["boxes"][1]["spare"] == {"id": "2", "label": "ITEM 2", "later": None}
+    # Null in a non-null object field: graphql-core's error, bubbling as it does.
+    root = {"boxes": [{"id": 1, "item": None}], "box": {"id": 2, "item": None}}
+    theirs, ours, short = await both(lean_schema(), "{ boxes { id item { id } } box { id item { id } } }", root)
+    assert ours == theirs and ours["data"] is None and ours["errors"][0]["path"] == ["boxes", 0, "item"]
+    # An object that is not a mapping goes the usual way (graphql-core reads its attributes).
+    root = {"box": MappingProxyType({"id": 3, "spare": SimpleNamespace(id=4, n=1)})}
+    theirs, ours, short = await both(lean_schema(), "{ box { id spare { id n } } }", root)
+    assert ours == theirs and ours["data"]["box"] == {"id": "3", "spare": {"id": "4", "n": 1}} and short == 0
 
 
 async def test_a_plan_serves_every_execution_of_a_document_whatever_its_variables() -> None:
@@ -444,6 +477,10 @@ async def test_an_executor_copied_per_event_does_not_grow_with_events() -> None:
         assert copy.flat_lists_completed == 1  # type: ignore[attr-defined]
     kept = selection._executor
     assert kept is not None and len(kept._relevant_sub_fields) == len(kept._flat_lists) == 0  # type: ignore[attr-defined]
+    # Its own shallow copy (LeanExecutor.__copy__) is the one the generic protocol makes.
+    from copy import copy as shallow
+
+    assert shallow(kept).__dict__ == object.__reduce_ex__(kept, 4)[2] == kept.__dict__ and shallow(kept) is not kept
 
 
 async def test_rows_are_read_on_the_connection_databases_would_use() -> None:

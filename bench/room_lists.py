@@ -1,0 +1,311 @@
+"""Room lists under load, on the real stack (the Procfile's gunicorn, 2 workers, Postgres,
+Redis), each beside what it is measured against in the same run:
+
+- `myRooms` fan-out: a room of 1,000 members, each a user of their own holding only `myRooms`
+  and selecting `room { unreadCount lastMessage { body } }` (each viewer's count is their own:
+  the selection is executed once per member), against `messageCreated` at S=1000 (the same
+  room size, 20 accounts), both at 20 messages per second from one sender who holds neither.
+  In pairs of rounds whose order alternates (A B, B A: a machine that slows or speeds up over
+  the run weighs on both sides alike): server CPU per delivery and latency, by round and over
+  all rounds, and the median of the pairs' ratios. A `myRooms` delivery is timed from the send
+  time of the message it shows as `lastMessage`: a note executed after a later message
+  committed shows that later one (counted apart, as "showing a later message").
+- `rooms` for a user in 1,000 rooms, each with a message from someone else, with a room list's
+  selection (ROOM_LIST: what a client's room list shows of each room, and its last message with
+  its sender) at `first: 500`, the largest page `rooms` serves (lists are bounded at 500), against
+  `{ me { ... } }`: requests per second, 50 clients, warmed up, in rounds whose order turns, the
+  clients' connections opened a few milliseconds apart (bench.loadgen.http_load), with how they
+  fell on the two workers in each round.
+
+Members are made in the database directly (db.users, as signUp makes them, with one password
+hash for all: a thousand argon2 hashes would be most of the run); everything else goes through
+the API.
+
+    python -m bench.room_lists [--quick]     # also a part of `make bench`
+
+Prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import uuid
+from dataclasses import dataclass
+from typing import Self
+
+import httpx
+import orjson
+from databases import Database
+
+from bench.chat_features import show
+from bench.loadgen import (
+    Subscriber,
+    collector_paused,
+    connections_per_worker,
+    http_load,
+    publish,
+    tree_cpu_seconds,
+    until_read,
+)
+from bench.run import FanOut, Stack, percentile, tally
+from db import users
+from identity import auth
+from tests.support.processes import create_database, drop_database, migrate, unique_name
+from tests.support.rawws import upgrade_request
+
+MY_ROOMS = "subscription { myRooms { change roomId room { unreadCount lastMessage { body } } } }"
+# A room list's selection: every room's face in the list, its last message and who sent it.
+ROOM_FIELDS = (
+    "id name kind topic unreadCount latestEventCursor myRole memberCount "
+    "lastMessage { id body createdAt sender { id name } }"
+)
+ME = "{ me { id name avatar(size: 32) } }"
+PAGE = 500  # `rooms` serves at most 500 a page (resolvers.lists.MAX_LIST)
+PAIRS = 2  # even: each order as often
+MESSAGES = 400  # per round and side: 20 s at 20 per second
+CPU = "server CPU per delivery (us)"
+JOIN = "mutation($r: ID!) { joinRoom(room: $r) { id } }"
+CREATE_ROOM = 'mutation { createRoom(name: "listed", kind: PUBLIC) { id } }'
+POST = "mutation($r: ID!, $b: String!) { createMessage(room: $r, body: $b) { id } }"
+
+
+@dataclass
+class MyRoomsFanOut(FanOut):
+    later: int = 0  # notes showing a later message than the one they were published for
+
+
+def room_list(first: int) -> str:
+    return f"{{ rooms(first: {first}) {{ {ROOM_FIELDS} }} }}"
+
+
+class MyRoomsSubscriber(Subscriber):
+    """One member's `myRooms`: each note is one result, timed from the send time leading its
+    `lastMessage`'s body."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes = 0
+        self.newest = -1  # the highest message index shown so far
+        self.later = 0  # notes showing a message later than the one before them plus one
+
+    @classmethod
+    async def open_my_rooms(cls, ws_url: str, token: str) -> Self:
+        url = httpx.URL(ws_url)
+        _, subscriber = await asyncio.get_running_loop().create_connection(cls, url.host, url.port or 80)
+        try:
+            subscriber.send_raw(upgrade_request(url.host, url.port or 80, url.path, "graphql-transport-ws"))
+            await asyncio.wait_for(subscriber.handshake_done, 10)
+            subscriber.send_text({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+            await asyncio.wait_for(subscriber.acked, 10)
+        except BaseException:
+            subscriber.abort()
+            raise
+        subscriber.send_text({"id": "1", "type": "subscribe", "payload": {"query": MY_ROOMS}})
+        return subscriber
+
+    def on_message(self, payload: bytes, received: float) -> None:
+        frame = orjson.loads(payload)
+        if frame["type"] != "next":
+            super().on_message(payload, received)  # the protocol's own frames
+            return
+        note = (frame["payload"].get("data") or {}).get("myRooms")
+        message = ((note or {}).get("room") or {}).get("lastMessage")
+        if not message or "errors" in frame["payload"]:
+            self.errors += 1
+            return
+        sent, _, rest = message["body"].partition(" message ")
+        index = int(rest)
+        self.later += index > self.newest + 1
+        self.newest = max(self.newest, index)
+        self._seen[str(self.notes)] = 1  # each note is a delivery of its own
+        self.notes += 1
+        self._latencies.append(received - float(sent))
+
+
+async def make_members(database_url: str, count: int) -> list[str]:
+    """`count` users and a token each, made as signUp makes them (one password hash for all)."""
+    database = Database(database_url)
+    await database.connect()
+    try:
+        password_hash = await auth.hash_password("benchmark!")
+        tokens = []
+        for i in range(count):
+            email = f"member{i}-{uuid.uuid4().hex[:8]}@example.com"
+            user = await users.create_user(database, f"member {i}", email, auth.email_hash(email), password_hash)
+            token = auth.new_token()
+            await users.create_token(database, user["id"], auth.token_digest(token), auth.DEFAULT_POLICY.expiry())
+            tokens.append(token)
+        return tokens
+    finally:
+        await database.disconnect()
+
+
+async def each(stack: Stack, calls: list[tuple[str, dict, str]], at_once: int = 16) -> list[dict]:
+    """Every (query, variables, token) through the API, `at_once` at a time; their data, in order."""
+    gate = asyncio.Semaphore(at_once)
+    async with httpx.AsyncClient(base_url=stack.server.url, timeout=60) as http:
+
+        async def one(query: str, variables: dict, token: str) -> dict:
+            async with gate:
+                headers = {"Authorization": f"Bearer {token}"}
+                body = (
+                    await http.post("/graphql", json={"query": query, "variables": variables}, headers=headers)
+                ).json()
+                assert "errors" not in body, body
+                return body["data"]
+
+        return list(await asyncio.gather(*(one(*call) for call in calls)))
+
+
+async def my_rooms(stack: Stack, room: str, members: list[str], rate: float, count: int) -> MyRoomsFanOut:
+    """Every member's `myRooms` open, then `count` messages at `rate` from the stack's first
+    account (a member holding no `myRooms`): what the members received, and the server's CPU."""
+    result = MyRoomsFanOut("myRooms", len(members), 1, rate, count)
+    subs: list[MyRoomsSubscriber] = []
+    for start in range(0, len(members), 100):
+        subs += await asyncio.gather(
+            *(MyRoomsSubscriber.open_my_rooms(stack.server.ws_url, token) for token in members[start : start + 100])
+        )
+    await asyncio.sleep(2)
+    cpu_before = tree_cpu_seconds(stack.pid)
+    with collector_paused():
+        acknowledged = await publish(stack.server.url, stack.tokens[0], [room], count, rate)
+        result.failed_posts = count - len(acknowledged)
+        result.expected = len(acknowledged) * len(subs)
+        await until_read(subs, result.expected)
+    result.latencies = tally(result, subs, tree_cpu_seconds(stack.pid) - cpu_before)
+    result.error_frames = sum(sub.errors for sub in subs)
+    result.later = sum(sub.later for sub in subs)
+    for sub in subs:
+        sub.close()
+    await asyncio.sleep(1)
+    return result
+
+
+async def room_lists(stack: Stack, token: str, rooms: int, seconds: float, rounds: int = 2) -> dict[str, float | str]:
+    """A user (`token`, in no room yet) in `rooms` rooms, each with a message from its creator,
+    asking for their room list, the largest page, against `me`, 50 clients each: after a warm-up
+    of each, in rounds whose order turns (A B, B A)."""
+    creator = stack.tokens[1]
+    created = await each(stack, [(CREATE_ROOM, {}, creator)] * rooms)
+    ids = [data["createRoom"]["id"] for data in created]
+    await each(stack, [(JOIN, {"r": room}, token) for room in ids])
+    await each(stack, [(POST, {"r": room, "b": f"hello {i}"}, creator) for i, room in enumerate(ids)])
+    page = min(PAGE, rooms)
+    listed = stack.gql(room_list(page), token=token)["rooms"]
+    assert len(listed) == page and all(room["lastMessage"] and room["unreadCount"] == 1 for room in listed)
+    url = httpx.URL(stack.server.url)
+    queries = {"me": ME, "room list": room_list(page)}
+    for query in queries.values():
+        await http_load(url.host, url.port or 80, token, 50, 2.0, query)
+    requests = dict.fromkeys(queries, 0)
+    elapsed = dict.fromkeys(queries, 0.0)
+    latencies: dict[str, list[float]] = {name: [] for name in queries}
+    splits: dict[str, list[str]] = {name: [] for name in queries}
+    errors = 0
+    for number in range(rounds):
+        for name, query in list(queries.items())[:: 1 if number % 2 == 0 else -1]:
+            load = asyncio.ensure_future(http_load(url.host, url.port or 80, token, 50, seconds / rounds, query))
+            await asyncio.sleep(min(1.0, seconds / rounds / 2))
+            splits[name].append("/".join(map(str, connections_per_worker(stack.pid, url.port or 80))))
+            result = await load
+            requests[name] += result.requests
+            elapsed[name] += result.seconds
+            latencies[name] += result.latencies
+            errors += result.errors
+    me_rps, list_rps = (requests[name] / elapsed[name] for name in queries)
+    return {
+        **{f"clients' connections per worker, by round: {name}": " ".join(splits[name]) for name in queries},
+        "`me`: requests per second": me_rps,
+        "  latency p50 / p99 (ms)": _p50_p99(latencies["me"]),
+        f"room list, {page} of {rooms} rooms: requests per second": list_rps,
+        "  latency p50 / p99 (ms) ": _p50_p99(latencies["room list"]),
+        "  ratio to `me` (target at least 0.25)": list_rps / me_rps,
+        "errors": errors,
+    }
+
+
+def _p50_p99(latencies: list[float]) -> str:
+    return f"{percentile(latencies, 0.5) * 1000:.1f} / {percentile(latencies, 0.99) * 1000:.1f}"
+
+
+def row(label: str, messages: float, listed: float) -> None:
+    ratio = f"{listed / messages:.2f}x" if messages else ""
+    print(f"  {label:34} {messages:15.1f} {listed:15.1f} {ratio:>13}")
+
+
+async def main(quick: bool, only: str | None, messages_per_round: int | None) -> None:
+    scale = 5 if quick else 1
+    size = 1000 // scale
+    name = unique_name("rooms_bench")
+    database_url = create_database(name)
+    try:
+        migrate({"DATABASE_URL": database_url})
+        stack = Stack("fast", database_url)
+        try:
+            if only != "rooms":
+                members = await make_members(database_url, size)
+                room = stack.rooms(1)[0]  # the stack's accounts are in it: the sender among them
+                await each(stack, [(JOIN, {"r": room}, token) for token in members])
+                await stack.fan_out(200 // scale, 1, 20.0, 40 // scale, "messageCreated")  # warm-up
+                await my_rooms(stack, room, members[: 200 // scale], 20.0, 40 // scale)  # warm-up
+                per_round = messages_per_round or MESSAGES // scale
+                rounds: list[tuple[FanOut, MyRoomsFanOut]] = []
+                for pair in range(PAIRS):
+                    if pair % 2 == 0:
+                        messages = await stack.fan_out(size, 1, 20.0, per_round, "messageCreated")
+                        listed = await my_rooms(stack, room, members, 20.0, per_round)
+                    else:
+                        listed = await my_rooms(stack, room, members, 20.0, per_round)
+                        messages = await stack.fan_out(size, 1, 20.0, per_round, "messageCreated")
+                    rounds.append((messages, listed))
+                print(f"\nS={size}, 20 messages per second, same run, {PAIRS} pairs of rounds of {per_round} messages")
+                print(f"  {'':34} {'messageCreated':>15} {'myRooms':>15} {'myRooms/msgs':>13}")
+                for number, (messages, listed) in enumerate(rounds, start=1):
+                    print(f"  pair {number} ({'messageCreated first' if number % 2 else 'myRooms first'})")
+                    row("missing", messages.missing, listed.missing)
+                    row("error frames", messages.error_frames, listed.error_frames)
+                    row("showing a later message", 0, listed.later)
+                    row("latency p50 (ms)", messages.p50_ms, listed.p50_ms)
+                    row("latency p99 (ms)", messages.p99_ms, listed.p99_ms)
+                    row(CPU, messages.cpu_us_per_delivery, listed.cpu_us_per_delivery)
+                pooled = (
+                    [latency for messages, _ in rounds for latency in messages.latencies],
+                    [latency for _, listed in rounds for latency in listed.latencies],
+                )
+                print(f"  all {PAIRS * 2} rounds, {sum(map(len, pooled)):,} deliveries")
+                row("latency p50 (ms)", *(percentile(side, 0.5) * 1000 for side in pooled))
+                row("latency p99 (ms)", *(percentile(side, 0.99) * 1000 for side in pooled))
+                row(
+                    "mean CPU per delivery (us)",
+                    sum(messages.cpu_us_per_delivery for messages, _ in rounds) / PAIRS,
+                    sum(listed.cpu_us_per_delivery for _, listed in rounds) / PAIRS,
+                )
+                print("  median of the pairs' ratios (myRooms/messageCreated)")
+                for label, figure in (("latency p99", "p99_ms"), (CPU, "cpu_us_per_delivery")):
+                    ratios = [getattr(listed, figure) / getattr(messages, figure) for messages, listed in rounds]
+                    print(f"  {label:34} {'':31} {statistics.median(ratios):12.2f}x")
+                print("  (target: myRooms' CPU per delivery at most 2x messageCreated's)")
+            if only != "myrooms":
+                lister = (await make_members(database_url, 1))[0]
+                show(
+                    f"Room list against `me`, 50 clients, a user in {size} rooms, same run, rounds in turned order",
+                    await room_lists(stack, lister, size, 20.0 / scale),
+                )
+        finally:
+            stack.stop()
+    finally:
+        drop_database(name)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a fifth of the load, for a smoke run")
+    parser.add_argument("--only", choices=("myrooms", "rooms"), help="one part alone")
+    parser.add_argument("--messages", type=int, help="messages per fan-out round (400; 80 with --quick)")
+    arguments = parser.parse_args()
+    import uvloop
+
+    uvloop.run(main(arguments.quick, arguments.only, arguments.messages))

@@ -12,6 +12,7 @@ The order, and the one edge that runs the other way:
    WebSocket endpoint, GraphQL over HTTP (behind the body limit and CORS) with its stream
    endpoint and persisted queries, and the SSE session endpoint.
 What the routes need is yielded as one frozen `Parts`; everything is stopped in reverse order.
+Telemetry (telemetry.running) starts first and stops last, so it exports what the closes did.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from live.token_expiry import ExpiryWatch, interval_for
 from resolvers import LIST_BOUNDS, VIEWER_FIELDS
 from resolvers.context import make_context
 from resolvers.services import Services
+from telemetry.running import running
 from transports.http import GraphQLOverHTTP
 from transports.http_streams import SessionEndpoint, StreamEndpoint
 from transports.keepalive import Keepalive
@@ -75,7 +77,7 @@ def parts_of(scope: Scope) -> Parts | None:
 async def assemble(settings: Settings, schema: GraphQLSchema) -> AsyncIterator[Parts]:
     policy = token_policy(settings.token_ttl_seconds, settings.token_renew_seconds)
     services = build_services(settings, policy)
-    async with _connected(services):
+    async with running(settings), _connected(services):
         engine = Engine(
             schema,
             services.broadcast,

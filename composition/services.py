@@ -19,6 +19,7 @@ from live.publisher import Publisher
 from live.quota import LiveQuota
 from resolvers.services import Services
 from resolvers.topics import presence_topic
+from telemetry import record
 
 
 def build_services(settings: Settings, policy: TokenPolicy) -> Services:
@@ -30,7 +31,7 @@ def build_services(settings: Settings, policy: TokenPolicy) -> Services:
         else None
     )
     db = open_database(settings)
-    broadcast = open_broadcast(redis)
+    broadcast = open_broadcast(redis, on_reconnect=record.pubsub_reconnected)
     cache = ViewerCache(policy=policy)
     # Bounds the Redis calls a request waits on (core.redis_clients); none without Redis.
     breaker = RedisBreaker(settings.redis_command_timeout) if redis is not None else None

@@ -191,6 +191,12 @@ class Settings:
     live_feed_queue: int
     # [invites]
     rate_invite_joins: Rate  # joinByInvite per user, and apart per address: against code guessing
+    # [telemetry]
+    otel: tuple[tuple[str, str], ...]  # the standard OTEL_* variables, as set (telemetry.running)
+    dyno: str  # Heroku's DYNO ("web.1"), or "local"
+    worker_slot: str  # CHAT_WORKER_SLOT, which serving/gunicorn.conf.py sets in each worker
+    release_version: str | None  # HEROKU_RELEASE_VERSION (runtime-dyno-metadata)
+    log_format: str  # "text" (the default) or "json": one object per line
 
     @property
     def is_sqlite(self) -> bool:
@@ -309,4 +315,17 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         # joinByInvite attempts, counted per user and apart per client address (a guesser with
         # many accounts behind one address, or one account behind many, is held by one of them).
         rate_invite_joins=Rate.parse(env.text("RATE_LIMIT_INVITE_JOINS", "10/600")),
+        # [telemetry]
+        # Exported only when an OTEL_EXPORTER_OTLP_*ENDPOINT is set; the SDK reads the others too.
+        otel=tuple(sorted((name, value) for name, value in env.environ.items() if name.startswith("OTEL_"))),
+        dyno=env.text("DYNO", "local"),
+        worker_slot=env.text("CHAT_WORKER_SLOT", "0"),
+        release_version=env.text("HEROKU_RELEASE_VERSION") or None,
+        log_format=_log_format(env.text("LOG_FORMAT", "text").lower()),
     )
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ConfigurationError(f"LOG_FORMAT={value!r}: use text or json.")
+    return value

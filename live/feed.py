@@ -26,6 +26,7 @@ from live import messages
 from live.selection import Group, GroupKey, PayloadKey
 from live.source import Event, LiveSource
 from live.subscription import Subscription
+from telemetry import record
 
 if TYPE_CHECKING:
     from live.engine import Engine
@@ -181,6 +182,7 @@ class Feed:
         subscribers still in this feed; `contexts`: the loaders of each viewer, shared by the
         event's groups (what one group read, the next finds loaded)."""
         event_id = group.event_id(event) if group.event_id is not None else None
+        executions = handed = 0
         for audience, subscriptions in group.by_audience(event):
             viewer = subscriptions[0].viewer if audience else None
             shared = None if viewer is None else (viewer.id, viewer.token_hash)
@@ -190,9 +192,12 @@ class Feed:
             payload = payloads[(group.key, audience)] = await self.engine.execute(
                 group.selection, viewer, event, context
             )
+            executions += 1
             for subscription in subscriptions:
                 if subscription.feed is self:
                     subscription.deliver(seq, payload, event_id)
+                    handed += 1
+        record.delivered(group.selection.field, handed, executions, messages.published_at(event))
 
 
 class PlainFeed(Feed):

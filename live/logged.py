@@ -29,6 +29,7 @@ from live.replay import Allowance
 from live.selection import Backlogged, Group, PayloadKey, audience_key, keyers_for
 from live.source import Event, LiveSource, TopicLog
 from live.subscription import Subscription
+from telemetry import record
 
 if TYPE_CHECKING:
     from live.engine import Engine
@@ -118,6 +119,7 @@ class LoggedFeed(Feed):
         # What is older than `recent` is executed for this subscriber alone: paced by its user's
         # replay budget (live.replay), before the log is even read.
         allowance = Allowance(self.engine.replay, subscription.viewer.id)
+        resumed_from = subscription.source.after
         while subscription.feed is self and not sink.closed:
             assert subscription.seq is not None
             if subscription.seq >= self._remembered_from():
@@ -139,6 +141,8 @@ class LoggedFeed(Feed):
                     subscription.advance(replay.upto)
                     sink.history(replay.results)
                     self._hand_over(subscription)
+                    if resumed_from is not None and subscription.seq is not None:
+                        record.resumed(subscription.selection.field, subscription.seq - resumed_from)
                     return
             await allowance.ensure()
             events = await self.log.after(subscription.seq, CATCH_UP_BATCH)

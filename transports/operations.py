@@ -65,6 +65,11 @@ class SlotHolder(Protocol):
 
     connection_slot: Slot | None
 
+    @property
+    def transport(self) -> str:
+        """Its chat.transport (telemetry.record)."""
+        ...
+
 
 @dataclass
 class LiveServer:
@@ -146,6 +151,7 @@ async def start_subscription(
             slot.release()
         return None if outcome is None else [operations.format(outcome)]
     outcome.hold(slot)
+    outcome.count(holder.transport)
     return outcome
 
 

@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket
 from execution.operations import Request, is_unavailable
 from identity.auth import Viewer
 from live.quota import CONNECTIONS, Slot
+from telemetry import record
 from transports.operations import (
     INTERNAL_ERROR,
     LiveServer,
@@ -59,6 +60,7 @@ class Closes:
 
     try_again_later: tuple[int, str]  # the database is away: reconnect and resume
     slow_consumer: tuple[int, str]  # the client let its outbox fill up
+    transport: str  # the protocol's chat.transport (telemetry.record)
 
 
 class WebSocketSession:
@@ -67,6 +69,7 @@ class WebSocketSession:
         "closes",
         "connection_slot",
         "earlier_slots",
+        "opened",
         "operations",
         "outbox",
         "presence",
@@ -87,6 +90,11 @@ class WebSocketSession:
         # One of its user's connection slots, from the acknowledgement until it closes.
         self.connection_slot: Slot | None = None
         self.earlier_slots: tuple[Slot, ...] = ()  # of users it was acknowledged as before
+        self.opened = record.connection_opened(closes.transport)
+
+    @property
+    def transport(self) -> str:
+        return self.closes.transport
 
     async def receive(self) -> Mapping[str, Any] | None:
         """The next message to handle; None once the client is gone. After we close, messages
@@ -204,6 +212,7 @@ class WebSocketSession:
         for slot in self.earlier_slots:
             slot.release()
         await self.outbox.aclose()
+        record.connection_closed(self.closes.transport, self.opened, self.outbox.close_reason)
 
     async def _run(self, operation_id: str, operation: Operation, request: Request, frames: OperationFrames) -> None:
         try:

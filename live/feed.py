@@ -26,7 +26,7 @@ from live import messages
 from live.selection import Group, GroupKey, PayloadKey
 from live.source import Event, LiveSource
 from live.subscription import Subscription
-from telemetry import record
+from telemetry import record, traces
 
 if TYPE_CHECKING:
     from live.engine import Engine
@@ -53,6 +53,8 @@ class Feed:
         self._task: asyncio.Task[None] | None = None
         self.started: asyncio.Future[None] | None = None
         self.retired = False
+        # Results handed over and executions, since it started (a deliver span's counts).
+        self.handed = self.executed = 0
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -137,8 +139,13 @@ class Feed:
         elif isinstance(read, messages.End):
             user = read.user
             self.engine.end_where(self.subscriptions, lambda s: s.viewer.id == user, read.error)
-        else:
+        elif (traceparent := messages.trace_parent(read)) is None:
             await self._on_event(read)
+        else:
+            handed, executed = self.handed, self.executed
+            with traces.delivering(traceparent) as span:
+                await self._on_event(read)
+                traces.delivered(span, self.handed - handed, self.executed - executed)
 
     async def _on_resync(self) -> None:
         """Catch up with what may have been said while the broadcast was away."""
@@ -198,6 +205,8 @@ class Feed:
                     subscription.deliver(seq, payload, event_id)
                     handed += 1
         record.delivered(group.selection.field, handed, executions, messages.published_at(event))
+        self.handed += handed
+        self.executed += executions
 
 
 class PlainFeed(Feed):

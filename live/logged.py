@@ -16,6 +16,7 @@ share (live.share), the account that used the least of it first.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -29,7 +30,7 @@ from live.replay import Allowance
 from live.selection import Backlogged, Group, PayloadKey, audience_key, keyers_for
 from live.source import Event, LiveSource, TopicLog
 from live.subscription import Subscription
-from telemetry import record
+from telemetry import record, traces
 
 if TYPE_CHECKING:
     from live.engine import Engine
@@ -103,7 +104,8 @@ class LoggedFeed(Feed):
         """A resume that cannot be served now (the log unreachable mid-way) ends the transport
         retryably: the client comes back and resumes from the last result it got."""
         try:
-            await self.catch_up(subscription)
+            with traces.step("chat catch_up", subscription.selection.field):
+                await self.catch_up(subscription)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -307,7 +309,10 @@ class LoggedFeed(Feed):
         group.backlog.append(entry)
         self.behind.add(group)
         if self._lane_task is None:
-            self._lane_task = asyncio.create_task(self._run_lane(), name=f"lane {self.topic}")
+            # In a context of its own: not inside the deliver span of the event that started it.
+            self._lane_task = asyncio.create_task(
+                self._run_lane(), name=f"lane {self.topic}", context=contextvars.Context()
+            )
 
     def _forget(self, group: Group) -> None:
         """The group is gone from the feed: its backlog with it."""

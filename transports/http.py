@@ -29,7 +29,7 @@ from core.errors import as_service_unavailable
 from execution.operations import Operations, Request, only_unavailable, valid_payload
 from execution.persisted_queries import PersistedQueries, PersistedQueryError
 from serving.uvicorn_protocols import NOT_COUNTED
-from telemetry import record
+from telemetry import record, traces
 from transports.media import Accepted, Single, Streamed, negotiate
 
 # Sent with every 503: the pool's wait ran out or the database is away (restarting, failing over).
@@ -145,12 +145,15 @@ class GraphQLOverHTTP:
                 )
             assert accepted.stream is not None
             return Streaming(prepared, accepted.stream)
-        try:
-            context = await self.context(request)
-        except Exception as error:  # before execution began: e.g. the token's lookup
-            return self._context_failure(error)
-        result = self.operations.result(await self.operations.execute(prepared, context))
-        record.graphql_request(prepared.kind.value, record.error_codes(result), record.HTTP, started)
+        with traces.server(request.headers.raw, prepared.kind.value, prepared.operation_name):
+            try:
+                context = await self.context(request)
+            except Exception as error:  # before execution began: e.g. the token's lookup
+                return self._context_failure(error)
+            result = self.operations.result(await self.operations.execute(prepared, context))
+            codes = record.error_codes(result)
+            traces.errors(codes)
+        record.graphql_request(prepared.kind.value, codes, record.HTTP, started)
         if only_unavailable(result.get("errors") or []):
             return 503, result, {"Retry-After": str(RETRY_AFTER_SECONDS)}
         return 200, result, {}  # encoded by the caller, once it has seen whether it was refused

@@ -21,6 +21,7 @@ from identity.auth import Viewer, token_from_header
 from live.engine import Engine, Selection, Sink, Subscription
 from live.quota import CONNECTIONS, SUBSCRIPTIONS, LiveQuota, Slot, too_many_subscriptions
 from live.source import LiveSource
+from telemetry import traces
 from transports.keepalive import Keepalive
 
 logger = logging.getLogger("chat.websocket")
@@ -139,7 +140,8 @@ async def start_subscription(
             return None
     selection = Selection.of(request.document, request.query, request.operation_name, request.variables)
     try:
-        outcome = await server.engine.subscribe(stream, selection, sink)
+        with traces.step("chat subscribe", selection.field):
+            outcome = await server.engine.subscribe(stream, selection, sink)
     except Exception as error:
         if slot is not None:
             slot.release()

@@ -109,7 +109,8 @@ class Stream:
         assert outbox is not None
         try:
             if request.kind != OperationType.SUBSCRIPTION:
-                outbox.put(framing.result(await execute_single(self.server, request, context), None))
+                result = await execute_single(self.server, request, context, framing.transport)
+                outbox.put(framing.result(result, None))
                 outbox.finish(framing.end)
                 return
             outcome = await start_subscription(self.server, request, context, self, self)

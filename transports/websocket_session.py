@@ -220,7 +220,8 @@ class WebSocketSession:
                 await self._subscribe(operation_id, operation, request, frames)
                 return
             viewer = await self.server.revalidate(self.viewer) if self.viewer is not None else None
-            result = await execute_single(self.server, request, self.server.context(viewer, self.websocket, None))
+            context = self.server.context(viewer, self.websocket, None)
+            result = await execute_single(self.server, request, context, self.transport)
             if self.operations.get(operation_id) is operation:
                 self.put(frames.result(result), frames.complete())
         except TryAgainLater:

@@ -23,6 +23,8 @@ keepalive = 5
 # entry, the one Heroku's router appended. uvicorn's own handling is off (worker.py).
 accesslog = "-"
 errorlog = "-"
+if settings.log_format == "json":
+    logger_class = "serving.json_logs.JSONLogger"
 
 
 def pre_fork(server: Any, worker: Any) -> None:

@@ -206,6 +206,21 @@ def pool_timed_out(pool: str) -> None:
     counts.pool_timeouts[pool] += 1
 
 
+class PoolWaits:
+    """A pool's waits for a connection, for a pool that reports them by calls (Redis's)."""
+
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: str) -> None:
+        self.pool = pool
+
+    def waited(self, started: float) -> None:
+        pool_waited(self.pool, started)
+
+    def timed_out(self) -> None:
+        pool_timed_out(self.pool)
+
+
 def observe_pool(pool: str, states: Callable[[], dict[str, int]]) -> None:
     """`states` tells `pool`'s connections by state ("used", "idle") when the SDK exports."""
     pools[pool] = states

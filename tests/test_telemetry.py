@@ -151,6 +151,8 @@ async def test_the_metrics_read_what_the_workload_implies(observed: Server, rece
         assert receiver.total("chat.graphql.errors", **rate_limited, **{"chat.transport": "http"}) == 2
         assert receiver.total("db.client.connection.count", **{"db.client.connection.pool.name": "postgres"}) >= 2
         assert receiver.total("db.client.connection.wait_time", **{"db.client.connection.pool.name": "postgres"}) > 0
+        assert receiver.total("db.client.connection.count", **{"db.client.connection.pool.name": "redis"}) >= 2
+        assert receiver.total("db.client.connection.wait_time", **{"db.client.connection.pool.name": "redis"}) > 0
         assert receiver.total("db.client.connection.timeouts") == 0
         assert receiver.total("chat.redis.pubsub.reconnects") == 0
         await until(lambda: receiver.total("chat.event_loop.lag") >= 2, "a lag sample from each worker")

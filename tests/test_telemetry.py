@@ -24,7 +24,7 @@ from telemetry.running import exports, resource_attributes
 from tests.support.graphql import GraphQLClient, create_room, join_room, post_many, post_message, sign_up
 from tests.support.httpstream import open_sse
 from tests.support.otlp import Receiver
-from tests.support.processes import ROOT, SHARED_REDIS_URL, Server
+from tests.support.processes import ROOT, SHARED_REDIS_URL, PrivateRedis, Server
 from tests.support.waiting import until, until_sync
 from tests.support.wsclient import LEGACY_WS, MESSAGE_CREATED, TRANSPORT_WS, GraphQLWebSocket, worker_pids
 
@@ -35,10 +35,13 @@ SEND_QUEUE = 16  # WS_SEND_QUEUE: a slow consumer's frames past it close its con
 MISSING_ROOM = "mutation($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id } }"
 
 
-def telemetry_env(database_url: str, endpoint: str | None) -> dict[str, str]:
+def telemetry_env(
+    database_url: str, endpoint: str | None, dyno: str = "web.1", redis_url: str = SHARED_REDIS_URL
+) -> dict[str, str]:
+    """A server's settings; `dyno`: its own for each server exporting to the module's receiver."""
     env = {
         "DATABASE_URL": database_url,
-        "REDIS_URL": SHARED_REDIS_URL,
+        "REDIS_URL": redis_url,
         "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
         "RATE_LIMIT_TYPING": f"{TYPING_RATE}/600",
         "WS_SEND_QUEUE": str(SEND_QUEUE),
@@ -51,7 +54,7 @@ def telemetry_env(database_url: str, endpoint: str | None) -> dict[str, str]:
             "OTEL_TRACES_SAMPLER": "always_on",
             "OTEL_SERVICE_NAME": "chat-test",
             "HEROKU_RELEASE_VERSION": "v42",
-            "DYNO": "web.1",
+            "DYNO": dyno,
             "LOG_FORMAT": "json",
         }
     return env
@@ -320,18 +323,43 @@ def test_json_logs_carry_the_request_id_and_the_trace_id(observed: Server, recei
 
 def test_without_an_endpoint_no_exporter_thread_runs(database_url: str, receiver: Receiver) -> None:
     plain = Server(env=telemetry_env(database_url, None), workers=1).start()
-    exporting = Server(env=telemetry_env(database_url, receiver.endpoint), workers=1).start()
+    exporting = Server(env=telemetry_env(database_url, receiver.endpoint, "web.9"), workers=1).start()
     try:
         for server in (plain, exporting):
             assert httpx.post(f"{server.url}/graphql", json={"query": "{ __typename }"}).status_code == 200
         # The exporting worker runs the metric reader's and the span processor's threads; the
         # other runs exactly as many threads less.
-        until_sync(lambda: any(r.resource_metrics for r in list(receiver.metrics)), "an export")
+        until_sync(lambda: "web.9.0" in receiver.instances(), "an export")
         (without,), (with_endpoint,) = worker_threads(plain), worker_threads(exporting)
         assert with_endpoint - without == 2, (without, with_endpoint)
     finally:
         plain.stop()
         exporting.stop()
+
+
+async def test_a_redis_restart_is_one_pubsub_reconnect_per_worker(database_url: str, receiver: Receiver) -> None:
+    redis = PrivateRedis().start()
+    server = Server(env=telemetry_env(database_url, receiver.endpoint, "web.2", redis.url), workers=2).start()
+    reconnects = {"web.2.0", "web.2.1"}
+
+    def counted() -> float:
+        return sum(
+            point.as_int
+            for (instance, name, _), point in receiver.latest().items()
+            if name == "chat.redis.pubsub.reconnects" and instance in reconnects
+        )
+
+    try:
+        await until(lambda: reconnects <= receiver.instances(), "both workers exporting")
+        assert counted() == 0
+        redis.stop()
+        # Down long enough for the pub/sub readers to give up on redis-py's own retries.
+        await until(lambda: httpx.get(f"{server.url}/readyz").status_code == 503, "Redis missed")
+        redis.start()
+        await until(lambda: counted() == 2, "one reconnect on each worker", timeout=30)
+    finally:
+        server.stop()
+        redis.stop()
 
 
 def test_exports_only_what_an_endpoint_is_set_for() -> None:

@@ -362,6 +362,53 @@ async def test_a_redis_restart_is_one_pubsub_reconnect_per_worker(database_url: 
         redis.stop()
 
 
+async def test_waits_past_the_pools_timeout_are_counted(database_url: str, receiver: Receiver) -> None:
+    env = {
+        **telemetry_env(database_url, receiver.endpoint, "web.3"),
+        "DATABASE_POOL_MAX": "1",
+        "DATABASE_ACQUIRE_TIMEOUT": "0.01",
+    }
+    server = Server(env=env, workers=1).start()
+    try:
+        api = GraphQLClient(server.url)
+        ann = sign_up(api, "Ann")
+        api.close()
+        query = "{ rooms(first: 10) { members(first: 10) { name } messages(first: 10) { edges { node { id } } } } }"
+        headers = {"Authorization": f"Bearer {ann.token}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
+            responses = await asyncio.gather(*(http.post("/graphql", json={"query": query}) for _ in range(100)))
+        unavailable = sum(
+            error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+            for response in responses
+            for error in response.json().get("errors", [])
+        )
+        assert unavailable > 0
+
+        def timeouts() -> float:
+            return sum(
+                point.as_int
+                for (instance, name, attributes), point in receiver.latest().items()
+                if name == "db.client.connection.timeouts"
+                and instance == "web.3.0"
+                and dict(attributes) == {"db.client.connection.pool.name": "postgres"}
+            )
+
+        def errors() -> float:
+            return sum(
+                point.as_int
+                for (instance, name, attributes), point in receiver.latest().items()
+                if name == "chat.graphql.errors"
+                and instance == "web.3.0"
+                and dict(attributes).get("graphql.error.code") == "SERVICE_UNAVAILABLE"
+            )
+
+        # Every error said the wait ran out, and each came from at least one wait that did.
+        await until(lambda: errors() == unavailable, f"{unavailable} SERVICE_UNAVAILABLE errors")
+        assert timeouts() >= max(1, len([r for r in responses if r.status_code == 503]))
+    finally:
+        server.stop()
+
+
 def test_exports_only_what_an_endpoint_is_set_for() -> None:
     assert not exports({}, "METRICS") and not exports({}, "TRACES")
     both = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}

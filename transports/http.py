@@ -149,7 +149,11 @@ class GraphQLOverHTTP:
             try:
                 context = await self.context(request)
             except Exception as error:  # before execution began: e.g. the token's lookup
-                return self._context_failure(error)
+                failure = self._context_failure(error)
+                codes = record.error_codes(failure[1])
+                traces.errors(codes)
+                record.graphql_request(prepared.kind.value, codes, record.HTTP, started)
+                return failure
             result = self.operations.result(await self.operations.execute(prepared, context))
             codes = record.error_codes(result)
             traces.errors(codes)

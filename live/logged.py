@@ -143,7 +143,7 @@ class LoggedFeed(Feed):
                     subscription.advance(replay.upto)
                     sink.history(replay.results)
                     self._hand_over(subscription)
-                    if resumed_from is not None and subscription.seq is not None:
+                    if resumed_from is not None and subscription.seq is not None and subscription.seq > resumed_from:
                         record.resumed(subscription.selection.field, subscription.seq - resumed_from)
                     return
             await allowance.ensure()

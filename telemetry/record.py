@@ -180,7 +180,8 @@ def delivered(field_name: str, subscribers: int, executions: int, published_at: 
 
 
 def resumed(field_name: str, events: int) -> None:
-    """A subscriber caught up with `events` events from the log or memory."""
+    """A subscriber caught up with `events` (> 0) events of its topic's log (or memory) before
+    joining live delivery: a resume, or events that raced its start."""
     h = histograms
     if h is not None:
         h.resume_events.record(events, {"graphql.subscription.field": field_name})

@@ -68,7 +68,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def observed(database_url: str, receiver: Receiver) -> Iterator[Server]:
-    server = Server(env=telemetry_env(database_url, receiver.endpoint), workers=2).start()
+    server = Server(env=telemetry_env(database_url, receiver.endpoint, "web.5"), workers=2).start()
     yield server
     server.stop()
 
@@ -78,7 +78,17 @@ def worker_threads(server: Server) -> list[int]:
     return [len(list(Path(f"/proc/{pid}/task").iterdir())) for pid in worker_pids(server.process.pid)]
 
 
-async def test_the_metrics_read_what_the_workload_implies(observed: Server, receiver: Receiver) -> None:
+@pytest.fixture
+def fresh(database_url: str) -> Iterator[tuple[Server, Receiver]]:
+    """A server and a receiver of the test's own: what it exports is the test's workload alone."""
+    with Receiver() as receiver:
+        server = Server(env=telemetry_env(database_url, receiver.endpoint), workers=2).start()
+        yield server, receiver
+        server.stop()
+
+
+async def test_the_metrics_read_what_the_workload_implies(fresh: tuple[Server, Receiver]) -> None:
+    observed, receiver = fresh
     client = GraphQLClient(observed.url)
     plain = mutations = 0
     try:
@@ -226,6 +236,31 @@ async def test_a_slow_consumer_closed_is_counted(observed: Server, receiver: Rec
     closed = {**slowed, "chat.connection.close_reason": "slow_consumer"}
     await until(lambda: receiver.total("chat.realtime.connection.duration", **closed) == before + 1, "its duration")
     slow.transport.abort()
+
+
+async def test_a_resume_is_measured_in_events(observed: Server, receiver: Receiver) -> None:
+    client = GraphQLClient(observed.url)
+    try:
+        alice = sign_up(client, "Alice")
+        room = create_room(client, alice)
+        posted = [post_message(client, alice, room, f"resume {i}") for i in range(3)]
+    finally:
+        client.close()
+
+    def resumes() -> tuple[int, float]:
+        points = [
+            point
+            for (_, name, attributes), point in receiver.latest().items()
+            if name == "chat.resume.events" and dict(attributes) == {"graphql.subscription.field": "messageCreated"}
+        ]
+        return sum(p.count for p in points), sum(p.sum for p in points)
+
+    count, total = resumes()
+    ws = await GraphQLWebSocket.open(observed.ws_url, TRANSPORT_WS, alice.token)
+    await ws.subscribe("m", MESSAGE_CREATED, {"room": room, "after": posted[0]["id"]})
+    assert [m["body"] for m in await ws.messages("m", 2)] == ["resume 1", "resume 2"]
+    await until(lambda: resumes() == (count + 1, total + 2), "one resume of two events")
+    await ws.close()
 
 
 def test_a_traced_mutation_carries_its_trace_to_every_delivery(observed: Server, receiver: Receiver) -> None:

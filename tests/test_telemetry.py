@@ -24,7 +24,7 @@ from telemetry.running import exports, resource_attributes
 from tests.support.graphql import GraphQLClient, create_room, join_room, post_many, post_message, sign_up
 from tests.support.httpstream import open_sse
 from tests.support.otlp import Receiver
-from tests.support.processes import ROOT, SHARED_REDIS_URL, PrivateRedis, Server
+from tests.support.processes import ROOT, SHARED_REDIS_URL, PrivateRedis, Server, migrate
 from tests.support.waiting import until, until_sync
 from tests.support.wsclient import LEGACY_WS, MESSAGE_CREATED, TRANSPORT_WS, GraphQLWebSocket, worker_pids
 
@@ -440,6 +440,38 @@ async def test_waits_past_the_pools_timeout_are_counted(database_url: str, recei
         # Every error said the wait ran out, and each came from at least one wait that did.
         await until(lambda: errors() == unavailable, f"{unavailable} SERVICE_UNAVAILABLE errors")
         assert timeouts() >= max(1, len([r for r in responses if r.status_code == 503]))
+    finally:
+        server.stop()
+
+
+async def test_the_embedded_default_exports_too(receiver: Receiver, tmp_path: Path) -> None:
+    """SQLite and the in-process broadcast, one worker: requests, subscriptions and deliveries."""
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
+        "REDIS_URL": "",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "DYNO": "web.7",
+    }
+    migrate(env)
+    server = Server(env=env, workers=1).start()
+    try:
+        client = GraphQLClient(server.url)
+        alice = sign_up(client, "Alice")
+        room = create_room(client, alice)
+        async with await open_sse(server.url, MESSAGE_CREATED, {"room": room}, token=alice.token) as stream:
+            field = {"graphql.subscription.field": "messageCreated", "chat.transport": "sse"}
+            await until(lambda: receiver.total("graphql.server.subscription.active", "web.7.", **field) == 1, "active")
+            for i in range(3):
+                post_message(client, alice, room, f"embedded {i}")
+            assert len(await stream.data("messageCreated", 3)) == 3
+        client.close()
+        delivered = {"graphql.subscription.field": "messageCreated"}
+        await until(lambda: receiver.total("chat.fanout.deliveries", "web.7.", **delivered) == 3, "3 deliveries")
+        await until(lambda: receiver.total("chat.realtime.connection.active", "web.7.") == 0, "the stream closed")
+        mutations = {"graphql.operation.type": "mutation"}
+        assert receiver.total("graphql.server.request.duration", "web.7.", **mutations) == 5
+        assert receiver.instances() >= {"web.7.0"}
     finally:
         server.stop()
 

@@ -73,12 +73,15 @@ class Receiver:
                                 points[key] = point
         return points
 
-    def total(self, name: str, **attributes: Any) -> float:
-        """A sum's or gauge's latest value (a histogram's count), summed over workers and over
-        the attribute sets that match `attributes`."""
+    def total(self, name: str, instance_prefix: str = "", **attributes: Any) -> float:
+        """A sum's or gauge's latest value (a histogram's count), summed over workers (those whose
+        service.instance.id starts with `instance_prefix`) and over the attribute sets that match
+        `attributes`."""
         total = 0.0
-        for (_instance, metric, attrs), point in self.latest().items():
-            if metric != name or any(dict(attrs).get(k) != v for k, v in attributes.items()):
+        for (instance, metric, attrs), point in self.latest().items():
+            if metric != name or not instance.startswith(instance_prefix):
+                continue
+            if any(dict(attrs).get(k) != v for k, v in attributes.items()):
                 continue
             total += point.count if hasattr(point, "bucket_counts") else (point.as_int or point.as_double)
         return total

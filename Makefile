@@ -80,6 +80,7 @@ bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.chat_features $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.http_streams $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.executor_memory
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.telemetry $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.abuse $(ARGS)
 
 # An honest subscriber's p50 and p99 in a room of 200 without and with a member holding 100

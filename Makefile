@@ -72,6 +72,7 @@ test: install tests/js/node_modules/.installed web chromium
 # the chat features (the roomEvents mix, typing heartbeats, unread counts), then subscriptions
 # over SSE and Apollo's multipart HTTP against WebSocket (S=1000 at 20 msg/s, and memory per
 # idle stream), then what a subscription's executor keeps per event (graphql-core's and ours), then
+# telemetry off against on (bench.telemetry), then
 # what an abusive member or an anonymous client costs everyone else (bench-abuse).
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run $(ARGS)

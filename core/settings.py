@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 DEFAULT_SQLITE_URL = "sqlite:///chat.db"
@@ -192,7 +192,9 @@ class Settings:
     # [invites]
     rate_invite_joins: Rate  # joinByInvite per user, and apart per address: against code guessing
     # [telemetry]
-    otel: tuple[tuple[str, str], ...]  # the standard OTEL_* variables, as set (telemetry.running)
+    # The standard OTEL_* variables, as set (telemetry.running); out of the repr: the exporter's
+    # headers carry the backend's API key.
+    otel: tuple[tuple[str, str], ...] = field(repr=False)
     dyno: str  # Heroku's DYNO ("web.1"), or "local"
     worker_slot: str  # CHAT_WORKER_SLOT, which serving/gunicorn.conf.py sets in each worker
     release_version: str | None  # HEROKU_RELEASE_VERSION (runtime-dyno-metadata)

@@ -504,6 +504,7 @@ def test_the_resource_names_the_dyno_the_slot_and_the_release() -> None:
         "service.version": "v7",
     }
     assert dict(settings.otel)["OTEL_EXPORTER_OTLP_HEADERS"] == "x-honeycomb-team=secret"
+    assert "secret" not in repr(settings)  # the backend's key stays out of any printed settings
     named = load({"OTEL_SERVICE_NAME": "chat-eu"})
     assert resource_attributes(named)["service.name"] == "chat-eu"
     assert resource_attributes(named)["service.instance.id"] == "local.0"

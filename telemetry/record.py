@@ -25,6 +25,8 @@ SSE = "sse"
 MULTIPART = "multipart"
 HTTP = "http"
 
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
 # chat.connection.close_reason values: who or what ended a realtime connection.
 CLIENT = "client"  # the client went away or closed it
 SLOW_CONSUMER = "slow_consumer"  # it let its outbox fill up
@@ -112,6 +114,8 @@ def http_request(method: str, route: str, status: int, started: float) -> None:
     """A plain HTTP request answered (never a stream or an upgrade)."""
     h = histograms
     if h is not None:
+        # Any other method is the client's word: one value for all of them (the conventions' _OTHER).
+        method = method if method in KNOWN_METHODS else "_OTHER"
         attributes = {"http.request.method": method, "http.route": route, "http.response.status_code": status}
         h.http_duration.record(time.perf_counter() - started, attributes)
 

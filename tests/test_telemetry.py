@@ -160,6 +160,12 @@ async def test_the_metrics_read_what_the_workload_implies(fresh: tuple[Server, R
             f"{mutations} mutations",
         )
         assert receiver.total("graphql.server.request.duration", **{"error.type": "RATE_LIMITED"}) == 2
+        # A method of the client's own is one value, whatever it is.
+        assert httpx.request("PROPFIND", f"{observed.url}/graphql").status_code == 405
+        await until(
+            lambda: receiver.total("http.server.request.duration", **{"http.request.method": "_OTHER"}) == 1,
+            "the odd method counted as _OTHER",
+        )
         rate_limited = {"graphql.error.code": "RATE_LIMITED", "graphql.operation.type": "mutation"}
         assert receiver.total("chat.graphql.errors", **rate_limited, **{"chat.transport": "http"}) == 2
         assert receiver.total("db.client.connection.count", **{"db.client.connection.pool.name": "postgres"}) >= 2

@@ -74,8 +74,8 @@ test: install tests/js/node_modules/.installed web chromium
 # against `me`), then createMessage and live p99 with webhooks off, on with a fast receiver and on
 # with one that is down, then subscriptions over SSE and Apollo's multipart HTTP against WebSocket
 # (S=1000 at 20 msg/s, and memory per idle stream), then what a subscription's executor keeps per
-# event (graphql-core's and ours), then what an abusive member or an anonymous client costs
-# everyone else (bench-abuse).
+# event (graphql-core's and ours), then telemetry off against on (bench.telemetry), then what an
+# abusive member or an anonymous client costs everyone else (bench-abuse).
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.idle_memory
@@ -85,6 +85,7 @@ bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.webhooks $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.http_streams $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.executor_memory
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.telemetry $(ARGS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.abuse $(ARGS)
 
 # An honest subscriber's p50 and p99 in a room of 200 without and with a member holding 100

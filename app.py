@@ -24,6 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from composition import process
 from composition.assemble import PARTS, Parts, assemble, parts_of
+from core import logs
 from core.broadcast import redis_reachable
 from core.settings import Settings, load
 from identity import avatars
@@ -66,6 +67,7 @@ class ChatApp:
         kind = scope["type"]
         if kind != "lifespan":
             apply_forwarded(scope, self.trusted_peers)  # the client and scheme everything below sees
+            logs.REQUEST_ID.set(_request_id(scope))  # on this request's log lines (LOG_FORMAT=json)
         if kind == "http":
             scope[SERVER_SEND] = send  # a stream writes its chunks behind the middleware
             if scope["path"] in HEALTH_CHECKS:
@@ -152,6 +154,14 @@ def _responding(scope: Scope, send: Send) -> Send:
         await send(message)
 
     return send_with_headers
+
+
+def _request_id(scope: Scope) -> str | None:
+    """Heroku's X-Request-ID (its router's log line has it too), at most 200 characters."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            return value[:200].decode("latin-1")
+    return None
 
 
 def create_app(settings: Settings | None = None) -> ChatApp:

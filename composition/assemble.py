@@ -13,6 +13,7 @@ The order, and the one edge that runs the other way:
    WebSocket endpoint, GraphQL over HTTP (behind the body limit and CORS) with its stream
    endpoint and persisted queries, and the SSE session endpoint.
 What the routes need is yielded as one frozen `Parts`; everything is stopped in reverse order.
+Telemetry (telemetry.running) starts first and stops last, so it exports what the closes did.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from resolvers import LIST_BOUNDS, VIEWER_FIELDS
 from resolvers.context import make_context
 from resolvers.services import Services
 from resolvers.webhook_events import WebhookEvents
+from telemetry.running import running
 from transports.http import GraphQLOverHTTP
 from transports.http_streams import SessionEndpoint, StreamEndpoint
 from transports.keepalive import Keepalive
@@ -80,7 +82,7 @@ async def assemble(settings: Settings, schema: GraphQLSchema) -> AsyncIterator[P
     delivering = bool(settings.webhook_urls) and settings.webhook_in_web
     doorbell = Doorbell()
     services = build_services(settings, policy, doorbell.published if delivering else None)
-    async with _connected(services):
+    async with running(settings), _connected(services):
         engine = Engine(
             schema,
             services.broadcast,

@@ -16,7 +16,7 @@ GC_THRESHOLDS = (10_000, 10, 10)
 
 def configure(settings: Settings) -> None:
     """When the app is created (before the server logs anything, before anything is hashed)."""
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     auth.configure_hashing(settings.password_hash_threads, settings.password_hash_queue)
 
 

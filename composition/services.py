@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from redis.asyncio import Redis
+
 from core.broadcast import open_broadcast
 from core.redis_clients import RedisBreaker, create_redis
 from core.settings import Settings
@@ -22,6 +24,19 @@ from live.publisher import Publisher
 from live.quota import LiveQuota
 from resolvers.services import Services
 from resolvers.topics import presence_topic
+from telemetry import record
+
+
+def _redis_states(redis: Redis) -> Callable[[], dict[str, int]]:
+    """The Redis pool's connections by state (redis-py's public count), for telemetry."""
+
+    def states() -> dict[str, int]:
+        return {
+            attributes["db.client.connection.state"]: count
+            for count, attributes in redis.connection_pool.get_connection_count()
+        }
+
+    return states
 
 
 def build_services(
@@ -30,13 +45,19 @@ def build_services(
     """`observer` is told of every event published (the webhooks' doorbell)."""
     redis = (
         create_redis(
-            settings.redis_url, settings.redis_ssl_cert_reqs, settings.redis_pool_max, settings.redis_acquire_timeout
+            settings.redis_url,
+            settings.redis_ssl_cert_reqs,
+            settings.redis_pool_max,
+            settings.redis_acquire_timeout,
+            observer=record.PoolWaits(record.REDIS),
         )
         if settings.redis_url
         else None
     )
+    if redis is not None:
+        record.observe_pool(record.REDIS, _redis_states(redis))
     db = open_database(settings)
-    broadcast = open_broadcast(redis)
+    broadcast = open_broadcast(redis, on_reconnect=record.pubsub_reconnected)
     cache = ViewerCache(policy=policy)
     # Bounds the Redis calls a request waits on (core.redis_clients); none without Redis.
     breaker = RedisBreaker(settings.redis_command_timeout) if redis is not None else None

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
@@ -317,10 +317,11 @@ class ResyncingQueue(asyncio.Queue[Event]):
         super().put_nowait(item)
 
 
-def open_broadcast(redis: aioredis.Redis | None) -> ChannelBroadcast:
+def open_broadcast(redis: aioredis.Redis | None, on_reconnect: Callable[[], None] | None = None) -> ChannelBroadcast:
     """Over `redis` (its own pub/sub connection), or in this process's memory without it.
-    Not connected yet: the app's lifespan connects it."""
-    return ChannelBroadcast(LocalBackend() if redis is None else ResilientRedisBackend(redis))
+    Not connected yet: the app's lifespan connects it. `on_reconnect`: see ResilientRedisBackend."""
+    backend = LocalBackend() if redis is None else ResilientRedisBackend(redis, on_reconnect=on_reconnect)
+    return ChannelBroadcast(backend)
 
 
 async def redis_reachable(broadcast: ChannelBroadcast) -> bool | None:

@@ -5,9 +5,12 @@ string (stripped from access lines here)."""
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 
+import orjson
 from ariadne.utils import unwrap_graphql_error
 from graphql import GraphQLError
+from opentelemetry import trace
 
 from core.errors import code_for_request_error
 from core.reaches import written_against
@@ -45,8 +48,44 @@ class StripQueryString(logging.Filter):
         return True
 
 
-def configure(level: str) -> None:
+# Heroku's X-Request-ID of the request (or WebSocket) being served, set by the app for each.
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line (LOG_FORMAT=json, for log drains): time, level, logger, message,
+    and the request id and trace id of the request it was logged for, when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = REQUEST_ID.get()
+        if request_id:
+            line["request_id"] = request_id
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            line["trace_id"] = format(context.trace_id, "032x")
+            line["span_id"] = format(context.span_id, "016x")
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line).decode()
+
+
+def configure(level: str, log_format: str = "text") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if log_format == "json":
+        formatter = JSONFormatter()
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(formatter)
+        # gunicorn's and uvicorn's own loggers have handlers of their own (gunicorn's error and
+        # access logs): those lines in JSON too.
+        for name in ("gunicorn.error", "gunicorn.access", "uvicorn", "uvicorn.error", "uvicorn.access"):
+            for handler in logging.getLogger(name).handlers:
+                handler.setFormatter(formatter)
     logging.getLogger("chat.graphql").addFilter(ExpectedErrorFilter())
     logging.getLogger("uvicorn.access").addFilter(StripQueryString())
     # At DEBUG, `databases` logs every query's arguments: password hashes, tokens' digests, bodies.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from broadcaster import BroadcastBackend, Event
@@ -38,8 +39,12 @@ BACKLOG = 10_000
 
 
 class ResilientRedisBackend(BroadcastBackend):
-    def __init__(self, client: aioredis.Redis, *, max_backoff: float = 5.0) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, max_backoff: float = 5.0, on_reconnect: Callable[[], None] | None = None
+    ) -> None:
+        """`on_reconnect`: called each time the pub/sub connection is back (telemetry counts it)."""
         self._redis = client
+        self._on_reconnect = on_reconnect
         self._max_backoff = max_backoff
         self._channels: set[str] = set()
         self._lock = asyncio.Lock()
@@ -121,6 +126,8 @@ class ResilientRedisBackend(BroadcastBackend):
                         await pubsub.subscribe(*self._channels)
                     self._pubsub = pubsub
                     if attempt:
+                        if self._on_reconnect is not None:
+                            self._on_reconnect()
                         logger.warning("Redis is back; resubscribed %d channels", len(self._channels))
                         for channel in self._channels:
                             await self._queue.put(Event(channel=channel, message=RESYNC))

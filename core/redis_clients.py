@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from redis import asyncio as aioredis
 from redis.backoff import ExponentialBackoff
@@ -22,16 +22,53 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 
+class PoolObserver(Protocol):
+    """Told how long each wait for a pool's connection took (telemetry)."""
+
+    def waited(self, started: float) -> None: ...
+
+    def timed_out(self) -> None: ...
+
+
+class ObservedPool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool, its waits for a connection told to `observer` (when set)."""
+
+    observer: PoolObserver | None = None
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        observer = self.observer
+        if observer is None:
+            return await super().get_connection(*args, **kwargs)
+        started = time.perf_counter()
+        try:
+            connection = await super().get_connection(*args, **kwargs)
+        except RedisConnectionError as error:
+            if str(error) == NO_CONNECTION:  # the wait ran out (not Redis refusing us)
+                observer.timed_out()
+            raise
+        observer.waited(started)
+        return connection
+
+
+# What BlockingConnectionPool raises when `acquire_timeout` runs out.
+NO_CONNECTION = "No connection available."
+
+
 def create_redis(
-    url: str, ssl_cert_reqs: str = "none", max_connections: int = 10, acquire_timeout: float = 5.0
+    url: str,
+    ssl_cert_reqs: str = "none",
+    max_connections: int = 10,
+    acquire_timeout: float = 5.0,
+    observer: PoolObserver | None = None,
 ) -> aioredis.Redis:
     """A client (no connection yet: it connects on first use) of at most `max_connections`, the
     pub/sub connection among them; a command that finds them all busy waits up to
-    `acquire_timeout` seconds, then fails as a lost connection does."""
+    `acquire_timeout` seconds, then fails as a lost connection does. `observer`: told of each
+    wait for a connection."""
     options: dict[str, Any] = {}
     if url.startswith("rediss://") and "ssl_cert_reqs=" not in url:
         options["ssl_cert_reqs"] = ssl_cert_reqs
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = ObservedPool.from_url(
         url,
         max_connections=max_connections,
         timeout=acquire_timeout,
@@ -42,6 +79,7 @@ def create_redis(
         socket_connect_timeout=5,
         **options,
     )
+    pool.observer = observer
     return aioredis.Redis.from_pool(pool)
 
 

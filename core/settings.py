@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 DEFAULT_SQLITE_URL = "sqlite:///chat.db"
@@ -202,6 +202,14 @@ class Settings:
     auth_jwks_refetch_seconds: float  # at most one fetch of the JWKS URL per this, whatever kids come
     auth_jwks_cache_seconds: float  # keys older than this are fetched again at their next use
     service_keys: tuple[str, ...]
+    # [telemetry]
+    # The standard OTEL_* variables, as set (telemetry.running); out of the repr: the exporter's
+    # headers carry the backend's API key.
+    otel: tuple[tuple[str, str], ...] = field(repr=False)
+    dyno: str  # Heroku's DYNO ("web.1"), or "local"
+    worker_slot: str  # CHAT_WORKER_SLOT, which serving/gunicorn.conf.py sets in each worker
+    release_version: str | None  # HEROKU_RELEASE_VERSION (runtime-dyno-metadata)
+    log_format: str  # "text" (the default) or "json": one object per line
     # [webhooks]
     webhook_urls: tuple[str, ...] = ()  # every logged room event is POSTed to each (transports.webhooks)
     webhook_secrets: tuple[str, ...] = ()  # each signs every delivery (rotation: old and new at once)
@@ -341,6 +349,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         auth_jwks_refetch_seconds=max(0.0, env.number("AUTH_JWKS_REFETCH_SECONDS", 30.0)),
         auth_jwks_cache_seconds=max(1.0, env.number("AUTH_JWKS_CACHE_SECONDS", 3600.0)),
         service_keys=_service_keys(env.text("SERVICE_KEY")),
+        # [telemetry]
+        # Exported only when an OTEL_EXPORTER_OTLP_*ENDPOINT is set; the SDK reads the others too.
+        otel=tuple(sorted((name, value) for name, value in env.environ.items() if name.startswith("OTEL_"))),
+        dyno=env.text("DYNO", "local"),
+        worker_slot=env.text("CHAT_WORKER_SLOT", "0"),
+        release_version=env.text("HEROKU_RELEASE_VERSION") or None,
+        log_format=_log_format(env.text("LOG_FORMAT", "text").lower()),
         **_webhooks(env),
     )
 
@@ -401,3 +416,9 @@ def _webhooks(env: _Environment) -> dict:
 def _words(text: str) -> list[str]:
     """Comma- or space-separated values."""
     return [word for word in text.replace(",", " ").split() if word]
+
+
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise ConfigurationError(f"LOG_FORMAT={value!r}: use text or json.")
+    return value

@@ -21,7 +21,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import asyncpg
@@ -39,6 +39,7 @@ from core.errors import ServiceUnavailable, as_service_unavailable
 from core.outages import QuietPoolRetries, is_database_unavailable, outages
 from core.reaches import written_against
 from db.records import ReadOnlyRow, Row, RowView, as_rows
+from telemetry import record
 
 # The one module reaching into `databases` (its backend and connection classes) and into the
 # compiled statements of SQLAlchemy; tests/test_library_reaches.py fails loudly when either changes.
@@ -279,13 +280,17 @@ async def _acquired(pool: asyncpg.Pool, seconds: float) -> Any:
     """A pooled connection, or SERVICE_UNAVAILABLE once `seconds` pass (or the database is away).
     Not `acquire(timeout=)`: it takes the connection in a task of its own, a turn of the event
     loop more for every query."""
+    started = record.clock()
     try:
         async with asyncio.timeout(seconds):
-            return await pool.acquire()
+            connection = await pool.acquire()
     except TimeoutError:
+        record.pool_timed_out(record.POSTGRES)
         raise ServiceUnavailable("The server is busy; try again shortly.") from None
     except Exception as error:
         raise _translated(error)  # noqa: B904 (the outage is its cause, or it is the error itself)
+    record.pool_waited(record.POSTGRES, started)
+    return connection
 
 
 async def _released(pool: asyncpg.Pool, connection: Any) -> None:
@@ -293,6 +298,16 @@ async def _released(pool: asyncpg.Pool, connection: Any) -> None:
         await pool.release(connection)
     except Exception as error:
         raise _translated(error)  # noqa: B904
+
+
+def _states(pool: asyncpg.Pool) -> Callable[[], dict[str, int]]:
+    """The pool's connections by state, for telemetry (asyncpg's public counts)."""
+
+    def states() -> dict[str, int]:
+        idle = pool.get_idle_size()
+        return {"used": pool.get_size() - idle, "idle": idle}
+
+    return states
 
 
 def _translated(error: Exception) -> Exception:
@@ -318,6 +333,7 @@ class BoundedWaitBackend(PostgresBackend):
             outages.refused(error)
             self._options = {**self._options, "min_size": 0}
             await super().connect()
+        record.observe_pool(record.POSTGRES, _states(self._pool))
 
     def connection(self) -> BoundedWaitConnection:
         return BoundedWaitConnection(self, self._dialect)

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from core.errors import CodedError
 from core.redis_clients import RedisBreaker, RedisUnavailable
 from core.settings import Rate
+from telemetry import record
 
 logger = logging.getLogger("chat.ratelimit")
 
@@ -46,6 +47,7 @@ class RateLimiter:
         count, ends = await self.spend(f"rate:{bucket}:{key}", 1, rate.seconds, now)
         if count > rate.count:
             retry_after = max(1, math.ceil(ends - now))
+            record.refused(bucket)
             raise RateLimited(f"Too many requests; retry in {retry_after} s.", retryAfter=retry_after)
 
     async def spend(self, name: str, amount: int, seconds: float, now: float) -> tuple[int, float]:

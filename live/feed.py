@@ -26,6 +26,7 @@ from live import messages
 from live.selection import Group, GroupKey, PayloadKey
 from live.source import Event, LiveSource
 from live.subscription import Subscription
+from telemetry import record, traces
 
 if TYPE_CHECKING:
     from identity.auth import Viewer
@@ -53,6 +54,8 @@ class Feed:
         self._task: asyncio.Task[None] | None = None
         self.started: asyncio.Future[None] | None = None
         self.retired = False
+        # Results handed over and executions, since it started (a deliver span's counts).
+        self.handed = self.executed = 0
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -137,8 +140,13 @@ class Feed:
         elif isinstance(read, messages.End):
             user = read.user
             self.engine.end_where(self.subscriptions, lambda s: s.viewer.id == user, read.error)
-        else:
+        elif (traceparent := messages.trace_parent(read)) is None:
             await self._on_event(read)
+        else:
+            handed, executed = self.handed, self.executed
+            with traces.delivering(traceparent) as span:
+                await self._on_event(read)
+                traces.delivered(span, self.handed - handed, self.executed - executed)
 
     async def _on_resync(self) -> None:
         """Catch up with what may have been said while the broadcast was away."""
@@ -182,6 +190,7 @@ class Feed:
         subscribers still in this feed; `contexts`: the loaders of each viewer, shared by the
         event's groups (what one group read, the next finds loaded)."""
         event_id = group.event_id(event) if group.event_id is not None else None
+        executions = handed = 0
         for audience, subscriptions in group.by_audience(event):
             viewer = subscriptions[0].viewer if audience else None
             shared = None if viewer is None else (viewer.id, viewer.token_hash)
@@ -191,9 +200,14 @@ class Feed:
             payload = payloads[(group.key, audience)] = await self.engine.execute(
                 group.selection, viewer, event, context
             )
+            executions += 1
             for subscription in subscriptions:
                 if subscription.feed is self:
                     subscription.deliver(seq, payload, event_id)
+                    handed += 1
+        record.delivered(group.selection.field, handed, executions, messages.published_at(event))
+        self.handed += handed
+        self.executed += executions
 
     def _context(self, viewer: Viewer | None) -> dict[str, Any]:
         """A viewer's execution context for an event (their loaders, shared by its groups)."""

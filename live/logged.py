@@ -16,6 +16,7 @@ share (live.share), the account that used the least of it first.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from live.replay import Allowance
 from live.selection import Backlogged, Group, PayloadKey, audience_key, keyers_for
 from live.source import Event, LiveSource, TopicLog
 from live.subscription import Subscription
+from telemetry import record, traces
 
 if TYPE_CHECKING:
     from live.engine import Engine
@@ -102,7 +104,8 @@ class LoggedFeed(Feed):
         """A resume that cannot be served now (the log unreachable mid-way) ends the transport
         retryably: the client comes back and resumes from the last result it got."""
         try:
-            await self.catch_up(subscription)
+            with traces.step("chat catch_up", subscription.selection.field):
+                await self.catch_up(subscription)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -118,6 +121,7 @@ class LoggedFeed(Feed):
         # What is older than `recent` is executed for this subscriber alone: paced by its user's
         # replay budget (live.replay), before the log is even read.
         allowance = Allowance(self.engine.replay, subscription.viewer.id)
+        resumed_from = subscription.source.after
         while subscription.feed is self and not sink.closed:
             assert subscription.seq is not None
             if subscription.seq >= self._remembered_from():
@@ -139,6 +143,8 @@ class LoggedFeed(Feed):
                     subscription.advance(replay.upto)
                     sink.history(replay.results)
                     self._hand_over(subscription)
+                    if resumed_from is not None and subscription.seq is not None and subscription.seq > resumed_from:
+                        record.resumed(subscription.selection.field, subscription.seq - resumed_from)
                     return
             await allowance.ensure()
             events = await self.log.after(subscription.seq, CATCH_UP_BATCH)
@@ -303,7 +309,10 @@ class LoggedFeed(Feed):
         group.backlog.append(entry)
         self.behind.add(group)
         if self._lane_task is None:
-            self._lane_task = asyncio.create_task(self._run_lane(), name=f"lane {self.topic}")
+            # In a context of its own: not inside the deliver span of the event that started it.
+            self._lane_task = asyncio.create_task(
+                self._run_lane(), name=f"lane {self.topic}", context=contextvars.Context()
+            )
 
     def _forget(self, group: Group) -> None:
         """The group is gone from the feed: its backlog with it."""

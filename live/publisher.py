@@ -29,6 +29,7 @@ from core.broadcast import ChannelBroadcast
 from core.cancelling import cancel_and_wait
 from core.redis_clients import RedisBreaker, RedisUnavailable
 from live import messages
+from telemetry import traces
 
 logger = logging.getLogger("chat.publish")
 
@@ -56,7 +57,8 @@ class Publisher:
         """An event of `topic` (with its `seq` when the topic is logged)."""
         if self._observer is not None:
             self._observer(topic, event)
-        await self._publish(topic, messages.event(event))
+        with traces.publishing() as published:  # a span after commit, its context in the message
+            await self._publish(topic, messages.event(event, published.traceparent if published else None))
 
     async def end(self, topic: str, *, user: int, error: dict[str, Any]) -> None:
         """End `user`'s subscriptions to `topic` with `error` (formatted), e.g. when they leave.

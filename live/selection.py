@@ -19,6 +19,7 @@ from graphql import (
     FieldNode,
     GraphQLError,
     GraphQLSchema,
+    OperationDefinitionNode,
     TypeInfo,
     TypeInfoVisitor,
     Visitor,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 class Selection:
     """What a subscriber asked for; subscribers with equal keys receive the same bytes."""
 
-    __slots__ = ("_executor", "document", "operation_name", "query", "variables", "variables_key")
+    __slots__ = ("_executor", "document", "field", "operation_name", "query", "variables", "variables_key")
 
     def __init__(self, document: DocumentNode, query: str, operation_name: str | None, variables: dict | None) -> None:
         self.document = document
@@ -47,6 +48,7 @@ class Selection:
         # A str: orjson's bytes keep a buffer of a few KiB, and every subscriber's key holds this.
         self.variables_key = orjson.dumps(self.variables, option=orjson.OPT_SORT_KEYS).decode()
         self._executor: Executor | None = None
+        self.field = root_field(document, operation_name)  # the schema's field: a closed set
 
     @classmethod
     def of(cls, document: DocumentNode, query: str, operation_name: str | None, variables: dict | None) -> Selection:
@@ -65,6 +67,18 @@ class Selection:
         executor = self._executor.build_per_event_executor(event)
         executor.context_value = context  # fresh loaders per event: nothing goes stale
         return executor
+
+
+def root_field(document: DocumentNode, operation_name: str | None) -> str:
+    """The subscription's root field (what telemetry counts it by)."""
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode) and (
+            operation_name is None or (definition.name is not None and definition.name.value == operation_name)
+        ):
+            for selection in definition.selection_set.selections:
+                if isinstance(selection, FieldNode):
+                    return selection.name.value
+    return "unknown"
 
 
 GroupKey = tuple[str, str | None, str]

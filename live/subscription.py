@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from identity.auth import Viewer
 from live.selection import GroupKey, Selection
 from live.source import LiveSource
+from telemetry import record
 
 if TYPE_CHECKING:
     from live.engine import Engine
@@ -49,7 +50,7 @@ class Releasable(Protocol):
 class Subscription:
     """One subscriber: an operation on one transport."""
 
-    __slots__ = ("catching_up", "engine", "feed", "key", "selection", "seq", "sink", "slot", "source")
+    __slots__ = ("catching_up", "counted", "engine", "feed", "key", "selection", "seq", "sink", "slot", "source")
 
     def __init__(self, engine: Engine, source: LiveSource, selection: Selection, key: GroupKey, sink: Sink) -> None:
         self.engine = engine
@@ -61,6 +62,12 @@ class Subscription:
         self.feed: Feed | None = None
         self.catching_up: asyncio.Task[None] | None = None
         self.slot: Releasable | None = None
+        self.counted: tuple[str, str] | None = None  # its key among the active (telemetry.record)
+
+    def count(self, transport: str) -> None:
+        """Counted among the active subscriptions until it closes (started once it runs)."""
+        if self.feed is not None and self.counted is None:
+            self.counted = record.subscription_started(self.selection.field, transport)
 
     def hold(self, slot: Releasable | None) -> None:
         """Its user's subscription slot (live.quota), given back when it closes."""
@@ -94,6 +101,9 @@ class Subscription:
         if self.slot is not None:
             self.slot.release()
             self.slot = None
+        if self.counted is not None:
+            record.subscription_ended(self.counted)
+            self.counted = None
         if self.feed is not None:
             self.feed.remove(self)
         self.engine.unindex(self)

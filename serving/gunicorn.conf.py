@@ -1,5 +1,8 @@
 """gunicorn settings for Heroku and for `make run`. GUNICORN_CMD_ARGS still overrides these."""
 
+import os
+from typing import Any
+
 from core.settings import load
 
 settings = load()
@@ -20,3 +23,17 @@ keepalive = 5
 # entry, the one Heroku's router appended. uvicorn's own handling is off (worker.py).
 accesslog = "-"
 errorlog = "-"
+if settings.log_format == "json":
+    logger_class = "serving.json_logs.JSONLogger"
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """The worker's slot: the lowest one no live worker holds, so a recycled worker takes its
+    predecessor's (telemetry's service.instance.id continues its series)."""
+    held = {getattr(other, "slot", None) for other in server.WORKERS.values()}
+    worker.slot = next(slot for slot in range(len(held) + 1) if slot not in held)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """In the worker, before it loads the app: the slot, for the settings to read."""
+    os.environ["CHAT_WORKER_SLOT"] = str(worker.slot)

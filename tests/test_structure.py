@@ -14,6 +14,7 @@ from tests.support.processes import ROOT
 # Bottom to top: a unit imports only units before it.
 LAYERS = (
     "core",  # settings, errors, outages, logs, Redis clients, the broadcast
+    "telemetry",  # metrics and traces: every layer above records into it
     "serving",  # gunicorn's config, the worker, uvicorn's protocols, the request's edge
     "db",  # the record, behind plain async functions
     "identity",  # tokens, viewers, revocations
@@ -102,7 +103,7 @@ def test_the_live_engine_knows_topics_not_rooms() -> None:
     graph = import_graph()
     # Nothing of rooms, sockets or the database: not the record, the resolvers, the wire.
     assert not graph["live"] & {"db", "resolvers", "transports", "serving"}, graph["live"]
-    assert graph["db"] <= {"core"}, graph["db"]
+    assert graph["db"] <= {"core", "telemetry"}, graph["db"]
 
 
 def test_the_cycle_finder_finds_cycles() -> None:

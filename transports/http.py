@@ -29,6 +29,7 @@ from core.errors import as_service_unavailable
 from execution.operations import Operations, Request, only_unavailable, valid_payload
 from execution.persisted_queries import PersistedQueries, PersistedQueryError
 from serving.uvicorn_protocols import NOT_COUNTED
+from telemetry import record, traces
 from transports.media import Accepted, Single, Streamed, negotiate
 
 # Sent with every 503: the pool's wait ran out or the database is away (restarting, failing over).
@@ -82,6 +83,7 @@ class GraphQLOverHTTP:
         self.may_register = may_register
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = record.clock()
         accepted = negotiate(Headers(scope=scope).get("accept"))
         try:
             outcome = await self.answer(HTTPRequest(scope, receive), accepted)
@@ -97,9 +99,11 @@ class GraphQLOverHTTP:
         media = (accepted.single or Single.JSON).value
         if isinstance(body, str):  # the explorer
             await _send(send, 200, body.encode(), {"content-type": "text/html; charset=utf-8"})
+            record.http_request(scope["method"], "/graphql", 200, started)
             return
         encoded = body if isinstance(body, bytes) else self.operations.encode_payload(body)
         await _send(send, status, encoded, {"content-type": media, **headers})
+        record.http_request(scope["method"], "/graphql", status, started)
 
     async def answer(
         self, request: HTTPRequest, accepted: Accepted
@@ -122,6 +126,7 @@ class GraphQLOverHTTP:
                 raise Refusal(error.status, str(error), error.code) from None
         if not valid_payload(data):
             raise Refusal(400, _shape_error(data), "BAD_REQUEST")
+        started = record.clock()
         prepared = self.operations.prepare(data)
         if isinstance(prepared, list):  # refused before anything ran: a request error
             return (400 if graphql_response or accepted.single is None else 200), {"errors": prepared}, {}
@@ -140,11 +145,19 @@ class GraphQLOverHTTP:
                 )
             assert accepted.stream is not None
             return Streaming(prepared, accepted.stream)
-        try:
-            context = await self.context(request)
-        except Exception as error:  # before execution began: e.g. the token's lookup
-            return self._context_failure(error)
-        result = self.operations.result(await self.operations.execute(prepared, context))
+        with traces.server(request.headers.raw, prepared.kind.value, prepared.operation_name):
+            try:
+                context = await self.context(request)
+            except Exception as error:  # before execution began: e.g. the token's lookup
+                failure = self._context_failure(error)
+                codes = record.error_codes(failure[1])
+                traces.errors(codes)
+                record.graphql_request(prepared.kind.value, codes, record.HTTP, started)
+                return failure
+            result = self.operations.result(await self.operations.execute(prepared, context))
+            codes = record.error_codes(result)
+            traces.errors(codes)
+        record.graphql_request(prepared.kind.value, codes, record.HTTP, started)
         if only_unavailable(result.get("errors") or []):
             return 503, result, {"Retry-After": str(RETRY_AFTER_SECONDS)}
         return 200, result, {}  # encoded by the caller, once it has seen whether it was refused

@@ -38,6 +38,7 @@ from starlette.websockets import WebSocket
 
 from execution.operations import valid_payload
 from live.quota import TOO_MANY_CONNECTIONS, too_many_connections
+from telemetry import record
 from transports import close_codes
 from transports.operations import LiveServer, TryAgainLater, decode, too_many
 from transports.outbox import DirectWriter
@@ -52,6 +53,7 @@ CLOSES = Closes(
     try_again_later=(close_codes.TRY_AGAIN_LATER, "Try again later"),
     slow_consumer=(close_codes.TRY_AGAIN_LATER, "Slow consumer"),
     token_expired=(close_codes.TOKEN_EXPIRED, "Token expired"),
+    transport=record.GRAPHQL_WS,
 )
 
 

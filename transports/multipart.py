@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from execution.operations import Request
 from identity.auth import Viewer
+from telemetry import record
 from transports.keepalive import Keepalive
 from transports.operations import LiveServer
 from transports.stream import RETRY_AFTER_SECONDS, Stream, StreamFraming
@@ -53,6 +54,7 @@ FRAMING = StreamFraming(
     refusal=refusal,
     end=END,
     unavailable=PART + orjson.dumps({"payload": None, "errors": [UNAVAILABLE]}) + DELIMITER,
+    transport=record.MULTIPART,
 )
 
 

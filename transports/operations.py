@@ -21,6 +21,7 @@ from identity.auth import Viewer, token_from_header
 from live.engine import Engine, Selection, Sink, Subscription
 from live.quota import CONNECTIONS, SUBSCRIPTIONS, LiveQuota, Slot, too_many_subscriptions
 from live.source import LiveSource
+from telemetry import record, traces
 from transports.keepalive import Keepalive
 
 logger = logging.getLogger("chat.websocket")
@@ -65,6 +66,11 @@ class SlotHolder(Protocol):
 
     connection_slot: Slot | None
 
+    @property
+    def transport(self) -> str:
+        """Its chat.transport (telemetry.record)."""
+        ...
+
 
 @dataclass
 class LiveServer:
@@ -87,20 +93,34 @@ class LiveServer:
     max_operation_id_bytes: int = 128
 
 
-async def execute_single(server: LiveServer, request: Request, context: dict[str, Any]) -> bytes:
-    """A query's or mutation's whole result, encoded."""
+async def execute_single(
+    server: LiveServer, request: Request, context: dict[str, Any], transport: str = record.HTTP
+) -> bytes:
+    """A query's or mutation's whole result, encoded (and counted under `transport`)."""
     operations = server.operations
-    return operations.encode(await operations.execute(request, context))
+    started = record.clock()
+    result = operations.result(await operations.execute(request, context))
+    record.graphql_request(request.kind.value, record.error_codes(result), transport, started)
+    return operations.encode_payload(result)
 
 
 async def start_subscription(
     server: LiveServer, request: Request, context: dict[str, Any], sink: Sink, holder: SlotHolder
 ) -> Subscription | list[dict] | None:
-    """The running subscription; the formatted errors that refuse it; or None when it ended
-    while starting (its end is on the way to the client). Raises TryAgainLater.
+    """The running subscription; the formatted errors that refuse it (counted by code); or None
+    when it ended while starting (its end is on the way to the client). Raises TryAgainLater.
 
     Past its user's limits (live.quota) it is refused with TOO_MANY_SUBSCRIPTIONS; the
     connection and its other operations carry on."""
+    outcome = await _started(server, request, context, sink, holder)
+    if isinstance(outcome, list):
+        record.graphql_errors("subscription", record.error_codes({"errors": outcome}), holder.transport)
+    return outcome
+
+
+async def _started(
+    server: LiveServer, request: Request, context: dict[str, Any], sink: Sink, holder: SlotHolder
+) -> Subscription | list[dict] | None:
     operations = server.operations
     executor = Executor.build(
         operations.schema,
@@ -134,7 +154,8 @@ async def start_subscription(
             return None
     selection = Selection.of(request.document, request.query, request.operation_name, request.variables)
     try:
-        outcome = await server.engine.subscribe(stream, selection, sink)
+        with traces.step("chat subscribe", selection.field):
+            outcome = await server.engine.subscribe(stream, selection, sink)
     except Exception as error:
         if slot is not None:
             slot.release()
@@ -146,6 +167,7 @@ async def start_subscription(
             slot.release()
         return None if outcome is None else [operations.format(outcome)]
     outcome.hold(slot)
+    outcome.count(holder.transport)
     return outcome
 
 

@@ -20,6 +20,8 @@ from typing import Protocol
 from starlette.types import Send
 from starlette.websockets import WebSocket
 
+from telemetry import record
+
 logger = logging.getLogger("chat.live")
 
 ENDED = (0, "")  # a streamed response's close: it ends (HTTP has no close code)
@@ -42,13 +44,25 @@ class Outbox:
     close (`overflow`: code, reason) of a client that lets `limit` live frames pile up, come
     from the protocol."""
 
-    __slots__ = ("_closer", "_history", "_live", "_waiters", "_writer", "closed", "direct", "limit", "overflow")
+    __slots__ = (
+        "_closer",
+        "_history",
+        "_live",
+        "_waiters",
+        "_writer",
+        "close_reason",
+        "closed",
+        "direct",
+        "limit",
+        "overflow",
+    )
 
     def __init__(self, direct: DirectWriter | None, limit: int, overflow: tuple[int, str]) -> None:
         self.direct = direct
         self.limit = limit
         self.overflow = overflow
         self.closed = False
+        self.close_reason = record.CLIENT  # who ended it (telemetry.record), until we close it
         self._live: deque[bytes] | None = None
         self._history: deque[bytes] | None = None
         self._waiters: list[asyncio.Future[None]] | None = None
@@ -66,6 +80,7 @@ class Outbox:
         elif len(self._live) >= self.limit:
             logger.warning("Closing a slow consumer: %d frames unsent", self.limit)
             self.close(*self.overflow)
+            self.close_reason = record.SLOW_CONSUMER
             return
         self._live.append(frame)
         self._start_writer()
@@ -101,6 +116,7 @@ class Outbox:
         """Close at once, dropping what is unsent: a resuming client asks for it again."""
         if self.closed:
             return
+        self.close_reason = record.SERVER
         self._stop()
         self._closer = asyncio.create_task(self._close(code, reason))
 
@@ -208,6 +224,7 @@ class StreamOutbox(Outbox):
         """`tail` after everything queued, then the response's end."""
         if self.closed:
             return
+        self.close_reason = record.COMPLETED
         self.put(tail)
         self._ending = True
         if self._writer is None:

@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from execution.operations import Request
 from identity.auth import Viewer
+from telemetry import record
 from transports.keepalive import Keepalive
 from transports.operations import LiveServer
 from transports.stream import Stream, StreamFraming
@@ -57,6 +58,7 @@ FRAMING = StreamFraming(
     refusal=refusal,
     end=COMPLETE,
     unavailable=None,  # the stream ends without `complete`: an EventSource reconnects by itself
+    transport=record.SSE,
 )
 
 

@@ -25,6 +25,7 @@ from execution.operations import Request, is_unavailable
 from identity.auth import Viewer
 from live.quota import Slot
 from serving.uvicorn_protocols import DRAINING, ON_DRAIN, chunk_writer
+from telemetry import record
 from transports.keepalive import Keepalive
 from transports.operations import INTERNAL_ERROR, LiveServer, TryAgainLater, execute_single, start_subscription
 from transports.outbox import StreamOutbox
@@ -46,6 +47,7 @@ class StreamFraming:
     refusal: Callable[[list[dict]], bytes]  # the errors that refused the operation -> a frame
     end: bytes  # the operation ended: the client must not come back
     unavailable: bytes | None  # tells the client to come back (None: ending without `end` says it)
+    transport: str  # its chat.transport (telemetry.record)
 
 
 class Stream:
@@ -66,6 +68,7 @@ class Stream:
         self, scope: Scope, receive: Receive, send: Send, request: Request, viewer: Viewer | None, context: dict
     ) -> None:
         outbox = await self._open(scope, send)
+        opened = record.connection_opened(self.framing.transport)
         if scope.get(DRAINING):  # this worker is stopping: the client comes back to the next one
             outbox.close(0, "")
         else:
@@ -83,6 +86,7 @@ class Stream:
             if self.connection_slot is not None:
                 self.connection_slot.release()
             await outbox.aclose()
+            record.connection_closed(self.framing.transport, opened, outbox.close_reason)
 
     async def cut(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Open and end at once, without the end frame: the client comes back shortly (an
@@ -105,7 +109,8 @@ class Stream:
         assert outbox is not None
         try:
             if request.kind != OperationType.SUBSCRIPTION:
-                outbox.put(framing.result(await execute_single(self.server, request, context), None))
+                result = await execute_single(self.server, request, context, framing.transport)
+                outbox.put(framing.result(result, None))
                 outbox.finish(framing.end)
                 return
             outcome = await start_subscription(self.server, request, context, self, self)
@@ -130,6 +135,10 @@ class Stream:
         self.keepalive.add(self, outbox.put, framing.heartbeat)
         if viewer is not None and self.server.presence is not None:
             self.presence = self.server.presence.connected(viewer)
+
+    @property
+    def transport(self) -> str:
+        return self.framing.transport
 
     def drain(self) -> None:
         """The worker is stopping: end now, without the end frame, so the client reconnects."""

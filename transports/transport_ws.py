@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 
 from execution.operations import valid_payload
 from live.quota import TOO_MANY_CONNECTIONS
+from telemetry import record
 from transports import close_codes
 from transports.operations import LiveServer, TryAgainLater, decode, too_many
 from transports.outbox import DirectWriter
@@ -42,6 +43,7 @@ CLOSES = Closes(
     try_again_later=(close_codes.TRY_AGAIN_LATER, "Try again later"),
     slow_consumer=(close_codes.TRY_AGAIN_LATER, "Slow consumer"),
     token_expired=(close_codes.TOKEN_EXPIRED, "Token expired"),
+    transport=record.GRAPHQL_TRANSPORT_WS,
 )
 
 

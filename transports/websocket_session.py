@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket
 from execution.operations import Request, is_unavailable
 from identity.auth import Viewer
 from live.quota import CONNECTIONS, Slot
+from telemetry import record
 from transports.operations import (
     INTERNAL_ERROR,
     LiveServer,
@@ -60,6 +61,7 @@ class Closes:
     try_again_later: tuple[int, str]  # the database is away: reconnect and resume
     slow_consumer: tuple[int, str]  # the client let its outbox fill up
     token_expired: tuple[int, str]  # a host JWT expired: reconnect with a fresh one
+    transport: str  # the protocol's chat.transport (telemetry.record)
 
 
 class InitDeadline:
@@ -93,6 +95,7 @@ class WebSocketSession:
         "closes",
         "connection_slot",
         "earlier_slots",
+        "opened",
         "operations",
         "outbox",
         "presence",
@@ -113,6 +116,11 @@ class WebSocketSession:
         # One of its user's connection slots, from the acknowledgement until it closes.
         self.connection_slot: Slot | None = None
         self.earlier_slots: tuple[Slot, ...] = ()  # of users it was acknowledged as before
+        self.opened = record.connection_opened(closes.transport)
+
+    @property
+    def transport(self) -> str:
+        return self.closes.transport
 
     async def receive(self) -> Mapping[str, Any] | None:
         """The next message to handle; None once the client is gone. After we close, messages
@@ -237,6 +245,7 @@ class WebSocketSession:
         for slot in self.earlier_slots:
             slot.release()
         await self.outbox.aclose()
+        record.connection_closed(self.closes.transport, self.opened, self.outbox.close_reason)
 
     async def _run(self, operation_id: str, operation: Operation, request: Request, frames: OperationFrames) -> None:
         try:
@@ -244,7 +253,8 @@ class WebSocketSession:
                 await self._subscribe(operation_id, operation, request, frames)
                 return
             viewer = await self.server.revalidate(self.viewer) if self.viewer is not None else None
-            result = await execute_single(self.server, request, self.server.context(viewer, self.websocket, None))
+            context = self.server.context(viewer, self.websocket, None)
+            result = await execute_single(self.server, request, context, self.transport)
             if self.operations.get(operation_id) is operation:
                 self.put(frames.result(result), frames.complete())
         except TryAgainLater:

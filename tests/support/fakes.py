@@ -56,9 +56,13 @@ class FakeSubscription:
         self.sink = sink
         self.closed = False
         self.slot: Any = None
+        self.transport: str | None = None  # what it is counted under (telemetry)
 
     def hold(self, slot: Any) -> None:
         self.slot = slot
+
+    def count(self, transport: str) -> None:
+        self.transport = transport
 
     def close(self) -> None:
         self.closed = True

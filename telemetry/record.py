@@ -1,0 +1,237 @@
+"""The hooks the other layers call: cheap enough for every request and event.
+
+Counters are plain integers per closed attribute set, read by observable instruments when the
+SDK exports (telemetry.running), so a fan-out adds to an integer once per group and event,
+never per subscriber, and costs the same with telemetry off. Durations are recorded into the
+SDK's histograms only while `histograms` is set (telemetry.running sets it in a worker that
+exports, and clears it at the end); otherwise a hook returns after one `None` check.
+
+Which values an attribute takes is decided by the caller from closed sets (transports, schema
+fields, rules, codes): nothing here receives a room, user, token or document.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# chat.transport values.
+GRAPHQL_TRANSPORT_WS = "graphql_transport_ws"
+GRAPHQL_WS = "graphql_ws"
+SSE = "sse"
+MULTIPART = "multipart"
+HTTP = "http"
+
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+# chat.connection.close_reason values: who or what ended a realtime connection.
+CLIENT = "client"  # the client went away or closed it
+SLOW_CONSUMER = "slow_consumer"  # it let its outbox fill up
+SERVER = "server"  # we closed it (a refusal, a protocol error, an outage, a drain)
+COMPLETED = "completed"  # a stream whose operation ended
+
+# db.client.connection.pool.name values.
+POSTGRES = "postgres"
+REDIS = "redis"
+
+
+@dataclass(slots=True)
+class Counts:
+    """This process's counters since it started, by attribute set."""
+
+    connections: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    subscriptions: defaultdict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    deliveries: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    executions: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    slow_consumer_closes: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    errors: defaultdict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    refusals: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    pool_timeouts: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    pubsub_reconnects: int = 0
+
+
+counts = Counts()
+
+# Each pool's (name) -> {state: connections} reader, registered when the pool connects.
+pools: dict[str, Callable[[], dict[str, int]]] = {}
+
+
+class Histograms:
+    """The SDK's histograms, set by telemetry.running while it exports."""
+
+    __slots__ = (
+        "connection_duration",
+        "delivery_latency",
+        "event_loop_lag",
+        "graphql_duration",
+        "http_duration",
+        "pool_wait",
+        "resume_events",
+    )
+
+    def __init__(self, meter: Any) -> None:
+        self.http_duration = meter.create_histogram(
+            "http.server.request.duration",
+            unit="s",
+            description="GraphQL requests over HTTP (no streams, no upgrades).",
+        )
+        self.graphql_duration = meter.create_histogram(
+            "graphql.server.request.duration",
+            unit="s",
+            description="Queries and mutations, from parse to encoded result.",
+        )
+        self.connection_duration = meter.create_histogram(
+            "chat.realtime.connection.duration", unit="s", description="How long realtime connections lasted."
+        )
+        self.delivery_latency = meter.create_histogram(
+            "chat.delivery.latency",
+            unit="s",
+            description="From publish (after commit) to the frame handed to the transport.",
+        )
+        self.resume_events = meter.create_histogram(
+            "chat.resume.events", unit="{event}", description="Events a resuming subscriber caught up with."
+        )
+        self.pool_wait = meter.create_histogram(
+            "db.client.connection.wait_time", unit="s", description="Time to take a connection from a pool."
+        )
+        self.event_loop_lag = meter.create_histogram(
+            "chat.event_loop.lag", unit="s", description="How late the event loop ran a timer."
+        )
+
+
+histograms: Histograms | None = None
+
+
+def clock() -> float:
+    """A start time for the hooks that measure a duration."""
+    return time.perf_counter()
+
+
+def http_request(method: str, route: str, status: int, started: float) -> None:
+    """A plain HTTP request answered (never a stream or an upgrade)."""
+    h = histograms
+    if h is not None:
+        # Any other method is the client's word: one value for all of them (the conventions' _OTHER).
+        method = method if method in KNOWN_METHODS else "_OTHER"
+        attributes = {"http.request.method": method, "http.route": route, "http.response.status_code": status}
+        h.http_duration.record(time.perf_counter() - started, attributes)
+
+
+def error_codes(result: dict) -> list[str]:
+    """The codes of a formatted result's errors (every error the service formats has one)."""
+    errors = result.get("errors")
+    if not errors:
+        return []
+    return [str((error.get("extensions") or {}).get("code") or "INTERNAL_SERVER_ERROR") for error in errors]
+
+
+def graphql_request(operation_type: str, error_codes: list[str], transport: str, started: float) -> None:
+    """A query or mutation answered: its duration, and its errors counted by code."""
+    for code in error_codes:
+        counts.errors[(code, operation_type, transport)] += 1
+    h = histograms
+    if h is not None:
+        attributes = {"graphql.operation.type": operation_type}
+        if error_codes:
+            attributes["error.type"] = error_codes[0]
+        h.graphql_duration.record(time.perf_counter() - started, attributes)
+
+
+def graphql_errors(operation_type: str, error_codes: list[str], transport: str) -> None:
+    """Errors that refused or ended an operation outside `graphql_request` (a subscription's)."""
+    for code in error_codes:
+        counts.errors[(code, operation_type, transport)] += 1
+
+
+def connection_opened(transport: str) -> float:
+    """A realtime connection (a WebSocket, an SSE or multipart stream) opened: its start time."""
+    counts.connections[transport] += 1
+    return time.perf_counter()
+
+
+def connection_closed(transport: str, started: float, close_reason: str) -> None:
+    counts.connections[transport] -= 1
+    if close_reason == SLOW_CONSUMER:
+        counts.slow_consumer_closes[transport] += 1
+    h = histograms
+    if h is not None:
+        attributes = {"chat.transport": transport, "chat.connection.close_reason": close_reason}
+        h.connection_duration.record(time.perf_counter() - started, attributes)
+
+
+def subscription_started(field_name: str, transport: str) -> tuple[str, str]:
+    """A subscription is live: the key to give `subscription_ended` once."""
+    key = (field_name, transport)
+    counts.subscriptions[key] += 1
+    return key
+
+
+def subscription_ended(key: tuple[str, str]) -> None:
+    counts.subscriptions[key] -= 1
+
+
+def delivered(field_name: str, subscribers: int, executions: int, published_at: float | None) -> None:
+    """One event handed to a group's `subscribers` after `executions` executions: counted once,
+    with the latency from its publish (wall clock, carried in the message) when it has one."""
+    counts.deliveries[field_name] += subscribers
+    counts.executions[field_name] += executions
+    h = histograms
+    if h is not None and published_at is not None and subscribers:
+        h.delivery_latency.record(max(0.0, time.time() - published_at), {"graphql.subscription.field": field_name})
+
+
+def resumed(field_name: str, events: int) -> None:
+    """A subscriber caught up with `events` (> 0) events of its topic's log (or memory) before
+    joining live delivery: a resume, or events that raced its start."""
+    h = histograms
+    if h is not None:
+        h.resume_events.record(events, {"graphql.subscription.field": field_name})
+
+
+def refused(rule: str) -> None:
+    """A rate limit refused a hit (`rule`: its bucket's name, a constant of the code)."""
+    counts.refusals[rule] += 1
+
+
+def pubsub_reconnected() -> None:
+    counts.pubsub_reconnects += 1
+
+
+def pool_waited(pool: str, started: float) -> None:
+    """A connection was taken from `pool` after waiting since `started`."""
+    h = histograms
+    if h is not None:
+        h.pool_wait.record(time.perf_counter() - started, {"db.client.connection.pool.name": pool})
+
+
+def pool_timed_out(pool: str) -> None:
+    counts.pool_timeouts[pool] += 1
+
+
+class PoolWaits:
+    """A pool's waits for a connection, for a pool that reports them by calls (Redis's)."""
+
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: str) -> None:
+        self.pool = pool
+
+    def waited(self, started: float) -> None:
+        pool_waited(self.pool, started)
+
+    def timed_out(self) -> None:
+        pool_timed_out(self.pool)
+
+
+def observe_pool(pool: str, states: Callable[[], dict[str, int]]) -> None:
+    """`states` tells `pool`'s connections by state ("used", "idle") when the SDK exports."""
+    pools[pool] = states
+
+
+def event_loop_lag(seconds: float) -> None:
+    h = histograms
+    if h is not None:
+        h.event_loop_lag.record(seconds)

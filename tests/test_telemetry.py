@@ -1,0 +1,542 @@
+"""OpenTelemetry: what the real server (gunicorn, two workers, Postgres, Redis) exports over
+OTLP/HTTP to a real receiver on loopback (tests.support.otlp), after a known workload: every
+metric reads what the workload implies, summed over the workers; a traced mutation's server,
+publish and deliver spans share its trace; no message body or token reaches the receiver; and
+without an endpoint no exporter thread runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import runpy
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from core.settings import ConfigurationError, load
+from telemetry.running import exports, resource_attributes
+from tests.support.graphql import GraphQLClient, create_room, join_room, post_many, post_message, sign_up
+from tests.support.httpstream import open_sse
+from tests.support.otlp import Receiver
+from tests.support.processes import ROOT, SHARED_REDIS_URL, PrivateRedis, Server, migrate
+from tests.support.waiting import until, until_sync
+from tests.support.wsclient import LEGACY_WS, MESSAGE_CREATED, TRANSPORT_WS, GraphQLWebSocket, worker_pids
+
+TYPING = "mutation($room: ID!) { typing(room: $room) }"
+SLOW_SUBSCRIPTION = "subscription($r: ID!) { messageCreated(room: $r) { id seq body } }"
+TYPING_RATE = 3  # typing heartbeats a user may send per window (RATE_LIMIT_TYPING)
+SEND_QUEUE = 16  # WS_SEND_QUEUE: a slow consumer's frames past it close its connection
+MISSING_ROOM = "mutation($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id } }"
+
+
+def telemetry_env(
+    database_url: str, endpoint: str | None, dyno: str = "web.1", redis_url: str = SHARED_REDIS_URL
+) -> dict[str, str]:
+    """A server's settings; `dyno`: its own for each server exporting to the module's receiver."""
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
+        "RATE_LIMIT_TYPING": f"{TYPING_RATE}/600",
+        "WS_SEND_QUEUE": str(SEND_QUEUE),
+    }
+    if endpoint is not None:
+        env |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_METRIC_EXPORT_INTERVAL": "200",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_TRACES_SAMPLER": "always_on",
+            "OTEL_SERVICE_NAME": "chat-test",
+            "HEROKU_RELEASE_VERSION": "v42",
+            "DYNO": dyno,
+            "LOG_FORMAT": "json",
+        }
+    return env
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def observed(database_url: str, receiver: Receiver) -> Iterator[Server]:
+    server = Server(env=telemetry_env(database_url, receiver.endpoint, "web.5"), workers=2).start()
+    yield server
+    server.stop()
+
+
+def worker_threads(server: Server) -> list[int]:
+    assert server.process is not None
+    return [len(list(Path(f"/proc/{pid}/task").iterdir())) for pid in worker_pids(server.process.pid)]
+
+
+@pytest.fixture
+def fresh(database_url: str) -> Iterator[tuple[Server, Receiver]]:
+    """A server and a receiver of the test's own: what it exports is the test's workload alone."""
+    with Receiver() as receiver:
+        server = Server(env=telemetry_env(database_url, receiver.endpoint), workers=2).start()
+        yield server, receiver
+        server.stop()
+
+
+async def test_the_metrics_read_what_the_workload_implies(fresh: tuple[Server, Receiver]) -> None:
+    observed, receiver = fresh
+    client = GraphQLClient(observed.url)
+    plain = mutations = 0
+    try:
+        alice, bob = sign_up(client, "Alice"), sign_up(client, "Bob")
+        room = create_room(client, alice)
+        join_room(client, bob, room)
+        plain += 4
+        mutations += 4
+
+        # K = 3 WebSockets (two graphql-transport-ws, one graphql-ws) and 2 SSE streams: S = 5
+        # subscribers of the room's messages, across both workers.
+        sockets = []
+        for protocol in (TRANSPORT_WS, TRANSPORT_WS, LEGACY_WS):
+            ws = await GraphQLWebSocket.open(observed.ws_url, protocol, bob.token)
+            await ws.subscribe("m", MESSAGE_CREATED, {"room": room})
+            await ws.barrier()
+            sockets.append(ws)
+        streams = [await open_sse(observed.url, MESSAGE_CREATED, {"room": room}, token=bob.token) for _ in range(2)]
+
+        def active(transport: str) -> float:
+            return receiver.total("graphql.server.subscription.active", **{"chat.transport": transport})
+
+        await until(
+            lambda: active("graphql_transport_ws") == 2 and active("graphql_ws") == 1 and active("sse") == 2,
+            "five subscriptions active",
+        )
+        connections = {"graphql_transport_ws": 2, "graphql_ws": 1, "sse": 2}
+        for transport, count in connections.items():
+            assert receiver.total("chat.realtime.connection.active", **{"chat.transport": transport}) == count
+
+        # M = 4 messages (4 more mutations), each to every subscriber.
+        bodies = [f"secret-body-{uuid.uuid4().hex}" for _ in range(4)]
+        for body in bodies:
+            post_message(client, alice, room, body)
+        plain += 4
+        mutations += 4
+        for ws in sockets:
+            assert [m["body"] for m in await ws.messages("m", 4)] == bodies
+        for stream in streams:
+            assert [m["body"] for m in await stream.data("messageCreated", 4)] == bodies
+
+        # A rate-limited burst: TYPING_RATE + 2 heartbeats, the last 2 refused.
+        refused = 0
+        for _ in range(TYPING_RATE + 2):
+            body = client.post(TYPING, {"room": room}, alice.token)
+            refused += bool(body.get("errors"))
+        plain += TYPING_RATE + 2
+        mutations += TYPING_RATE + 2
+        assert refused == 2
+
+        field = {"graphql.subscription.field": "messageCreated"}
+        await until(lambda: receiver.total("chat.fanout.deliveries", **field) == 5 * 4, "20 deliveries")
+        executions = receiver.total("chat.fanout.executions", **field)
+        # One group (one selection) per worker with subscribers: an execution per event on each.
+        assert executions in (4, 8), executions
+        await until(
+            lambda: receiver.total("chat.delivery.latency", **field) == executions,
+            "a latency per group delivery",
+        )
+        await until(lambda: receiver.total("chat.ratelimit.refusals", **{"chat.ratelimit.rule": "typing"}) == 2, "2")
+        await until(
+            lambda: receiver.total("http.server.request.duration", **{"http.route": "/graphql"}) == plain,
+            f"{plain} plain requests",
+        )
+        await until(
+            lambda: (
+                receiver.total("graphql.server.request.duration", **{"graphql.operation.type": "mutation"}) == mutations
+            ),
+            f"{mutations} mutations",
+        )
+        assert receiver.total("graphql.server.request.duration", **{"error.type": "RATE_LIMITED"}) == 2
+        # A method of the client's own is one value, whatever it is.
+        assert httpx.request("PROPFIND", f"{observed.url}/graphql").status_code == 405
+        await until(
+            lambda: receiver.total("http.server.request.duration", **{"http.request.method": "_OTHER"}) == 1,
+            "the odd method counted as _OTHER",
+        )
+        rate_limited = {"graphql.error.code": "RATE_LIMITED", "graphql.operation.type": "mutation"}
+        assert receiver.total("chat.graphql.errors", **rate_limited, **{"chat.transport": "http"}) == 2
+        assert receiver.total("db.client.connection.count", **{"db.client.connection.pool.name": "postgres"}) >= 2
+        assert receiver.total("db.client.connection.wait_time", **{"db.client.connection.pool.name": "postgres"}) > 0
+        assert receiver.total("db.client.connection.count", **{"db.client.connection.pool.name": "redis"}) >= 2
+        assert receiver.total("db.client.connection.wait_time", **{"db.client.connection.pool.name": "redis"}) > 0
+        assert receiver.total("db.client.connection.timeouts") == 0
+        assert receiver.total("chat.redis.pubsub.reconnects") == 0
+        await until(lambda: receiver.total("chat.event_loop.lag") >= 2, "a lag sample from each worker")
+
+        # Closed by their clients: nothing active, a duration for each, closed by the client.
+        for ws in sockets:
+            await ws.close()
+        for stream in streams:
+            await stream.aclose()
+        await until(lambda: sum(active(t) for t in connections) == 0, "no subscription active")
+        for transport, count in connections.items():
+            await until(
+                lambda t=transport: receiver.total("chat.realtime.connection.active", **{"chat.transport": t}) == 0,
+                f"no {transport} connection",
+            )
+            closed = {"chat.transport": transport, "chat.connection.close_reason": "client"}
+            assert receiver.total("chat.realtime.connection.duration", **closed) == count
+
+        # Every worker reports as its own slot of this dyno, with the release.
+        assert receiver.instances() == {"web.1.0", "web.1.1"}
+        resources = [r.resource for m in list(receiver.metrics) for r in m.resource_metrics]
+        versions = {a.value.string_value for r in resources for a in r.attributes if a.key == "service.version"}
+        assert versions == {"v42"}
+
+        # Neither a message body nor a token reached the receiver, in any export.
+        raw = b"".join(list(receiver.raw))
+        for secret in [*bodies, alice.token, bob.token]:
+            assert secret.encode() not in raw
+    finally:
+        client.close()
+
+
+async def test_a_slow_consumer_closed_is_counted(observed: Server, receiver: Receiver) -> None:
+    client = GraphQLClient(observed.url)
+    try:
+        alice = sign_up(client, "Alice")
+        room = create_room(client, alice)
+    finally:
+        client.close()
+    before = receiver.total("chat.realtime.slow_consumer.closes", **{"chat.transport": "graphql_transport_ws"})
+    # Its kernel buffer is tiny and it never reads: the server's send queue fills.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.connect(("127.0.0.1", observed.port))
+    slow = await connect(observed.ws_url, subprotocols=[TRANSPORT_WS], sock=sock, max_size=None)  # type: ignore[list-item]
+    await slow.send(json.dumps({"type": "connection_init", "payload": {"token": alice.token}}))
+    assert json.loads(await asyncio.wait_for(slow.recv(), 5))["type"] == "connection_ack"
+    subscribe = {"query": SLOW_SUBSCRIPTION, "variables": {"r": room}}
+    await slow.send(json.dumps({"id": "s", "type": "subscribe", "payload": subscribe}))
+    await slow.send(json.dumps({"type": "ping"}))
+    assert json.loads(await asyncio.wait_for(slow.recv(), 5))["type"] == "pong"
+    slow.transport.pause_reading()
+    # More than the kernel buffers between server and client hold (they grow under load: a
+    # batch more while the close is not counted, three at most).
+    slowed = {"chat.transport": "graphql_transport_ws"}
+
+    def counted() -> bool:
+        return receiver.total("chat.realtime.slow_consumer.closes", **slowed) == before + 1
+
+    for batch in range(3):
+        await post_many(observed.url, alice.token, room, [f"{batch}.{i} {'x' * 3900}" for i in range(1500)])
+        try:
+            await until(counted, "the slow consumer's close counted", timeout=10)
+            break
+        except AssertionError:
+            if batch == 2:
+                raise
+    closed = {**slowed, "chat.connection.close_reason": "slow_consumer"}
+    await until(lambda: receiver.total("chat.realtime.connection.duration", **closed) == before + 1, "its duration")
+    slow.transport.abort()
+
+
+async def test_a_resume_is_measured_in_events(observed: Server, receiver: Receiver) -> None:
+    client = GraphQLClient(observed.url)
+    try:
+        alice = sign_up(client, "Alice")
+        room = create_room(client, alice)
+        posted = [post_message(client, alice, room, f"resume {i}") for i in range(3)]
+    finally:
+        client.close()
+
+    def resumes() -> tuple[int, float]:
+        points = [
+            point
+            for (_, name, attributes), point in receiver.latest().items()
+            if name == "chat.resume.events" and dict(attributes) == {"graphql.subscription.field": "messageCreated"}
+        ]
+        return sum(p.count for p in points), sum(p.sum for p in points)
+
+    count, total = resumes()
+    ws = await GraphQLWebSocket.open(observed.ws_url, TRANSPORT_WS, alice.token)
+    await ws.subscribe("m", MESSAGE_CREATED, {"room": room, "after": posted[0]["id"]})
+    assert [m["body"] for m in await ws.messages("m", 2)] == ["resume 1", "resume 2"]
+    await until(lambda: resumes() == (count + 1, total + 2), "one resume of two events")
+    await ws.close()
+
+
+def test_a_traced_mutation_carries_its_trace_to_every_delivery(observed: Server, receiver: Receiver) -> None:
+    client = GraphQLClient(observed.url)
+    try:
+        alice, bob = sign_up(client, "Alice"), sign_up(client, "Bob")
+        room = create_room(client, alice)
+        join_room(client, bob, room)
+
+        async def traced() -> tuple[str, str]:
+            sockets = [await GraphQLWebSocket.open(observed.ws_url, TRANSPORT_WS, bob.token) for _ in range(4)]
+            for ws in sockets:
+                await ws.subscribe("m", MESSAGE_CREATED, {"room": room})
+                await ws.barrier()
+            # Two messages first: each worker's group is measured and delivers inline after.
+            for body in ("one", "two"):
+                post_message(client, alice, room, body)
+            for ws in sockets:
+                await ws.messages("m", 2)
+            trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+            headers = {"traceparent": f"00-{trace_id}-{parent}-01", "X-Request-ID": "req-telemetry-1"}
+            body = client.data(
+                "mutation($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id } }",
+                {"room": room, "body": "traced"},
+                alice.token,
+                headers,
+            )
+            assert body["createMessage"]["id"]
+            for ws in sockets:
+                assert [m["body"] for m in await ws.messages("m", 1)] == ["traced"]
+                await ws.close()
+            return trace_id, parent
+
+        trace_id, parent = asyncio.run(traced())
+    finally:
+        client.close()
+
+    def in_trace() -> list:
+        return [span for _, span in receiver.spans() if span.trace_id.hex() == trace_id]
+
+    def named(name: str) -> list:
+        return [span for span in in_trace() if span.name == name]
+
+    until_sync(lambda: bool(named("mutation")) and bool(named("chat publish")), "the server and publish spans")
+    (server_span,) = named("mutation")
+    assert server_span.parent_span_id.hex() == parent
+    attributes = {a.key: a.value.string_value for a in server_span.attributes}
+    assert attributes["graphql.operation.type"] == "mutation"
+    assert attributes["heroku.request_id"] == "req-telemetry-1"
+    # One publish per topic the mutation announces on (the room's, its members' room lists).
+    publishes = {span.span_id for span in named("chat publish")}
+    assert all(span.parent_span_id == server_span.span_id for span in named("chat publish"))
+
+    def delivered() -> int:
+        return sum(
+            next(a.value.int_value for a in span.attributes if a.key == "chat.fanout.subscribers")
+            for span in named("chat deliver")
+        )
+
+    until_sync(lambda: delivered() == 4, "deliver spans for the four subscribers")
+    delivers = named("chat deliver")
+    assert 1 <= len(delivers) <= 2  # the room's event: one per worker with subscribers
+    for deliver in delivers:
+        assert [link.span_id for link in deliver.links] == [deliver.parent_span_id]
+        assert deliver.parent_span_id in publishes
+    assert len({deliver.parent_span_id for deliver in delivers}) == 1  # the room topic's publish
+    # Each subscription's setup and catch-up: a short span in a trace of its own.
+    spans = [span for _, span in receiver.spans()]
+    for name in ("chat subscribe", "chat catch_up"):
+        assert any(span.name == name for span in spans), name
+
+
+def test_json_logs_carry_the_request_id_and_the_trace_id(observed: Server, receiver: Receiver) -> None:
+    client = GraphQLClient(observed.url)
+    try:
+        alice = sign_up(client, "Alice")
+        trace_id = uuid.uuid4().hex
+        headers = {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01", "X-Request-ID": "req-json-1"}
+        # Refused inside the request's span (the room does not exist): the error's line is logged there.
+        body = client.post(MISSING_ROOM, {"room": "987654321", "body": "hello"}, alice.token, headers)
+        assert body["errors"], body
+    finally:
+        client.close()
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in observed.log().splitlines() if line.strip()]
+
+    # Every line is one JSON object, the arbiter's first included.
+    until_sync(lambda: any(line.get("request_id") == "req-json-1" for line in lines()), "the request's lines")
+    assert lines()[0]["message"].startswith("Starting gunicorn")
+    mine = [line for line in lines() if line.get("request_id") == "req-json-1"]
+    assert any(line.get("trace_id") == trace_id for line in mine), mine
+    assert any('"POST /graphql' in line["message"] for line in mine), mine  # the access line
+
+
+def test_without_an_endpoint_no_exporter_thread_runs(database_url: str, receiver: Receiver) -> None:
+    plain = Server(env=telemetry_env(database_url, None), workers=1).start()
+    exporting = Server(env=telemetry_env(database_url, receiver.endpoint, "web.9"), workers=1).start()
+    try:
+        for server in (plain, exporting):
+            assert httpx.post(f"{server.url}/graphql", json={"query": "{ __typename }"}).status_code == 200
+        # The exporting worker runs the metric reader's and the span processor's threads; the
+        # other runs exactly as many threads less.
+        until_sync(lambda: "web.9.0" in receiver.instances(), "an export")
+        (without,), (with_endpoint,) = worker_threads(plain), worker_threads(exporting)
+        assert with_endpoint - without == 2, (without, with_endpoint)
+    finally:
+        plain.stop()
+        exporting.stop()
+
+
+async def test_a_redis_restart_is_one_pubsub_reconnect_per_worker(database_url: str, receiver: Receiver) -> None:
+    redis = PrivateRedis().start()
+    server = Server(env=telemetry_env(database_url, receiver.endpoint, "web.2", redis.url), workers=2).start()
+    reconnects = {"web.2.0", "web.2.1"}
+
+    def counted() -> float:
+        return sum(
+            point.as_int
+            for (instance, name, _), point in receiver.latest().items()
+            if name == "chat.redis.pubsub.reconnects" and instance in reconnects
+        )
+
+    try:
+        await until(lambda: reconnects <= receiver.instances(), "both workers exporting")
+        assert counted() == 0
+        redis.stop()
+        # Down long enough for the pub/sub readers to give up on redis-py's own retries.
+        await until(lambda: httpx.get(f"{server.url}/readyz").status_code == 503, "Redis missed")
+        redis.start()
+        await until(lambda: counted() == 2, "one reconnect on each worker", timeout=30)
+    finally:
+        server.stop()
+        redis.stop()
+
+
+async def test_waits_past_the_pools_timeout_are_counted(database_url: str, receiver: Receiver) -> None:
+    env = {
+        **telemetry_env(database_url, receiver.endpoint, "web.3"),
+        "DATABASE_POOL_MAX": "1",
+        "DATABASE_ACQUIRE_TIMEOUT": "0.01",
+    }
+    server = Server(env=env, workers=1).start()
+    try:
+        api = GraphQLClient(server.url)
+        ann = sign_up(api, "Ann")
+        api.close()
+        query = "{ rooms(first: 10) { members(first: 10) { name } messages(first: 10) { edges { node { id } } } } }"
+        headers = {"Authorization": f"Bearer {ann.token}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
+            responses = await asyncio.gather(*(http.post("/graphql", json={"query": query}) for _ in range(100)))
+        unavailable = sum(
+            error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+            for response in responses
+            for error in response.json().get("errors", [])
+        )
+        assert unavailable > 0
+
+        def timeouts() -> float:
+            return sum(
+                point.as_int
+                for (instance, name, attributes), point in receiver.latest().items()
+                if name == "db.client.connection.timeouts"
+                and instance == "web.3.0"
+                and dict(attributes) == {"db.client.connection.pool.name": "postgres"}
+            )
+
+        def errors() -> float:
+            return sum(
+                point.as_int
+                for (instance, name, attributes), point in receiver.latest().items()
+                if name == "chat.graphql.errors"
+                and instance == "web.3.0"
+                and dict(attributes).get("graphql.error.code") == "SERVICE_UNAVAILABLE"
+            )
+
+        # Every error said the wait ran out, and each came from at least one wait that did.
+        await until(lambda: errors() == unavailable, f"{unavailable} SERVICE_UNAVAILABLE errors")
+        assert timeouts() >= max(1, len([r for r in responses if r.status_code == 503]))
+    finally:
+        server.stop()
+
+
+async def test_the_embedded_default_exports_too(receiver: Receiver, tmp_path: Path) -> None:
+    """SQLite and the in-process broadcast, one worker: requests, subscriptions and deliveries."""
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
+        "REDIS_URL": "",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "DYNO": "web.7",
+    }
+    migrate(env)
+    server = Server(env=env, workers=1).start()
+    try:
+        client = GraphQLClient(server.url)
+        alice = sign_up(client, "Alice")
+        room = create_room(client, alice)
+        async with await open_sse(server.url, MESSAGE_CREATED, {"room": room}, token=alice.token) as stream:
+            field = {"graphql.subscription.field": "messageCreated", "chat.transport": "sse"}
+            await until(lambda: receiver.total("graphql.server.subscription.active", "web.7.", **field) == 1, "active")
+            for i in range(3):
+                post_message(client, alice, room, f"embedded {i}")
+            assert len(await stream.data("messageCreated", 3)) == 3
+        client.close()
+        delivered = {"graphql.subscription.field": "messageCreated"}
+        await until(lambda: receiver.total("chat.fanout.deliveries", "web.7.", **delivered) == 3, "3 deliveries")
+        await until(lambda: receiver.total("chat.realtime.connection.active", "web.7.") == 0, "the stream closed")
+        mutations = {"graphql.operation.type": "mutation"}
+        assert receiver.total("graphql.server.request.duration", "web.7.", **mutations) == 5
+        assert receiver.instances() >= {"web.7.0"}
+    finally:
+        server.stop()
+
+
+def test_exports_only_what_an_endpoint_is_set_for() -> None:
+    assert not exports({}, "METRICS") and not exports({}, "TRACES")
+    both = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    assert exports(both, "METRICS") and exports(both, "TRACES")
+    assert not exports({**both, "OTEL_SDK_DISABLED": "true"}, "METRICS")
+    assert not exports({**both, "OTEL_TRACES_EXPORTER": "none"}, "TRACES") and exports(both, "METRICS")
+    metrics_only = {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://127.0.0.1:4318/v1/metrics"}
+    assert exports(metrics_only, "METRICS") and not exports(metrics_only, "TRACES")
+
+
+def test_the_resource_names_the_dyno_the_slot_and_the_release() -> None:
+    settings = load(
+        {
+            "DYNO": "web.3",
+            "CHAT_WORKER_SLOT": "1",
+            "HEROKU_RELEASE_VERSION": "v7",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=production,team=chat%20ops",
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-honeycomb-team=secret",
+        }
+    )
+    assert resource_attributes(settings) == {
+        "deployment.environment": "production",
+        "team": "chat ops",
+        "service.name": "chat",
+        "service.instance.id": "web.3.1",
+        "service.version": "v7",
+    }
+    assert dict(settings.otel)["OTEL_EXPORTER_OTLP_HEADERS"] == "x-honeycomb-team=secret"
+    assert "secret" not in repr(settings)  # the backend's key stays out of any printed settings
+    named = load({"OTEL_SERVICE_NAME": "chat-eu"})
+    assert resource_attributes(named)["service.name"] == "chat-eu"
+    assert resource_attributes(named)["service.instance.id"] == "local.0"
+    assert "service.version" not in resource_attributes(named)
+
+
+def test_log_format_is_text_or_json() -> None:
+    assert load({}).log_format == "text"
+    assert load({"LOG_FORMAT": "JSON"}).log_format == "json"
+    with pytest.raises(ConfigurationError, match="LOG_FORMAT"):
+        load({"LOG_FORMAT": "logfmt"})
+
+
+def test_a_new_worker_takes_the_lowest_free_slot() -> None:
+    """gunicorn's pre_fork hook (serving/gunicorn.conf.py): a recycled worker's successor takes
+    its slot, so its series continue under the same service.instance.id."""
+    hooks = runpy.run_path(str(ROOT / "serving" / "gunicorn.conf.py"))
+
+    def forked(*held: int) -> int:
+        server = SimpleNamespace(WORKERS={pid: SimpleNamespace(slot=slot) for pid, slot in enumerate(held)})
+        worker = SimpleNamespace()
+        hooks["pre_fork"](server, worker)
+        return worker.slot
+
+    assert forked() == 0
+    assert forked(0) == 1
+    assert forked(1) == 0  # slot 0's worker was recycled
+    assert forked(0, 2) == 1
+    assert forked(0, 1, 2) == 3

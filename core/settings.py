@@ -124,8 +124,8 @@ class Rate:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str
-    redis_url: str | None
+    database_url: str = field(repr=False)  # credentials: out of any printed settings
+    redis_url: str | None = field(repr=False)
     channel_prefix: str
     port: int
     web_concurrency: int
@@ -194,14 +194,14 @@ class Settings:
     rate_invite_joins: Rate  # joinByInvite per user, and apart per address: against code guessing
     # [host identity and the service API]
     accounts: str  # "password" (signUp, logIn, changePassword) or "host" (only the host's tokens)
-    auth_jwt_secret: str | None  # HS256
+    auth_jwt_secret: str | None = field(repr=False)  # HS256
     auth_jwks_url: str | None  # RS256 and ES256
     auth_jwt_issuer: str | None
     auth_jwt_audience: str | None
     auth_jwt_leeway_seconds: float
     auth_jwks_refetch_seconds: float  # at most one fetch of the JWKS URL per this, whatever kids come
     auth_jwks_cache_seconds: float  # keys older than this are fetched again at their next use
-    service_keys: tuple[str, ...]
+    service_keys: tuple[str, ...] = field(repr=False)
     # [telemetry]
     # The standard OTEL_* variables, as set (telemetry.running); out of the repr: the exporter's
     # headers carry the backend's API key.
@@ -211,8 +211,10 @@ class Settings:
     release_version: str | None  # HEROKU_RELEASE_VERSION (runtime-dyno-metadata)
     log_format: str  # "text" (the default) or "json": one object per line
     # [webhooks]
-    webhook_urls: tuple[str, ...] = ()  # every logged room event is POSTed to each (transports.webhooks)
-    webhook_secrets: tuple[str, ...] = ()  # each signs every delivery (rotation: old and new at once)
+    # Every logged room event is POSTed to each URL (transports.webhooks), signed with each secret
+    # (rotation: old and new at once); both may hold credentials, so neither is printed.
+    webhook_urls: tuple[str, ...] = field(default=(), repr=False)
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     webhook_in_web: bool = True  # the web workers deliver; off when a `worker:` process does
     webhook_timeout_seconds: float = 10.0
     webhook_concurrency: int = 4  # rooms delivered at once per process

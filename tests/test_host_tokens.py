@@ -322,3 +322,43 @@ async def test_unknown_kids_at_once_share_one_fetch(host: HostServer) -> None:
     assert await keys.key(ec_key.kid, "ES256") is not None
     assert await keys.key(rsa_key.kid, "ES256") is None  # a key verifies only its own algorithm
     assert host.fetches - before == 1
+
+
+async def test_a_jwks_url_that_trickles_is_given_up_on_in_its_timeout_in_all() -> None:
+    """A JWKS URL that sends its body a byte at a time (each read well within httpx's per-read
+    timeout) is given up on after JwksKeys' timeout in all: the tokens waiting on that fetch are
+    refused then, not when the trickle ends."""
+    trickling: list[asyncio.Task] = []
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n")
+        try:
+            for _ in range(100):  # 100 bytes over 20 s: never done in time
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        trickling.append(asyncio.current_task())  # type: ignore[arg-type]
+        await trickle(reader, writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    keys = JwksKeys(f"http://127.0.0.1:{port}/jwks", refetch_seconds=60, cache_seconds=3600, timeout=1.0)
+    try:
+        started = time.monotonic()
+        found = await asyncio.gather(*(keys.key(uuid.uuid4().hex, "RS256") for _ in range(5)))
+        elapsed = time.monotonic() - started
+    finally:
+        for task in trickling:
+            task.cancel()
+        server.close()
+        await server.wait_closed()
+    assert found == [None] * 5
+    assert 0.9 <= elapsed < 3.0, elapsed
+    assert keys.fetches == 0 and len(trickling) == 1

@@ -389,9 +389,11 @@ def _webhooks(env: _Environment) -> dict:
     delivery's timeout (two holders of one room at once would break its order), cannot work."""
     urls = tuple(_words(env.text("WEBHOOK_URL")))
     secrets = tuple(_words(env.text("WEBHOOK_SECRET")))
-    for url in urls:
+    for number, url in enumerate(urls, 1):
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-            raise ConfigurationError(f"WEBHOOK_URL: {url.split('?')[0]!r} is not an http(s) URL.")
+            # Named by its place, not its text: a mistyped URL ("https//user:key@host") may still
+            # hold a credential, and this message goes to the start-up log.
+            raise ConfigurationError(f"WEBHOOK_URL: endpoint {number} is not an http(s) URL with a host.")
     if len(urls) > MAX_WEBHOOK_URLS:
         raise ConfigurationError(f"WEBHOOK_URL names {len(urls)} endpoints: at most {MAX_WEBHOOK_URLS}.")
     if urls and not secrets:

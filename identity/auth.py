@@ -257,8 +257,11 @@ class JwksKeys:
     period, not one per token. One fetch at a time (single flight): every token waiting on a
     fetch shares it. A failed fetch keeps the keys held."""
 
-    def __init__(self, url: str, refetch_seconds: float, cache_seconds: float) -> None:
+    def __init__(
+        self, url: str, refetch_seconds: float, cache_seconds: float, timeout: float = JWKS_TIMEOUT_SECONDS
+    ) -> None:
         self.url = url
+        self.timeout = timeout
         self.refetch_seconds = refetch_seconds
         self.cache_seconds = cache_seconds
         self._keys: dict[str | None, tuple[str, Any]] = {}
@@ -295,14 +298,17 @@ class JwksKeys:
             logger.warning("Fetching AUTH_JWKS_URL failed (%s); keeping the keys held", future.exception())
 
     async def _load(self) -> None:
-        async with httpx.AsyncClient(timeout=JWKS_TIMEOUT_SECONDS, follow_redirects=False) as client:
-            async with client.stream("GET", self.url, headers={"accept": "application/json"}) as response:
-                response.raise_for_status()
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_JWKS_BYTES:
-                        raise ValueError(f"a JWKS over {MAX_JWKS_BYTES} bytes")
+        """One fetch, `timeout` in all: httpx's timeout bounds each read, so a URL that trickles
+        its body a byte at a time would otherwise hold every token waiting on it far longer."""
+        async with asyncio.timeout(self.timeout):
+            async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+                async with client.stream("GET", self.url, headers={"accept": "application/json"}) as response:
+                    response.raise_for_status()
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_JWKS_BYTES:
+                            raise ValueError(f"a JWKS over {MAX_JWKS_BYTES} bytes")
         self._keys = parse_jwks(bytes(body))
         self._fetched_at = time.monotonic()
         self.fetches += 1

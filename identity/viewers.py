@@ -21,7 +21,8 @@ is the one whose `external_id` is its `sub`, created on first sight and updated 
 or `picture` claims differ from what is stored (a write only then; an HTTP request's viewer is
 remembered by the token's digest as any token's is, so a token reused for many requests costs
 one read in each process). It is refused once its `iat` is not after the user's
-`jwt_not_before` (revokeTokens, logOut everywhere). Once verified it is registered as a token row
+`jwt_not_before` (revokeTokens, logOut everywhere). A user first seen without a usable `name`
+claim is named UNNAMED, never after their `sub`. Once verified it is registered as a token row
 under its digest (db.users.register_jwt), expiring at its `exp` and never renewed: every later
 check (room access, revalidation, expiry, revocation, an SSE session made from it) reads it as
 it reads one of ours.
@@ -51,6 +52,11 @@ from identity.auth import (
     token_digest,
 )
 from identity.viewer_cache import ViewerCache
+
+# A host user's name while the host's JWTs carry no usable `name` claim. Never their `sub`: that
+# is the host's id for them, shown only to the service and to themselves (resolvers.service), and
+# a name is shown to everyone who shares a room with them.
+UNNAMED = "Member"
 
 
 class TokenReads(Protocol):
@@ -151,9 +157,7 @@ class Viewers:
             deleted_at = await users.deleted_at(self._db, claims.external_id)
             if deleted_at is not None and (claims.issued_at is None or claims.issued_at <= deleted_at.timestamp()):
                 return None  # a token issued before its user was deleted
-            return await users.upsert_external(
-                self._db, claims.external_id, claims.name or claims.external_id[:100], claims.picture
-            )
+            return await users.upsert_external(self._db, claims.external_id, claims.name or UNNAMED, claims.picture)
         name = claims.name or row["name"]
         picture = claims.picture or row["avatar_url"]
         if name != row["name"] or picture != row["avatar_url"]:

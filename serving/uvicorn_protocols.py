@@ -49,6 +49,11 @@ NOT_COUNTED = "chat.not_counted"
 # The `send` the server gave the app, kept in the scope by the app before middleware wrap it:
 # what `chunk_writer` looks behind.
 SERVER_SEND = "chat.server_send"
+# The most bytes a request's line and headers may take before they are complete. httptools
+# buffers a header of any length until it ends, so without this a client could make the process
+# hold (and the app hash and parse) an `Authorization` header of tens of megabytes.
+MAX_REQUEST_HEAD_BYTES = 64 * 1024
+HEAD_TOO_LARGE = b"Request line and headers too large"
 
 
 class Pipeline(list):
@@ -73,6 +78,10 @@ class DrainingHttpProtocol(HttpToolsProtocol):
 
     draining = False
     opened_at = 0.0
+    # Whether a request's head has begun and is not complete yet, and the bytes received since
+    # it began (counted by whole reads: a read that also ends the previous request counts whole).
+    in_head = False
+    head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -81,6 +90,37 @@ class DrainingHttpProtocol(HttpToolsProtocol):
         writable = LeanEvent()
         writable.set()
         self.flow._is_writable_event = writable  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, refusing a request whose head is still incomplete past
+        MAX_REQUEST_HEAD_BYTES with 431 (and closing the connection): the parser's buffer for a
+        header never grows past it plus one read."""
+        was_in_head = self.in_head
+        super().data_received(data)
+        if self.in_head:
+            self.head_bytes = (self.head_bytes if was_in_head else 0) + len(data)
+            if self.head_bytes > MAX_REQUEST_HEAD_BYTES and not self.transport.is_closing():
+                self.in_head = False
+                self.send_head_too_large()
+
+    def send_head_too_large(self) -> None:
+        content = [STATUS_LINE[431]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: %d\r\n" % len(HEAD_TOO_LARGE),
+                b"connection: close\r\n\r\n",
+                HEAD_TOO_LARGE,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_head = True
 
     def shutdown(self) -> None:
         self.draining = True
@@ -110,6 +150,7 @@ class DrainingHttpProtocol(HttpToolsProtocol):
         # request: that request's response will close the connection.
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # a new request (not an upgrade)

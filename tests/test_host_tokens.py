@@ -110,9 +110,8 @@ def test_each_algorithm_signs_in_the_same_host_user(api: GraphQLClient, host: Ho
     assert api.error_codes(CHANGE_PASSWORD, {"c": password, "n": password}, token=token) == ["FORBIDDEN"]
     email = f"{uuid.uuid4().hex[:8]}@example.com"
     assert api.data(SIGN_UP, {"n": "Pat", "e": email, "p": password})["signUp"]["token"]
-    # A user first seen without a name is named after their `sub`.
-    nameless = sub()
-    assert me(api, hs256(claims(nameless)))["name"] == nameless  # type: ignore[index]
+    # A user first seen without a name is "Member", never their `sub` (the host's id for them).
+    assert me(api, hs256(claims(sub())))["name"] == "Member"  # type: ignore[index]
 
 
 def refusals(host: HostServer) -> dict[str, str]:
@@ -322,3 +321,61 @@ async def test_unknown_kids_at_once_share_one_fetch(host: HostServer) -> None:
     assert await keys.key(ec_key.kid, "ES256") is not None
     assert await keys.key(rsa_key.kid, "ES256") is None  # a key verifies only its own algorithm
     assert host.fetches - before == 1
+
+
+async def test_a_jwks_url_that_trickles_is_given_up_on_in_its_timeout_in_all() -> None:
+    """A JWKS URL that sends its body a byte at a time (each read well within httpx's per-read
+    timeout) is given up on after JwksKeys' timeout in all: the tokens waiting on that fetch are
+    refused then, not when the trickle ends."""
+    trickling: list[asyncio.Task] = []
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n")
+        try:
+            for _ in range(100):  # 100 bytes over 20 s: never done in time
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        trickling.append(asyncio.current_task())  # type: ignore[arg-type]
+        await trickle(reader, writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    keys = JwksKeys(f"http://127.0.0.1:{port}/jwks", refetch_seconds=60, cache_seconds=3600, timeout=1.0)
+    try:
+        started = time.monotonic()
+        found = await asyncio.gather(*(keys.key(uuid.uuid4().hex, "RS256") for _ in range(5)))
+        elapsed = time.monotonic() - started
+    finally:
+        for task in trickling:
+            task.cancel()
+        server.close()
+        await server.wait_closed()
+    assert found == [None] * 5
+    assert 0.9 <= elapsed < 3.0, elapsed
+    assert keys.fetches == 0 and len(trickling) == 1
+
+
+def test_a_jwt_without_a_name_never_shows_its_sub_to_room_mates(api: GraphQLClient) -> None:
+    """The host's id for a user is theirs and the service's to see (`externalId`); a JWT with no
+    usable `name` claim used to name its user after its `sub`, which every room-mate reads."""
+    secret_sub = f"alice@corp.example/{uuid.uuid4().hex[:8]}"
+    nameless = hs256(claims(secret_sub))
+    bidi = hs256(claims(f"{secret_sub}-2", name="Eve\u202egnp.exe"))
+    mate = hs256(claims(sub(), name="Room mate"))
+    room = api.data('mutation { createRoom(name: "open", kind: PUBLIC) { id } }', token=mate)["createRoom"]["id"]
+    for token in (nameless, bidi):
+        api.data("mutation($r: ID!) { joinRoom(room: $r) { id } }", {"r": room}, token=token)
+    members = api.data("query($r: ID!) { room(id: $r) { members { name externalId } } }", {"r": room}, token=mate)[
+        "room"
+    ]["members"]
+    assert sorted(member["name"] for member in members) == ["Member", "Member", "Room mate"]
+    assert all(secret_sub not in str(member) for member in members), members
+    assert api.data("{ me { name externalId } }", token=nameless)["me"] == {"name": "Member", "externalId": secret_sub}

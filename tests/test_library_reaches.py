@@ -180,6 +180,38 @@ async def test_streamed_chunks_go_straight_to_the_transport_and_a_draining_worke
     assert transport.written.endswith(b"0\r\n\r\n")
 
 
+async def test_a_request_head_past_the_bound_is_refused_as_its_bytes_arrive() -> None:
+    """DrainingHttpProtocol counts a head's bytes from the parser's `on_message_begin` to its
+    `on_headers_complete` (uvicorn's callbacks) across reads, and starts again with the next
+    request on the connection."""
+    answered: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        answered.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = Config(app=app, http=DrainingHttpProtocol, lifespan="off", log_level="warning")
+    config.load()
+    protocol = DrainingHttpProtocol(config=config, server_state=ServerState(), app_state={})
+    transport = Transport()
+    protocol.connection_made(transport)
+    bound = uvicorn_protocols.MAX_REQUEST_HEAD_BYTES
+    pad = b"x-pad: " + b"p" * (bound * 3 // 4) + b"\r\n"
+    for path in (b"/a", b"/b"):  # each under the bound, together over it
+        protocol.data_received(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + pad + b"\r\n")
+        for _ in range(20):
+            await asyncio.sleep(0)
+    assert answered == ["/a", "/b"] and not transport.closing
+    protocol.data_received(b"GET /c HTTP/1.1\r\nHost: x\r\nauthorization: Bearer ")
+    while not transport.closing:
+        protocol.data_received(b"a" * 4096)
+        assert protocol.head_bytes <= bound + 4096
+    assert transport.written.endswith(b"Request line and headers too large")
+    assert b"HTTP/1.1 431 " in transport.written and answered == ["/a", "/b"]
+
+
 async def test_a_response_marked_not_counted_does_not_count_towards_max_requests() -> None:
     """uvicorn counts every response in `on_response_complete`, called through the cycle's
     `on_response`; DrainingHttpProtocol takes a marked one's count back, pipelined ones included."""

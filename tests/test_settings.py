@@ -91,6 +91,11 @@ def test_webhook_settings() -> None:
         load({"WEBHOOK_URL": "https://a.example/hook"})
     with pytest.raises(ConfigurationError, match="not an http"):
         load({"WEBHOOK_URL": "ftp://a.example/hook", "WEBHOOK_SECRET": "s"})
+    # A mistyped URL's credential never reaches the error (the start-up log).
+    for mistyped in ("https//hooks:k3y-in-url@a.example/x?token=t0ken", "hooks:k3y-in-url@a.example/x?token=t0ken"):
+        with pytest.raises(ConfigurationError, match="endpoint 2 is not an http") as refused:
+            load({"WEBHOOK_URL": f"https://a.example/ok {mistyped}", "WEBHOOK_SECRET": "s"})
+        assert "k3y-in-url" not in str(refused.value) and "t0ken" not in str(refused.value)
     with pytest.raises(ConfigurationError, match="WEBHOOK_LEASE_SECONDS"):
         load(
             {

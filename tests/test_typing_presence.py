@@ -138,19 +138,19 @@ async def test_presence_is_per_user_across_connections_and_leaving_removes_them(
     ann, bob, room = room_of_two(api)
     watcher = await GraphQLWebSocket.open(brisk.ws_url, protocol, ann.token)
     await watcher.subscribe("s", WHO_IS_ON, {"r": room})
-    assert await until(watcher, "presence", "online", ["Ann"])
+    assert await until(watcher, "presence", "online", ["Ann"], sort=True)
     laptop = await GraphQLWebSocket.open(brisk.ws_url, TRANSPORT_WS, bob.token)
-    assert await until(watcher, "presence", "online", ["Ann", "Bob"])
+    assert await until(watcher, "presence", "online", ["Ann", "Bob"], sort=True)
     phone = await GraphQLWebSocket.open(brisk.ws_url, TRANSPORT_WS, bob.token)
     await laptop.close()  # Bob is still on his phone
     assert await watcher.silent(2.5)
     await phone.close()
-    assert await until(watcher, "presence", "online", ["Ann"], timeout=6)  # after the debounce
+    assert await until(watcher, "presence", "online", ["Ann"], timeout=6, sort=True)  # after the debounce
 
     again = await GraphQLWebSocket.open(brisk.ws_url, TRANSPORT_WS, bob.token)
-    assert await until(watcher, "presence", "online", ["Ann", "Bob"])
+    assert await until(watcher, "presence", "online", ["Ann", "Bob"], sort=True)
     api.data("mutation($r: ID!) { leaveRoom(room: $r) }", {"r": room}, bob.token)
-    assert await until(watcher, "presence", "online", ["Ann"], timeout=5)  # connected, but not a member
+    assert await until(watcher, "presence", "online", ["Ann"], timeout=5, sort=True)  # connected, but not a member
     await again.close()
     await watcher.close()
 
@@ -168,7 +168,7 @@ async def test_presence_survives_a_restart_and_a_killed_server_goes_within_bound
         watcher = await GraphQLWebSocket.open(anns.ws_url, TRANSPORT_WS, ann.token)
         await watcher.subscribe("s", WHO_IS_ON, {"r": room})
         bob_ws = await GraphQLWebSocket.open(bobs.ws_url, TRANSPORT_WS, bob.token)
-        assert await until(watcher, "presence", "online", ["Ann", "Bob"])
+        assert await until(watcher, "presence", "online", ["Ann", "Bob"], sort=True)
 
         assert bobs.process is not None
         bobs.process.send_signal(signal.SIGTERM)
@@ -180,7 +180,7 @@ async def test_presence_survives_a_restart_and_a_killed_server_goes_within_bound
 
         bobs.kill()
         started = time.monotonic()
-        assert await until(watcher, "presence", "online", ["Ann"], timeout=15)
+        assert await until(watcher, "presence", "online", ["Ann"], timeout=15, sort=True)
         assert time.monotonic() - started < 9  # held 6 s from its last renewal, renewed every 2 s
         await watcher.close()
     finally:

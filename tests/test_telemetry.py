@@ -12,6 +12,7 @@ import runpy
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from core.settings import ConfigurationError, load
+from telemetry import record
 from telemetry.running import exports, resource_attributes
 from tests.support.graphql import GraphQLClient, create_room, join_room, post_many, post_message, sign_up
 from tests.support.httpstream import open_sse
@@ -589,6 +591,18 @@ async def test_the_embedded_default_exports_too(receiver: Receiver, tmp_path: Pa
         assert receiver.instances() >= {"web.7.0"}
     finally:
         server.stop()
+
+
+def test_a_webhook_attempt_without_telemetry_is_one_integer_add() -> None:
+    """No endpoint, no histograms: the delivery's commit time is not even parsed (a value that
+    would not parse passes), and the attempt is counted for the first export that comes."""
+    assert record.histograms is None
+    key = (7, record.DELIVERED)
+    before = record.counts.webhook_deliveries[key]
+    record.webhook_attempt(7, record.DELIVERED, "not a time")
+    assert record.counts.webhook_deliveries[key] == before + 1
+    with pytest.raises(ValueError):  # what the same call parses while exporting
+        datetime.fromisoformat("not a time")
 
 
 def test_exports_only_what_an_endpoint_is_set_for() -> None:

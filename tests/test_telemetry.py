@@ -7,9 +7,14 @@ without an endpoint no exporter thread runs."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import runpy
+import signal
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -26,7 +31,15 @@ from telemetry.running import exports, resource_attributes
 from tests.support.graphql import GraphQLClient, create_room, join_room, post_many, post_message, sign_up
 from tests.support.httpstream import open_sse
 from tests.support.otlp import Receiver
-from tests.support.processes import ROOT, SHARED_REDIS_URL, PrivateRedis, Server, migrate
+from tests.support.processes import (
+    BASE_ENV,
+    POSTGRES_ADMIN_URL,
+    ROOT,
+    SHARED_REDIS_URL,
+    PrivateRedis,
+    Server,
+    migrate,
+)
 from tests.support.waiting import until, until_sync
 from tests.support.webhooks import Receiver as WebhookReceiver
 from tests.support.wsclient import LEGACY_WS, MESSAGE_CREATED, TRANSPORT_WS, GraphQLWebSocket, worker_pids
@@ -310,6 +323,62 @@ async def test_webhook_attempts_latency_and_backlog_read_what_the_receiver_saw(d
             await until(lambda: backlog("chat.webhook.backlog") == {"web.1.0": 0, "web.1.1": 0}, "drained")
             assert set(backlog("chat.webhook.backlog.age").values()) == {0}
         finally:
+            server.stop()
+            client.close()
+            hooks.stop()
+
+
+def start_webhook_worker(env: dict[str, str]) -> subprocess.Popen:
+    """The Procfile's optional `worker: python -m composition.webhooks`."""
+    return subprocess.Popen([sys.executable, "-m", "composition.webhooks"], cwd=ROOT, env=env)
+
+
+async def test_the_webhook_worker_process_exports_its_deliveries_and_the_backlog(database_url: str) -> None:
+    """`python -m composition.webhooks` (WEBHOOK_IN_WEB=0 on web): it, not the web workers,
+    reports the webhook metrics, as its own instance (its dyno's slot 0)."""
+    hooks = WebhookReceiver().start()
+    name = database_url.rsplit("/", 1)[1]
+    admin = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    key = hashlib.sha256(hooks.url.encode()).hexdigest()[:32]  # db.webhooks.endpoint_key
+
+    def registered() -> bool:
+        query = f"SELECT count(*) FROM webhook_endpoints WHERE key = '{key}'"
+        return (
+            subprocess.run(["psql", admin, "-Atqc", query], check=True, capture_output=True, text=True).stdout == "1\n"
+        )
+
+    with Receiver() as receiver:
+        web_env = telemetry_env(database_url, receiver.endpoint) | WEBHOOK_ENV
+        web_env |= {"WEBHOOK_URL": hooks.url, "WEBHOOK_IN_WEB": "0"}
+        server = Server(env=web_env, workers=2).start()
+        client = GraphQLClient(server.url)
+        worker_env = {**os.environ, **BASE_ENV, **web_env, "DYNO": "worker.1"}
+        worker = start_webhook_worker(worker_env)
+        try:
+            await until(registered, "the worker registered the endpoint")
+            alice = sign_up(client, "Alice")
+            room = create_room(client, alice)
+            for n in range(3):
+                post_message(client, alice, room, f"from the worker {n}")
+            await until(lambda: len(hooks.acknowledged().get(room, [])) >= 3, "3 messages delivered", 20)
+            delivered = {"chat.webhook.endpoint": 0, "chat.webhook.outcome": "delivered"}
+            acknowledged = len(hooks.acknowledged()[room])
+            await until(
+                lambda: receiver.total("chat.webhook.deliveries", "worker.1.0", **delivered) == acknowledged,
+                f"{acknowledged} deliveries from the worker",
+            )
+            await until(
+                lambda: (
+                    receiver.total("chat.webhook.backlog", "worker.1.0") == 0
+                    and any(m == "chat.webhook.backlog" for i, m, _ in receiver.latest() if i == "worker.1.0")
+                ),
+                "the worker's backlog reading",
+            )
+            assert receiver.total("chat.webhook.deliveries", "web.") == 0
+            assert not any(m.startswith("chat.webhook.") for i, m, _ in receiver.latest() if i.startswith("web."))
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(10) == 0
             server.stop()
             client.close()
             hooks.stop()

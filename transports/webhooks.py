@@ -29,6 +29,11 @@ least once, in each room's log order, from the outbox in the database (db.webhoo
   on a ring failed (another holds the room) leaves that room's rings to the holder for half of
   that: at worst an event committed just as the holder let go waits for the next poll.
 
+Telemetry: each attempt is counted by what it came to (telemetry.record.webhook_attempt: one
+integer added, and a delivered one's latency only while exporting); the backlog is read from the
+database (db.webhooks.status) only when the exporter asks, at most one read at a time, and only
+in a process running a Dispatcher.
+
 Signing: `X-Chat-Timestamp` (unix seconds) and `X-Chat-Signature: v1=<hex>[,v1=<hex>...]`, the
 HMAC-SHA256 of `timestamp + "." + body` under each secret of WEBHOOK_SECRET (the README shows
 the receiver's check).

@@ -2,7 +2,8 @@
 line), for a deployment that keeps them out of the web dynos (WEBHOOK_IN_WEB=0 there). It finds
 its work by polling the outbox every WEBHOOK_POLL_SECONDS (no web process rings its bell), and
 the connections of `recipients.offline` in Redis (without Redis it sees nobody connected: on the
-embedded default, let the web process deliver). SIGTERM stops it; its leases are given back."""
+embedded default, let the web process deliver). SIGTERM stops it; its leases are given back.
+With an OTLP endpoint it exports its metrics (telemetry.running) like a web worker."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from core.settings import Settings, load
 from db.connection import open_database
 from live.quota import LiveQuota
 from resolvers.webhook_events import WebhookEvents
+from telemetry.running import running
 from transports.webhooks import Dispatcher, Doorbell
 
 logger = logging.getLogger("chat.webhooks")
@@ -65,7 +67,8 @@ def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
-        await run(settings, stopping)
+        async with running(settings):  # its webhook metrics, with an OTLP endpoint
+            await run(settings, stopping)
 
     asyncio.run(serve())
 

@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 # chat.transport values.
@@ -37,6 +38,11 @@ COMPLETED = "completed"  # a stream whose operation ended
 POSTGRES = "postgres"
 REDIS = "redis"
 
+# chat.webhook.outcome values: what one attempt to deliver a webhook event came to.
+DELIVERED = "delivered"  # a 2xx
+RETRIED = "retried"  # a timeout, a connection error, a 408, 429 or 5xx, within the retry window
+SKIPPED = "skipped"  # any other answer (3xx, 4xx), or a retryable failure past the retry window
+
 
 @dataclass(slots=True)
 class Counts:
@@ -51,12 +57,28 @@ class Counts:
     refusals: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     pool_timeouts: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     pubsub_reconnects: int = 0
+    # (the endpoint's position in WEBHOOK_URL, outcome) -> attempts.
+    webhook_deliveries: defaultdict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
 
 
 counts = Counts()
 
 # Each pool's (name) -> {state: connections} reader, registered when the pool connects.
 pools: dict[str, Callable[[], dict[str, int]]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookBacklog:
+    """One endpoint's undelivered events, across rooms, as the database said when last read."""
+
+    endpoint: int  # its position in WEBHOOK_URL
+    events: int
+    oldest_at: float | None  # when the oldest of them was committed (unix seconds), if any
+
+
+# The delivering process's reader of its endpoints' backlog (transports.webhooks registers it),
+# called by the exporter's thread once per export: it must not block.
+webhook_backlog: Callable[[], list[WebhookBacklog]] | None = None
 
 
 class Histograms:
@@ -70,6 +92,7 @@ class Histograms:
         "http_duration",
         "pool_wait",
         "resume_events",
+        "webhook_latency",
     )
 
     def __init__(self, meter: Any) -> None:
@@ -99,6 +122,11 @@ class Histograms:
         )
         self.event_loop_lag = meter.create_histogram(
             "chat.event_loop.lag", unit="s", description="How late the event loop ran a timer."
+        )
+        self.webhook_latency = meter.create_histogram(
+            "chat.webhook.delivery.latency",
+            unit="s",
+            description="From a webhook event's commit to the receiver's 2xx.",
         )
 
 
@@ -235,3 +263,22 @@ def event_loop_lag(seconds: float) -> None:
     h = histograms
     if h is not None:
         h.event_loop_lag.record(seconds)
+
+
+def webhook_attempt(endpoint: int, outcome: str, committed_at: datetime | str | None) -> None:
+    """One attempt to deliver a webhook event to the `endpoint`-th URL of WEBHOOK_URL, and what it
+    came to; a delivered one's latency from the event's commit (`committed_at`: the log's `at`,
+    as the database gives it; without a zone it is UTC)."""
+    counts.webhook_deliveries[(endpoint, outcome)] += 1
+    h = histograms
+    if h is not None and outcome == DELIVERED and committed_at is not None:
+        at = datetime.fromisoformat(committed_at) if isinstance(committed_at, str) else committed_at
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        h.webhook_latency.record(max(0.0, time.time() - at.timestamp()), {"chat.webhook.endpoint": endpoint})
+
+
+def observe_webhook_backlog(reader: Callable[[], list[WebhookBacklog]] | None) -> None:
+    """`reader` tells the backlog when the SDK exports (None: this process delivers no more)."""
+    global webhook_backlog
+    webhook_backlog = reader

@@ -85,6 +85,7 @@ async def running(settings: Settings) -> AsyncIterator[None]:
     if meter_provider is not None:
         meter = meter_provider.get_meter("chat")
         _observe(meter)
+        _observe_webhooks(meter)
         record.histograms = record.Histograms(meter)
         lag = asyncio.create_task(_watch_lag(), name="event loop lag")
     if tracer_provider is not None:
@@ -230,6 +231,51 @@ def _observe(meter: Any) -> None:
         [lambda _o: by("db.client.connection.pool.name", counts.pool_timeouts)],
         unit="{timeout}",
         description="Waits for a pool's connection that timed out.",
+    )
+
+
+def _observe_webhooks(meter: Any) -> None:
+    """Attempts by outcome, and the backlog as the delivering process last read it (one read per
+    export: the backlog's callback asks for it, the age's uses the same read)."""
+    counts = record.counts
+    meter.create_observable_counter(
+        "chat.webhook.deliveries",
+        [
+            lambda _o: [
+                Observation(value, {"chat.webhook.endpoint": endpoint, "chat.webhook.outcome": outcome})
+                for (endpoint, outcome), value in list(counts.webhook_deliveries.items())
+            ]
+        ],
+        unit="{attempt}",
+        description="Attempts to deliver a webhook event, by outcome.",
+    )
+    read: list[record.WebhookBacklog] = []
+
+    def backlog(_options: CallbackOptions) -> Iterable[Observation]:
+        reader = record.webhook_backlog
+        read[:] = reader() if reader is not None else []
+        return [Observation(b.events, {"chat.webhook.endpoint": b.endpoint}) for b in read]
+
+    def age(_options: CallbackOptions) -> Iterable[Observation]:
+        now = time.time()
+        return [
+            Observation(
+                max(0.0, now - b.oldest_at) if b.oldest_at is not None else 0.0, {"chat.webhook.endpoint": b.endpoint}
+            )
+            for b in read
+        ]
+
+    meter.create_observable_gauge(
+        "chat.webhook.backlog",
+        [backlog],
+        unit="{event}",
+        description="Webhook events not yet delivered, across rooms (the same figure from every delivering process).",
+    )
+    meter.create_observable_gauge(
+        "chat.webhook.backlog.age",
+        [age],
+        unit="s",
+        description="Since the oldest undelivered webhook event's commit (0 with none).",
     )
 
 

@@ -7,11 +7,17 @@ without an endpoint no exporter thread runs."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import runpy
+import signal
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,12 +26,22 @@ import pytest
 from websockets.asyncio.client import connect
 
 from core.settings import ConfigurationError, load
+from telemetry import record
 from telemetry.running import exports, resource_attributes
 from tests.support.graphql import GraphQLClient, create_room, join_room, post_many, post_message, sign_up
 from tests.support.httpstream import open_sse
 from tests.support.otlp import Receiver
-from tests.support.processes import ROOT, SHARED_REDIS_URL, PrivateRedis, Server, migrate
+from tests.support.processes import (
+    BASE_ENV,
+    POSTGRES_ADMIN_URL,
+    ROOT,
+    SHARED_REDIS_URL,
+    PrivateRedis,
+    Server,
+    migrate,
+)
 from tests.support.waiting import until, until_sync
+from tests.support.webhooks import Receiver as WebhookReceiver
 from tests.support.wsclient import LEGACY_WS, MESSAGE_CREATED, TRANSPORT_WS, GraphQLWebSocket, worker_pids
 
 TYPING = "mutation($room: ID!) { typing(room: $room) }"
@@ -202,6 +218,170 @@ async def test_the_metrics_read_what_the_workload_implies(fresh: tuple[Server, R
             assert secret.encode() not in raw
     finally:
         client.close()
+
+
+WEBHOOK_RETRY_FOR = 5  # seconds: a receiver refusing an event this long makes the dispatcher skip it
+WEBHOOK_ENV = {
+    "WEBHOOK_SECRET": "telemetry-secret",
+    "WEBHOOK_TIMEOUT_SECONDS": "1",
+    "WEBHOOK_LEASE_SECONDS": "8",
+    "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+    "WEBHOOK_RETRY_MAX_SECONDS": "1",
+    "WEBHOOK_RETRY_FOR_SECONDS": str(WEBHOOK_RETRY_FOR),
+    "WEBHOOK_POLL_SECONDS": "0.3",
+}
+RETRYABLE = (500, 429, 408)
+
+
+def webhook_answer(payload: dict, attempt: int) -> int:
+    """By a marker in a created message's body: `flaky-<n>` fails its first try with RETRYABLE[n],
+    `refuse` gets a 400 (skipped at once), `doomed` a 503 every time (skipped past the window)."""
+    body = (payload["data"].get("message") or {}).get("body", "") if payload["type"] == "message.created" else ""
+    if body.startswith("flaky-") and attempt == 1:
+        return RETRYABLE[int(body.split("-")[1])]
+    if body == "refuse":
+        return 400
+    if body == "doomed":
+        return 503
+    return 200
+
+
+async def test_webhook_attempts_latency_and_backlog_read_what_the_receiver_saw(database_url: str) -> None:
+    hooks = WebhookReceiver(answer=webhook_answer).start()
+    with Receiver() as receiver:
+        env = telemetry_env(database_url, receiver.endpoint) | WEBHOOK_ENV | {"WEBHOOK_URL": hooks.url}
+        server = Server(env=env, workers=2).start()
+        client = GraphQLClient(server.url)
+        try:
+            alice, bob = sign_up(client, "Alice"), sign_up(client, "Bob")
+            room = create_room(client, alice)
+            join_room(client, bob, room)
+            bodies = ["plain", "flaky-0", "flaky-1", "refuse", "flaky-2", "doomed", "last"]
+            for body in bodies:
+                post_message(client, alice, room, body)
+
+            def arrived(body: str) -> bool:
+                return any(
+                    r.acknowledged and (r.payload["data"].get("message") or {}).get("body") == body
+                    for r in hooks.snapshot()
+                )
+
+            await until(lambda: arrived("last"), "the last event acknowledged, past the doomed one", 30)
+
+            # What each attempt came to, from the receiver's side: a 2xx delivered; a 400 skipped;
+            # a retryable answer retried, but the doomed event's last one, given up (skipped).
+            seen = hooks.snapshot()
+            doomed = [r for r in seen if r.answer == 503]
+            assert len(doomed) >= 2 and len({r.payload["id"] for r in doomed}) == 1
+            expected = {
+                "delivered": sum(r.acknowledged for r in seen),
+                "retried": sum(r.answer in (*RETRYABLE, 503) for r in seen) - 1,
+                "skipped": sum(r.answer == 400 for r in seen) + 1,
+            }
+            assert expected["skipped"] == 2 and expected["retried"] == 3 + len(doomed) - 1, expected
+            assert expected["delivered"] == len({r.payload["id"] for r in seen}) - 2, expected
+
+            def attempts() -> dict[str, float]:
+                return {
+                    outcome: receiver.total(
+                        "chat.webhook.deliveries", **{"chat.webhook.endpoint": 0, "chat.webhook.outcome": outcome}
+                    )
+                    for outcome in expected
+                }
+
+            await until(lambda: attempts() == expected, f"attempts by outcome: {expected}")
+            latency = {"chat.webhook.endpoint": 0}
+            await until(
+                lambda: receiver.total("chat.webhook.delivery.latency", **latency) == expected["delivered"],
+                "a latency per event delivered",
+            )
+
+            def backlog(name: str) -> dict[str, float]:
+                """Each delivering worker's latest reading of the endpoint's backlog gauge."""
+                return {
+                    instance: point.as_int or point.as_double
+                    for (instance, metric, attrs), point in receiver.latest().items()
+                    if metric == name and dict(attrs) == latency
+                }
+
+            # Every delivering worker reads the same database-wide figure (max, never sum, them).
+            await until(lambda: backlog("chat.webhook.backlog") == {"web.1.0": 0, "web.1.1": 0}, "no backlog")
+
+            # A stuck receiver: 3 events wait (for less than the retry window), and for a while.
+            hooks.stop()
+            for n in range(3):
+                post_message(client, alice, room, f"while down {n}")
+            await until(
+                lambda: backlog("chat.webhook.backlog") == {"web.1.0": 3, "web.1.1": 3}, "3 undelivered, on each"
+            )
+            await until(
+                lambda: all(0.2 < age < 60 for age in backlog("chat.webhook.backlog.age").values()),
+                "the oldest undelivered event's age, on each",
+            )
+            hooks.start()
+            await until(lambda: arrived("while down 2"), "delivered once the receiver is back", 30)
+            await until(lambda: backlog("chat.webhook.backlog") == {"web.1.0": 0, "web.1.1": 0}, "drained")
+            assert set(backlog("chat.webhook.backlog.age").values()) == {0}
+        finally:
+            server.stop()
+            client.close()
+            hooks.stop()
+
+
+def start_webhook_worker(env: dict[str, str]) -> subprocess.Popen:
+    """The Procfile's optional `worker: python -m composition.webhooks`."""
+    return subprocess.Popen([sys.executable, "-m", "composition.webhooks"], cwd=ROOT, env=env)
+
+
+async def test_the_webhook_worker_process_exports_its_deliveries_and_the_backlog(database_url: str) -> None:
+    """`python -m composition.webhooks` (WEBHOOK_IN_WEB=0 on web): it, not the web workers,
+    reports the webhook metrics, as its own instance (its dyno's slot 0)."""
+    hooks = WebhookReceiver().start()
+    name = database_url.rsplit("/", 1)[1]
+    admin = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    key = hashlib.sha256(hooks.url.encode()).hexdigest()[:32]  # db.webhooks.endpoint_key
+
+    def registered() -> bool:
+        query = f"SELECT count(*) FROM webhook_endpoints WHERE key = '{key}'"
+        return (
+            subprocess.run(["psql", admin, "-Atqc", query], check=True, capture_output=True, text=True).stdout == "1\n"
+        )
+
+    with Receiver() as receiver:
+        web_env = telemetry_env(database_url, receiver.endpoint) | WEBHOOK_ENV
+        web_env |= {"WEBHOOK_URL": hooks.url, "WEBHOOK_IN_WEB": "0"}
+        server = Server(env=web_env, workers=2).start()
+        client = GraphQLClient(server.url)
+        worker_env = {**os.environ, **BASE_ENV, **web_env, "DYNO": "worker.1"}
+        worker = start_webhook_worker(worker_env)
+        try:
+            await until(registered, "the worker registered the endpoint")
+            alice = sign_up(client, "Alice")
+            room = create_room(client, alice)
+            for n in range(3):
+                post_message(client, alice, room, f"from the worker {n}")
+            await until(lambda: len(hooks.acknowledged().get(room, [])) >= 3, "3 messages delivered", 20)
+            delivered = {"chat.webhook.endpoint": 0, "chat.webhook.outcome": "delivered"}
+            acknowledged = len(hooks.acknowledged()[room])
+            await until(
+                lambda: receiver.total("chat.webhook.deliveries", "worker.1.0", **delivered) == acknowledged,
+                f"{acknowledged} deliveries from the worker",
+            )
+            await until(
+                lambda: (
+                    receiver.total("chat.webhook.backlog", "worker.1.0") == 0
+                    and any(m == "chat.webhook.backlog" for i, m, _ in receiver.latest() if i == "worker.1.0")
+                ),
+                "the worker's backlog reading",
+            )
+            assert receiver.total("chat.webhook.deliveries", "web.") == 0
+            assert not any(m.startswith("chat.webhook.") for i, m, _ in receiver.latest() if i.startswith("web."))
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(10) == 0
+            server.stop()
+            client.close()
+            hooks.stop()
 
 
 async def test_a_slow_consumer_closed_is_counted(observed: Server, receiver: Receiver) -> None:
@@ -480,6 +660,18 @@ async def test_the_embedded_default_exports_too(receiver: Receiver, tmp_path: Pa
         assert receiver.instances() >= {"web.7.0"}
     finally:
         server.stop()
+
+
+def test_a_webhook_attempt_without_telemetry_is_one_integer_add() -> None:
+    """No endpoint, no histograms: the delivery's commit time is not even parsed (a value that
+    would not parse passes), and the attempt is counted for the first export that comes."""
+    assert record.histograms is None
+    key = (7, record.DELIVERED)
+    before = record.counts.webhook_deliveries[key]
+    record.webhook_attempt(7, record.DELIVERED, "not a time")
+    assert record.counts.webhook_deliveries[key] == before + 1
+    with pytest.raises(ValueError):  # what the same call parses while exporting
+        datetime.fromisoformat("not a time")
 
 
 def test_exports_only_what_an_endpoint_is_set_for() -> None:

@@ -29,6 +29,11 @@ least once, in each room's log order, from the outbox in the database (db.webhoo
   on a ring failed (another holds the room) leaves that room's rings to the holder for half of
   that: at worst an event committed just as the holder let go waits for the next poll.
 
+Telemetry: each attempt is counted by what it came to (telemetry.record.webhook_attempt: one
+integer added, and a delivered one's latency only while exporting); the backlog is read from the
+database (db.webhooks.status) only when the exporter asks, at most one read at a time, and only
+in a process running a Dispatcher.
+
 Signing: `X-Chat-Timestamp` (unix seconds) and `X-Chat-Signature: v1=<hex>[,v1=<hex>...]`, the
 HMAC-SHA256 of `timestamp + "." + body` under each secret of WEBHOOK_SECRET (the README shows
 the receiver's check).
@@ -59,6 +64,7 @@ from db import webhooks
 from db.records import Row
 from resolvers.topics import ROOM_TOPIC_PREFIX
 from resolvers.webhook_events import WebhookEvents
+from telemetry import record
 
 logger = logging.getLogger("chat.webhooks")
 
@@ -69,6 +75,7 @@ STOP_SECONDS = 3.0
 LINGER_SECONDS = 0.5
 GATHER_SECONDS = 0.05
 USER_AGENT = "chat-webhooks/1"
+BACKLOG_READ_SECONDS = 10.0  # the most a read of the backlog for telemetry may take
 
 
 def sign(secrets: tuple[str, ...], timestamp: int, body: bytes) -> str:
@@ -102,10 +109,14 @@ class Endpoint:
     url: str
     key: str
     label: str
+    index: int  # its position in WEBHOOK_URL: how telemetry names it
 
 
 def endpoints_of(settings: Settings) -> list[Endpoint]:
-    return [Endpoint(url, webhooks.endpoint_key(url), webhooks.endpoint_label(url)) for url in settings.webhook_urls]
+    return [
+        Endpoint(url, webhooks.endpoint_key(url), webhooks.endpoint_label(url), index)
+        for index, url in enumerate(settings.webhook_urls)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +172,11 @@ class Dispatcher:
         # rings are left to that holder: it lingers longer, and looks again when it lets go.
         self._refused: dict[tuple[str, int], float] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        # The backlog telemetry reads: the last read, and the read under way (at most one).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._backlog: list[record.WebhookBacklog] = []
+        self._backlog_task: asyncio.Task[None] | None = None
+        self._backlog_asked = False
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.webhook_timeout_seconds),
             limits=httpx.Limits(max_connections=settings.webhook_concurrency * 2, max_keepalive_connections=8),
@@ -172,11 +188,15 @@ class Dispatcher:
         """Register the endpoints (their positions in every room, once) and start looking for
         work. A database that does not answer now is retried by the loop."""
         self._loop_task = asyncio.create_task(self._run(), name="webhooks")
+        self._loop = asyncio.get_running_loop()
+        record.observe_webhook_backlog(self._backlog_for_export)
 
     async def stop(self) -> None:
         """Deliveries in flight are cut (their events go again, same id); the leases are given
         back so another process takes the rooms at once."""
-        tasks = [task for task in (self._loop_task, *self._running.values()) if task is not None]
+        record.observe_webhook_backlog(None)
+        self._loop = None
+        tasks = [task for task in (self._loop_task, self._backlog_task, *self._running.values()) if task is not None]
         positions = dict(self._positions)  # no task moves on once cancelled
         await cancel_and_wait(tasks)
         try:
@@ -188,6 +208,46 @@ class Dispatcher:
         except Exception as error:  # the leases run out instead
             logger.warning("Giving back webhook leases failed (%s)", type(error).__name__)
         await self._client.aclose()
+
+    def _backlog_for_export(self) -> list[record.WebhookBacklog]:
+        """The exporter's thread, once per export: the backlog as last read, and the next read
+        asked of the loop (one db.webhooks.status at a time, so at most one per export)."""
+        loop = self._loop
+        if loop is not None and not self._backlog_asked:
+            self._backlog_asked = True
+            try:
+                loop.call_soon_threadsafe(self._read_backlog_soon)
+            except RuntimeError:  # the loop closed
+                self._backlog_asked = False
+        return self._backlog
+
+    def _read_backlog_soon(self) -> None:
+        if self._loop is None:  # stopping
+            self._backlog_asked = False
+            return
+        self._backlog_task = asyncio.create_task(self._read_backlog(), name="webhook backlog")
+
+    async def _read_backlog(self) -> None:
+        try:
+            async with asyncio.timeout(BACKLOG_READ_SECONDS):
+                found = await webhooks.status(self._db, {e.key: e.label for e in self._endpoints})
+            by_key = {row["key"]: row for row in found}
+            backlog = []
+            for endpoint in self._endpoints:
+                row = by_key.get(endpoint.key)
+                if row is None:
+                    continue
+                oldest: datetime | None = row["oldest_at"] if row["backlog"] else None
+                if oldest is not None and oldest.tzinfo is None:
+                    oldest = oldest.replace(tzinfo=UTC)  # SQLite's text has no zone: it is UTC
+                backlog.append(
+                    record.WebhookBacklog(endpoint.index, row["backlog"], oldest.timestamp() if oldest else None)
+                )
+            self._backlog = backlog
+        except Exception as error:  # the last read stands; the next export asks again
+            logger.warning("Reading the webhook backlog failed (%s)", type(error).__name__)
+        finally:
+            self._backlog_asked = False
 
     async def _register(self) -> None:
         at = datetime.now(UTC)
@@ -337,6 +397,7 @@ class Dispatcher:
                     attempts += 1
                     failing_since = failing_since or now
                     if (now - failing_since).total_seconds() < settings.webhook_retry_for_seconds:
+                        record.webhook_attempt(endpoint.index, record.RETRIED, None)
                         delay = backoff(
                             attempts, settings.webhook_retry_base_seconds, settings.webhook_retry_max_seconds
                         )
@@ -362,10 +423,14 @@ class Dispatcher:
                         )
                         return None
                     skipped = (f"seq {seq}: gave up after {attempts} attempts: {outcome.error}", now)
+                    record.webhook_attempt(endpoint.index, record.SKIPPED, None)
                     logger.error("Webhook %s room %s: %s", endpoint.label, room_id, skipped[0])
                 elif outcome.error is not None:
                     skipped = (f"seq {seq}: skipped: {outcome.error}", now)
                     logger.warning("Webhook %s room %s: %s", endpoint.label, room_id, skipped[0])
+                    record.webhook_attempt(endpoint.index, record.SKIPPED, None)
+                else:
+                    record.webhook_attempt(endpoint.index, record.DELIVERED, event["at"])
                 position, attempts, failing_since = seq, 0, None
                 self._positions[(endpoint.key, room_id)] = position
                 due = seq - stored >= PAGE or loop.time() - flushed >= settings.webhook_lease_seconds / 4

@@ -162,9 +162,36 @@ class Relay:
                 continue  # a state's notes: nothing to re-read; nobody subscribes to this topic itself
             followers = list(self.followers)
             prepared = await self._prepare(read, followers)
-            await asyncio.gather(
-                *(feed.relayed(self.topic, read, prepared.get(_kind(feed.prepare))) for feed in followers)
-            )
+            await self._hand_on(read, followers, prepared)
+
+    async def _hand_on(
+        self, event: Event, followers: list[FollowingFeed], prepared: dict[Any, Mapping[int, Any]]
+    ) -> None:
+        """The event to every follower, each under its own lock; returns once all have it.
+
+        A follower whose executions have what they need at hand (prepared) and whose lock is free
+        delivers in this task, one after another: its delivery reads nothing, so it does not wait,
+        and a task of its own per follower would cost more than the delivery. The others (a lock
+        held by an event of their own topic, or executions that read for themselves) deliver in
+        tasks of their own, started first, so none waits behind another's reads."""
+        at_once: list[tuple[FollowingFeed, Mapping[int, Any]]] = []
+        apart: list[Awaitable[None]] = []
+        for feed in followers:
+            given = prepared.get(_kind(feed.prepare))
+            if given is not None and not feed.lock.locked():
+                at_once.append((feed, given))
+            else:
+                apart.append(feed.relayed(self.topic, event, given))
+        waiting = asyncio.gather(*apart) if apart else None
+        try:
+            for feed, given in at_once:
+                await feed.relayed(self.topic, event, given)
+        except BaseException:
+            if waiting is not None:
+                waiting.cancel()
+            raise
+        if waiting is not None:
+            await waiting
 
     async def _prepare(self, event: Event, followers: list[FollowingFeed]) -> dict[Any, Mapping[int, Any]]:
         """What each kind of `prepare` read for the event, for all the followers of that kind at

@@ -164,6 +164,9 @@ class Group:
         keyers = keyers_for(self.audiences, event) if self.audiences else None
         if not keyers:
             return [((), list(self.subscriptions))]
+        if len(self.subscriptions) == 1:  # one subscriber (a following feed's, say): one part
+            (subscription,) = self.subscriptions
+            return [(audience_key(keyers, subscription.viewer), [subscription])]
         buckets: dict[tuple[Hashable, ...], list[Subscription]] = {}
         for subscription in self.subscriptions:
             buckets.setdefault(audience_key(keyers, subscription.viewer), []).append(subscription)

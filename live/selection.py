@@ -92,6 +92,8 @@ def keyers_for(audiences: tuple[Audience, ...], event: Event) -> list[Keyer]:
 
 
 def audience_key(keyers: list[Keyer], viewer: Viewer) -> tuple[Hashable, ...]:
+    if len(keyers) == 1:  # the usual case (a `mine`, or per viewer): no generator
+        return (keyers[0](viewer),)
     return tuple(keyer(viewer) for keyer in keyers)
 
 

@@ -11,8 +11,11 @@ is delivered: nothing of that topic reaches them after it).
 
 A followed topic is heard through this process's one `Relay` for it: one broadcast
 subscription per topic per process however many feeds follow it. A relay hands each event to
-every feed following the topic, concurrently; each delivers it under its own lock, to its own
-groups (so what depends on who asks is executed per viewer there, as in any feed). What one
+every feed following the topic; each delivers it under its own lock, to its own groups (so what
+depends on who asks is executed per viewer there, as in any feed). Those whose executions have
+what they need prepared deliver one after another in the relay's task (their deliveries read
+nothing); the others (a lock held, or executions that read for themselves) each in a task of its
+own, so their waits hold up none of the rest. What one
 event on a followed topic costs: one publish, one delivery per process that follows it, and
 one execution per distinct selection (and audience) of each following feed in that process.
 

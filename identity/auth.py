@@ -39,7 +39,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, TypeVar
 
 import httpx
@@ -81,8 +81,9 @@ class Viewer:
     # A host JWT's `iat` (None: it has none, or this is another kind of token).
     issued_at: float | None = None
 
-    @property
+    @cached_property
     def id(self) -> int:
+        """Read once: the live engine asks for it several times per event per subscriber."""
         return int(self.user["id"])
 
     @property

@@ -158,7 +158,8 @@ class Feed:
         """The event to every group that wants it, the cheapest per user first."""
         payloads: dict[PayloadKey, bytes] = {}
         contexts: dict[Hashable, Any] = {}
-        for group in sorted(self.groups.values(), key=by_charge):
+        groups = self.groups.values()
+        for group in sorted(groups, key=by_charge) if len(groups) > 1 else list(groups):
             if group.wants(event):
                 await self._deliver_timed(group, event, None, payloads, contexts)
 

@@ -11,8 +11,11 @@ is delivered: nothing of that topic reaches them after it).
 
 A followed topic is heard through this process's one `Relay` for it: one broadcast
 subscription per topic per process however many feeds follow it. A relay hands each event to
-every feed following the topic, concurrently; each delivers it under its own lock, to its own
-groups (so what depends on who asks is executed per viewer there, as in any feed). What one
+every feed following the topic; each delivers it under its own lock, to its own groups (so what
+depends on who asks is executed per viewer there, as in any feed). Those whose executions have
+what they need prepared deliver one after another in the relay's task (their deliveries read
+nothing); the others (a lock held, or executions that read for themselves) each in a task of its
+own, so their waits hold up none of the rest. What one
 event on a followed topic costs: one publish, one delivery per process that follows it, and
 one execution per distinct selection (and audience) of each following feed in that process.
 
@@ -162,9 +165,36 @@ class Relay:
                 continue  # a state's notes: nothing to re-read; nobody subscribes to this topic itself
             followers = list(self.followers)
             prepared = await self._prepare(read, followers)
-            await asyncio.gather(
-                *(feed.relayed(self.topic, read, prepared.get(_kind(feed.prepare))) for feed in followers)
-            )
+            await self._hand_on(read, followers, prepared)
+
+    async def _hand_on(
+        self, event: Event, followers: list[FollowingFeed], prepared: dict[Any, Mapping[int, Any]]
+    ) -> None:
+        """The event to every follower, each under its own lock; returns once all have it.
+
+        A follower whose executions have what they need at hand (prepared) and whose lock is free
+        delivers in this task, one after another: its delivery reads nothing, so it does not wait,
+        and a task of its own per follower would cost more than the delivery. The others (a lock
+        held by an event of their own topic, or executions that read for themselves) deliver in
+        tasks of their own, started first, so none waits behind another's reads."""
+        at_once: list[tuple[FollowingFeed, Mapping[int, Any]]] = []
+        apart: list[Awaitable[None]] = []
+        for feed in followers:
+            given = prepared.get(_kind(feed.prepare))
+            if given is not None and not feed.lock.locked():
+                at_once.append((feed, given))
+            else:
+                apart.append(feed.relayed(self.topic, event, given))
+        waiting = asyncio.gather(*apart) if apart else None
+        try:
+            for feed, given in at_once:
+                await feed.relayed(self.topic, event, given)
+        except BaseException:
+            if waiting is not None:
+                waiting.cancel()
+            raise
+        if waiting is not None:
+            await waiting
 
     async def _prepare(self, event: Event, followers: list[FollowingFeed]) -> dict[Any, Mapping[int, Any]]:
         """What each kind of `prepare` read for the event, for all the followers of that kind at

@@ -92,6 +92,8 @@ def keyers_for(audiences: tuple[Audience, ...], event: Event) -> list[Keyer]:
 
 
 def audience_key(keyers: list[Keyer], viewer: Viewer) -> tuple[Hashable, ...]:
+    if len(keyers) == 1:  # the usual case (a `mine`, or per viewer): no generator
+        return (keyers[0](viewer),)
     return tuple(keyer(viewer) for keyer in keyers)
 
 
@@ -164,6 +166,9 @@ class Group:
         keyers = keyers_for(self.audiences, event) if self.audiences else None
         if not keyers:
             return [((), list(self.subscriptions))]
+        if len(self.subscriptions) == 1:  # one subscriber (a following feed's, say): one part
+            (subscription,) = self.subscriptions
+            return [(audience_key(keyers, subscription.viewer), [subscription])]
         buckets: dict[tuple[Hashable, ...], list[Subscription]] = {}
         for subscription in self.subscriptions:
             buckets.setdefault(audience_key(keyers, subscription.viewer), []).append(subscription)

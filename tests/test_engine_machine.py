@@ -316,3 +316,45 @@ async def test_a_followed_topics_event_is_prepared_once_for_all_its_local_follow
     for subscription in subscriptions:
         assert isinstance(subscription, Subscription)
         subscription.close()
+
+
+async def test_a_follower_whose_lock_is_held_holds_up_none_of_the_others_and_gets_each_event_in_order(
+    engine: Engine,
+) -> None:
+    """A followed topic's prepared event goes to the free followers at once, one after another in
+    the relay's task; a follower busy with an event of its own topic (its lock held) does not hold
+    the event up for the others, and gets it, and the next ones, in order once it is free (the
+    relay hands on one event at a time)."""
+    followed = "fanout:8"
+
+    class Notes:
+        async def prepare(self, event: Event, viewers: list[Viewer]) -> dict[int, int]:
+            return {viewer.id: viewer.id * 100 + event["seq"] for viewer in viewers}
+
+    def source(user: int) -> LiveSource:
+        async def follows() -> list[str]:
+            return [followed]
+
+        return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows, prepare=Notes().prepare)
+
+    sinks = [RecordingSink(name, []) for name in ("ann", "bob", "cy")]
+    subscriptions = [
+        await engine.subscribe(source(user), _selection("prepared"), sink) for user, sink in enumerate(sinks, start=1)
+    ]
+    busy = subscriptions[1]
+    assert isinstance(busy, Subscription) and busy.feed is not None
+    await busy.feed.lock.acquire()  # as while it delivers an event of its own topic
+    try:
+        await engine.broadcast.publish(engine.channel(followed), messages.event({"seq": 1}))
+        await sinks[0].until(1)
+        await sinks[2].until(1)
+        await engine.broadcast.publish(engine.channel(followed), messages.event({"seq": 2}))
+        assert sinks[0].seqs == [101] and sinks[2].seqs == [301] and sinks[1].seqs == []
+    finally:
+        busy.feed.lock.release()
+    for sink in sinks:
+        await sink.until(2)
+    assert [sink.seqs for sink in sinks] == [[101, 102], [201, 202], [301, 302]]
+    for subscription in subscriptions:
+        assert isinstance(subscription, Subscription)
+        subscription.close()

@@ -190,7 +190,7 @@ async def _change(
     return room_events.event(seq, kind, at, room, user=actor, message=message)
 
 
-SENDER_COLUMNS = (users.c.id, users.c.name, users.c.email_hash)
+SENDER_COLUMNS = (users.c.id, users.c.name, users.c.email_hash, users.c.avatar_url, users.c.gravatar)
 
 
 async def _why_not(db: Database, message_id: int, user_id: int) -> str:

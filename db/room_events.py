@@ -98,8 +98,21 @@ async def append(
     )
 
 
+# What an event carries of a user besides id, name and email_hash: the rest of what `avatar`
+# needs (resolvers/user.py PROFILE_KEYS). With them a live event executes without a database
+# read; without, every execution of a selection asking for `avatar` waits on a connection from
+# the pool, under the feed's lock or in the lane, and that wait is charged to the group's cost.
+PROFILE_FIELDS = ("avatar_url", "gravatar")
+
+
 def public_user(row: Row) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["name"], "email_hash": row["email_hash"]}
+    """What an event carries of a user (never their email or external id); the profile fields
+    only when the row has them (a row read without them resolves `avatar` through a loader)."""
+    user = {"id": row["id"], "name": row["name"], "email_hash": row["email_hash"]}
+    for name in PROFILE_FIELDS:
+        if name in row:
+            user[name] = row[name]
+    return user
 
 
 ROOM_FIELDS = ("id", "name")  # what Room serves of the row
@@ -141,9 +154,11 @@ _COLUMNS = (
     _subject.c.id.label("user_id"),
     _subject.c.name.label("user_name"),
     _subject.c.email_hash.label("user_email_hash"),
+    *(_subject.c[name].label(f"user_{name}") for name in PROFILE_FIELDS),
     *(messages.c[name].label(f"message_{name}") for name in MESSAGE_FIELDS),
     _sender.c.name.label("sender_name"),
     _sender.c.email_hash.label("sender_email_hash"),
+    *(_sender.c[name].label(f"sender_{name}") for name in PROFILE_FIELDS),
 )
 _FROM = (
     room_events.outerjoin(_subject, _subject.c.id == room_events.c.user_id)
@@ -156,6 +171,7 @@ def _event(row: Row, room: Row) -> Event:
     user = None
     if row["user_id"] is not None:
         user = {"id": row["user_id"], "name": row["user_name"], "email_hash": row["user_email_hash"]}
+        user.update((name, row[f"user_{name}"]) for name in PROFILE_FIELDS)
     message = None
     if row["message_id"] is not None:
         message = {name: row[f"message_{name}"] for name in MESSAGE_FIELDS}
@@ -163,6 +179,7 @@ def _event(row: Row, room: Row) -> Event:
             "id": message["sender_id"],
             "name": row["sender_name"],
             "email_hash": row["sender_email_hash"],
+            **{name: row[f"sender_{name}"] for name in PROFILE_FIELDS},
         }
     data = json.loads(row["data"]) if row["data"] else None
     return event(row["seq"], row["kind"], row["at"], room, user=user, message=message, data=data)

@@ -106,6 +106,38 @@ async def test_nothing_about_an_email_reaches_another_member(any_server: Server,
         assert email_digest(ann) not in text and ann.email not in text and "gravatar" not in text
 
 
+async def test_a_live_event_and_a_resume_show_the_sender_s_own_picture_and_gravatar(
+    any_server: Server, api: GraphQLClient
+) -> None:
+    """A message's event carries its sender's profile (db.room_events.PROFILE_FIELDS): live and
+    read back from the log, `avatar` is what the sender chose, not the identicon."""
+    ann, cid, bob = sign_up(api, "Ann"), sign_up(api, "Cid"), sign_up(api, "Bob")
+    own = "https://images.example.com/ann.png"
+    api.data(UPDATE, {"url": own}, ann.token)
+    api.data(UPDATE, {"gravatar": True}, cid.token)
+    room = create_room(api, ann)
+    join_room(api, cid, room)
+    join_room(api, bob, room)
+    latest = "query($r: ID!) { room(id: $r) { latestEventCursor } }"
+    after = api.data(latest, {"r": room}, bob.token)["room"]["latestEventCursor"]
+    expected = {ann.id: own, cid.id: f"https://www.gravatar.com/avatar/{email_digest(cid)}?s=32&d=identicon"}
+    for resumed in (False, True):
+        ws = await GraphQLWebSocket.open(any_server.ws_url, TRANSPORT_WS, bob.token)
+        try:
+            await ws.subscribe("1", LIVE, {"room": room, "after": after})
+            if not resumed:
+                post_message(api, ann, room, "from ann")
+                post_message(api, cid, room, "from cid")
+            senders: dict[str, str] = {}
+            while len(senders) < 2:
+                event = (await ws.result("1"))["data"]["roomEvents"]
+                if event["__typename"] == "MessageCreated":
+                    senders[event["message"]["sender"]["id"]] = event["message"]["sender"]["avatar"]
+            assert senders == expected, resumed
+        finally:
+            await ws.close()
+
+
 def test_update_profile_sets_a_picture_and_refuses_a_spoofing_name(any_server: Server, api: GraphQLClient) -> None:
     ann, bob = sign_up(api, "Ann"), sign_up(api, "Bob")
     room = create_room(api, ann)

@@ -31,6 +31,16 @@ def database_url() -> Iterator[str]:
         drop_database(name)
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """An empty Postgres database of the test's own, not migrated: what the migration tests
+    upgrade step by step."""
+    name = unique_name("chat_migrate")
+    url = create_database(name)
+    yield url
+    drop_database(name)
+
+
 @pytest.fixture(scope="session")
 def channel_prefix() -> str:
     return f"test-{uuid.uuid4().hex[:10]}:"

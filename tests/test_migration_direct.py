@@ -5,13 +5,11 @@ key is unique wherever it is set, which is what makes opening a direct room race
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.support.processes import create_database, drop_database, unique_name
 from tests.test_migration_rooms import upgrade
 
 BEFORE = [
@@ -41,14 +39,6 @@ def test_on_sqlite(tmp_path: Path) -> None:
         with pytest.raises(sqlite3.IntegrityError):
             connection.execute(KEYED.format(id=4))
         assert [tuple(row) for row in connection.execute(KEYS).fetchall()] == EXPECTED
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    name = unique_name("chat_migrate")
-    url = create_database(name)
-    yield url
-    drop_database(name)
 
 
 async def test_on_postgres(postgres_url: str) -> None:

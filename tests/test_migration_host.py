@@ -6,13 +6,11 @@ set (users and rooms alike) while any number of rows have none."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.support.processes import create_database, drop_database, unique_name
 from tests.test_migration_rooms import upgrade
 
 BEFORE = [
@@ -50,14 +48,6 @@ def test_on_sqlite(tmp_path: Path) -> None:
             connection.execute(ROOM_EXT.format(id=2))
         assert [tuple(row) for row in connection.execute(USERS).fetchall()] == EXPECTED_USERS
         assert connection.execute(KINDS).fetchall() == [(1, "USER")]
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    name = unique_name("chat_migrate")
-    url = create_database(name)
-    yield url
-    drop_database(name)
 
 
 async def test_on_postgres(postgres_url: str) -> None:

@@ -12,7 +12,7 @@ import hashlib
 import importlib.util
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -22,7 +22,7 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 
 from tests.support.graphql import GraphQLClient
-from tests.support.processes import ROOT, Server, create_database, drop_database, unique_name
+from tests.support.processes import ROOT, Server
 from tests.support.wsclient import PROTOCOLS, GraphQLWebSocket
 from tests.test_migration_rooms import upgrade
 
@@ -207,14 +207,6 @@ def test_a_new_id_drawn_twice_is_drawn_again(tmp_path: Path, monkeypatch: pytest
         engine.dispose()
     assert [tuple(row) for row in mapped] == [(1, low), (2, low + 2), (3, low + 1)]
     assert next(draws, None) is None
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    name = unique_name("chat_migrate")
-    url = create_database(name)
-    yield url
-    drop_database(name)
 
 
 async def test_on_sqlite(tmp_path: Path) -> None:

@@ -9,13 +9,12 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
-import pytest
 
-from tests.support.processes import ROOT, create_database, drop_database, unique_name
+from tests.support.processes import ROOT
 
 BEFORE = [
     "INSERT INTO users (id, name, email, email_hash, password_hash, created_at) VALUES "
@@ -59,14 +58,6 @@ def test_on_sqlite(tmp_path: Path) -> None:
     upgrade(url, "0006_invites")
     with sqlite3.connect(path) as connection:
         check(lambda sql: [tuple(row) for row in connection.execute(sql).fetchall()])
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    name = unique_name("chat_migrate")
-    url = create_database(name)
-    yield url
-    drop_database(name)
 
 
 async def test_on_postgres(postgres_url: str) -> None:

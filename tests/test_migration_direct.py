@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.test_migration_rooms import upgrade
+from tests.test_migration_rooms import seed, upgrade
 
 BEFORE = [
     "INSERT INTO users (id, name, email, email_hash, password_hash, created_at) VALUES "
@@ -26,13 +26,10 @@ KEYED = (
 EXPECTED = [(1, "PUBLIC", None), (2, "PUBLIC", None), (3, "DIRECT", "1,2")]
 
 
-def test_on_sqlite(tmp_path: Path) -> None:
+async def test_on_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
     url = f"sqlite:///{path}"
-    upgrade(url, "0005")
-    with sqlite3.connect(path) as connection:
-        for statement in BEFORE:
-            connection.execute(statement)
+    await seed(url, "0005", BEFORE)
     upgrade(url, "0006_direct")
     with sqlite3.connect(path) as connection:
         connection.execute(KEYED.format(id=3))
@@ -42,13 +39,7 @@ def test_on_sqlite(tmp_path: Path) -> None:
 
 
 async def test_on_postgres(postgres_url: str) -> None:
-    upgrade(postgres_url, "0005")
-    connection = await asyncpg.connect(postgres_url)
-    try:
-        for statement in BEFORE:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
+    await seed(postgres_url, "0005", BEFORE)
     upgrade(postgres_url, "0006_direct")
     connection = await asyncpg.connect(postgres_url)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.test_migration_rooms import upgrade
+from tests.test_migration_rooms import seed, upgrade
 
 BEFORE = [
     "INSERT INTO users (id, name, email, email_hash, password_hash, created_at) VALUES "
@@ -31,13 +31,10 @@ KINDS = "SELECT id, kind FROM messages ORDER BY id"
 EXPECTED_USERS = [(1, "a@x.io", "p", None), (2, "b@x.io", "p", None), (3, None, None, "h-1")]
 
 
-def test_on_sqlite(tmp_path: Path) -> None:
+async def test_on_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
     url = f"sqlite:///{path}"
-    upgrade(url, "0007_opaque_ids")
-    with sqlite3.connect(path) as connection:
-        for statement in BEFORE:
-            connection.execute(statement)
+    await seed(url, "0007_opaque_ids", BEFORE)
     upgrade(url, "0008_host")
     with sqlite3.connect(path) as connection:
         connection.execute(HOST_USER.format(id=3, ext="h-1"))
@@ -51,13 +48,7 @@ def test_on_sqlite(tmp_path: Path) -> None:
 
 
 async def test_on_postgres(postgres_url: str) -> None:
-    upgrade(postgres_url, "0007_opaque_ids")
-    connection = await asyncpg.connect(postgres_url)
-    try:
-        for statement in BEFORE:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
+    await seed(postgres_url, "0007_opaque_ids", BEFORE)
     upgrade(postgres_url, "0008_host")
     connection = await asyncpg.connect(postgres_url)
     try:

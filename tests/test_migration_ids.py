@@ -24,7 +24,7 @@ from alembic.runtime.migration import MigrationContext
 from tests.support.graphql import GraphQLClient
 from tests.support.processes import ROOT, Server
 from tests.support.wsclient import PROTOCOLS, GraphQLWebSocket
-from tests.test_migration_rooms import upgrade
+from tests.test_migration_rooms import seed, upgrade
 
 MIGRATION = ROOT / "db" / "migrations" / "versions" / "0007_opaque_ids.py"
 T = "'2026-01-01 00:00:00+00'"
@@ -146,29 +146,24 @@ def check(read: Callable[[str], list[tuple]]) -> dict[str, dict[str, int]]:
     return ids
 
 
-def test_more_rows_than_a_batch_on_sqlite(tmp_path: Path) -> None:
+async def test_more_rows_than_a_batch_on_sqlite(tmp_path: Path) -> None:
     """11,000 users, DIRECT rooms and events, past the migration's batches of 5,000: each gets
     its own new id, each key and each `by` follows its people."""
     path = tmp_path / "chat.db"
     url = f"sqlite:///{path}"
-    upgrade(url, "0006_invites")
     n = 11_000
     numbers = f"WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < {n}) "
     other = f"(i % {n} + 1)"
-    with sqlite3.connect(path) as connection:
-        connection.execute(
-            f"{numbers}INSERT INTO users (id, name, email, email_hash, password_hash, created_at) "
-            f"SELECT i, 'u' || i, 'e' || i, 'h', 'p', {T} FROM g"
-        )
-        connection.execute(
-            f"{numbers}INSERT INTO rooms (id, name, created_by, last_seq, last_event_seq, created_at, kind, "
-            f"member_count, direct_key) SELECT i, 'r' || i, i, 0, 1, {T}, 'DIRECT', 2, "
-            f"min(i, {other}) || ',' || max(i, {other}) FROM g"
-        )
-        connection.execute(
-            f"{numbers}INSERT INTO room_events (room_id, seq, kind, at, user_id, data) "
-            f"SELECT i, 1, 'member_joined', {T}, i, '{{\"by\":' || {other} || '}}' FROM g"
-        )
+    rows = [
+        f"{numbers}INSERT INTO users (id, name, email, email_hash, password_hash, created_at) "
+        f"SELECT i, 'u' || i, 'e' || i, 'h', 'p', {T} FROM g",
+        f"{numbers}INSERT INTO rooms (id, name, created_by, last_seq, last_event_seq, created_at, kind, "
+        f"member_count, direct_key) SELECT i, 'r' || i, i, 0, 1, {T}, 'DIRECT', 2, "
+        f"min(i, {other}) || ',' || max(i, {other}) FROM g",
+        f"{numbers}INSERT INTO room_events (room_id, seq, kind, at, user_id, data) "
+        f"SELECT i, 1, 'member_joined', {T}, i, '{{\"by\":' || {other} || '}}' FROM g",
+    ]
+    await seed(url, "0006_invites", rows)
     upgrade(url, "0007_opaque_ids")
     with sqlite3.connect(path) as connection:
         users = dict(connection.execute("SELECT name, id FROM users").fetchall())
@@ -185,12 +180,10 @@ def test_more_rows_than_a_batch_on_sqlite(tmp_path: Path) -> None:
         assert key == ",".join(str(id) for id in sorted((users[f"u{i}"], users[f"u{i % n + 1}"])))
 
 
-def test_a_new_id_drawn_twice_is_drawn_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_new_id_drawn_twice_is_drawn_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The migration's own draw, made to repeat itself: the row whose id was taken draws again."""
     path = tmp_path / "chat.db"
-    upgrade(f"sqlite:///{path}", "0006_invites")
-    with sqlite3.connect(path) as connection:
-        connection.execute(BEFORE[0])  # users 1, 2, 3
+    await seed(f"sqlite:///{path}", "0006_invites", BEFORE[:1])  # users 1, 2, 3
     spec = importlib.util.spec_from_file_location("opaque_ids", MIGRATION)
     assert spec is not None and spec.loader is not None
     migration = importlib.util.module_from_spec(spec)
@@ -212,10 +205,7 @@ def test_a_new_id_drawn_twice_is_drawn_again(tmp_path: Path, monkeypatch: pytest
 async def test_on_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
     url = f"sqlite:///{path}"
-    upgrade(url, "0006_invites")
-    with sqlite3.connect(path) as connection:
-        for statement in BEFORE:
-            connection.execute(statement)
+    await seed(url, "0006_invites", BEFORE)
     with sqlite3.connect(path) as connection:
         before = {sql: [tuple(row) for row in connection.execute(sql).fetchall()] for sql in RELATIONS}
     assert before == RELATIONS
@@ -233,11 +223,9 @@ async def test_on_sqlite(tmp_path: Path) -> None:
 
 
 async def test_on_postgres(postgres_url: str) -> None:
-    upgrade(postgres_url, "0006_invites")
+    await seed(postgres_url, "0006_invites", BEFORE)
     connection = await asyncpg.connect(postgres_url)
     try:
-        for statement in BEFORE:
-            await connection.execute(statement)
         assert {sql: [tuple(row) for row in await connection.fetch(sql)] for sql in RELATIONS} == RELATIONS
         keys_before = await _foreign_keys(connection)
     finally:

@@ -9,7 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -36,6 +36,24 @@ def upgrade(url: str, revision: str) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "DATABASE_URL": url}, check=True)
 
 
+async def seed(url: str, revision: str, statements: Sequence[str]) -> None:
+    """An empty database migrated to `revision`, then `statements` run on it: the data that
+    exists before a later migration. SQLite (`sqlite:///path`) through sqlite3, Postgres through
+    asyncpg: not through the app, whose queries are those of the latest schema."""
+    upgrade(url, revision)
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+            for statement in statements:
+                connection.execute(statement)
+        return
+    connection = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
 def check(read: Callable[[str], list[tuple]]) -> None:
     assert read(ROOMS) == [(1, "PUBLIC", None, 3), (2, "PUBLIC", None, 2)]
     assert read(ROLES) == [
@@ -48,26 +66,17 @@ def check(read: Callable[[str], list[tuple]]) -> None:
     assert read("SELECT COUNT(*) FROM room_bans") == [(0,)]
 
 
-def test_on_sqlite(tmp_path: Path) -> None:
+async def test_on_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
     url = f"sqlite:///{path}"
-    upgrade(url, "0004")
-    with sqlite3.connect(path) as connection:
-        for statement in BEFORE:
-            connection.execute(statement)
+    await seed(url, "0004", BEFORE)
     upgrade(url, "0006_invites")
     with sqlite3.connect(path) as connection:
         check(lambda sql: [tuple(row) for row in connection.execute(sql).fetchall()])
 
 
 async def test_on_postgres(postgres_url: str) -> None:
-    upgrade(postgres_url, "0004")
-    connection = await asyncpg.connect(postgres_url)
-    try:
-        for statement in BEFORE:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
+    await seed(postgres_url, "0004", BEFORE)
     upgrade(postgres_url, "0006_invites")
     connection = await asyncpg.connect(postgres_url)
     try:

@@ -54,13 +54,13 @@ from bench.loadgen import (
     children,
     collector_paused,
     keep_alive,
+    percentile,
     post_request,
     publish,
     rss,
     tree_cpu_seconds,
     until_read,
 )
-from bench.run import percentile
 from tests.support.processes import (
     LOG_DIR,
     ROOT,
@@ -71,7 +71,6 @@ from tests.support.processes import (
     migrate,
     unique_name,
 )
-from tests.support.rawws import upgrade_request
 
 SIGN_UP = 'mutation($e: String!) { signUp(name: "abuse", email: $e, password: "benchmark!") { token } }'
 CREATE_ROOM = 'mutation { createRoom(name: "abuse", kind: PUBLIC) { id } }'
@@ -243,21 +242,6 @@ class Flood(Subscriber):
         self.bytes = 0
         self.close_code: int | None = None
         self.closed = False
-
-    @classmethod
-    async def connect(cls, ws_url: str, token: str) -> Self:
-        """Connected and acknowledged, nothing subscribed yet."""
-        url = httpx.URL(ws_url)
-        _, flood = await asyncio.get_running_loop().create_connection(cls, url.host, url.port or 80)
-        try:
-            flood.send_raw(upgrade_request(url.host, url.port or 80, url.path, "graphql-transport-ws"))
-            await asyncio.wait_for(flood.handshake_done, 10)
-            flood.send_text({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-            await asyncio.wait_for(flood.acked, 10)
-        except BaseException:
-            flood.abort()
-            raise
-        return flood
 
     def subscribe(self, operation_id: str, query: str, room: str) -> None:
         payload = {"query": query, "variables": {"room": room}}

@@ -25,16 +25,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import time
-from collections.abc import Mapping
 
 import httpx
 import orjson
 from redis import asyncio as aioredis
 
-from bench.loadgen import Subscriber, collector_paused, connections_per_worker, http_load, tree_cpu_seconds, until_read
-from bench.run import FanOut, Stack, percentile, tally
+from bench.loadgen import (
+    Subscriber,
+    alternating,
+    collector_paused,
+    paced,
+    pooled,
+    row,
+    show,
+    tree_cpu_seconds,
+    turned_rounds,
+    until_read,
+)
+from bench.run import FanOut, Stack, tally
 from tests.support.processes import SHARED_REDIS_URL, create_database, drop_database, migrate, unique_name
 
 CREATE = "mutation($r: ID!, $b: String!) { createMessage(room: $r, body: $b) { id } }"
@@ -114,7 +123,6 @@ async def send_mix(stack: Stack, room: str, rate: float, count: int) -> int:
     acknowledged = 0
     async with httpx.AsyncClient(base_url=stack.server.url, timeout=60) as http:
         gate = asyncio.Semaphore(16)
-        start = time.monotonic()
 
         async def one(i: int) -> None:
             nonlocal acknowledged
@@ -145,13 +153,7 @@ async def send_mix(stack: Stack, room: str, rate: float, count: int) -> int:
                     if query == CREATE:
                         mine.append(body["data"]["createMessage"]["id"])
 
-        tasks = []
-        for i in range(count):
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+        await paced(count, rate, one)
     return acknowledged
 
 
@@ -211,48 +213,18 @@ async def unread(stack: Stack, rooms: int, seconds: float, rounds: int = 2) -> d
     token = stack.tokens[0]
     for _ in range(rooms):
         stack.gql('mutation { createRoom(name: "unread", kind: PUBLIC) { id } }', token=token)
-    url = httpx.URL(stack.server.url)
     queries = {"me": ME, "unread": UNREAD, "with ids": UNREAD_WITH_IDS}
-    for query in queries.values():
-        await http_load(url.host, url.port or 80, token, 50, 2.0, query)
-    requests = dict.fromkeys(queries, 0)
-    elapsed = dict.fromkeys(queries, 0.0)
-    splits: dict[str, list[str]] = {name: [] for name in queries}
-    errors = 0
-    for number in range(rounds):
-        # In turn forward and backward: the machine's drift over the run weighs on each alike.
-        for name, query in list(queries.items())[:: 1 if number % 2 == 0 else -1]:
-            load = asyncio.ensure_future(http_load(url.host, url.port or 80, token, 50, seconds / rounds, query))
-            await asyncio.sleep(min(1.0, seconds / rounds / 2))
-            splits[name].append("/".join(map(str, connections_per_worker(stack.pid, url.port or 80))))
-            result = await load
-            requests[name] += result.requests
-            elapsed[name] += result.seconds
-            errors += result.errors
-    me_rps, counts_rps, with_ids_rps = (requests[name] / elapsed[name] for name in queries)
+    result = await turned_rounds(stack.pid, stack.server.url, token, queries, seconds, rounds)
+    me_rps, counts_rps, with_ids_rps = (result.per_second(name) for name in queries)
     return {
-        **{f"clients' connections per worker, by round: {name}": " ".join(splits[name]) for name in queries},
+        **result.splits_by_round(),
         "`me`: requests per second": me_rps,
         f"`rooms {{ unreadCount }}` over {rooms} rooms: requests per second": counts_rps,
         "  ratio to `me` (target at least 0.33)": counts_rps / me_rps,
         f"`rooms {{ id unreadCount }}` over {rooms} rooms: requests per second": with_ids_rps,
         "  ratio to `me`": with_ids_rps / me_rps,
-        "errors": errors,
+        "errors": result.errors,
     }
-
-
-def row(label: str, messages: float, events: float) -> None:
-    ratio = f"{events / messages:.2f}x" if messages else ""
-    print(f"  {label:34} {messages:15.1f} {events:15.1f} {ratio:>13}")
-
-
-def show(title: str, figures: Mapping[str, float | str]) -> None:
-    print(f"\n{title}")
-    for name, value in figures.items():
-        if isinstance(value, float):
-            print(f"  {name:52} {value:12.2f}" if abs(value) < 10 else f"  {name:52} {value:12.1f}")
-        else:
-            print(f"  {name:52} {value:12}")
 
 
 async def main(quick: bool) -> None:
@@ -265,15 +237,11 @@ async def main(quick: bool) -> None:
         try:
             await stack.fan_out(200 // scale, 1, 20.0, 40 // scale, "messageCreated")  # warm-up
             per_round = EVENTS // scale
-            rounds: list[tuple[FanOut, FanOut]] = []
-            for pair in range(PAIRS):
-                if pair % 2 == 0:
-                    messages = await stack.fan_out(1000 // scale, 1, 20.0, per_round, "messageCreated")
-                    events = await mixed(stack, 1000 // scale, 20.0, per_round)
-                else:
-                    events = await mixed(stack, 1000 // scale, 20.0, per_round)
-                    messages = await stack.fan_out(1000 // scale, 1, 20.0, per_round, "messageCreated")
-                rounds.append((messages, events))
+            rounds = await alternating(
+                PAIRS,
+                lambda: stack.fan_out(1000 // scale, 1, 20.0, per_round, "messageCreated"),
+                lambda: mixed(stack, 1000 // scale, 20.0, per_round),
+            )
             print(f"\nS={1000 // scale}, 20 per second, same run, {PAIRS} pairs of rounds of {per_round} events")
             print(f"  {'':34} {'messageCreated':>15} {'roomEvents mix':>15} {'mix/messages':>13}")
             for number, (messages, events) in enumerate(rounds, start=1):
@@ -283,23 +251,11 @@ async def main(quick: bool) -> None:
                 row("latency p50 (ms)", messages.p50_ms, events.p50_ms)
                 row("latency p99 (ms)", messages.p99_ms, events.p99_ms)
                 row(CPU, messages.cpu_us_per_delivery, events.cpu_us_per_delivery)
-            # A p99 over one round is set by its few slowest events; over all rounds, by more.
-            pooled = (
-                [latency for messages, _ in rounds for latency in messages.latencies],
-                [latency for _, events in rounds for latency in events.latencies],
+            pooled(
+                rounds,
+                "mix/messages",
+                (("latency p50", "p50_ms"), ("latency p99", "p99_ms"), (CPU, "cpu_us_per_delivery")),
             )
-            print(f"  all {PAIRS * 2} rounds, {sum(map(len, pooled)):,} deliveries")
-            row("latency p50 (ms)", *(percentile(side, 0.5) * 1000 for side in pooled))
-            row("latency p99 (ms)", *(percentile(side, 0.99) * 1000 for side in pooled))
-            row(
-                "mean CPU per delivery (us)",
-                sum(messages.cpu_us_per_delivery for messages, _ in rounds) / PAIRS,
-                sum(events.cpu_us_per_delivery for _, events in rounds) / PAIRS,
-            )
-            print("  median of the pairs' ratios (mix/messages)")
-            for label, figure in (("latency p50", "p50_ms"), ("latency p99", "p99_ms"), (CPU, "cpu_us_per_delivery")):
-                ratios = [getattr(events, figure) / getattr(messages, figure) for messages, events in rounds]
-                print(f"  {label:34} {'':31} {statistics.median(ratios):12.2f}x")
             print("  (the mix: 70% messages, 20% reactions, 10% edits; target within 10% of messageCreated)")
             show(
                 "Typing: 100 users in one room, a heartbeat every 3 s each", await typing(stack, 100, 3.0, 30.0 / scale)

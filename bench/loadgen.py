@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import statistics
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Self, TypeVar
+from typing import Protocol, Self, TypeVar
 
 import httpx
 import orjson
@@ -41,6 +42,15 @@ SUBSCRIPTIONS = {
 CREATE_MESSAGE = "mutation($room: ID!, $body: String!) { createMessage(room: $room, body: $body) { id } }"
 ME = "{ me { id name avatar(size: 32) } }"
 Label = TypeVar("Label")
+First = TypeVar("First")
+Second = TypeVar("Second")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def children(pid: int) -> list[int]:
@@ -189,8 +199,17 @@ class Subscriber(asyncio.Protocol):
         """Connected, acknowledged and subscribed to `field` (replaying history after `after`: a
         message id for messageCreated, a cursor for roomEvents); the socket is dropped if any step
         fails, so a failure leaves nothing open."""
+        subscriber = await cls.connect(ws_url, token)
+        payload = {"query": SUBSCRIPTIONS[field], "variables": {"room": room, "after": after}}
+        subscriber.send_text({"id": "1", "type": "subscribe", "payload": payload})
+        return subscriber
+
+    @classmethod
+    async def connect(cls, ws_url: str, token: str) -> Self:
+        """Connected and acknowledged as `token`'s user, nothing subscribed yet; the socket is
+        dropped if any step fails, so a failure leaves nothing open."""
         url = httpx.URL(ws_url)
-        _, subscriber = await asyncio.get_running_loop().create_connection(cls, url.host, url.port)
+        _, subscriber = await asyncio.get_running_loop().create_connection(cls, url.host, url.port or 80)
         try:
             subscriber.send_raw(upgrade_request(url.host, url.port or 80, url.path, "graphql-transport-ws"))
             await asyncio.wait_for(subscriber.handshake_done, 10)
@@ -199,8 +218,6 @@ class Subscriber(asyncio.Protocol):
         except BaseException:
             subscriber.abort()
             raise
-        payload = {"query": SUBSCRIPTIONS[field], "variables": {"room": room, "after": after}}
-        subscriber.send_text({"id": "1", "type": "subscribe", "payload": payload})
         return subscriber
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -613,7 +630,6 @@ async def publish(base_url: str, token: str, rooms: list[str], count: int, rate:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as http:
         gate = asyncio.Semaphore(16)
-        start = time.monotonic()
 
         async def one(i: int) -> None:
             async with gate:
@@ -626,14 +642,22 @@ async def publish(base_url: str, token: str, rooms: list[str], count: int, rate:
                 except (httpx.HTTPError, ValueError):  # a refusal, or a body that is not JSON (a 500)
                     pass
 
-        tasks = []
-        for i in range(count):
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+        await paced(count, rate, one)
     return acknowledged
+
+
+async def paced(count: int, rate: float, one: Callable[[int], Awaitable[None]]) -> None:
+    """`one(0)` ... `one(count - 1)`, the i-th started `i / rate` seconds after the first
+    whether or not the ones before have finished (an open-loop load: a slow server does not
+    slow the sender); until all have finished."""
+    start = time.monotonic()
+    tasks = []
+    for i in range(count):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
 
 
 @dataclass
@@ -727,3 +751,127 @@ async def http_load(
     started = time.monotonic()
     await asyncio.gather(*(client(number) for number in range(clients)))
     return HttpResult(len(latencies), time.monotonic() - started, latencies, errors)
+
+
+@dataclass
+class TurnedRounds:
+    """What `turned_rounds` measured, by query name."""
+
+    requests: dict[str, int]
+    seconds: dict[str, float]
+    latencies: dict[str, list[float]]
+    splits: dict[str, list[str]]  # the clients' connections per worker, one "a/b" a round
+    errors: int = 0
+
+    def per_second(self, name: str) -> float:
+        return self.requests[name] / self.seconds[name]
+
+    def splits_by_round(self) -> dict[str, str]:
+        """How each query's clients fell on the workers, round by round: a figure for `show`."""
+        return {
+            f"clients' connections per worker, by round: {name}": " ".join(split) for name, split in self.splits.items()
+        }
+
+
+async def turned_rounds(
+    master: int,
+    base_url: str,
+    token: str,
+    queries: Mapping[str, str],
+    seconds: float,
+    rounds: int = 2,
+    clients: int = 50,
+) -> TurnedRounds:
+    """Each of `queries` as `token`'s user from `clients` keep-alive clients (`http_load`): after a
+    warm-up of each, `seconds` in all, split into `rounds` whose order turns (A B C, C B A: what
+    the previous part left running, a passing autovacuum, or a machine slowing over the run falls
+    on each alike). A second into each round (half of it, when shorter), how its clients'
+    connections fell on the workers of the server whose master process is `master`."""
+    url = httpx.URL(base_url)
+    host, port = url.host, url.port or 80
+    for query in queries.values():
+        await http_load(host, port, token, clients, 2.0, query)
+    result = TurnedRounds(
+        dict.fromkeys(queries, 0),
+        dict.fromkeys(queries, 0.0),
+        {name: [] for name in queries},
+        {name: [] for name in queries},
+    )
+    for number in range(rounds):
+        for name, query in list(queries.items())[:: 1 if number % 2 == 0 else -1]:
+            load = asyncio.ensure_future(http_load(host, port, token, clients, seconds / rounds, query))
+            await asyncio.sleep(min(1.0, seconds / rounds / 2))
+            result.splits[name].append("/".join(map(str, connections_per_worker(master, port))))
+            done = await load
+            result.requests[name] += done.requests
+            result.seconds[name] += done.seconds
+            result.latencies[name] += done.latencies
+            result.errors += done.errors
+    return result
+
+
+# Reports: two loads side by side, measured in the same run.
+
+
+def row(label: str, first: float, second: float) -> None:
+    """A line of a side-by-side table: the two figures and the second's ratio to the first."""
+    ratio = f"{second / first:.2f}x" if first else ""
+    print(f"  {label:34} {first:15.1f} {second:15.1f} {ratio:>13}")
+
+
+def show(title: str, figures: Mapping[str, float | str]) -> None:
+    print(f"\n{title}")
+    for name, value in figures.items():
+        if isinstance(value, float):
+            print(f"  {name:52} {value:12.2f}" if abs(value) < 10 else f"  {name:52} {value:12.1f}")
+        else:
+            print(f"  {name:52} {value:12}")
+
+
+async def alternating(
+    pairs: int, first: Callable[[], Awaitable[First]], second: Callable[[], Awaitable[Second]]
+) -> list[tuple[First, Second]]:
+    """`pairs` pairs of rounds, `first` then `second` in the even ones and the other way round in
+    the odd ones (A B, B A, ...: a machine that slows or speeds up over the run weighs on both
+    sides alike, where A B, A B would put every B later than its A). Each pair as (first's,
+    second's) whatever its order."""
+    rounds: list[tuple[First, Second]] = []
+    for pair in range(pairs):
+        if pair % 2 == 0:
+            a = await first()
+            b = await second()
+        else:
+            b = await second()
+            a = await first()
+        rounds.append((a, b))
+    return rounds
+
+
+class Round(Protocol):
+    """What `pooled` reads of a fan-out round (bench.run.FanOut)."""
+
+    latencies: list[float]
+    cpu_us_per_delivery: float
+
+
+def pooled(rounds: Sequence[tuple[Round, Round]], ratio: str, figures: Sequence[tuple[str, str]]) -> None:
+    """The tail of a side-by-side table of paired rounds (`alternating`): latency over all
+    rounds pooled (a p99 over one round is set by its few slowest deliveries; over all rounds,
+    by more), mean CPU per delivery, and the median of the pairs' ratios (`ratio` names it) of
+    each of `figures` (label, attribute)."""
+    both = (
+        [latency for first, _ in rounds for latency in first.latencies],
+        [latency for _, second in rounds for latency in second.latencies],
+    )
+    print(f"  all {len(rounds) * 2} rounds, {sum(map(len, both)):,} deliveries")
+    row("latency p50 (ms)", *(percentile(side, 0.5) * 1000 for side in both))
+    row("latency p99 (ms)", *(percentile(side, 0.99) * 1000 for side in both))
+    row(
+        "mean CPU per delivery (us)",
+        sum(first.cpu_us_per_delivery for first, _ in rounds) / len(rounds),
+        sum(second.cpu_us_per_delivery for _, second in rounds) / len(rounds),
+    )
+    print(f"  median of the pairs' ratios ({ratio})")
+    for label, figure in figures:
+        ratios = [getattr(second, figure) / getattr(first, figure) for first, second in rounds]
+        print(f"  {label:34} {'':31} {statistics.median(ratios):12.2f}x")

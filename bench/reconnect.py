@@ -18,8 +18,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from bench.loadgen import Subscriber, open_subscribers, publish
-from bench.run import Stack, percentile
+from bench.loadgen import Subscriber, open_subscribers, percentile, publish
+from bench.run import Stack
 from db.ids import new_id
 from tests.support.processes import create_database, drop_database, migrate, unique_name
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import uuid
 from dataclasses import dataclass
 from typing import Self
@@ -39,21 +38,23 @@ import httpx
 import orjson
 from databases import Database
 
-from bench.chat_features import show
 from bench.loadgen import (
     Subscriber,
+    alternating,
     collector_paused,
-    connections_per_worker,
-    http_load,
+    percentile,
+    pooled,
     publish,
+    row,
+    show,
     tree_cpu_seconds,
+    turned_rounds,
     until_read,
 )
-from bench.run import FanOut, Stack, percentile, tally
+from bench.run import FanOut, Stack, tally
 from db import users
 from identity import auth
 from tests.support.processes import create_database, drop_database, migrate, unique_name
-from tests.support.rawws import upgrade_request
 
 MY_ROOMS = "subscription { myRooms { change roomId room { unreadCount lastMessage { body } } } }"
 # A room list's selection: every room's face in the list, its last message and who sent it.
@@ -92,16 +93,7 @@ class MyRoomsSubscriber(Subscriber):
 
     @classmethod
     async def open_my_rooms(cls, ws_url: str, token: str) -> Self:
-        url = httpx.URL(ws_url)
-        _, subscriber = await asyncio.get_running_loop().create_connection(cls, url.host, url.port or 80)
-        try:
-            subscriber.send_raw(upgrade_request(url.host, url.port or 80, url.path, "graphql-transport-ws"))
-            await asyncio.wait_for(subscriber.handshake_done, 10)
-            subscriber.send_text({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
-            await asyncio.wait_for(subscriber.acked, 10)
-        except BaseException:
-            subscriber.abort()
-            raise
+        subscriber = await cls.connect(ws_url, token)
         subscriber.send_text({"id": "1", "type": "subscribe", "payload": {"query": MY_ROOMS}})
         return subscriber
 
@@ -196,44 +188,22 @@ async def room_lists(stack: Stack, token: str, rooms: int, seconds: float, round
     page = min(PAGE, rooms)
     listed = stack.gql(room_list(page), token=token)["rooms"]
     assert len(listed) == page and all(room["lastMessage"] and room["unreadCount"] == 1 for room in listed)
-    url = httpx.URL(stack.server.url)
     queries = {"me": ME, "room list": room_list(page)}
-    for query in queries.values():
-        await http_load(url.host, url.port or 80, token, 50, 2.0, query)
-    requests = dict.fromkeys(queries, 0)
-    elapsed = dict.fromkeys(queries, 0.0)
-    latencies: dict[str, list[float]] = {name: [] for name in queries}
-    splits: dict[str, list[str]] = {name: [] for name in queries}
-    errors = 0
-    for number in range(rounds):
-        for name, query in list(queries.items())[:: 1 if number % 2 == 0 else -1]:
-            load = asyncio.ensure_future(http_load(url.host, url.port or 80, token, 50, seconds / rounds, query))
-            await asyncio.sleep(min(1.0, seconds / rounds / 2))
-            splits[name].append("/".join(map(str, connections_per_worker(stack.pid, url.port or 80))))
-            result = await load
-            requests[name] += result.requests
-            elapsed[name] += result.seconds
-            latencies[name] += result.latencies
-            errors += result.errors
-    me_rps, list_rps = (requests[name] / elapsed[name] for name in queries)
+    result = await turned_rounds(stack.pid, stack.server.url, token, queries, seconds, rounds)
+    me_rps, list_rps = (result.per_second(name) for name in queries)
     return {
-        **{f"clients' connections per worker, by round: {name}": " ".join(splits[name]) for name in queries},
+        **result.splits_by_round(),
         "`me`: requests per second": me_rps,
-        "  latency p50 / p99 (ms)": _p50_p99(latencies["me"]),
+        "  latency p50 / p99 (ms)": _p50_p99(result.latencies["me"]),
         f"room list, {page} of {rooms} rooms: requests per second": list_rps,
-        "  latency p50 / p99 (ms) ": _p50_p99(latencies["room list"]),
+        "  latency p50 / p99 (ms) ": _p50_p99(result.latencies["room list"]),
         "  ratio to `me` (target at least 0.25)": list_rps / me_rps,
-        "errors": errors,
+        "errors": result.errors,
     }
 
 
 def _p50_p99(latencies: list[float]) -> str:
     return f"{percentile(latencies, 0.5) * 1000:.1f} / {percentile(latencies, 0.99) * 1000:.1f}"
-
-
-def row(label: str, messages: float, listed: float) -> None:
-    ratio = f"{listed / messages:.2f}x" if messages else ""
-    print(f"  {label:34} {messages:15.1f} {listed:15.1f} {ratio:>13}")
 
 
 async def main(quick: bool, only: str | None, messages_per_round: int | None) -> None:
@@ -252,15 +222,11 @@ async def main(quick: bool, only: str | None, messages_per_round: int | None) ->
                 await stack.fan_out(200 // scale, 1, 20.0, 40 // scale, "messageCreated")  # warm-up
                 await my_rooms(stack, room, members[: 200 // scale], 20.0, 40 // scale)  # warm-up
                 per_round = messages_per_round or MESSAGES // scale
-                rounds: list[tuple[FanOut, MyRoomsFanOut]] = []
-                for pair in range(PAIRS):
-                    if pair % 2 == 0:
-                        messages = await stack.fan_out(size, 1, 20.0, per_round, "messageCreated")
-                        listed = await my_rooms(stack, room, members, 20.0, per_round)
-                    else:
-                        listed = await my_rooms(stack, room, members, 20.0, per_round)
-                        messages = await stack.fan_out(size, 1, 20.0, per_round, "messageCreated")
-                    rounds.append((messages, listed))
+                rounds = await alternating(
+                    PAIRS,
+                    lambda: stack.fan_out(size, 1, 20.0, per_round, "messageCreated"),
+                    lambda: my_rooms(stack, room, members, 20.0, per_round),
+                )
                 print(f"\nS={size}, 20 messages per second, same run, {PAIRS} pairs of rounds of {per_round} messages")
                 print(f"  {'':34} {'messageCreated':>15} {'myRooms':>15} {'myRooms/msgs':>13}")
                 for number, (messages, listed) in enumerate(rounds, start=1):
@@ -271,22 +237,7 @@ async def main(quick: bool, only: str | None, messages_per_round: int | None) ->
                     row("latency p50 (ms)", messages.p50_ms, listed.p50_ms)
                     row("latency p99 (ms)", messages.p99_ms, listed.p99_ms)
                     row(CPU, messages.cpu_us_per_delivery, listed.cpu_us_per_delivery)
-                pooled = (
-                    [latency for messages, _ in rounds for latency in messages.latencies],
-                    [latency for _, listed in rounds for latency in listed.latencies],
-                )
-                print(f"  all {PAIRS * 2} rounds, {sum(map(len, pooled)):,} deliveries")
-                row("latency p50 (ms)", *(percentile(side, 0.5) * 1000 for side in pooled))
-                row("latency p99 (ms)", *(percentile(side, 0.99) * 1000 for side in pooled))
-                row(
-                    "mean CPU per delivery (us)",
-                    sum(messages.cpu_us_per_delivery for messages, _ in rounds) / PAIRS,
-                    sum(listed.cpu_us_per_delivery for _, listed in rounds) / PAIRS,
-                )
-                print("  median of the pairs' ratios (myRooms/messageCreated)")
-                for label, figure in (("latency p99", "p99_ms"), (CPU, "cpu_us_per_delivery")):
-                    ratios = [getattr(listed, figure) / getattr(messages, figure) for messages, listed in rounds]
-                    print(f"  {label:34} {'':31} {statistics.median(ratios):12.2f}x")
+                pooled(rounds, "myRooms/messageCreated", (("latency p99", "p99_ms"), (CPU, "cpu_us_per_delivery")))
                 print("  (target: myRooms' CPU per delivery at most 2x messageCreated's)")
             if only != "myrooms":
                 lister = (await make_members(database_url, 1))[0]

@@ -23,6 +23,7 @@ from bench.loadgen import (
     collector_paused,
     http_load,
     open_subscribers,
+    percentile,
     publish,
     tree_cpu_seconds,
     tree_rss,
@@ -69,13 +70,6 @@ def tally(result: Any, subs: Sequence[Any], cpu_seconds: float) -> list[float]:
     result.max_ms = max(latencies, default=float("nan")) * 1000
     result.cpu_us_per_delivery = cpu_seconds / max(1, result.received) * 1e6
     return latencies
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 class Stack:

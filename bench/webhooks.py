@@ -19,8 +19,8 @@ import time
 
 import httpx
 
-from bench.loadgen import http_load, tree_cpu_seconds
-from bench.run import FanOut, Stack, percentile
+from bench.loadgen import http_load, percentile, tree_cpu_seconds
+from bench.run import FanOut, Stack
 from tests.support.processes import ROOT, create_database, drop_database, free_port, migrate, unique_name
 
 WRITERS = 20  # keep-alive clients posting createMessage, spread over ROOMS rooms

@@ -58,71 +58,49 @@ async def create_message(db: Database, room_id: int, sender: Row, body: str) -> 
         )
         if sender_seq is None:
             return None
-        numbers = as_row(
-            await db.fetch_one(
-                rooms.update()
-                .where(rooms.c.id == room_id)
-                .values(last_seq=rooms.c.last_seq + 1, last_event_seq=rooms.c.last_event_seq + 1)
-                .returning(*room_events.ROOM_COUNTER_COLUMNS)
-            )
-        )
-        assert numbers is not None
-        seq, event_seq = int(numbers["last_seq"]), int(numbers["last_event_seq"])
-        room = {name: numbers[name] for name in room_events.ROOM_FIELDS}
-        created = now()
-        message = as_row(
-            await db.fetch_one(
-                messages.insert()
-                .values(id=new_id(), room_id=room["id"], seq=seq, sender_id=sender["id"], body=body)
-                .values(created_at=created)
-                .values(event_seq=event_seq, sender_seq=int(sender_seq))
-                .returning(*MESSAGE_COLUMNS)
-            )
-        )
-        assert message is not None
-        await room_events.append(
-            db,
-            room["id"],
-            event_seq,
-            room_events.MESSAGE_CREATED,
-            created,
-            user_id=sender["id"],
-            message_id=message["id"],
-        )
-    message["sender"] = room_events.public_user(sender)
-    message["reactions"] = []
-    return room_events.event(event_seq, room_events.MESSAGE_CREATED, created, room, user=sender, message=message)
+        created = await _numbered(db, room_id, sender, body, sender_seq=int(sender_seq), kind=USER)
+        assert created is not None  # the sender's membership holds the room
+    return created
 
 
 async def create_system_message(db: Database, room_id: int, sender: Row, body: str) -> room_events.Event | None:
     """A SYSTEM message from the service's user (no member of the room: nothing of a member's
     is counted), numbered and logged as any message is; None when there is no such room."""
     async with db.transaction():
-        numbers = as_row(
-            await db.fetch_one(
-                rooms.update()
-                .where(rooms.c.id == room_id)
-                .values(last_seq=rooms.c.last_seq + 1, last_event_seq=rooms.c.last_event_seq + 1)
-                .returning(*room_events.ROOM_COUNTER_COLUMNS)
-            )
+        return await _numbered(db, room_id, sender, body, sender_seq=0, kind=SYSTEM)
+
+
+async def _numbered(
+    db: Database, room_id: int, sender: Row, body: str, *, sender_seq: int, kind: str
+) -> room_events.Event | None:
+    """Within the caller's transaction: the room's next message and event numbers taken (its row
+    locked until the commit: see the module's docstring), the message stored under them and its
+    `message_created` appended to the log; the event, or None when there is no such room."""
+    numbers = as_row(
+        await db.fetch_one(
+            rooms.update()
+            .where(rooms.c.id == room_id)
+            .values(last_seq=rooms.c.last_seq + 1, last_event_seq=rooms.c.last_event_seq + 1)
+            .returning(*room_events.ROOM_COUNTER_COLUMNS)
         )
-        if numbers is None:
-            return None
-        seq, event_seq = int(numbers["last_seq"]), int(numbers["last_event_seq"])
-        room = {name: numbers[name] for name in room_events.ROOM_FIELDS}
-        created = now()
-        message = as_row(
-            await db.fetch_one(
-                messages.insert()
-                .values(id=new_id(), room_id=room_id, seq=seq, sender_id=sender["id"], body=body, created_at=created)
-                .values(event_seq=event_seq, sender_seq=0, kind=SYSTEM)
-                .returning(*MESSAGE_COLUMNS)
-            )
+    )
+    if numbers is None:
+        return None
+    seq, event_seq = int(numbers["last_seq"]), int(numbers["last_event_seq"])
+    room = {name: numbers[name] for name in room_events.ROOM_FIELDS}
+    created = now()
+    message = as_row(
+        await db.fetch_one(
+            messages.insert()
+            .values(id=new_id(), room_id=room_id, seq=seq, sender_id=sender["id"], body=body, created_at=created)
+            .values(event_seq=event_seq, sender_seq=sender_seq, kind=kind)
+            .returning(*MESSAGE_COLUMNS)
         )
-        assert message is not None
-        await room_events.append(
-            db, room_id, event_seq, room_events.MESSAGE_CREATED, created, user_id=sender["id"], message_id=message["id"]
-        )
+    )
+    assert message is not None
+    await room_events.append(
+        db, room_id, event_seq, room_events.MESSAGE_CREATED, created, user_id=sender["id"], message_id=message["id"]
+    )
     message["sender"] = room_events.public_user(sender)
     message["reactions"] = []
     return room_events.event(event_seq, room_events.MESSAGE_CREATED, created, room, user=sender, message=message)

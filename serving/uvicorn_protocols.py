@@ -101,18 +101,22 @@ class DrainingHttpProtocol(HttpToolsProtocol):
             self.head_bytes = (self.head_bytes if was_in_head else 0) + len(data)
             if self.head_bytes > MAX_REQUEST_HEAD_BYTES and not self.transport.is_closing():
                 self.in_head = False
-                self.send_head_too_large()
+                self.refuse(431, HEAD_TOO_LARGE)
 
-    def send_head_too_large(self) -> None:
-        content = [STATUS_LINE[431]]
+    def refuse(self, status: int, text: bytes, *headers: bytes) -> None:
+        """A plain-text answer and the connection closed, for a request the app never sees:
+        uvicorn's default headers (server, date) first, then `headers` (each a whole header line,
+        its CRLF included)."""
+        content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
         content.extend(
             [
                 b"content-type: text/plain; charset=utf-8\r\n",
-                b"content-length: %d\r\n" % len(HEAD_TOO_LARGE),
+                b"content-length: %d\r\n" % len(text),
+                *headers,
                 b"connection: close\r\n\r\n",
-                HEAD_TOO_LARGE,
+                text,
             ]
         )
         self.transport.write(b"".join(content))
@@ -172,20 +176,7 @@ class DrainingHttpProtocol(HttpToolsProtocol):
         if not self.draining:
             super().handle_websocket_upgrade()
             return
-        content = [STATUS_LINE[503]]
-        for name, value in self.server_state.default_headers:
-            content.extend([name, b": ", value, b"\r\n"])
-        content.extend(
-            [
-                b"content-type: text/plain; charset=utf-8\r\n",
-                b"content-length: %d\r\n" % len(RESTARTING),
-                b"retry-after: 1\r\n",
-                b"connection: close\r\n\r\n",
-                RESTARTING,
-            ]
-        )
-        self.transport.write(b"".join(content))
-        self.transport.close()
+        self.refuse(503, RESTARTING, b"retry-after: 1\r\n")
 
 
 def take_backlog(listener: socket.socket) -> list[socket.socket]:

@@ -120,8 +120,10 @@ class GroupingBackend(BroadcastBackend):
                 self._forget(group)
                 raise
 
-    def _forget(self, group: str) -> None:
-        """`group` out of every channel's groups, after a subscribe that failed."""
+    def _forget(self, group: str) -> list[str]:
+        """`group` out of every channel's groups (after a subscribe that failed, or on its
+        unsubscribe), without awaiting anything: the channels no group holds any longer."""
+        emptied = []
         for channel in group.split(SEPARATOR):
             groups = self._groups.get(channel)
             if groups is not None:
@@ -129,6 +131,8 @@ class GroupingBackend(BroadcastBackend):
                 if not groups:
                     del self._groups[channel]
                     self._ready.pop(channel, None)
+                    emptied.append(channel)
+        return emptied
 
     @property
     def held(self) -> int:
@@ -136,16 +140,7 @@ class GroupingBackend(BroadcastBackend):
         return len(self._groups)
 
     async def unsubscribe(self, group: str) -> None:
-        emptied = []
-        for channel in group.split(SEPARATOR):  # leave every channel before awaiting anything
-            groups = self._groups.get(channel)
-            if groups is not None:
-                groups.discard(group)
-                if not groups:
-                    del self._groups[channel]
-                    self._ready.pop(channel, None)
-                    emptied.append(channel)
-        for channel in emptied:
+        for channel in self._forget(group):  # every channel left before awaiting anything
             await self.inner.unsubscribe(channel)
 
     async def publish(self, channel: str, message: Any) -> None:

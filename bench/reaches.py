@@ -459,6 +459,19 @@ async def opened(kind: type, count: int, sends: list[Any], done: asyncio.Event) 
     return protocols
 
 
+async def kept_by(opening: Awaitable[list[Any]]) -> tuple[list[Any], int]:
+    """What `opening` opened, and the bytes of it still held once it is done and collected
+    (tracemalloc: what the opened protocols and their app tasks keep while idle)."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    made = await opening
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return made, kept
+
+
 async def closed(protocols: list[Any], done: asyncio.Event) -> None:
     done.set()
     for _ in range(5):
@@ -497,13 +510,7 @@ async def websocket(rounds: int, events: int) -> None:
         async def run() -> float:
             sends: list[Any] = []
             done = asyncio.Event()
-            gc.collect()
-            tracemalloc.start()
-            before = tracemalloc.get_traced_memory()[0]
-            protocols = await opened(kind, 300, sends, done)
-            gc.collect()
-            kept = tracemalloc.get_traced_memory()[0] - before
-            tracemalloc.stop()
+            protocols, kept = await kept_by(opened(kind, 300, sends, done))
             await closed(protocols, done)
             return kept / 300 / 1024
 
@@ -596,13 +603,7 @@ async def sse(rounds: int, events: int) -> None:
 
     def idle(kind: type) -> Variant:
         async def run() -> float:
-            gc.collect()
-            tracemalloc.start()
-            before = tracemalloc.get_traced_memory()[0]
-            protocols = await open_streams(kind, 300)
-            gc.collect()
-            kept = tracemalloc.get_traced_memory()[0] - before
-            tracemalloc.stop()
+            protocols, kept = await kept_by(open_streams(kind, 300))
             assert len(streams) == 300
             await ended(protocols)
             return kept / 300 / 1024

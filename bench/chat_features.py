@@ -35,6 +35,7 @@ from bench.loadgen import (
     Subscriber,
     alternating,
     collector_paused,
+    open_subscribers,
     paced,
     pooled,
     row,
@@ -79,28 +80,15 @@ class EventSubscriber(Subscriber):
         self._latencies.append(received - sent)
 
 
-async def subscribe_all(stack: Stack, room: str, count: int) -> list[Subscriber]:
-    subscribers: list[Subscriber] = []
-    for start in range(0, count, 100):
-        batch = range(start, min(count, start + 100))
-        subscribers += await asyncio.gather(
-            *(
-                EventSubscriber.open(
-                    stack.server.ws_url, stack.tokens[i % len(stack.tokens)], room, None, "roomEventsMix"
-                )
-                for i in batch
-            )
-        )
-    return subscribers
-
-
 async def mixed(stack: Stack, subscribers: int, rate: float, count: int) -> FanOut:
     """The mix at `rate` events per second: every 10 events, 7 messages, 2 reactions, 1 edit of
     the last messages; what the subscribers received, and the server's CPU, as `Stack.fan_out`
     tallies them."""
     result = FanOut("roomEvents mix", subscribers, 1, rate, count)
     room = stack.rooms(1)[0]
-    subs = await subscribe_all(stack, room, subscribers)
+    subs = await open_subscribers(
+        stack.server.ws_url, stack.tokens, [room], subscribers, "roomEventsMix", EventSubscriber
+    )
     await asyncio.sleep(2)
     cpu_before = tree_cpu_seconds(stack.pid)
     with collector_paused():

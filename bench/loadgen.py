@@ -335,13 +335,20 @@ async def until_read(subscribers: Sequence[Subscriber | StreamSubscriber], expec
 
 
 async def open_subscribers(
-    ws_url: str, tokens: list[str], rooms: list[str], count: int, field: str = "messageCreated"
+    ws_url: str,
+    tokens: list[str],
+    rooms: list[str],
+    count: int,
+    field: str = "messageCreated",
+    kind: type[Subscriber] = Subscriber,
 ) -> list[Subscriber]:
+    """`count` subscribers of `kind` to `field`, round-robin over `tokens` and `rooms`, opened 100
+    at a time."""
     subscribers: list[Subscriber] = []
     for start in range(0, count, 100):
         batch = range(start, min(count, start + 100))
         subscribers += await asyncio.gather(
-            *(Subscriber.open(ws_url, tokens[i % len(tokens)], rooms[i % len(rooms)], None, field) for i in batch)
+            *(kind.open(ws_url, tokens[i % len(tokens)], rooms[i % len(rooms)], None, field) for i in batch)
         )
     return subscribers
 

@@ -44,8 +44,8 @@ from bench.loadgen import (
     turned_rounds,
     until_read,
 )
-from bench.run import FanOut, Stack, tally
-from tests.support.processes import SHARED_REDIS_URL, create_database, drop_database, migrate, unique_name
+from bench.run import FanOut, Stack, fresh_stack, tally
+from tests.support.processes import SHARED_REDIS_URL
 
 CREATE = "mutation($r: ID!, $b: String!) { createMessage(room: $r, body: $b) { id } }"
 EDIT = "mutation($id: ID!, $b: String!) { editMessage(id: $id, body: $b) { id } }"
@@ -217,45 +217,34 @@ async def unread(stack: Stack, rooms: int, seconds: float, rounds: int = 2) -> d
 
 async def main(quick: bool) -> None:
     scale = 5 if quick else 1
-    name = unique_name("chat_bench")
-    database_url = create_database(name)
-    try:
-        migrate({"DATABASE_URL": database_url})
-        stack = Stack("fast", database_url, {"RATE_LIMIT_TYPING": "1000000/1"})
-        try:
-            await stack.fan_out(200 // scale, 1, 20.0, 40 // scale, "messageCreated")  # warm-up
-            per_round = EVENTS // scale
-            rounds = await alternating(
-                PAIRS,
-                lambda: stack.fan_out(1000 // scale, 1, 20.0, per_round, "messageCreated"),
-                lambda: mixed(stack, 1000 // scale, 20.0, per_round),
-            )
-            print(f"\nS={1000 // scale}, 20 per second, same run, {PAIRS} pairs of rounds of {per_round} events")
-            print(f"  {'':34} {'messageCreated':>15} {'roomEvents mix':>15} {'mix/messages':>13}")
-            for number, (messages, events) in enumerate(rounds, start=1):
-                print(f"  pair {number} ({'messageCreated first' if number % 2 else 'the mix first'})")
-                row("missing", messages.missing, events.missing)
-                row("duplicates", messages.duplicates, events.duplicates)
-                row("latency p50 (ms)", messages.p50_ms, events.p50_ms)
-                row("latency p99 (ms)", messages.p99_ms, events.p99_ms)
-                row(CPU, messages.cpu_us_per_delivery, events.cpu_us_per_delivery)
-            pooled(
-                rounds,
-                "mix/messages",
-                (("latency p50", "p50_ms"), ("latency p99", "p99_ms"), (CPU, "cpu_us_per_delivery")),
-            )
-            print("  (the mix: 70% messages, 20% reactions, 10% edits; target within 10% of messageCreated)")
-            show(
-                "Typing: 100 users in one room, a heartbeat every 3 s each", await typing(stack, 100, 3.0, 30.0 / scale)
-            )
-            show(
-                "Unread counts against `me`, 50 clients, same run, rounds in turned order",
-                await unread(stack, 100, 20.0 / scale),
-            )
-        finally:
-            stack.stop()
-    finally:
-        drop_database(name)
+    with fresh_stack("chat_bench", {"RATE_LIMIT_TYPING": "1000000/1"}) as stack:
+        await stack.fan_out(200 // scale, 1, 20.0, 40 // scale, "messageCreated")  # warm-up
+        per_round = EVENTS // scale
+        rounds = await alternating(
+            PAIRS,
+            lambda: stack.fan_out(1000 // scale, 1, 20.0, per_round, "messageCreated"),
+            lambda: mixed(stack, 1000 // scale, 20.0, per_round),
+        )
+        print(f"\nS={1000 // scale}, 20 per second, same run, {PAIRS} pairs of rounds of {per_round} events")
+        print(f"  {'':34} {'messageCreated':>15} {'roomEvents mix':>15} {'mix/messages':>13}")
+        for number, (messages, events) in enumerate(rounds, start=1):
+            print(f"  pair {number} ({'messageCreated first' if number % 2 else 'the mix first'})")
+            row("missing", messages.missing, events.missing)
+            row("duplicates", messages.duplicates, events.duplicates)
+            row("latency p50 (ms)", messages.p50_ms, events.p50_ms)
+            row("latency p99 (ms)", messages.p99_ms, events.p99_ms)
+            row(CPU, messages.cpu_us_per_delivery, events.cpu_us_per_delivery)
+        pooled(
+            rounds,
+            "mix/messages",
+            (("latency p50", "p50_ms"), ("latency p99", "p99_ms"), (CPU, "cpu_us_per_delivery")),
+        )
+        print("  (the mix: 70% messages, 20% reactions, 10% edits; target within 10% of messageCreated)")
+        show("Typing: 100 users in one room, a heartbeat every 3 s each", await typing(stack, 100, 3.0, 30.0 / scale))
+        show(
+            "Unread counts against `me`, 50 clients, same run, rounds in turned order",
+            await unread(stack, 100, 20.0 / scale),
+        )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from bench.loadgen import Subscriber, open_subscribers, percentile, publish
-from bench.run import Stack
+from bench.run import Stack, fresh_stack
 from db.ids import new_id
-from tests.support.processes import create_database, drop_database, migrate, unique_name
 
 
 def seed_history(database_url: str, room: str, sender: str, count: int) -> str:
@@ -287,17 +286,8 @@ async def run(stack: Stack, database_url: str, quick: bool) -> None:
 
 
 async def main(quick: bool) -> None:
-    name = unique_name("chat_bench")
-    database_url = create_database(name)
-    try:
-        migrate({"DATABASE_URL": database_url})
-        stack = Stack("fast", database_url)
-        try:
-            await run(stack, database_url, quick)
-        finally:
-            stack.stop()
-    finally:
-        drop_database(name)
+    with fresh_stack("chat_bench") as stack:
+        await run(stack, stack.database_url, quick)
 
 
 if __name__ == "__main__":

@@ -51,10 +51,9 @@ from bench.loadgen import (
     turned_rounds,
     until_read,
 )
-from bench.run import FanOut, Stack, tally
+from bench.run import FanOut, Stack, fresh_stack, tally
 from db import users
 from identity import auth
-from tests.support.processes import create_database, drop_database, migrate, unique_name
 
 MY_ROOMS = "subscription { myRooms { change roomId room { unreadCount lastMessage { body } } } }"
 # A room list's selection: every room's face in the list, its last message and who sent it.
@@ -209,46 +208,37 @@ def _p50_p99(latencies: list[float]) -> str:
 async def main(quick: bool, only: str | None, messages_per_round: int | None) -> None:
     scale = 5 if quick else 1
     size = 1000 // scale
-    name = unique_name("rooms_bench")
-    database_url = create_database(name)
-    try:
-        migrate({"DATABASE_URL": database_url})
-        stack = Stack("fast", database_url)
-        try:
-            if only != "rooms":
-                members = await make_members(database_url, size)
-                room = stack.rooms(1)[0]  # the stack's accounts are in it: the sender among them
-                await each(stack, [(JOIN, {"r": room}, token) for token in members])
-                await stack.fan_out(200 // scale, 1, 20.0, 40 // scale, "messageCreated")  # warm-up
-                await my_rooms(stack, room, members[: 200 // scale], 20.0, 40 // scale)  # warm-up
-                per_round = messages_per_round or MESSAGES // scale
-                rounds = await alternating(
-                    PAIRS,
-                    lambda: stack.fan_out(size, 1, 20.0, per_round, "messageCreated"),
-                    lambda: my_rooms(stack, room, members, 20.0, per_round),
-                )
-                print(f"\nS={size}, 20 messages per second, same run, {PAIRS} pairs of rounds of {per_round} messages")
-                print(f"  {'':34} {'messageCreated':>15} {'myRooms':>15} {'myRooms/msgs':>13}")
-                for number, (messages, listed) in enumerate(rounds, start=1):
-                    print(f"  pair {number} ({'messageCreated first' if number % 2 else 'myRooms first'})")
-                    row("missing", messages.missing, listed.missing)
-                    row("error frames", messages.error_frames, listed.error_frames)
-                    row("showing a later message", 0, listed.later)
-                    row("latency p50 (ms)", messages.p50_ms, listed.p50_ms)
-                    row("latency p99 (ms)", messages.p99_ms, listed.p99_ms)
-                    row(CPU, messages.cpu_us_per_delivery, listed.cpu_us_per_delivery)
-                pooled(rounds, "myRooms/messageCreated", (("latency p99", "p99_ms"), (CPU, "cpu_us_per_delivery")))
-                print("  (target: myRooms' CPU per delivery at most 2x messageCreated's)")
-            if only != "myrooms":
-                lister = (await make_members(database_url, 1))[0]
-                show(
-                    f"Room list against `me`, 50 clients, a user in {size} rooms, same run, rounds in turned order",
-                    await room_lists(stack, lister, size, 20.0 / scale),
-                )
-        finally:
-            stack.stop()
-    finally:
-        drop_database(name)
+    with fresh_stack("rooms_bench") as stack:
+        if only != "rooms":
+            members = await make_members(stack.database_url, size)
+            room = stack.rooms(1)[0]  # the stack's accounts are in it: the sender among them
+            await each(stack, [(JOIN, {"r": room}, token) for token in members])
+            await stack.fan_out(200 // scale, 1, 20.0, 40 // scale, "messageCreated")  # warm-up
+            await my_rooms(stack, room, members[: 200 // scale], 20.0, 40 // scale)  # warm-up
+            per_round = messages_per_round or MESSAGES // scale
+            rounds = await alternating(
+                PAIRS,
+                lambda: stack.fan_out(size, 1, 20.0, per_round, "messageCreated"),
+                lambda: my_rooms(stack, room, members, 20.0, per_round),
+            )
+            print(f"\nS={size}, 20 messages per second, same run, {PAIRS} pairs of rounds of {per_round} messages")
+            print(f"  {'':34} {'messageCreated':>15} {'myRooms':>15} {'myRooms/msgs':>13}")
+            for number, (messages, listed) in enumerate(rounds, start=1):
+                print(f"  pair {number} ({'messageCreated first' if number % 2 else 'myRooms first'})")
+                row("missing", messages.missing, listed.missing)
+                row("error frames", messages.error_frames, listed.error_frames)
+                row("showing a later message", 0, listed.later)
+                row("latency p50 (ms)", messages.p50_ms, listed.p50_ms)
+                row("latency p99 (ms)", messages.p99_ms, listed.p99_ms)
+                row(CPU, messages.cpu_us_per_delivery, listed.cpu_us_per_delivery)
+            pooled(rounds, "myRooms/messageCreated", (("latency p99", "p99_ms"), (CPU, "cpu_us_per_delivery")))
+            print("  (target: myRooms' CPU per delivery at most 2x messageCreated's)")
+        if only != "myrooms":
+            lister = (await make_members(stack.database_url, 1))[0]
+            show(
+                f"Room list against `me`, 50 clients, a user in {size} rooms, same run, rounds in turned order",
+                await room_lists(stack, lister, size, 20.0 / scale),
+            )
 
 
 if __name__ == "__main__":

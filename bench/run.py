@@ -13,7 +13,8 @@ import asyncio
 import dataclasses
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,7 @@ class Stack:
             **(env or {}),
         }
         self.kind = kind
+        self.database_url = database_url
         self.server = Server(env=settings, workers=2, app=APPS[kind]).start(timeout=60)
         assert self.server.process is not None
         self.pid = self.server.process.pid
@@ -167,6 +169,23 @@ class Stack:
     def stop(self) -> None:
         self.http.close()
         self.server.stop()
+
+
+@contextmanager
+def fresh_stack(prefix: str, env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """A database of its own (named from `prefix`), migrated, and the fast stack on it (`env` as
+    Stack's); the stack stopped and the database dropped after, whatever happened."""
+    name = unique_name(prefix)
+    database_url = create_database(name)
+    try:
+        migrate({"DATABASE_URL": database_url})
+        stack = Stack("fast", database_url, env)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+    finally:
+        drop_database(name)
 
 
 Value = float | int | str | None

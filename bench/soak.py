@@ -22,8 +22,7 @@ import httpx
 import orjson
 
 from bench.loadgen import CREATE_MESSAGE, ME, Subscriber, children, keep_alive, post_request, rss
-from bench.run import Stack
-from tests.support.processes import create_database, drop_database, migrate, unique_name
+from bench.run import Stack, fresh_stack
 
 MAX_BODY_BYTES = 65_536  # the soak's own limit: 10,000 bodies over 1 MB would be a loopback benchmark
 ROOMS = 4
@@ -351,33 +350,24 @@ def print_log_errors(log: str) -> None:
 async def main(quick: bool, max_seconds: float) -> None:
     load = FULL.part(0.1) if quick else FULL
     warm_up, half = load.part(0.01), load.part(0.5)
-    name = unique_name("chat_soak")
-    database_url = create_database(name)
-    try:
-        migrate({"DATABASE_URL": database_url})
-        stack = Stack("fast", database_url, {"MAX_BODY_BYTES": str(MAX_BODY_BYTES)})
-        try:
-            soak = Soak(stack)
-            started = time.monotonic()
-            deadline = started + max_seconds
-            print("warm-up round ...", file=sys.stderr)
-            await soak.round(warm_up, deadline)
-            memory = {"before": await settled(stack.pid), "peak": {}}
-            soak.tally = Tally()  # the counts are the measured run's
-            sampler = asyncio.create_task(watch_peaks(stack.pid, memory["peak"]))
-            print("first half ...", file=sys.stderr)
-            measured = time.monotonic()
-            await soak.round(half, deadline)
-            memory["middle"] = await settled(stack.pid)
-            print("second half ...", file=sys.stderr)
-            await soak.round(half, deadline)
-            seconds = time.monotonic() - measured - SETTLE_SECONDS
-            sampler.cancel()
-            memory["after"] = await settled(stack.pid)
-        finally:
-            stack.stop()
-    finally:
-        drop_database(name)
+    with fresh_stack("chat_soak", {"MAX_BODY_BYTES": str(MAX_BODY_BYTES)}) as stack:
+        soak = Soak(stack)
+        started = time.monotonic()
+        deadline = started + max_seconds
+        print("warm-up round ...", file=sys.stderr)
+        await soak.round(warm_up, deadline)
+        memory = {"before": await settled(stack.pid), "peak": {}}
+        soak.tally = Tally()  # the counts are the measured run's
+        sampler = asyncio.create_task(watch_peaks(stack.pid, memory["peak"]))
+        print("first half ...", file=sys.stderr)
+        measured = time.monotonic()
+        await soak.round(half, deadline)
+        memory["middle"] = await settled(stack.pid)
+        print("second half ...", file=sys.stderr)
+        await soak.round(half, deadline)
+        seconds = time.monotonic() - measured - SETTLE_SECONDS
+        sampler.cancel()
+        memory["after"] = await settled(stack.pid)
     report(Load(half.cycles * 2, half.requests * 2, half.oversized * 2), soak, seconds, memory)
     print_log_errors(stack.server.log())
 

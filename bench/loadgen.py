@@ -11,10 +11,10 @@ import os
 import statistics
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import httpx
 import orjson
@@ -653,12 +653,12 @@ async def publish(base_url: str, token: str, rooms: list[str], count: int, rate:
     return acknowledged
 
 
-async def paced(count: int, rate: float, one: Callable[[int], Awaitable[None]]) -> None:
+async def paced(count: int, rate: float, one: Callable[[int], Coroutine[Any, Any, None]]) -> None:
     """`one(0)` ... `one(count - 1)`, the i-th started `i / rate` seconds after the first
     whether or not the ones before have finished (an open-loop load: a slow server does not
     slow the sender); until all have finished."""
     start = time.monotonic()
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
     for i in range(count):
         delay = start + i / rate - time.monotonic()
         if delay > 0:

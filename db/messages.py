@@ -150,7 +150,8 @@ async def erase_next(
 ) -> list[room_events.Event]:
     """The user's oldest `limit` messages in the room not deleted yet become tombstones, each
     with its `message_deleted` event (`user`: `by`), as deleteMessage's are, in one transaction:
-    their events in log order (fewer than `limit`: the room has no more)."""
+    their events in log order (none: the room has no more; fewer than `limit` proves nothing,
+    as a moderator may have deleted some of the batch meanwhile)."""
     at = now()
     oldest = (
         sa.select(messages.c.id)

@@ -223,12 +223,9 @@ async def _erase(services: Services, user_id: int, by: dict) -> None:
     """Every message of the user not deleted yet, room by room, a batch at a time, logged and
     then published as deleteMessage's are (resolvers.mutation.published_deletions)."""
     for room_id in await messages.rooms_with_messages_of(services.db, user_id):
-        while True:
-            deleted = await messages.erase_next(services.db, room_id, user_id, by, messages.ERASE_BATCH)
-            if deleted:
-                await published_deletions(services, room_id, deleted)
-            if len(deleted) < messages.ERASE_BATCH:
-                break
+        # Until a batch finds none: a short one may only mean a moderator deleted some of it.
+        while deleted := await messages.erase_next(services.db, room_id, user_id, by, messages.ERASE_BATCH):
+            await published_deletions(services, room_id, deleted)
 
 
 # --- Rooms -------------------------------------------------------------------------------------

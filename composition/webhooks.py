@@ -1,9 +1,12 @@
 """`python -m composition.webhooks`: a process that only delivers webhooks (a Procfile `worker:`
 line), for a deployment that keeps them out of the web dynos (WEBHOOK_IN_WEB=0 there). It finds
-its work by polling the outbox every WEBHOOK_POLL_SECONDS (no web process rings its bell), and
-the connections of `recipients.offline` in Redis (without Redis it sees nobody connected: on the
-embedded default, let the web process deliver). SIGTERM stops it; its leases are given back.
-With an OTLP endpoint it exports its metrics (telemetry.running) like a web worker."""
+its work as soon as it is committed by hearing the room events the web processes publish on
+Redis (transports.webhooks.RoomEventsHeard rings its doorbell), and in any case by polling the
+outbox every WEBHOOK_POLL_SECONDS, which finds whatever a missed wake-up did not; and the
+connections of `recipients.offline` in Redis (without Redis it only polls, and sees nobody
+connected: on the embedded default, let the web process deliver). SIGTERM stops it; its leases
+are given back. With an OTLP endpoint it exports its metrics (telemetry.running) like a web
+worker."""
 
 from __future__ import annotations
 
@@ -13,22 +16,25 @@ import logging
 import signal
 
 from composition import process
+from core.cancelling import cancel_and_wait
 from core.redis_clients import create_redis
 from core.settings import Settings, load
 from db.connection import open_database
 from live.quota import LiveQuota
 from resolvers.webhook_events import WebhookEvents
 from telemetry.running import running
-from transports.webhooks import Dispatcher, Doorbell
+from transports.webhooks import Dispatcher, Doorbell, RoomEventsHeard
 
 logger = logging.getLogger("chat.webhooks")
 WORKER_POOL = 2
+# Redis connections: the pattern subscription's own, and the quota's reads.
+WORKER_REDIS = 3
 
 
 async def run(settings: Settings, stopping: asyncio.Event) -> None:
     """Deliver until `stopping` is set."""
     redis = (
-        create_redis(settings.redis_url, settings.redis_ssl_cert_reqs, 2, settings.redis_acquire_timeout)
+        create_redis(settings.redis_url, settings.redis_ssl_cert_reqs, WORKER_REDIS, settings.redis_acquire_timeout)
         if settings.redis_url
         else None
     )
@@ -43,12 +49,20 @@ async def run(settings: Settings, stopping: asyncio.Event) -> None:
     )
     await db.connect()
     try:
-        dispatcher = Dispatcher(db, settings, WebhookEvents(db, quota), Doorbell())
+        doorbell = Doorbell()
+        dispatcher = Dispatcher(db, settings, WebhookEvents(db, quota), doorbell)
         await dispatcher.start()
+        hearing = (
+            asyncio.create_task(RoomEventsHeard(redis, settings.channel_prefix, doorbell).run(), name="room events")
+            if redis is not None
+            else None
+        )
         logger.info("Delivering webhooks to %d endpoint(s)", len(settings.webhook_urls))
         try:
             await stopping.wait()
         finally:
+            if hearing is not None:
+                await cancel_and_wait([hearing])
             await dispatcher.stop()
     finally:
         await db.disconnect()

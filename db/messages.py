@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from db import room_events
 from db.ids import new_id
 from db.pool import fetch_rows
-from db.records import Row, as_row, now
+from db.records import Row, as_row, as_rows, now
 from db.tables import memberships, messages, reactions, rooms, users
 from db.users import PUBLIC_COLUMNS as USER_COLUMNS
 
@@ -106,17 +106,50 @@ async def _numbered(
     return room_events.event(event_seq, room_events.MESSAGE_CREATED, created, room, user=sender, message=message)
 
 
-async def erase_messages_of(db: Database, user_id: int) -> list[int]:
-    """Every message of the user becomes a tombstone (body emptied, deleted) at once, without
-    an event each (the rooms' logs keep their `message_created` events, whose messages now read
-    deleted): the rooms whose messages changed."""
-    rows = await db.fetch_all(
-        messages.update()
+# The most messages one transaction of an erasure tombstones (each with its event): a user with
+# a hundred thousand messages makes as many small transactions, and as many bounded publishes.
+ERASE_BATCH = 200
+
+
+async def rooms_with_messages_of(db: Database, user_id: int) -> list[int]:
+    """The rooms where the user has messages not deleted yet (one scan: no index leads with the
+    sender; each room's are then found through ix_messages_room_sender_seq)."""
+    query = (
+        sa.select(messages.c.room_id)
         .where(messages.c.sender_id == user_id, messages.c.deleted_at.is_(None))
-        .values(body="", deleted_at=now())
-        .returning(messages.c.room_id)
+        .group_by(messages.c.room_id)
+        .order_by(messages.c.room_id)
     )
-    return sorted({int(row["room_id"]) for row in rows})
+    return [int(row["room_id"]) for row in await fetch_rows(db, query)]
+
+
+async def erase_next(
+    db: Database, room_id: int, user_id: int, by: Row, limit: int = ERASE_BATCH
+) -> list[room_events.Event]:
+    """The user's oldest `limit` messages in the room not deleted yet become tombstones, each
+    with its `message_deleted` event (`user`: `by`), as deleteMessage's are, in one transaction:
+    their events in log order (none: the room has no more; fewer than `limit` proves nothing,
+    as a moderator may have deleted some of the batch meanwhile)."""
+    at = now()
+    oldest = (
+        sa.select(messages.c.id)
+        .where(messages.c.room_id == room_id, messages.c.sender_id == user_id, messages.c.deleted_at.is_(None))
+        .order_by(messages.c.seq)
+        .limit(limit)
+    )
+    async with db.transaction():
+        # The messages first, then the room's row, in the order deleteMessage takes them.
+        rows = await db.fetch_all(
+            messages.update()
+            .where(messages.c.id.in_(oldest.scalar_subquery()), messages.c.deleted_at.is_(None))
+            .values(body="", deleted_at=at)
+            .returning(*MESSAGE_COLUMNS)
+        )
+        if not rows:
+            return []
+        changed = sorted(as_rows(rows), key=lambda message: int(message["seq"]))
+        room, first = await _logged(db, room_id, changed, by, room_events.MESSAGE_DELETED, at)
+    return await _events(db, room, first, room_events.MESSAGE_DELETED, at, by, changed)
 
 
 async def edit_message(db: Database, message_id: int, sender: Row, body: str) -> room_events.Event:
@@ -143,7 +176,6 @@ async def delete_message(
 async def _change(
     db: Database, message_id: int, actor: Row, changes: dict, kind: str, who: tuple[sa.ColumnElement[bool], ...]
 ) -> room_events.Event:
-    """Its reactions are read after the room's row is locked for the event's seq, as in `react`."""
     async with db.transaction():
         message = as_row(
             await db.fetch_one(
@@ -155,17 +187,44 @@ async def _change(
         )
         if message is None:
             raise Refused(await _why_not(db, message_id, actor["id"]))
-        room, seq = await room_events.next_event(db, message["room_id"])
-        message["reactions"] = (await room_events.reactions_by_message(db, [message_id])).get(message_id, [])
         at = changes.get("edited_at") or changes["deleted_at"]
-        await room_events.append(db, room["id"], seq, kind, at, user_id=actor["id"], message_id=message_id)
-    if message["sender_id"] == actor["id"]:
-        message["sender"] = room_events.public_user(actor)
+        room, seq = await _logged(db, message["room_id"], [message], actor, kind, at)
+    [changed] = await _events(db, room, seq, kind, at, actor, [message])
+    return changed
+
+
+async def _logged(db: Database, room_id: int, changed: list[Row], actor: Row, kind: str, at: Any) -> tuple[Row, int]:
+    """Log one event of `kind` by `actor` per changed message of the room, in the list's order,
+    inside the transaction that changed them: the room and the first event's seq. The messages'
+    reactions are read after the room's row is locked for the seqs, as in `react`."""
+    room, last = await room_events.next_event(db, room_id, len(changed))
+    first = last - len(changed) + 1
+    ids = [int(message["id"]) for message in changed]
+    found = await room_events.reactions_by_message(db, ids)
+    for message in changed:
+        message["reactions"] = found.get(int(message["id"]), [])
+    if len(changed) == 1:
+        await room_events.append(db, room_id, first, kind, at, user_id=actor["id"], message_id=ids[0])
     else:
-        sender = as_row(await db.fetch_one(sa.select(*SENDER_COLUMNS).where(users.c.id == message["sender_id"])))
-        assert sender is not None
-        message["sender"] = room_events.public_user(sender)
-    return room_events.event(seq, kind, at, room, user=actor, message=message)
+        await room_events.append_for_messages(db, room_id, first, kind, at, actor["id"], ids)
+    return room, first
+
+
+async def _events(
+    db: Database, room: Row, first: int, kind: str, at: Any, actor: Row, changed: list[Row]
+) -> list[room_events.Event]:
+    """The logged events (seqs from `first` on) as they are published: each message with its
+    sender."""
+    others = sorted({int(message["sender_id"]) for message in changed} - {int(actor["id"])})
+    senders = {int(actor["id"]): room_events.public_user(actor)}
+    if others:
+        rows = await fetch_rows(db, sa.select(*SENDER_COLUMNS).where(users.c.id.in_(others)))
+        senders |= {int(row["id"]): room_events.public_user(row) for row in rows}
+    events = []
+    for n, message in enumerate(changed):
+        message["sender"] = senders[int(message["sender_id"])]
+        events.append(room_events.event(first + n, kind, at, room, user=actor, message=message))
+    return events
 
 
 SENDER_COLUMNS = (users.c.id, users.c.name, users.c.email_hash, users.c.avatar_url, users.c.gravatar)

@@ -59,14 +59,14 @@ ROOM_COUNTER_COLUMNS = (
 )
 
 
-async def next_event(db: Database, room_id: int) -> tuple[Row, int]:
-    """The room (what does not change of it) and its log's next seq; call inside the transaction
-    that appends the event."""
+async def next_event(db: Database, room_id: int, count: int = 1) -> tuple[Row, int]:
+    """The room (what does not change of it) and its log's next seq (with `count`, the last of
+    its next `count` seqs); call inside the transaction that appends the events."""
     numbers = as_row(
         await db.fetch_one(
             rooms.update()
             .where(rooms.c.id == room_id)
-            .values(last_event_seq=rooms.c.last_event_seq + 1)
+            .values(last_event_seq=rooms.c.last_event_seq + count)
             .returning(*ROOM_COUNTER_COLUMNS)
         )
     )
@@ -94,6 +94,22 @@ async def append(
             user_id=user_id,
             message_id=message_id,
             data=json.dumps(data, separators=(",", ":")) if data else None,
+        )
+    )
+
+
+async def append_for_messages(
+    db: Database, room_id: int, first_seq: int, kind: str, at: datetime, user_id: int, message_ids: list[int]
+) -> None:
+    """One event of `kind` per message, seqs from `first_seq` on in the list's order, in one
+    statement (a batch's: keep it to a few hundred rows, as a statement's parameters are bounded)."""
+    await db.execute(
+        room_events.insert().values(
+            [
+                {"room_id": room_id, "seq": first_seq + n, "kind": kind, "at": at, "user_id": user_id}
+                | {"message_id": message_id, "data": None}
+                for n, message_id in enumerate(message_ids)
+            ]
         )
     )
 

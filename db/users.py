@@ -349,6 +349,11 @@ async def deleted_at(db: Database, external_id: str) -> datetime | None:
     return row["jwt_not_before"] if row is not None else None
 
 
+async def deleted_user(db: Database, external_id: str) -> Row | None:
+    """What is kept of the user the host knew by this id, deleted last (None: never deleted)."""
+    return as_row(await db.fetch_one(sa.select(users).where(users.c.external_id == tombstone(external_id)).limit(1)))
+
+
 async def delete_user(db: Database, user_id: int, external_id: str | None) -> None:
     """What is kept of a deleted user is a nameless row (their messages, and the rooms' logs,
     still point at it): name, email, password and picture go, the external id becomes its

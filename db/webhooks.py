@@ -198,12 +198,18 @@ async def room(db: Database, room_id: int) -> Row | None:
 
 
 async def external_ids(db: Database, user_ids: list[int]) -> dict[int, str | None]:
-    """Each user's external id (None for this service's own accounts); unknown users absent."""
+    """Each user's external id (None for this service's own accounts, the service's user and a
+    deleted user's tombstone among them: their ids hold a control character no host id does);
+    unknown users absent."""
     found: dict[int, str | None] = {}
     for start in range(0, len(user_ids), MAX_IN_LIST):
         query = sa.select(users.c.id, users.c.external_id).where(users.c.id.in_(user_ids[start : start + MAX_IN_LIST]))
-        found.update({row["id"]: row["external_id"] for row in await fetch_rows(db, query)})
+        found.update({row["id"]: _host_id(row["external_id"]) for row in await fetch_rows(db, query)})
     return found
+
+
+def _host_id(value: str | None) -> str | None:
+    return value if value is not None and value.isprintable() else None
 
 
 async def message_kinds(db: Database, message_ids: list[int]) -> dict[int, str]:

@@ -525,9 +525,18 @@ async def resolve_delete_message(_root: None, info: GraphQLResolveInfo, id: str)
         if refusal.reason == "deleted":
             return False
         raise await _refused(info, viewer, message_id, refusal) from None
-    await services.publisher.event(room_topic(deleted["room"]["id"]), deleted)
-    await room_changes.updated(services, deleted["room"]["id"])  # it may be the room's last message
+    await published_deletions(services, deleted["room"]["id"], [deleted])
     return True
+
+
+async def published_deletions(services: Services, room_id: int, deleted: list[room_events.Event]) -> None:
+    """After their commit, a room's `message_deleted` events (in log order) to its live
+    subscribers, and one note to room lists (one of them may have been the room's last message):
+    a moderator's deleteMessage and the service's erasure (deleteUser) alike. The webhooks'
+    doorbell hears them through the publisher."""
+    for event in deleted:
+        await services.publisher.event(room_topic(room_id), event)
+    await room_changes.updated(services, room_id)
 
 
 EMOJI_NAME = re.compile(r":[a-z0-9_+-]{1,40}:")

@@ -35,7 +35,9 @@ from resolvers.mutation import (
     _kind,
     _removed,
     create_user_room,
+    published_deletions,
 )
+from resolvers.services import Services
 from resolvers.text_input import clean_body, clean_name, clean_topic
 from resolvers.topics import room_topic
 
@@ -184,20 +186,46 @@ async def resolve_revoke_tokens(_root: None, info: GraphQLResolveInfo, externalI
 async def resolve_delete_user(_root: None, info: GraphQLResolveInfo, externalId: str, erase: bool = False) -> bool:
     """The user leaves every room (their subscriptions to each end; a last OWNER hands the room
     on), every token goes (live connections end), and what is kept of them is a nameless row
-    their messages point at; with `erase`, those messages are emptied and marked deleted."""
+    their messages point at.
+
+    With `erase`, those messages are then emptied and deleted as a moderator's deleteMessage
+    deletes one: each gets its MessageDeleted event in its room's log, published live and
+    delivered by webhook (`message.deleted`), `by` the service's own user (db.users.service_user,
+    "System": the service did it; the erased user's row is nameless and no longer a member).
+    ERASE_BATCH messages a transaction, each batch published after its commit, so no
+    transaction and no publish grows with the user's history. True once every message is
+    logged (each event then reaches webhooks at least once, and live subscribers or their
+    resume): the erasure is not left to a background task that a crash would lose after the
+    answer. An answer that never came (a timeout, a crash midway) is made good by asking again:
+    `erase` on an id whose user is already deleted erases what is left of their messages."""
     access.require_service(info)
     services = services_of(info)
-    user = await _host_user(info, externalId)
-    user_id = int(user["id"])
-    for room_id, events in await rooms.remove_user_everywhere(services.db, user):
+    viewer = require_viewer(info)
+    found = await user_rows.by_external_id(services.db, external_id(externalId))
+    if found is None:
+        gone = await user_rows.deleted_user(services.db, externalId) if erase else None
+        if gone is None:
+            raise NotFound(USER_NOT_FOUND)
+        await _erase(services, int(gone["id"]), viewer.user)
+        return True
+    user_id = int(found["id"])
+    for room_id, events in await rooms.remove_user_everywhere(services.db, found):
         if events:
             await _removed(services, room_id, user_id, events, Forbidden(REMOVED))
-    delete = partial(user_rows.delete_user, services.db, user_id, user["external_id"])
+    delete = partial(user_rows.delete_user, services.db, user_id, found["external_id"])
     await services.revocations.revoke_user(user_id, delete)
     if erase:
-        for room_id in await messages.erase_messages_of(services.db, user_id):
-            await room_changes.updated(services, room_id)
+        await _erase(services, user_id, viewer.user)
     return True
+
+
+async def _erase(services: Services, user_id: int, by: dict) -> None:
+    """Every message of the user not deleted yet, room by room, a batch at a time, logged and
+    then published as deleteMessage's are (resolvers.mutation.published_deletions)."""
+    for room_id in await messages.rooms_with_messages_of(services.db, user_id):
+        # Until a batch finds none: a short one may only mean a moderator deleted some of it.
+        while deleted := await messages.erase_next(services.db, room_id, user_id, by, messages.ERASE_BATCH):
+            await published_deletions(services, room_id, deleted)
 
 
 # --- Rooms -------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -459,7 +460,8 @@ async def test_a_worker_process_takes_deliveries_over(fresh_database: str) -> No
             post_message(api, owner, room, f"before {n}")
         assert _registered(fresh_database) == 0, "the web workers deliver nothing"
         worker = _start_worker(env)
-        await until(lambda: _registered(fresh_database) == 1, "the worker registered the endpoint")
+        # A process's start (its imports) takes seconds on a loaded machine.
+        await until(lambda: _registered(fresh_database) == 1, "the worker registered the endpoint", 30)
         for n in range(3):
             post_message(api, owner, room, f"after {n}")
         log = room_log(api, owner, room)
@@ -480,11 +482,81 @@ async def test_a_worker_process_takes_deliveries_over(fresh_database: str) -> No
     assert bodies == ["after 0", "after 1", "after 2"]
 
 
+LONG_POLL = 120.0  # the worker's poll in the wake-up test: far longer than the test runs
+
+
+async def test_a_worker_delivers_each_commit_at_once_not_at_its_poll(fresh_database: str) -> None:
+    """The worker hears the room events the web workers publish on Redis and delivers each at
+    once. Its poll is two minutes: it sweeps once when it starts, and each room here gets its
+    first message (published; its creation is not, nobody can be listening yet) only after the
+    previous room's delivery arrived, so after that sweep: only a wake-up can deliver the second
+    and third within seconds."""
+    receiver = Receiver().start()
+    env = {
+        **_env(fresh_database, receiver, f"test-{uuid.uuid4().hex[:10]}:"),
+        "WEBHOOK_IN_WEB": "0",
+        "WEBHOOK_POLL_SECONDS": str(LONG_POLL),
+    }
+    server = Server(env=env, workers=2).start()
+    api = GraphQLClient(server.url)
+    worker, logs = _start_worker_logged(env)
+    started = time.monotonic()
+    try:
+        owner = sign_up(api, "Owner")
+        await until(lambda: any("Hearing room events" in line for line in logs), "the worker hears room events", 30)
+        await until(lambda: _registered(fresh_database) == 1, "the worker registered the endpoint", 30)
+        waits = []
+        for n in range(3):
+            room = create_room(api, owner, f"woken {n}")
+            committed = time.monotonic()
+            post_message(api, owner, room, f"woken {n}")
+
+            def arrived(room: str = room) -> bool:
+                return any(r.room == room and r.payload["type"] == "message.created" for r in receiver.snapshot())
+
+            await until(arrived, f"room {n}'s message", 10)
+            waits.append(time.monotonic() - committed)
+        assert time.monotonic() - started < LONG_POLL / 2
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(10) == 0
+        server.stop()
+        api.close()
+        receiver.stop()
+    assert all(wait < 10 for wait in waits), waits
+    # Each room's log in order: its creator joined, then the message.
+    rooms: dict[str, list[str]] = {}
+    for request in receiver.snapshot():
+        rooms.setdefault(request.room, []).append(request.payload["type"])
+    assert list(rooms.values()) == [["member.joined", "message.created"]] * 3, rooms
+
+
 def _start_worker(env: dict[str, str]) -> subprocess.Popen:
     """The Procfile's optional `worker: python -m composition.webhooks`."""
     return subprocess.Popen(
         [sys.executable, "-m", "composition.webhooks"], cwd=ROOT, env={**os.environ, **BASE_ENV, **env}
     )
+
+
+def _start_worker_logged(env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
+    """The worker, its log lines gathered as they come (read to its end by a thread)."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "composition.webhooks"],
+        cwd=ROOT,
+        env={**os.environ, **BASE_ENV, **env},
+        stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            lines.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return worker, lines
 
 
 def _sql(database_url: str, statement: str) -> str:

@@ -56,6 +56,7 @@ from typing import Any
 import httpx
 import orjson
 from databases import Database
+from redis.asyncio import Redis
 
 from core.cancelling import cancel_and_wait
 from core.errors import ServiceUnavailable
@@ -132,22 +133,95 @@ class Doorbell:
     def __init__(self) -> None:
         self.rooms: set[int] = set()
         self.rung = asyncio.Event()
+        self.sweep = False  # look at every room the database says is due, now (not at the poll)
 
     def published(self, topic: str, event: dict[str, Any]) -> None:
         room = event.get("room")
-        if (
-            topic.startswith(ROOM_TOPIC_PREFIX)
-            and "seq" in event
-            and isinstance(room, dict)
-            and len(self.rooms) < MAX_WOKEN
-        ):
-            self.rooms.add(int(room["id"]))
+        if topic.startswith(ROOM_TOPIC_PREFIX) and "seq" in event and isinstance(room, dict):
+            self.ring(int(room["id"]))
+
+    def ring(self, room_id: int) -> None:
+        """Look at the room now (past MAX_WOKEN rooms waiting, the poll finds it)."""
+        if len(self.rooms) < MAX_WOKEN:
+            self.rooms.add(room_id)
             self.rung.set()
+
+    def ask_sweep(self) -> None:
+        """What may have been missed (the wake-ups were away): sweep now."""
+        self.sweep = True
+        self.rung.set()
 
     def take(self) -> set[int]:
         rooms, self.rooms = self.rooms, set()
         self.rung.clear()
         return rooms
+
+    def take_sweep(self) -> bool:
+        sweep, self.sweep = self.sweep, False
+        return sweep
+
+
+class RoomEventsHeard:
+    """A process that publishes nothing (the `worker:` line, composition.webhooks) hears the room
+    events the web processes publish on Redis after each commit, and rings its doorbell for their
+    rooms: it delivers an event as soon as it is committed, not at its next poll.
+
+    One pattern subscription (`PSUBSCRIBE <CHANNEL_PREFIX>room:*`) on a connection of its own:
+    the web processes publish exactly as before, nothing more. Only the channel's name is read
+    (the room's id), never the event. A wake-up only hastens what the poll would find: while
+    Redis is away, or for what was published while it reconnects, the poll (WEBHOOK_POLL_SECONDS)
+    still finds every event in the outbox, and a reconnect asks for a sweep at once."""
+
+    def __init__(self, redis: Redis, channel_prefix: str, doorbell: Doorbell, max_backoff: float = 5.0) -> None:
+        self._redis = redis
+        self._channel_prefix = channel_prefix
+        self._prefix = (channel_prefix + ROOM_TOPIC_PREFIX).encode()
+        self._doorbell = doorbell
+        self._max_backoff = max_backoff
+        self.listening = asyncio.Event()  # set while the subscription is confirmed
+
+    @property
+    def pattern(self) -> str:
+        """Every room topic's channel under the prefix (the prefix's own glob characters escaped)."""
+        escaped = "".join("\\" + char if char in "*?[]\\" else char for char in self._channel_prefix)
+        return f"{escaped}{ROOM_TOPIC_PREFIX}*"
+
+    async def run(self) -> None:
+        """Until cancelled; a lost connection is retried with backoff."""
+        attempt = 0
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.psubscribe(self.pattern)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "pmessage":
+                        self._heard(message["channel"])
+                    elif message["type"] == "psubscribe" and not self.listening.is_set():
+                        self.listening.set()
+                        logger.info("Hearing room events on Redis (%s)", self.pattern)
+                        if attempt:  # what was published meanwhile: the poll's sweep, now
+                            self._doorbell.ask_sweep()
+                        attempt = 0
+            except asyncio.CancelledError:
+                await asyncio.shield(pubsub.aclose())
+                raise
+            except Exception as error:
+                self.listening.clear()
+                attempt += 1
+                delay = min(self._max_backoff, 0.1 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
+                logger.warning("Hearing room events on Redis failed (%s); again in %.2fs", type(error).__name__, delay)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                await asyncio.sleep(delay)
+
+    def _heard(self, channel: bytes | str) -> None:
+        name = channel.encode() if isinstance(channel, str) else channel
+        if name.startswith(self._prefix):
+            with contextlib.suppress(ValueError):
+                self._doorbell.ring(int(name[len(self._prefix) :]))
 
 
 class Dispatcher:
@@ -266,7 +340,7 @@ class Dispatcher:
                     registered = True
                 loop = asyncio.get_running_loop()
                 woken = self._doorbell.take()
-                sweep = loop.time() - last_poll >= poll
+                sweep = self._doorbell.take_sweep() or loop.time() - last_poll >= poll
                 if sweep:
                     last_poll = loop.time()
                 waiting = await self._fill(woken, sweep)

@@ -27,6 +27,7 @@ class Received:
     payload: dict
     answer: int | str
     attempt: int  # 1 for the first request with this id
+    arrived: float = field(default_factory=time.time)  # wall clock, as the payload's `at`
 
     @property
     def room(self) -> str:

@@ -1,0 +1,175 @@
+"""deleteUser(erase: true) against the real server (gunicorn, two workers, Postgres + Redis, and
+the embedded default): every erased message is a MessageDeleted event, `by` the service's own
+user, in its room's log order, heard live on roomEvents, delivered to the webhook receiver as
+`message.deleted`, and found again by a resume from a cursor; more messages than one erase
+batch (db.messages.ERASE_BATCH) take several transactions, each published. The erased user's
+own subscription ends before any of it. Asking again after the user is gone erases what is left,
+and nothing twice."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from db.messages import ERASE_BATCH
+from tests.support.graphql import GraphQLClient, post_many
+from tests.support.host_tokens import SECRET, claims, hs256
+from tests.support.processes import SHARED_REDIS_URL, Server, migrate
+from tests.support.waiting import until
+from tests.support.webhooks import Receiver, seq_of
+from tests.support.wsclient import TRANSPORT_WS, GraphQLWebSocket
+
+KEY = "erase-service-key-" + "e" * 32
+UPSERT = "mutation($u: [UserInput!]!) { upsertUsers(users: $u) { id externalId } }"
+CREATE = """mutation($n: String!, $e: ID, $o: ID, $m: [ID!]) {
+  createRoom(name: $n, externalId: $e, owner: $o, members: $m) { id }
+}"""
+DELETE = "mutation($e: ID!, $erase: Boolean) { deleteUser(externalId: $e, erase: $erase) }"
+ME = "{ me { id name } }"
+LAST_CURSOR = "query($r: ID!) { room(id: $r) { latestEventCursor } }"
+EVENTS = """
+subscription($room: ID!, $after: String) {
+  roomEvents(room: $room, after: $after) {
+    __typename cursor
+    ... on MessageDeleted { messageId by { id name } }
+  }
+}"""
+FAST = {
+    "WEBHOOK_TIMEOUT_SECONDS": "1",
+    "WEBHOOK_LEASE_SECONDS": "8",
+    "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+    "WEBHOOK_RETRY_MAX_SECONDS": "1",
+    "WEBHOOK_POLL_SECONDS": "0.5",
+}
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    hooks = Receiver().start()
+    yield hooks
+    hooks.stop()
+
+
+@pytest.fixture(scope="module", params=["postgres", "sqlite"])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
+) -> Iterator[Server]:
+    keys = {"SERVICE_KEY": KEY, "AUTH_JWT_SECRET": SECRET, "WEBHOOK_URL": receiver.url, "WEBHOOK_SECRET": "s", **FAST}
+    if request.param == "postgres":
+        database = {
+            "DATABASE_URL": request.getfixturevalue("database_url"),
+            "REDIS_URL": SHARED_REDIS_URL,
+            "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
+        }
+        workers = 2
+    else:
+        path: Path = tmp_path_factory.mktemp("erase") / "chat.db"
+        database = {"DATABASE_URL": f"sqlite:///{path}", "REDIS_URL": ""}
+        migrate(database)
+        workers = 1
+    server = Server(env={**database, **keys}, workers=workers).start()
+    yield server
+    server.stop()
+
+
+def host_token(external_id: str) -> str:
+    return hs256({k: v for k, v in claims(external_id).items() if k not in ("iss", "aud")})
+
+
+def ext() -> str:
+    return f"host-{uuid.uuid4().hex[:10]}"
+
+
+async def test_an_erasure_reaches_live_subscribers_webhooks_and_resumes(served: Server, receiver: Receiver) -> None:
+    api = GraphQLClient(served.url)
+    users = [{"externalId": ext(), "name": name} for name in ("Ann", "Bob")]
+    ann, bob = api.data(UPSERT, {"u": users}, token=KEY)["upsertUsers"]
+    rooms = [
+        api.data(CREATE, {"n": name, "e": ext(), "o": ann["id"], "m": [bob["id"]]}, token=KEY)["createRoom"]["id"]
+        for name in ("big", "small")
+    ]
+    big, small = rooms
+    bob_jwt, ann_jwt = host_token(bob["externalId"]), host_token(ann["externalId"])
+    # More than two batches in one room, a few in the other; one of Ann's stays.
+    posted = {
+        big: await post_many(served.url, bob_jwt, big, [f"b{n}" for n in range(2 * ERASE_BATCH + 7)]),
+        small: await post_many(served.url, bob_jwt, small, ["s0", "s1", "s2"], concurrency=1),
+    }
+    await post_many(served.url, ann_jwt, small, ["kept"], concurrency=1)
+    before = {room: api.data(LAST_CURSOR, {"r": room}, token=ann_jwt)["room"]["latestEventCursor"] for room in rooms}
+    hooks_before = len(receiver.snapshot())
+
+    ann_ws = await GraphQLWebSocket.open(served.ws_url, TRANSPORT_WS, ann_jwt)
+    bob_ws = await GraphQLWebSocket.open(served.ws_url, TRANSPORT_WS, bob_jwt)
+    try:
+        for n, room in enumerate(rooms):
+            await ann_ws.subscribe(f"ann{n}", EVENTS, {"room": room, "after": before[room]})
+        await bob_ws.subscribe("bob", EVENTS, {"room": big, "after": before[big]})
+        await ann_ws.barrier()
+        await bob_ws.barrier()
+        assert api.data(DELETE, {"e": bob["externalId"], "erase": True}, token=KEY) == {"deleteUser": True}
+
+        service = api.data(ME, token=KEY)["me"]
+        heard: dict[str, list[dict]] = {room: [] for room in rooms}
+        total = sum(len(messages) for messages in posted.values())
+        while sum(event["__typename"] == "MessageDeleted" for events in heard.values() for event in events) < total:
+            message = await ann_ws.receive(timeout=30)
+            assert message["type"] == "next" and "errors" not in message["payload"], message
+            event = message["payload"]["data"]["roomEvents"]
+            heard[rooms[int(message["id"][3:])]].append(event)
+        for room in rooms:
+            # Bob left the room first (MemberLeft), then each of his messages, oldest first.
+            deleted = [event for event in heard[room] if event["__typename"] == "MessageDeleted"]
+            assert heard[room][0]["__typename"] == "MemberLeft"
+            assert [event["messageId"] for event in deleted] == [m["id"] for m in posted[room]]
+            assert all(event["by"] == {"id": service["id"], "name": "System"} for event in deleted)
+            seqs = [seq_of(event["cursor"]) for event in heard[room]]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        # Bob's own subscription ended before any of it: his last message is its end.
+        ended = await bob_ws.receive(timeout=10)
+        while ended.get("type") == "next" and "errors" not in ended["payload"]:
+            assert ended["payload"]["data"]["roomEvents"]["__typename"] == "MemberLeft", ended
+            ended = await bob_ws.receive(timeout=10)
+        assert ended["type"] in ("error", "next", "complete"), ended
+    finally:
+        await ann_ws.close()
+        await bob_ws.close()
+
+    # A resume from the middle of the erasure gives the rest, in order.
+    middle = heard[big][ERASE_BATCH]
+    resumed = await GraphQLWebSocket.open(served.ws_url, TRANSPORT_WS, ann_jwt)
+    try:
+        await resumed.subscribe("r", EVENTS, {"room": big, "after": middle["cursor"]})
+        rest = await resumed.events("r", len(heard[big]) - ERASE_BATCH - 1, timeout=30)
+        assert [event["cursor"] for event in rest] == [event["cursor"] for event in heard[big][ERASE_BATCH + 1 :]]
+        assert await resumed.silent(0.5)
+    finally:
+        await resumed.close()
+
+    # Every tombstone reaches the webhook as message.deleted, per room in log order.
+    def deliveries() -> dict[str, list[dict]]:
+        found: dict[str, list[dict]] = {}
+        for request in receiver.snapshot()[hooks_before:]:
+            if request.payload["type"] == "message.deleted" and request.acknowledged:
+                found.setdefault(request.room, []).append(request.payload)
+        return found
+
+    await until(lambda: sum(map(len, deliveries().values())) >= total, "every message.deleted delivered", 60)
+    for room in rooms:
+        payloads = deliveries()[room]
+        assert [p["data"]["messageId"] for p in payloads] == [m["id"] for m in posted[room]]
+        assert all(p["data"]["by"] == {"id": service["id"], "externalId": None} for p in payloads)
+        assert [p["cursor"] for p in payloads] == [
+            e["cursor"] for e in heard[room] if e["__typename"] == "MessageDeleted"
+        ]
+
+    # Asked again (an answer lost): nothing left to erase, nothing logged twice; without erase, gone.
+    assert api.data(DELETE, {"e": bob["externalId"], "erase": True}, token=KEY) == {"deleteUser": True}
+    after = {room: api.data(LAST_CURSOR, {"r": room}, token=ann_jwt)["room"]["latestEventCursor"] for room in rooms}
+    assert after == {room: heard[room][-1]["cursor"] for room in rooms}
+    assert api.error_codes(DELETE, {"e": bob["externalId"]}, token=KEY) == ["NOT_FOUND"]
+    assert api.error_codes(DELETE, {"e": ext(), "erase": True}, token=KEY) == ["NOT_FOUND"]
+    api.close()

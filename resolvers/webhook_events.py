@@ -13,6 +13,7 @@ to someone who was in fact connected; nobody is missed).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from typing import Any
@@ -41,6 +42,11 @@ TYPES = {
 MAX_RECIPIENTS = 5_000
 RECIPIENTS_FRESH_SECONDS = 1.0
 MAX_CACHED_ROOMS = 1_000
+# The most of the pool's connections webhook delivery uses at once (the reads here and the
+# dispatcher's, transports.webhooks): in a web worker the pool is the requests' (DATABASE_POOL_MAX),
+# and a mutation waiting for a connection a delivery holds is what webhooks would cost posting.
+# Delivery reads per page of events, so one is plenty.
+DB_CONNECTIONS = 1
 
 
 def _time(value: datetime | str | None) -> str | None:
@@ -53,18 +59,22 @@ class WebhookEvents:
     def __init__(self, db: Database, quota: LiveQuota) -> None:
         self._db = db
         self._quota = quota
+        # Taken around every database read or write of webhook delivery (here and the dispatcher's).
+        self.connections = asyncio.Semaphore(DB_CONNECTIONS)
         # By room: when read, its members, who of them is connected, whether that is known everywhere.
         self._recipients: dict[int, tuple[float, list[Row], set[int], bool]] = {}
 
     async def room(self, room_id: int) -> Row | None:
         """The room as deliveries name it, with its log's head (`last_event_seq`)."""
-        return await webhooks.room(self._db, room_id)
+        async with self.connections:
+            return await webhooks.room(self._db, room_id)
 
     async def page(self, room: Row, after: int, limit: int) -> list[tuple[room_events.Event, dict[str, Any]]]:
         """The room's next `limit` events after `after`, each with its body (no `id`, no
         `recipients`): three reads for the page (the events, their users' and messages' ids)."""
         self._recipients.pop(room["id"], None)  # a page's recipients are read anew
-        events = await room_events.after(self._db, {"id": room["id"], "name": room["name"]}, after, limit)
+        async with self.connections:
+            events = await room_events.after(self._db, {"id": room["id"], "name": room["name"]}, after, limit)
         user_ids: set[int] = set()
         message_ids: set[int] = set()
         for event in events:
@@ -76,8 +86,9 @@ class WebhookEvents:
                 if "kind" not in event["message"]:  # a log that does not read messages' kind
                     message_ids.add(int(event["message"]["id"]))
                 user_ids.add(int(event["message"]["sender_id"]))
-        externals = await webhooks.external_ids(self._db, sorted(user_ids))
-        kinds = await webhooks.message_kinds(self._db, sorted(message_ids)) if message_ids else {}
+        async with self.connections:
+            externals = await webhooks.external_ids(self._db, sorted(user_ids))
+            kinds = await webhooks.message_kinds(self._db, sorted(message_ids)) if message_ids else {}
         about = {"id": str(room["id"]), "externalId": room["external_id"], "kind": room["kind"]}
 
         def user(user_id: Any) -> dict[str, Any] | None:
@@ -141,7 +152,8 @@ class WebhookEvents:
         now = time.monotonic()
         cached = self._recipients.get(room_id)
         if cached is None or now - cached[0] > RECIPIENTS_FRESH_SECONDS:
-            members = await webhooks.members(self._db, room_id, MAX_RECIPIENTS + 1)
+            async with self.connections:
+                members = await webhooks.members(self._db, room_id, MAX_RECIPIENTS + 1)
             connected, known = await self._quota.connected([member["id"] for member in members[:MAX_RECIPIENTS]])
             if len(self._recipients) >= MAX_CACHED_ROOMS:
                 self._recipients.clear()

@@ -16,9 +16,12 @@ least once, in each room's log order, from the outbox in the database (db.webhoo
   Any other answer (a 3xx, a 4xx) is recorded and the event skipped at once.
 - **Bounds.** At most WEBHOOK_CONCURRENCY rooms in flight per process, each holding one page of
   PAGE events; each request has WEBHOOK_TIMEOUT_SECONDS in all and reads at most
-  MAX_RESPONSE_BYTES of the answer. A receiver that is down costs each room one attempt per
-  backoff, never a wait in a request or in live delivery: posting a message only rings a bell
-  (`Doorbell.published`, a bounded set) after its commit.
+  MAX_RESPONSE_BYTES of the answer. Of the database pool (in a web worker, the requests'), at
+  most webhook_events.DB_CONNECTIONS connection at once: a mutation never waits for more. A
+  receiver that is down costs each room one attempt per backoff, never a wait in a request or
+  in live delivery: posting a message only rings a bell (`Doorbell.published`, a bounded set)
+  after its commit. Once an endpoint's attempt failed here, rings claim none of its rooms (the
+  poll takes the due ones) until one succeeds.
 - **Finding work.** The bell: the process that committed an event tries to take its room at
   once. And a poll every WEBHOOK_POLL_SECONDS (db.webhooks.due): retries that are due, rooms
   whose holder died, events committed while another process held the lease (the holder also
@@ -42,6 +45,7 @@ the receiver's check).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -49,11 +53,13 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import unquote, urlsplit
 
-import httpx
+import httpcore
 import orjson
 from databases import Database
 from redis.asyncio import Redis
@@ -75,8 +81,12 @@ MAX_WOKEN = 10_000
 STOP_SECONDS = 3.0
 LINGER_SECONDS = 0.5
 GATHER_SECONDS = 0.05
-USER_AGENT = "chat-webhooks/1"
+USER_AGENT = b"chat-webhooks/1"
 BACKLOG_READ_SECONDS = 10.0  # the most a read of the backlog for telemetry may take
+KEEPALIVE_SECONDS = 5.0  # an idle connection to a receiver is closed after this (httpx's default)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def sign(secrets: tuple[str, ...], timestamp: int, body: bytes) -> str:
@@ -108,14 +118,27 @@ async def _rung(bell: asyncio.Event, seconds: float) -> bool:
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     url: str
+    target: httpcore.URL
+    headers: tuple[tuple[bytes, bytes], ...]  # every delivery's: Host, and a URL's credential as Basic auth
     key: str
     label: str
     index: int  # its position in WEBHOOK_URL: how telemetry names it
 
 
+def _headers(url: str) -> tuple[tuple[bytes, bytes], ...]:
+    """Host (the URL's host and port), then, with a `user:password@` in the URL, its Basic auth
+    (as httpx sends it), the content type and the user agent."""
+    parts = urlsplit(url)
+    headers = [(b"host", parts.netloc.rpartition("@")[2].encode())]
+    if parts.username is not None or parts.password is not None:
+        pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+        headers.append((b"authorization", b"Basic " + base64.b64encode(pair)))
+    return (*headers, (b"content-type", b"application/json"), (b"user-agent", USER_AGENT))
+
+
 def endpoints_of(settings: Settings) -> list[Endpoint]:
     return [
-        Endpoint(url, webhooks.endpoint_key(url), webhooks.endpoint_label(url), index)
+        Endpoint(url, httpcore.URL(url), _headers(url), webhooks.endpoint_key(url), webhooks.endpoint_label(url), index)
         for index, url in enumerate(settings.webhook_urls)
     ]
 
@@ -231,7 +254,6 @@ class Dispatcher:
         settings: Settings,
         events: WebhookEvents,
         doorbell: Doorbell,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._db = db
         self._settings = settings
@@ -246,17 +268,33 @@ class Dispatcher:
         # rings are left to that holder: it lingers longer, and looks again when it lets go.
         self._refused: dict[tuple[str, int], float] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._connections = events.connections  # at most DB_CONNECTIONS of the pool's
+        # Endpoints whose last attempt here failed: a ring claims none of their rooms (each
+        # claim a write, each attempt a connection refused), the poll takes those due.
+        self._failing: set[str] = set()
         # The backlog telemetry reads: the last read, and the read under way (at most one).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._backlog: list[record.WebhookBacklog] = []
         self._backlog_task: asyncio.Task[None] | None = None
         self._backlog_asked = False
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-            limits=httpx.Limits(max_connections=settings.webhook_concurrency * 2, max_keepalive_connections=8),
-            follow_redirects=False,
-            transport=transport,
+        # httpx's own connection pool, without httpx's client around it (its request and response
+        # models, cookies and hooks cost more CPU per delivery than the request itself): one per
+        # process, kept-alive connections, at most two per room in flight.
+        self._pool = httpcore.AsyncConnectionPool(
+            max_connections=settings.webhook_concurrency * 2,
+            max_keepalive_connections=settings.webhook_concurrency * 2,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+            retries=0,
         )
+        self._timeouts = {
+            "timeout": dict.fromkeys(("connect", "read", "write", "pool"), settings.webhook_timeout_seconds)
+        }
+
+    async def _query(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`call` once one of webhook delivery's connections (webhook_events.DB_CONNECTIONS) is
+        free: every database read and write here."""
+        async with self._connections:
+            return await call(*args, **kwargs)
 
     async def start(self) -> None:
         """Register the endpoints (their positions in every room, once) and start looking for
@@ -277,11 +315,11 @@ class Dispatcher:
             async with asyncio.timeout(STOP_SECONDS):
                 # What was acknowledged is written, so a deploy sends it no second time.
                 for (key, room_id), position in positions.items():
-                    await webhooks.release(self._db, key, room_id, self._owner, position)
-                await webhooks.release_all(self._db, self._owner)
+                    await self._query(webhooks.release, self._db, key, room_id, self._owner, position)
+                await self._query(webhooks.release_all, self._db, self._owner)
         except Exception as error:  # the leases run out instead
             logger.warning("Giving back webhook leases failed (%s)", type(error).__name__)
-        await self._client.aclose()
+        await self._pool.aclose()
 
     def _backlog_for_export(self) -> list[record.WebhookBacklog]:
         """The exporter's thread, once per export: the backlog as last read, and the next read
@@ -304,7 +342,7 @@ class Dispatcher:
     async def _read_backlog(self) -> None:
         try:
             async with asyncio.timeout(BACKLOG_READ_SECONDS):
-                found = await webhooks.status(self._db, {e.key: e.label for e in self._endpoints})
+                found = await self._query(webhooks.status, self._db, {e.key: e.label for e in self._endpoints})
             by_key = {row["key"]: row for row in found}
             backlog = []
             for endpoint in self._endpoints:
@@ -326,7 +364,7 @@ class Dispatcher:
     async def _register(self) -> None:
         at = datetime.now(UTC)
         for endpoint in self._endpoints:
-            if await webhooks.register(self._db, endpoint.key, endpoint.label, at):
+            if await self._query(webhooks.register, self._db, endpoint.key, endpoint.label, at):
                 logger.info("Webhook endpoint %s registered: it hears events from now on", endpoint.label)
 
     async def _run(self) -> None:
@@ -364,8 +402,11 @@ class Dispatcher:
         waiting: set[int] = set()
         for endpoint in self._endpoints:
             candidates = list(woken)
+            swept: set[int] = set()
             if sweep and len(self._running) < most:
-                candidates += await webhooks.due(self._db, endpoint.key, now, most + len(self._running))
+                due = await self._query(webhooks.due, self._db, endpoint.key, now, most + len(self._running))
+                candidates += due
+                swept = set(due)
             for room_id in dict.fromkeys(candidates):
                 if (endpoint.key, room_id) in self._running:
                     if (bell := self._bells.get((endpoint.key, room_id))) is not None:
@@ -377,6 +418,8 @@ class Dispatcher:
                     continue
                 if room_id in woken and self._refused.get((endpoint.key, room_id), 0.0) > loop.time():
                     continue  # held elsewhere a moment ago: its holder reads this event
+                if endpoint.key in self._failing and room_id not in swept:
+                    continue  # the receiver failed last time: the poll tries the rooms due
                 lease = await self._claim(endpoint, room_id)
                 if lease is not None:
                     self._spawn(endpoint, room_id, lease)
@@ -389,7 +432,7 @@ class Dispatcher:
     async def _claim(self, endpoint: Endpoint, room_id: int) -> Row | None:
         now = datetime.now(UTC)
         until = now + timedelta(seconds=self._settings.webhook_lease_seconds)
-        return await webhooks.claim(self._db, endpoint.key, room_id, self._owner, now, until)
+        return await self._query(webhooks.claim, self._db, endpoint.key, room_id, self._owner, now, until)
 
     def _spawn(self, endpoint: Endpoint, room_id: int, lease: Row) -> None:
         task = asyncio.create_task(self._deliver_room(endpoint, room_id, lease), name="webhook-room")
@@ -408,9 +451,9 @@ class Dispatcher:
                 position = await self._deliver_backlog(endpoint, room_id, held)
                 if position is None:
                     return
-                await webhooks.release(self._db, endpoint.key, room_id, self._owner, position)
+                await self._query(webhooks.release, self._db, endpoint.key, room_id, self._owner, position)
                 # An event committed while the lease was held here rang no one else's bell.
-                head = await webhooks.head(self._db, room_id)
+                head = await self._query(webhooks.head, self._db, room_id)
                 if head is None or head <= position:
                     return
                 held = await self._claim(endpoint, room_id)
@@ -422,7 +465,7 @@ class Dispatcher:
             else:
                 logger.exception("Delivering room %s to %s failed", room_id, endpoint.label)
             with contextlib.suppress(Exception):
-                await webhooks.release(self._db, endpoint.key, room_id, self._owner)
+                await self._query(webhooks.release, self._db, endpoint.key, room_id, self._owner)
         finally:
             self._positions.pop((endpoint.key, room_id), None)
             self._bells.pop((endpoint.key, room_id), None)
@@ -455,7 +498,9 @@ class Dispatcher:
                 await asyncio.sleep(GATHER_SECONDS)  # a burst's events go out of one page's reads
                 if loop.time() - flushed >= settings.webhook_lease_seconds / 4:
                     until = datetime.now(UTC) + timedelta(seconds=settings.webhook_lease_seconds)
-                    if not await webhooks.advance(self._db, endpoint.key, room_id, self._owner, position, until, None):
+                    if not await self._query(
+                        webhooks.advance, self._db, endpoint.key, room_id, self._owner, position, until, None
+                    ):
                         return None
                     stored, flushed = position, loop.time()
                 continue
@@ -468,6 +513,7 @@ class Dispatcher:
                 now = datetime.now(UTC)
                 skipped = None
                 if not outcome.done:
+                    self._failing.add(endpoint.key)
                     attempts += 1
                     failing_since = failing_since or now
                     if (now - failing_since).total_seconds() < settings.webhook_retry_for_seconds:
@@ -483,7 +529,8 @@ class Dispatcher:
                             outcome.error,
                             delay,
                         )
-                        await webhooks.failed(
+                        await self._query(
+                            webhooks.failed,
                             self._db,
                             endpoint.key,
                             room_id,
@@ -505,12 +552,15 @@ class Dispatcher:
                     record.webhook_attempt(endpoint.index, record.SKIPPED, None)
                 else:
                     record.webhook_attempt(endpoint.index, record.DELIVERED, event["at"])
+                self._failing.discard(endpoint.key)
                 position, attempts, failing_since = seq, 0, None
                 self._positions[(endpoint.key, room_id)] = position
                 due = seq - stored >= PAGE or loop.time() - flushed >= settings.webhook_lease_seconds / 4
                 if skipped is not None or due:
                     until = now + timedelta(seconds=settings.webhook_lease_seconds)
-                    if not await webhooks.advance(self._db, endpoint.key, room_id, self._owner, seq, until, skipped):
+                    if not await self._query(
+                        webhooks.advance, self._db, endpoint.key, room_id, self._owner, seq, until, skipped
+                    ):
                         logger.warning("Webhook lease of room %s for %s was taken over", room_id, endpoint.label)
                         return None
                     stored, flushed = seq, loop.time()
@@ -518,25 +568,27 @@ class Dispatcher:
     async def _post(self, endpoint: Endpoint, payload: dict[str, Any]) -> Outcome:
         body = orjson.dumps(payload)
         timestamp = int(time.time())
-        headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            "x-chat-webhook-id": payload["id"],
-            "x-chat-timestamp": str(timestamp),
-            "x-chat-signature": sign(self._settings.webhook_secrets, timestamp, body),
-        }
+        headers = [
+            *endpoint.headers,
+            (b"content-length", str(len(body)).encode()),
+            (b"x-chat-webhook-id", payload["id"].encode()),
+            (b"x-chat-timestamp", str(timestamp).encode()),
+            (b"x-chat-signature", sign(self._settings.webhook_secrets, timestamp, body).encode()),
+        ]
         try:
             async with asyncio.timeout(self._settings.webhook_timeout_seconds):
-                async with self._client.stream("POST", endpoint.url, content=body, headers=headers) as response:
+                async with self._pool.stream(
+                    b"POST", endpoint.target, headers=headers, content=body, extensions=self._timeouts
+                ) as response:
                     read = 0
-                    async for chunk in response.aiter_raw():
+                    async for chunk in response.aiter_stream():
                         read += len(chunk)
                         if read >= MAX_RESPONSE_BYTES:
                             break
-                    status = response.status_code
-        except (TimeoutError, httpx.TimeoutException):
+                    status = response.status
+        except (TimeoutError, httpcore.TimeoutException):
             return Outcome(False, "timed out")
-        except httpx.HTTPError as error:
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, OSError) as error:
             return Outcome(False, f"{type(error).__name__}: {str(error)[:200]}")
         if 200 <= status < 300:
             return Outcome(True)

@@ -4,8 +4,6 @@ and the garbage collector once start-up has built what lives as long as the proc
 from __future__ import annotations
 
 import gc
-import importlib
-import sys
 
 from core import logs
 from core.settings import Settings
@@ -20,18 +18,6 @@ def configure(settings: Settings) -> None:
     """When the app is created (before the server logs anything, before anything is hashed)."""
     logs.configure(settings.log_level, settings.log_format)
     auth.configure_hashing(settings.password_hash_threads, settings.password_hash_queue)
-    absent_once("sniffio")
-
-
-def absent_once(module: str) -> None:
-    """A module that is not installed fails its next imports at once (a None in sys.modules).
-    httpcore (webhook delivery's HTTP, and httpx's) imports sniffio, optional since anyio 4.11
-    stopped pulling it in, at every lock and event it sets up: several failed searches of
-    sys.path per request, half a webhook delivery's CPU (encode/httpcore#1103)."""
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        sys.modules.setdefault(module, None)  # type: ignore[arg-type]
 
 
 def settle_heap() -> None:

@@ -221,7 +221,11 @@ class Relay:
         kinds: dict[Any, tuple[Prepare, list[Viewer]]] = {}
         for feed in followers:
             if feed.prepare is not None:
-                kinds.setdefault(_kind(feed.prepare), (feed.prepare, []))[1].extend(feed.viewers())
+                kind = _kind(feed.prepare)
+                found = kinds.get(kind)
+                if found is None:
+                    found = kinds[kind] = (feed.prepare, [])
+                found[1].extend(feed.viewers())
         prepared: dict[Any, Mapping[int, Any]] = {}
         for kind, (prepare, viewers) in kinds.items():
             if not viewers:

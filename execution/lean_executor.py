@@ -42,13 +42,14 @@ from graphql import (
     GraphQLOutputType,
     GraphQLResolveInfo,
     GraphQLString,
+    OperationType,
     Undefined,
     default_field_resolver,
     is_leaf_type,
     is_non_null_type,
     is_object_type,
 )
-from graphql.execution.collect_fields import FieldDetailsList
+from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet, collect_fields
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, RefMap
 
@@ -58,6 +59,9 @@ WRITTEN_AGAINST = written_against("graphql-core")
 R = TypeVar("R", bound=Callable[..., Any])
 PLAIN = frozenset((int, str, float, bool))
 PATH = GraphQLResolveInfo._fields.index("path")
+# Where a resolve info's root value and context are, in what follows its path.
+ROOT_VALUE = GraphQLResolveInfo._fields.index("root_value") - PATH - 1
+CONTEXT = GraphQLResolveInfo._fields.index("context") - PATH - 1
 # Values the built-in scalars return as they are (Int: within 32 bits).
 PASSES: dict[Any, type] = {
     GraphQLInt: int,
@@ -95,6 +99,13 @@ def _reads_as_mapping(kind: type) -> bool:
     if known is None:
         known = _MAPPINGS[kind] = issubclass(kind, Mapping)
     return known
+
+
+def _with_event(tail: tuple, event: tuple[Any, Any]) -> list[Any]:
+    """A resolve info's fields after its path, with an event's root value and context."""
+    values = list(tail)
+    values[ROOT_VALUE], values[CONTEXT] = event
+    return values
 
 
 def _plain_subfields(nodes: Iterable[Any]) -> bool:
@@ -164,6 +175,12 @@ class LeanExecutor(Executor):
         self._flat_lists: dict[tuple[GraphQLOutputType, int], tuple[FieldDetailsList, FlatList | None]] = {}
         self.flat_lists_completed = 0  # seen by the tests that the short path still runs
         self.objects_completed = 0
+        self.events_planned = 0
+        # The plan of a subscription's root fields (its document and variables are every
+        # event's), made at its first event: [] until then.
+        self._root_plan: list[FlatList | None] = []
+        # Its fields' resolve infos but for the path, root value and context (every event's).
+        self._event_infos: dict[int, tuple[tuple, tuple]] = {}
 
     def __copy__(self) -> LeanExecutor:
         """The shallow copy `copy.copy` makes (graphql-core copies its executor for each event,
@@ -180,6 +197,49 @@ class LeanExecutor(Executor):
         executor._stream_usages = RefMap()
         executor._flat_lists = {}
         return executor
+
+    def planned_event(self, event: Any, context: Any) -> dict[str, Any] | None:
+        """A subscription event's data by the short path, on the executor built for the
+        subscription (no per-event copy: nothing here keeps state of an execution), when its
+        root fields are planned (each a scalar, an enum or a plain object, its resolver
+        synchronous): each root resolver called, its value completed as a flat object's. None
+        where that does not serve (a plan refused, or anything in this event's values not
+        plain): the caller then executes the event as graphql-core does, its resolvers called
+        again, so errors, nulls and awaitables come out exactly as there."""
+        if not self._root_plan:  # planned on a copy: what collecting memoizes is not kept here
+            self._root_plan.append(self.build_per_event_executor(None)._root_planned())
+        plan = self._root_plan[0]
+        if plan is None:
+            return None
+        kind = type(event)
+        readable = kind is dict or _reads_as_mapping(kind)
+        data = self._complete_fields(plan, event, readable, cast(Path, None), None, self._event_infos, (event, context))
+        if data is not None:
+            self.events_planned += 1
+        return data
+
+    def _root_planned(self) -> FlatList | None:
+        """The plan of a subscription's root fields, their arguments given (this executor's
+        variables are every event's); None where they are not all plain."""
+        operation = self.operation
+        if (
+            operation.operation != OperationType.SUBSCRIPTION
+            or self.middleware_manager is not None
+            or self.hooks is not None
+            or self.abort_signal is not None
+        ):
+            return None
+        root_type = self.schema.subscription_type
+        if root_type is None:
+            return None
+        try:
+            grouped_field_set, defer_usages, _ = collect_fields(
+                self.schema, self.fragments, self.variable_values, root_type, operation, self.hide_suggestions
+            )
+            plan = None if defer_usages else self._fields_planned(root_type, False, grouped_field_set, None)
+        except Exception:  # the usual path reports it, where it belongs
+            return None
+        return None if plan is None else self._with_arguments(plan)
 
     def complete_iterable_value(
         self,
@@ -276,9 +336,12 @@ class LeanExecutor(Executor):
         path: Path,
         index: int | None,
         infos: dict[int, tuple[tuple, tuple]],
+        event: tuple[Any, Any] | None = None,
     ) -> dict[str, Any] | None:
         """One object's completed fields, or None where anything in it is not plain. `path` is
-        the list's (the item's is `index` in it) or, `index` None, the object's own."""
+        the list's (the item's is `index` in it) or, `index` None, the object's own (None: the
+        root's). `event`: the root value and context of an execution that is not this
+        executor's own (`planned_event`)."""
         type_name = plan.item_type.name
         item_path: Path | None = path if index is None else None
         data: dict[str, Any] = {}
@@ -294,8 +357,10 @@ class LeanExecutor(Executor):
                     if parts is None:
                         made = self.build_resolve_info(definition, nodes, plan.item_type, path)
                         parts = infos[id(field)] = (made[:PATH], made[PATH + 1 :])
-                    item_path = item_path or Path(path, cast(int, index), None)
-                    info = new_tuple(GraphQLResolveInfo, (*parts[0], Path(item_path, name, type_name), *parts[1]))
+                    if item_path is None and index is not None:
+                        item_path = Path(path, index, None)
+                    tail = parts[1] if event is None else _with_event(parts[1], event)
+                    info = new_tuple(GraphQLResolveInfo, (*parts[0], Path(item_path, name, type_name), *tail))
                     value = resolve(item, info, **arguments) if arguments else resolve(item, info)
                 if sub is not None:  # an object: its own fields, planned alike
                     if value is None:
@@ -308,8 +373,11 @@ class LeanExecutor(Executor):
                         if isinstance(value, CoroutineType):
                             value.close()  # never started: the usual path calls the resolver again
                         return None
-                    item_path = item_path or Path(path, cast(int, index), None)
-                    completed = self._complete_fields(sub, value, True, Path(item_path, name, type_name), None, infos)
+                    if item_path is None and index is not None:
+                        item_path = Path(path, index, None)
+                    completed = self._complete_fields(
+                        sub, value, True, Path(item_path, name, type_name), None, infos, event
+                    )
                     if completed is None:
                         return None
                     data[name] = completed
@@ -398,6 +466,12 @@ class LeanExecutor(Executor):
         grouped_field_set, defer_usages, _ = self.collect_subfields(object_type, field_details_list)
         if defer_usages:
             return None
+        return self._fields_planned(object_type, nullable, grouped_field_set, path)
+
+    def _fields_planned(
+        self, object_type: GraphQLObjectType, nullable: bool, grouped_field_set: GroupedFieldSet, path: Path | None
+    ) -> FlatList | None:
+        """The plan of an object's collected fields, arguments left for `_with_arguments`."""
         fields = []
         for name, details in grouped_field_set.items():
             first = details[0]
@@ -412,7 +486,8 @@ class LeanExecutor(Executor):
             sub = None
             if not is_leaf_type(scalar):
                 # An object's own fields, planned alike (a list or an abstract type is not planned).
-                sub = self._collected(scalar, details, path) if is_object_type(scalar) else None
+                field_path = Path(path, name, object_type.name)
+                sub = self._collected(scalar, details, field_path) if is_object_type(scalar) else None
                 if sub is None:
                     return None
             key = first.node.name.value if resolve is default_field_resolver else getattr(resolve, READS, None)

@@ -187,7 +187,12 @@ class Engine:
     ) -> bytes:
         """A selection executed once for an event, its result encoded once; `context`: one
         shared with the event's other executions for the same viewer (their loaders)."""
-        executor = selection.executor_for(self.schema, event, self.context(viewer) if context is None else context)
+        if context is None:
+            context = self.context(viewer)
+        data = selection.planned(self.schema, event, context)
+        if data is not None:
+            return self.results.encode_payload({"data": data})
+        executor = selection.executor_for(self.schema, event, context)
         return self.results.encode(await executed(executor, execute_subscription_event))
 
     def end_where(

@@ -56,6 +56,9 @@ class Feed:
         self.retired = False
         # Results handed over and executions, since it started (a deliver span's counts).
         self.handed = self.executed = 0
+        # While set, each subscriber keeps its result (Subscription.keep) and the subscriber
+        # listed here, to be handed over by whoever set it (live.following).
+        self.keeping: list[Subscription] | None = None
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -202,9 +205,14 @@ class Feed:
                 group.selection, viewer, event, context
             )
             executions += 1
+            keeping = self.keeping
             for subscription in subscriptions:
                 if subscription.feed is self:
-                    subscription.deliver(seq, payload, event_id)
+                    if keeping is None:
+                        subscription.deliver(seq, payload, event_id)
+                    else:
+                        subscription.keep(seq, payload, event_id)
+                        keeping.append(subscription)
                     handed += 1
         record.delivered(group.selection.field, handed, executions, messages.published_at(event))
         self.handed += handed

@@ -45,6 +45,7 @@ from live.source import FOLLOW, PREPARED, UNFOLLOW, Event, LiveSource, Prepare
 
 if TYPE_CHECKING:
     from live.engine import Engine
+    from live.subscription import Subscription
 
 logger = logging.getLogger("chat.live")
 
@@ -105,17 +106,26 @@ class FollowingFeed(PlainFeed):
     async def _on_resync(self) -> None:
         await self._refollow()
 
-    async def relayed(self, topic: str, event: Event, prepared: Mapping[int, Any] | None = None) -> None:
+    async def relayed(
+        self,
+        topic: str,
+        event: Event,
+        prepared: Mapping[int, Any] | None = None,
+        keeping: list[Subscription] | None = None,
+    ) -> None:
         """An event of a followed topic, delivered unless the topic was left meanwhile;
-        `prepared`: what `prepare` read for it, by viewer id."""
+        `prepared`: what `prepare` read for it, by viewer id; `keeping`: where its subscribers
+        are listed, each keeping its result (Subscription.keep) for the caller to hand over."""
         try:
             async with self.lock:
                 if topic in self.followed and not self.retired:
                     self._prepared = prepared
+                    self.keeping = keeping
                     try:
                         await self._deliver(event)
                     finally:
                         self._prepared = None
+                        self.keeping = None
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -174,9 +184,14 @@ class Relay:
 
         A follower whose executions have what they need at hand (prepared) and whose lock is free
         delivers in this task, one after another: its delivery reads nothing, so it does not wait,
-        and a task of its own per follower would cost more than the delivery. The others (a lock
-        held by an event of their own topic, or executions that read for themselves) deliver in
-        tasks of their own, started first, so none waits behind another's reads."""
+        and a task of its own per follower would cost more than the delivery. Their results are
+        kept until all of them have executed the event, then written one after another: a
+        client's socket written between two executions each time wakes its reader for each
+        frame, and that kernel work (charged to the writer) cost as much as the execution, where
+        frames written together, as a room's `messageCreated` is, find their readers awake. The
+        others (a lock held by an event of their own topic, or executions that read for
+        themselves) deliver in tasks of their own, started first, so none waits behind
+        another's reads."""
         at_once: list[tuple[FollowingFeed, Mapping[int, Any]]] = []
         apart: list[Awaitable[None]] = []
         for feed in followers:
@@ -186,13 +201,17 @@ class Relay:
             else:
                 apart.append(feed.relayed(self.topic, event, given))
         waiting = asyncio.gather(*apart) if apart else None
+        keeping: list[Subscription] = []
         try:
             for feed, given in at_once:
-                await feed.relayed(self.topic, event, given)
+                await feed.relayed(self.topic, event, given, keeping)
         except BaseException:
             if waiting is not None:
                 waiting.cancel()
             raise
+        finally:
+            for subscription in keeping:
+                subscription.hand_over()
         if waiting is not None:
             await waiting
 
@@ -202,7 +221,11 @@ class Relay:
         kinds: dict[Any, tuple[Prepare, list[Viewer]]] = {}
         for feed in followers:
             if feed.prepare is not None:
-                kinds.setdefault(_kind(feed.prepare), (feed.prepare, []))[1].extend(feed.viewers())
+                kind = _kind(feed.prepare)
+                found = kinds.get(kind)
+                if found is None:
+                    found = kinds[kind] = (feed.prepare, [])
+                found[1].extend(feed.viewers())
         prepared: dict[Any, Mapping[int, Any]] = {}
         for kind, (prepare, viewers) in kinds.items():
             if not viewers:

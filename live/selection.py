@@ -47,24 +47,38 @@ class Selection:
         self.variables = variables or {}
         # A str: orjson's bytes keep a buffer of a few KiB, and every subscriber's key holds this.
         self.variables_key = orjson.dumps(self.variables, option=orjson.OPT_SORT_KEYS).decode()
-        self._executor: Executor | None = None
+        self._executor: LeanExecutor | None = None
         self.field = root_field(document, operation_name)  # the schema's field: a closed set
 
     @classmethod
     def of(cls, document: DocumentNode, query: str, operation_name: str | None, variables: dict | None) -> Selection:
         return cls(document, query, operation_name, variables)
 
-    def executor_for(self, schema: GraphQLSchema, event: Event, context: Any) -> Executor | list[GraphQLError]:
-        """An executor for one event: built once (variables coerced, fragments collected), then
-        copied per event, as graphql-core does for a subscription's events."""
+    def _built(self, schema: GraphQLSchema) -> LeanExecutor | list[GraphQLError]:
+        """The executor built once for every event (variables coerced, fragments collected)."""
         if self._executor is None:
             built = LeanExecutor.build(
                 schema, self.document, raw_variable_values=self.variables, operation_name=self.operation_name
             )
             if isinstance(built, list):
                 return built
+            assert isinstance(built, LeanExecutor)
             self._executor = built
-        executor = self._executor.build_per_event_executor(event)
+        return self._executor
+
+    def planned(self, schema: GraphQLSchema, event: Event, context: Any) -> dict[str, Any] | None:
+        """An event's data by the executor's short path (no per-event copy), or None where it
+        does not serve: then `executor_for` executes it as graphql-core does."""
+        built = self._built(schema)
+        return None if isinstance(built, list) else built.planned_event(event, context)
+
+    def executor_for(self, schema: GraphQLSchema, event: Event, context: Any) -> Executor | list[GraphQLError]:
+        """An executor for one event, copied from the one built for every event, as graphql-core
+        does for a subscription's events."""
+        built = self._built(schema)
+        if isinstance(built, list):
+            return built
+        executor = built.build_per_event_executor(event)
         executor.context_value = context  # fresh loaders per event: nothing goes stale
         return executor
 

@@ -50,7 +50,19 @@ class Releasable(Protocol):
 class Subscription:
     """One subscriber: an operation on one transport."""
 
-    __slots__ = ("catching_up", "counted", "engine", "feed", "key", "selection", "seq", "sink", "slot", "source")
+    __slots__ = (
+        "catching_up",
+        "counted",
+        "engine",
+        "feed",
+        "kept",
+        "key",
+        "selection",
+        "seq",
+        "sink",
+        "slot",
+        "source",
+    )
 
     def __init__(self, engine: Engine, source: LiveSource, selection: Selection, key: GroupKey, sink: Sink) -> None:
         self.engine = engine
@@ -63,6 +75,7 @@ class Subscription:
         self.catching_up: asyncio.Task[None] | None = None
         self.slot: Releasable | None = None
         self.counted: tuple[str, str] | None = None  # its key among the active (telemetry.record)
+        self.kept: tuple[int | None, bytes, str | None] | None = None  # a result to hand over (`keep`)
 
     def count(self, transport: str) -> None:
         """Counted among the active subscriptions until it closes (started once it runs)."""
@@ -85,7 +98,25 @@ class Subscription:
         (their results handed to its sink, or passed over as not of its kinds)."""
         self.seq = seq
 
+    def keep(self, seq: int | None, payload: bytes, event_id: str | None) -> None:
+        """`deliver`, later: when `hand_over` is called, or before a later `deliver` or `end`
+        (the order of its results stays theirs). Dropped if it closes meanwhile."""
+        if self.kept is not None:
+            self.hand_over()
+        self.kept = (seq, payload, event_id)
+
+    def hand_over(self) -> None:
+        """The result it keeps, if any, delivered now (while it is still in its feed)."""
+        kept, self.kept = self.kept, None
+        if kept is not None and self.feed is not None:
+            self._deliver(*kept)
+
     def deliver(self, seq: int | None, payload: bytes, event_id: str | None) -> None:
+        if self.kept is not None:
+            self.hand_over()
+        self._deliver(seq, payload, event_id)
+
+    def _deliver(self, seq: int | None, payload: bytes, event_id: str | None) -> None:
         if seq is not None:
             if self.seq is not None and seq <= self.seq:
                 return
@@ -98,6 +129,7 @@ class Subscription:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         self.catching_up = None
+        self.kept = None
         if self.slot is not None:
             self.slot.release()
             self.slot = None
@@ -109,5 +141,6 @@ class Subscription:
         self.engine.unindex(self)
 
     def end(self, payload: bytes) -> None:
+        self.hand_over()
         self.close()
         self.sink.end(payload)

@@ -9,7 +9,8 @@ rule has a fast test of its own here, beside the end-to-end ones that drive guni
   user's cheap one.
 - Following: feeds that follow a topic share one relay (one broadcast subscription) per
   process; FOLLOW and UNFOLLOW notes change what a feed hears before they are delivered; what
-  their executions need is prepared once per event for all of them.
+  their executions need is prepared once per event for all of them, and their results are
+  written once every one of them has executed the event.
 """
 
 from __future__ import annotations
@@ -133,7 +134,10 @@ def _schema() -> Any:
 
     @subscription.field("prepared")
     def resolve_prepared(_event: Event, info: Any) -> int:
-        return int(info.context.get(PREPARED, -1))
+        value = int(info.context.get(PREPARED, -1))
+        if "log" in info.context:  # what a test records of each execution, beside what sinks are handed
+            info.context["log"].append(("executed", value))
+        return value
 
     return make_executable_schema(SDL, subscription)
 
@@ -316,6 +320,50 @@ async def test_a_followed_topics_event_is_prepared_once_for_all_its_local_follow
     for subscription in subscriptions:
         assert isinstance(subscription, Subscription)
         subscription.close()
+
+
+async def test_a_followed_topics_event_is_written_to_its_free_followers_once_all_have_executed_it(
+    engine: Engine,
+) -> None:
+    """The free followers of a prepared event each execute it, then their results go out one
+    after another (frames written together find their readers awake). A result kept for a
+    subscriber goes out before anything later handed to it, its end included, and not at all
+    once it closed."""
+    followed = "fanout:9"
+    record: list[tuple[str, int]] = []
+    engine.context = lambda viewer: {"viewer": viewer, "log": record}
+
+    class Notes:
+        async def prepare(self, event: Event, viewers: list[Viewer]) -> dict[int, int]:
+            return {viewer.id: viewer.id * 100 + event["seq"] for viewer in viewers}
+
+    def source(user: int) -> LiveSource:
+        async def follows() -> list[str]:
+            return [followed]
+
+        return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows, prepare=Notes().prepare)
+
+    sinks = [RecordingSink(name, record) for name in ("ann", "bob", "cy")]
+    subscriptions = [
+        await engine.subscribe(source(user), _selection("prepared"), sink) for user, sink in enumerate(sinks, start=1)
+    ]
+    await engine.broadcast.publish(engine.channel(followed), messages.event({"seq": 1}))
+    for sink in sinks:
+        await sink.until(1)
+    assert sorted(record[:3]) == [("executed", 101), ("executed", 201), ("executed", 301)]
+    assert sorted(record[3:]) == [("ann", 101), ("bob", 201), ("cy", 301)]
+    ann, bob = subscriptions[0], subscriptions[1]
+    assert isinstance(ann, Subscription) and isinstance(bob, Subscription)
+    ann.keep(None, b'{"data":{"prepared":7}}', None)
+    ann.deliver(None, b'{"data":{"prepared":8}}', None)
+    ann.keep(None, b'{"data":{"prepared":9}}', None)
+    ann.end(orjson.dumps({"errors": [{"message": "gone"}]}))
+    ann.hand_over()  # nothing kept any more
+    assert sinks[0].seqs == [101, 7, 8, 9] and sinks[0].ended == [{"errors": [{"message": "gone"}]}]
+    bob.keep(None, b'{"data":{"prepared":10}}', None)
+    bob.close()
+    bob.hand_over()
+    assert sinks[1].seqs == [201]
 
 
 async def test_a_follower_whose_lock_is_held_holds_up_none_of_the_others_and_gets_each_event_in_order(

@@ -282,7 +282,7 @@ enum Mood { HAPPY SAD }
 type Item { id: ID! n: Int! label(upper: Boolean = false): String mood: Mood later: Int stars: Int! }
 type Box { id: ID! item: Item! spare: Item }
 type Query { items: [Item!]! maybe: [Item]! boxes: [Box!]! box: Box }
-type Subscription { items: [Item!]! }
+type Subscription { items: [Item!]! box: Box! }
 """
 
 
@@ -491,6 +491,60 @@ async def test_a_list_read_by_keys_alone_answers_as_graphql_core_does_item_by_it
     items[1] = {"id": 1, "n": MAX_INT + 1, "stars": 5}
     theirs, ours, short = await both(lean_schema(), "{ items { id n stars } }", {"items": items})
     assert ours == theirs and ours["data"] is None and ours["errors"][0]["path"] == ["items", 1, "n"]
+
+
+async def test_a_subscription_event_takes_the_short_path_and_answers_as_graphql_core_does() -> None:
+    """An event whose root fields are planned is completed on the executor built for the
+    subscription, without a copy: each resolver is told what graphql-core tells it (that event
+    and that context, whatever the events before); anything not plain at any depth goes
+    graphql-core's way, with its answer and errors."""
+    from graphql import execute_subscription_event, parse
+
+    from live.selection import Selection
+
+    infos: list = []
+    schema = lean_schema(infos=infos)
+
+    def box(event: dict, _info: Any) -> Any:
+        if event.get("raise"):
+            raise ValueError("no box")
+        return event["box"]
+
+    schema.subscription_type.fields["box"].resolve = box
+    query = "subscription { box { id item { id label } spare { id n later } } }"
+    selection = Selection.of(parse(query), query, None, None)
+    kept = selection._built(schema)
+    assert not isinstance(kept, list)
+    boxes = [{"id": 1, "item": ITEMS[1], "spare": None}, {"id": 2, "item": ITEMS[2], "spare": ITEMS[3]}]
+    events: list[tuple[dict, bool]] = [
+        ({"box": boxes[0]}, True),
+        ({"box": boxes[1]}, True),
+        ({"box": {**boxes[1], "spare": SimpleNamespace(id=3, n=1)}}, False),  # not a mapping
+        ({"box": None}, False),  # null where null is not allowed: graphql-core's error
+        ({"raise": True}, False),  # the root resolver's error
+        ({"box": {**boxes[0], "item": {**ITEMS[4], "label": None}}}, True),  # null where allowed
+    ]
+    for number, (event, plain) in enumerate(events):
+        context = {"number": number}
+        del infos[:]
+        planned = selection.planned(schema, event, context)
+        ours = infos[:]
+        del infos[:]
+        executor = selection.executor_for(schema, event, context)
+        assert not isinstance(executor, list)
+        result = execute_subscription_event(executor)
+        assert not asyncio.iscoroutine(result)
+        assert (planned is not None) == plain, event
+        if plain:
+            assert planned == result.data and not result.errors and ours == infos
+            assert [(info.root_value, info.context, info.path) for info in ours] == [
+                (event, context, ["box", "item", "label"])
+            ]
+        else:
+            assert result.errors or result.data["box"]["spare"] == {"id": "3", "n": 1, "later": 7}
+    assert kept._root_plan[0] is not None and kept.events_planned == 3  # type: ignore[attr-defined]
+    # Planned once, on a copy: the kept executor memoizes nothing of the events.
+    assert len(kept._relevant_sub_fields) == len(kept._flat_lists) == 0  # type: ignore[attr-defined]
 
 
 async def test_an_executor_copied_per_event_does_not_grow_with_events() -> None:

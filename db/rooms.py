@@ -192,26 +192,39 @@ async def rooms_by_ids(db: Database, ids: list[int]) -> list[Row]:
 
 
 @cache
-def _rooms_of_user() -> sa.TextClause:
+def _rooms_of_user(paged: bool) -> sa.TextClause:
     """The statement kept as SQL text, compiled once: building, binding and keying the statement
     on every call cost more than running it. (Not `.params()` on a bound statement: its copy
-    keeps the original's cache key, and so its values.)"""
+    keeps the original's cache key, and so its values.) `paged`: after the user's membership of
+    the room `after` (none: no rows, so a page after a room left since ends the list)."""
+    mine = memberships.c.user_id == sa.bindparam("user_id")
     statement = (
         sa.select(*ROOM_COLUMNS, *read_state.STATE_COLUMNS[1:], memberships.c.role.label("my_role"))
         .select_from(rooms.join(memberships, memberships.c.room_id == rooms.c.id))
-        .where(memberships.c.user_id == sa.bindparam("user_id"))
-        .order_by(memberships.c.joined_at, rooms.c.id)
+        .where(mine)
+        .order_by(memberships.c.joined_at, memberships.c.room_id)
         .limit(sa.bindparam("limit"))
     )
-    return sa.text(str(statement)).bindparams(
-        sa.bindparam("user_id", type_=sa.BigInteger), sa.bindparam("limit", type_=sa.Integer)
-    )
+    parameters = [sa.bindparam("user_id", type_=sa.BigInteger), sa.bindparam("limit", type_=sa.Integer)]
+    if paged:
+        previous = memberships.alias("previous")
+        start = (
+            sa.select(previous.c.joined_at, previous.c.room_id)
+            .where(previous.c.user_id == sa.bindparam("user_id"), previous.c.room_id == sa.bindparam("after"))
+            .scalar_subquery()
+        )
+        statement = statement.where(sa.tuple_(memberships.c.joined_at, memberships.c.room_id) > start)
+        parameters.append(sa.bindparam("after", type_=sa.BigInteger))
+    return sa.text(str(statement)).bindparams(*parameters)
 
 
-async def rooms_of_user(db: Database, user_id: int, limit: int) -> list[RowView]:
-    """The user's first `limit` rooms, oldest membership first, each with the user's read state
-    and role in it (rows only read: a list of a hundred of them is a common query)."""
-    return await fetch_views(db, _rooms_of_user(), {"user_id": user_id, "limit": limit})
+async def rooms_of_user(db: Database, user_id: int, limit: int, after: int | None = None) -> list[RowView]:
+    """The user's first `limit` rooms, oldest membership first (after their membership of the
+    room `after`, when given: none when they are not its member), each with the user's read
+    state and role in it (rows only read: a list of a hundred of them is a common query)."""
+    if after is None:
+        return await fetch_views(db, _rooms_of_user(False), {"user_id": user_id, "limit": limit})
+    return await fetch_views(db, _rooms_of_user(True), {"user_id": user_id, "limit": limit, "after": after})
 
 
 def _escaped(text: str) -> str:

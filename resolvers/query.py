@@ -35,11 +35,11 @@ async def resolve_rooms(
     list, telling nothing of that room (resolvers.access.my_rooms)."""
     limit = list_size(first)
     start = parse_id(after, "Room", argument="after") if after is not None else None
-    found = await access.my_rooms(db_of(info), require_viewer(info), limit, start)
-    if not found or not selects(info, "lastMessage"):
+    last = selects(info, "lastMessage")
+    found = await access.my_rooms(db_of(info), require_viewer(info), limit, start, with_last_message=last)
+    if not last:
         return found
-    newest = await messages.last_messages(db_of(info), [room["id"] for room in found])
-    return [{**room, LAST_MESSAGE: newest.get(room["id"])} for room in found]
+    return [{**room, LAST_MESSAGE: messages.last_message_of(room)} for room in found]
 
 
 def selects(info: GraphQLResolveInfo, name: str) -> bool:

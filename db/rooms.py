@@ -193,14 +193,14 @@ async def rooms_by_ids(db: Database, ids: list[int]) -> list[Row]:
 
 
 @cache
-def _rooms_of_user(paged: bool, with_last_message: bool) -> sa.TextClause:
-    """The statement kept as SQL text, compiled once: building, binding and keying the statement
-    on every call cost more than running it. (Not `.params()` on a bound statement: its copy
-    keeps the original's cache key, and so its values.) `paged`: after the user's membership of
-    the room `after` (none: no rows, so a page after a room left since ends the list).
-    `with_last_message`: each room's newest message and its sender in the same row, found by the
-    unique (room, seq) index at the room's `last_seq`: one statement and one snapshot for the
-    page, the message shown the very one the unread count counts up to."""
+def _rooms_of_user(paged: bool, with_last_message: bool) -> sa.Select:
+    """A statement kept for good (db.pool compiles it once, its parameters' values given per
+    call; typed, so the embedded default reads the message's timestamps as such). `paged`: after
+    the user's membership of the room `after` (none: no rows, so a page after a room left since
+    ends the list). `with_last_message`: each room's newest message and its sender in the same
+    row, found by the unique (room, seq) index at the room's `last_seq`: one statement and one
+    snapshot for the page, the message shown the very one the unread count counts up to."""
+    user_id = sa.bindparam("user_id", type_=sa.BigInteger)
     columns = [*ROOM_COLUMNS, *read_state.STATE_COLUMNS[1:], memberships.c.role.label("my_role")]
     joined = rooms.join(memberships, memberships.c.room_id == rooms.c.id)
     if with_last_message:
@@ -211,21 +211,19 @@ def _rooms_of_user(paged: bool, with_last_message: bool) -> sa.TextClause:
     statement = (
         sa.select(*columns)
         .select_from(joined)
-        .where(memberships.c.user_id == sa.bindparam("user_id"))
+        .where(memberships.c.user_id == user_id)
         .order_by(memberships.c.joined_at, memberships.c.room_id)
-        .limit(sa.bindparam("limit"))
+        .limit(sa.bindparam("limit", type_=sa.Integer))
     )
-    parameters = [sa.bindparam("user_id", type_=sa.BigInteger), sa.bindparam("limit", type_=sa.Integer)]
     if paged:
         previous = memberships.alias("previous")
         start = (
             sa.select(previous.c.joined_at, previous.c.room_id)
-            .where(previous.c.user_id == sa.bindparam("user_id"), previous.c.room_id == sa.bindparam("after"))
+            .where(previous.c.user_id == user_id, previous.c.room_id == sa.bindparam("after", type_=sa.BigInteger))
             .scalar_subquery()
         )
         statement = statement.where(sa.tuple_(memberships.c.joined_at, memberships.c.room_id) > start)
-        parameters.append(sa.bindparam("after", type_=sa.BigInteger))
-    return sa.text(str(statement)).bindparams(*parameters)
+    return statement
 
 
 async def rooms_of_user(

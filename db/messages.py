@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from db import room_events
 from db.ids import new_id
 from db.pool import fetch_rows
-from db.records import Row, as_row, as_rows, now
+from db.records import Row, RowView, as_row, as_rows, now
 from db.tables import memberships, messages, reactions, rooms, users
 from db.users import PUBLIC_COLUMNS as USER_COLUMNS
 
@@ -386,7 +386,7 @@ def _last_messages() -> sa.Select:
     """Each room's newest message: the one at its `last_seq` (messages are numbered without gaps,
     and a deleted one keeps its place), found by the unique (room, seq) index, not by ranking
     the room's history; with its sender's public columns."""
-    newest = sa.and_(messages.c.room_id == rooms.c.id, messages.c.seq == rooms.c.last_seq)
+    newest = newest_of_room()
     return (
         sa.select(
             *MESSAGE_COLUMNS,
@@ -400,6 +400,38 @@ def _last_messages() -> sa.Select:
 def _with_sender_row(row: Row) -> Row:
     row["sender"] = {name: row.pop(label) for label, name in _SENDER_LABELS}
     return row
+
+
+# A room's newest message and its sender's public columns read beside the room's own, in the
+# room's row (db.rooms.rooms_of_user), under these names: `last_message_of` takes them out.
+_LAST_LABELS = tuple((f"last__{column.name}", column.name) for column in MESSAGE_COLUMNS)
+_LAST_SENDER_LABELS = tuple((f"last__sender__{column.name}", column.name) for column in USER_COLUMNS)
+_LAST_ID = _LAST_LABELS[0][0]
+
+
+def last_message_columns() -> tuple[sa.Label, ...]:
+    """The newest message's columns, and its sender's, for a statement joining `messages` (at the
+    room's `last_seq`) and `users` (its sender) to each room: outer joins, so a room before any
+    message reads nulls, and `last_message_of` None."""
+    return (
+        *(column.label(label) for column, (label, _) in zip(MESSAGE_COLUMNS, _LAST_LABELS, strict=True)),
+        *(column.label(label) for column, (label, _) in zip(USER_COLUMNS, _LAST_SENDER_LABELS, strict=True)),
+    )
+
+
+def newest_of_room() -> sa.ColumnElement[bool]:
+    """The join condition of a room's newest message (as `_last_messages`' own)."""
+    return sa.and_(messages.c.room_id == rooms.c.id, messages.c.seq == rooms.c.last_seq)
+
+
+def last_message_of(row: RowView) -> Row | None:
+    """The newest message read beside a room (`last_message_columns`) as `last_messages` gives
+    it, its sender beside it; None before any."""
+    if row[_LAST_ID] is None:
+        return None
+    message = {name: row[label] for label, name in _LAST_LABELS}
+    message["sender"] = {name: row[label] for label, name in _LAST_SENDER_LABELS}
+    return message
 
 
 async def last_messages(db: Database, room_ids: list[int]) -> dict[int, Row]:

@@ -10,11 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 from databases import Database
 
-from db import read_state, room_events
+from db import messages, read_state, room_events
 from db.ids import new_id
 from db.pool import fetch_rows, fetch_views
 from db.records import Row, RowView, as_row, now
 from db.tables import memberships, room_bans, rooms, users
+from db.tables import messages as message_rows
 from db.users import PUBLIC_COLUMNS as USER_COLUMNS
 from db.users import is_unique_violation
 
@@ -192,26 +193,50 @@ async def rooms_by_ids(db: Database, ids: list[int]) -> list[Row]:
 
 
 @cache
-def _rooms_of_user() -> sa.TextClause:
-    """The statement kept as SQL text, compiled once: building, binding and keying the statement
-    on every call cost more than running it. (Not `.params()` on a bound statement: its copy
-    keeps the original's cache key, and so its values.)"""
+def _rooms_of_user(paged: bool, with_last_message: bool) -> sa.Select:
+    """A statement kept for good (db.pool compiles it once, its parameters' values given per
+    call; typed, so the embedded default reads the message's timestamps as such). `paged`: after
+    the user's membership of the room `after` (none: no rows, so a page after a room left since
+    ends the list). `with_last_message`: each room's newest message and its sender in the same
+    row, found by the unique (room, seq) index at the room's `last_seq`: one statement and one
+    snapshot for the page, the message shown the very one the unread count counts up to."""
+    user_id = sa.bindparam("user_id", type_=sa.BigInteger)
+    columns = [*ROOM_COLUMNS, *read_state.STATE_COLUMNS[1:], memberships.c.role.label("my_role")]
+    joined = rooms.join(memberships, memberships.c.room_id == rooms.c.id)
+    if with_last_message:
+        columns += messages.last_message_columns()
+        joined = joined.outerjoin(message_rows, messages.newest_of_room()).outerjoin(
+            users, users.c.id == message_rows.c.sender_id
+        )
     statement = (
-        sa.select(*ROOM_COLUMNS, *read_state.STATE_COLUMNS[1:], memberships.c.role.label("my_role"))
-        .select_from(rooms.join(memberships, memberships.c.room_id == rooms.c.id))
-        .where(memberships.c.user_id == sa.bindparam("user_id"))
-        .order_by(memberships.c.joined_at, rooms.c.id)
-        .limit(sa.bindparam("limit"))
+        sa.select(*columns)
+        .select_from(joined)
+        .where(memberships.c.user_id == user_id)
+        .order_by(memberships.c.joined_at, memberships.c.room_id)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
     )
-    return sa.text(str(statement)).bindparams(
-        sa.bindparam("user_id", type_=sa.BigInteger), sa.bindparam("limit", type_=sa.Integer)
-    )
+    if paged:
+        previous = memberships.alias("previous")
+        start = (
+            sa.select(previous.c.joined_at, previous.c.room_id)
+            .where(previous.c.user_id == user_id, previous.c.room_id == sa.bindparam("after", type_=sa.BigInteger))
+            .scalar_subquery()
+        )
+        statement = statement.where(sa.tuple_(memberships.c.joined_at, memberships.c.room_id) > start)
+    return statement
 
 
-async def rooms_of_user(db: Database, user_id: int, limit: int) -> list[RowView]:
-    """The user's first `limit` rooms, oldest membership first, each with the user's read state
-    and role in it (rows only read: a list of a hundred of them is a common query)."""
-    return await fetch_views(db, _rooms_of_user(), {"user_id": user_id, "limit": limit})
+async def rooms_of_user(
+    db: Database, user_id: int, limit: int, after: int | None = None, *, with_last_message: bool = False
+) -> list[RowView]:
+    """The user's first `limit` rooms, oldest membership first (after their membership of the
+    room `after`, when given: none when they are not its member), each with the user's read
+    state and role in it (rows only read: a list of a hundred of them is a common query); and,
+    `with_last_message`, the room's newest message in its columns (`messages.last_message_of`)."""
+    values = {"user_id": user_id, "limit": limit}
+    if after is not None:
+        values["after"] = after
+    return await fetch_views(db, _rooms_of_user(after is not None, with_last_message), values)
 
 
 def _escaped(text: str) -> str:

@@ -88,7 +88,8 @@ memberships = sa.Table(
     # OWNER, MODERATOR or MEMBER; a muted member cannot post, edit or react until `muted_until`.
     sa.Column("role", sa.String(16), nullable=False, server_default="MEMBER"),
     sa.Column("muted_until", sa.DateTime(timezone=True), nullable=True),
-    sa.Index("ix_memberships_user_id", "user_id"),
+    # A user's rooms in the order they joined (`rooms` pages read from it): migration 0010.
+    sa.Index("ix_memberships_user_joined", "user_id", "joined_at", "room_id"),
 )
 
 # Who may not come back to a room until unbanned (by joinRoom, addMember, or any later route).

@@ -30,6 +30,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
+from databases import Database
 from graphql import GraphQLError, GraphQLResolveInfo
 
 from core.errors import Forbidden, NotFound, Unauthenticated
@@ -158,6 +159,15 @@ async def listed_rooms(services: Services, viewer_ids: list[int], room_id: int) 
     """`listed_room` for each of these viewers at once (every local member's `myRooms` note of
     the room, read before any of them executes), by viewer id."""
     return await services.access.listings(viewer_ids, room_id)
+
+
+async def my_rooms(
+    db: Database, viewer: Viewer, limit: int, after: int | None, *, with_last_message: bool
+) -> list[RowView]:
+    """The viewer's own rooms (`rooms`), decided by membership alone, in SQL: each row is one of
+    their memberships, whatever the room's kind, marked with their role. Paging `after` a room
+    they are not a member of gives nothing, the same for a room that does not exist: no oracle."""
+    return await room_rows.rooms_of_user(db, viewer.id, limit, after, with_last_message=with_last_message)
 
 
 def known_member(room: Any) -> bool:

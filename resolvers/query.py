@@ -26,14 +26,20 @@ def resolve_me(_root: None, info: GraphQLResolveInfo) -> dict | None:
 
 
 @query_type.field("rooms")
-async def resolve_rooms(_root: None, info: GraphQLResolveInfo, first: int | None = DEFAULT_LIST) -> list[RowView]:
+async def resolve_rooms(
+    _root: None, info: GraphQLResolveInfo, first: int | None = DEFAULT_LIST, after: str | None = None
+) -> list[RowView]:
     """My rooms, each read with my role and read state; and with its last message when the
-    selection asks for it (one statement for the page: each room's field then answers at once)."""
-    found = await rooms.rooms_of_user(db_of(info), require_viewer(info).id, list_size(first))
-    if not found or not selects(info, "lastMessage"):
+    selection asks for it (one statement for the page: each room's field then answers at once).
+    `after` is the previous page's last room: one I am not in (left since, or never) ends the
+    list, telling nothing of that room (resolvers.access.my_rooms)."""
+    limit = list_size(first)
+    start = parse_id(after, "Room", argument="after") if after is not None else None
+    last = selects(info, "lastMessage")
+    found = await access.my_rooms(db_of(info), require_viewer(info), limit, start, with_last_message=last)
+    if not last:
         return found
-    newest = await messages.last_messages(db_of(info), [room["id"] for room in found])
-    return [{**room, LAST_MESSAGE: newest.get(room["id"])} for room in found]
+    return [{**room, LAST_MESSAGE: messages.last_message_of(room)} for room in found]
 
 
 def selects(info: GraphQLResolveInfo, name: str) -> bool:

@@ -35,6 +35,31 @@ def test_rooms_lists_mine_only_in_the_order_i_joined(client: GraphQLClient) -> N
     assert [room["id"] for room in client.data("{ rooms { id } }", token=bob.token)["rooms"]] == [bobs]
 
 
+def test_rooms_pages_after_the_last_room_of_the_page_before(client: GraphQLClient) -> None:
+    """A room list's first page, then the next after its last room: every room once, in the
+    order joined. After a room I have left, or one I was never in (PRIVATE or not existing), the
+    list ends (no oracle), and what cannot be a room's id is BAD_USER_INPUT."""
+    ann, bob = sign_up(client, "Ann"), sign_up(client, "Bob")
+    mine = [create_room(client, ann, f"room {i}") for i in range(5)]
+    theirs = create_room(client, bob, "bob's", kind="PRIVATE")
+    page = "query($after: String) { rooms(first: 2, after: $after) { id } }"
+    seen: list[str] = []
+    after = None
+    for _ in range(4):
+        listed = [room["id"] for room in client.data(page, {"after": after}, ann.token)["rooms"]]
+        seen += listed
+        if len(listed) < 2:
+            break
+        after = listed[-1]
+    assert seen == mine
+    client.data("mutation($r: ID!) { leaveRoom(room: $r) }", {"r": mine[1]}, token=ann.token)
+    assert [room["id"] for room in client.data(page, {"after": mine[0]}, ann.token)["rooms"]] == mine[2:4]
+    for gone in (mine[1], theirs, "987654321"):
+        assert client.data(page, {"after": gone}, ann.token)["rooms"] == [], gone
+    body = client.post(page, {"after": "not-an-id"}, token=ann.token)
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
+
+
 def test_a_room_list_shows_each_rooms_last_message_as_the_room_itself_does(client: GraphQLClient) -> None:
     """`rooms { lastMessage }` reads every room's newest message with the page (and the room's
     own `lastMessage` by itself): the same message, its sender and time, whether the selection

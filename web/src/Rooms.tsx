@@ -23,7 +23,11 @@ import { RoomView } from "./RoomView";
 
 type Change = MyRoomChangesSubscription["myRooms"];
 
-/** The room list is read once (and again after a reconnection), then kept live by ONE `myRooms`
+/** `rooms(first:)` in MyRooms (operations.graphql): a shorter page is the list's last. */
+const ROOM_PAGE = 30;
+
+/** The room list's first page is read once (and again after a reconnection), later pages when
+ * "More rooms" is pressed, and it is kept live by ONE `myRooms`
  * subscription: ADDED puts a room in it, REMOVED takes it out, UPDATED (a new message, my unread
  * count, a rename, my role) rewrites it in Apollo's cache. A room's unread count comes from the
  * server alone: from the list, then from each note (read for me when it was sent), never counted
@@ -78,6 +82,8 @@ export function Rooms({
   // it there, as it is now) or "removed".
   const noted = useRef(new Map<string, "present" | "removed">());
   const reads = useRef(0);
+  // The last room of the last page read from the server, while there may be more after it.
+  const [next, setNext] = useState<string | null>(null);
 
   const put = useCallback(
     (room: ListedRoomFragment) => {
@@ -102,6 +108,7 @@ export function Rooms({
     noted.current = new Map();
     const { data } = await client.query({ query: MyRoomsDocument, fetchPolicy: "no-cache" });
     if (read !== reads.current || !data) return; // a later read is under way
+    setNext(data.rooms.length === ROOM_PAGE ? data.rooms[data.rooms.length - 1].id : null);
     const changed = noted.current;
     const now = (id: string) =>
       client.cache.readFragment({
@@ -118,6 +125,22 @@ export function Rooms({
     }
     client.writeQuery({ query: MyRoomsDocument, data: { rooms: list } });
   }, [client]);
+
+  // The next page, after the last room of the last page read: appended where not listed yet (a
+  // note may have put a room of it there already, as it is now) nor removed since.
+  const readMore = useCallback(async () => {
+    if (next === null) return;
+    const read = reads.current;
+    const { data } = await client.query({ query: MyRoomsDocument, variables: { after: next }, fetchPolicy: "no-cache" });
+    if (read !== reads.current || !data) return; // the list was read again meanwhile
+    setNext(data.rooms.length === ROOM_PAGE ? data.rooms[data.rooms.length - 1].id : null);
+    client.cache.updateQuery({ query: MyRoomsDocument }, (current) => {
+      if (!current) return current;
+      const listed = new Set(current.rooms.map((room) => room.id));
+      const added = data.rooms.filter((room) => !listed.has(room.id) && noted.current.get(room.id) !== "removed");
+      return { rooms: [...current.rooms, ...added] };
+    });
+  }, [client, next]);
 
   const change = useCallback(
     ({ change: kind, roomId, room }: Change) => {
@@ -310,6 +333,11 @@ export function Rooms({
         </button>
         <h3>Direct messages</h3>
         <ul data-testid="directs">{listed.filter((room) => room.kind === "DIRECT").map(item)}</ul>
+        {next !== null && (
+          <button className="link" onClick={() => readMore().catch((failure: Error) => setError(failure.message))} data-testid="more-rooms">
+            More rooms
+          </button>
+        )}
         <form
           className="create"
           onSubmit={act(

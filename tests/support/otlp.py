@@ -107,3 +107,15 @@ def _attributes(pairs: Any) -> dict[str, Any]:
         kind = pair.value.WhichOneof("value")
         values[pair.key] = getattr(pair.value, kind) if kind else None
     return values
+
+
+if __name__ == "__main__":
+    # A receiver in a process of its own (bench.telemetry: decoding exports must not take the
+    # load generator's time): prints its endpoint, then, once its stdin closes, how many metric
+    # and trace exports it got.
+    import sys
+
+    with Receiver() as receiver:
+        print(receiver.endpoint, flush=True)
+        sys.stdin.read()
+        print(len(receiver.metrics), len(receiver.traces), flush=True)

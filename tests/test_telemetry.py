@@ -536,15 +536,16 @@ async def test_operations_over_websockets_and_streams_have_their_server_span(
     codes = {}
     for protocol, name in ((TRANSPORT_WS, f"Modern{tag}"), (LEGACY_WS, f"Legacy{tag}")):
         ws = await GraphQLWebSocket.open(observed.ws_url, protocol, alice.token)
-        await ws.subscribe(
-            "q", MISSING_ROOM.replace("mutation(", f"mutation {name}("), {"room": "987654321", "body": "x"}
-        )
-        payload = await ws.result("q")
-        codes[name] = payload["errors"][0]["extensions"]["code"]
+        query = MISSING_ROOM.replace("mutation(", f"mutation {name}(")
+        payload = {"query": query, "variables": {"room": "987654321", "body": "x"}, "operationName": name}
+        await ws.send({"id": "q", "type": "subscribe" if protocol == TRANSPORT_WS else "start", "payload": payload})
+        result = await ws.result("q")
+        codes[name] = result["errors"][0]["extensions"]["code"]
         await ws.close()
     trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     headers = {"traceparent": f"00-{trace_id}-{parent}-01"}
-    stream = await open_sse(observed.url, f"query Streamed{tag} {{ __typename }}", token=alice.token, headers=headers)
+    query = f"query Streamed{tag} {{ __typename }}"
+    stream = await open_sse(observed.url, query, token=alice.token, headers=headers, operation_name=f"Streamed{tag}")
     assert [result["data"] for result in await stream.results(1)] == [{"__typename": "Query"}]
     await stream.aclose()
 

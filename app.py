@@ -67,7 +67,7 @@ class ChatApp:
         kind = scope["type"]
         if kind != "lifespan":
             apply_forwarded(scope, self.trusted_peers)  # the client and scheme everything below sees
-            logs.REQUEST_ID.set(_request_id(scope))  # on this request's log lines (LOG_FORMAT=json)
+            logs.REQUEST_ID.set(_request_id(scope))  # on this request's log lines
         if kind == "http":
             scope[SERVER_SEND] = send  # a stream writes its chunks behind the middleware
             if scope["path"] in HEALTH_CHECKS:

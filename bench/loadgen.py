@@ -300,7 +300,7 @@ class Subscriber(asyncio.Protocol):
         self.on_close(None)
 
     def close(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self.transport.is_closing():  # the server may have closed it
             self.send_raw(client_frame(0x8, struct.pack("!H", 1000)))
             self.transport.close()
 

@@ -48,7 +48,8 @@ class StripQueryString(logging.Filter):
         return True
 
 
-# Heroku's X-Request-ID of the request (or WebSocket) being served, set by the app for each.
+# Heroku's X-Request-ID of the request (or WebSocket) being served, set by the app for each: on
+# every line logged while serving it (JSONFormatter's `request_id`, RequestIdText's suffix).
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
@@ -75,17 +76,41 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(line).decode()
 
 
+class RequestIdText(logging.Formatter):
+    """The readable text format, as the handler had it (`inner`: basicConfig's, gunicorn's access
+    and error formats), with ` request_id=<X-Request-ID>` ending the first line of each record
+    logged while a request (or WebSocket) with one is served: grep it to find all of a request's
+    lines. A record logged outside any request is left as it was."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = self.inner.format(record)
+        request_id = REQUEST_ID.get()
+        if not request_id:
+            return text
+        first, newline, rest = text.partition("\n")  # after the message, before any traceback
+        return f"{first} request_id={request_id}{newline}{rest}"
+
+
+# gunicorn's and uvicorn's own loggers have handlers of their own (gunicorn's error and access logs).
+SERVER_LOGGERS = ("gunicorn.error", "gunicorn.access", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 def configure(level: str, log_format: str = "text") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if log_format == "json":
-        formatter = JSONFormatter()
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(formatter)
-        # gunicorn's and uvicorn's own loggers have handlers of their own (gunicorn's error and
-        # access logs): those lines in JSON too.
-        for name in ("gunicorn.error", "gunicorn.access", "uvicorn", "uvicorn.error", "uvicorn.access"):
-            for handler in logging.getLogger(name).handlers:
-                handler.setFormatter(formatter)
+    handlers = [
+        *logging.getLogger().handlers,
+        *(handler for name in SERVER_LOGGERS for handler in logging.getLogger(name).handlers),
+    ]
+    json_formatter = JSONFormatter()
+    for handler in handlers:
+        if log_format == "json":
+            handler.setFormatter(json_formatter)
+        elif not isinstance(handler.formatter, RequestIdText):  # a handler two loggers share: once
+            handler.setFormatter(RequestIdText(handler.formatter))
     logging.getLogger("chat.graphql").addFilter(ExpectedErrorFilter())
     logging.getLogger("uvicorn.access").addFilter(StripQueryString())
     # At DEBUG, `databases` logs every query's arguments: password hashes, tokens' digests, bodies.

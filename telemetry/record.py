@@ -132,6 +132,20 @@ class Histograms:
 
 histograms: Histograms | None = None
 
+# Attribute sets, built once per distinct value (the SDK copies what it is given): every key is
+# from a closed set, and each cache is bounded all the same (past it, a set is built per call).
+ATTRIBUTE_SETS = 512
+_attribute_sets: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def _attributes(key: tuple[Any, ...], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    attributes = _attribute_sets.get(key)
+    if attributes is None:
+        attributes = build()
+        if len(_attribute_sets) < ATTRIBUTE_SETS:
+            _attribute_sets[key] = attributes
+    return attributes
+
 
 def clock() -> float:
     """A start time for the hooks that measure a duration."""
@@ -144,7 +158,10 @@ def http_request(method: str, route: str, status: int, started: float) -> None:
     if h is not None:
         # Any other method is the client's word: one value for all of them (the conventions' _OTHER).
         method = method if method in KNOWN_METHODS else "_OTHER"
-        attributes = {"http.request.method": method, "http.route": route, "http.response.status_code": status}
+        attributes = _attributes(
+            ("http", method, route, status),
+            lambda: {"http.request.method": method, "http.route": route, "http.response.status_code": status},
+        )
         h.http_duration.record(time.perf_counter() - started, attributes)
 
 
@@ -162,10 +179,17 @@ def graphql_request(operation_type: str, error_codes: list[str], transport: str,
         counts.errors[(code, operation_type, transport)] += 1
     h = histograms
     if h is not None:
-        attributes = {"graphql.operation.type": operation_type}
-        if error_codes:
-            attributes["error.type"] = error_codes[0]
-        h.graphql_duration.record(time.perf_counter() - started, attributes)
+        error_type = error_codes[0] if error_codes else None
+
+        def build() -> dict[str, Any]:
+            attributes = {"graphql.operation.type": operation_type}
+            if error_type is not None:
+                attributes["error.type"] = error_type
+            return attributes
+
+        h.graphql_duration.record(
+            time.perf_counter() - started, _attributes(("graphql", operation_type, error_type), build)
+        )
 
 
 def graphql_errors(operation_type: str, error_codes: list[str], transport: str) -> None:
@@ -186,7 +210,10 @@ def connection_closed(transport: str, started: float, close_reason: str) -> None
         counts.slow_consumer_closes[transport] += 1
     h = histograms
     if h is not None:
-        attributes = {"chat.transport": transport, "chat.connection.close_reason": close_reason}
+        attributes = _attributes(
+            ("connection", transport, close_reason),
+            lambda: {"chat.transport": transport, "chat.connection.close_reason": close_reason},
+        )
         h.connection_duration.record(time.perf_counter() - started, attributes)
 
 
@@ -208,7 +235,8 @@ def delivered(field_name: str, subscribers: int, executions: int, published_at: 
     counts.executions[field_name] += executions
     h = histograms
     if h is not None and published_at is not None and subscribers:
-        h.delivery_latency.record(max(0.0, time.time() - published_at), {"graphql.subscription.field": field_name})
+        attributes = _attributes(("field", field_name), lambda: {"graphql.subscription.field": field_name})
+        h.delivery_latency.record(max(0.0, time.time() - published_at), attributes)
 
 
 def resumed(field_name: str, events: int) -> None:
@@ -216,7 +244,8 @@ def resumed(field_name: str, events: int) -> None:
     joining live delivery: a resume, or events that raced its start."""
     h = histograms
     if h is not None:
-        h.resume_events.record(events, {"graphql.subscription.field": field_name})
+        attributes = _attributes(("field", field_name), lambda: {"graphql.subscription.field": field_name})
+        h.resume_events.record(events, attributes)
 
 
 def refused(rule: str) -> None:
@@ -232,7 +261,8 @@ def pool_waited(pool: str, started: float) -> None:
     """A connection was taken from `pool` after waiting since `started`."""
     h = histograms
     if h is not None:
-        h.pool_wait.record(time.perf_counter() - started, {"db.client.connection.pool.name": pool})
+        attributes = _attributes(("pool", pool), lambda: {"db.client.connection.pool.name": pool})
+        h.pool_wait.record(time.perf_counter() - started, attributes)
 
 
 def pool_timed_out(pool: str) -> None:

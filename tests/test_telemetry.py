@@ -520,6 +520,54 @@ def test_a_traced_mutation_carries_its_trace_to_every_delivery(observed: Server,
         assert any(span.name == name for span in spans), name
 
 
+async def test_operations_over_websockets_and_streams_have_their_server_span(
+    observed: Server, receiver: Receiver
+) -> None:
+    """A query or mutation sent over either WebSocket protocol or as an SSE stream gets the
+    server span a plain request gets: its type and name, its errors as events with their code;
+    a stream's request joins its `traceparent`'s trace, a WebSocket's operation is a trace of
+    its own (never one lasting the connection's life)."""
+    client = GraphQLClient(observed.url)
+    try:
+        alice = sign_up(client, "Alice")
+    finally:
+        client.close()
+    tag = uuid.uuid4().hex[:8]
+    codes = {}
+    for protocol, name in ((TRANSPORT_WS, f"Modern{tag}"), (LEGACY_WS, f"Legacy{tag}")):
+        ws = await GraphQLWebSocket.open(observed.ws_url, protocol, alice.token)
+        query = MISSING_ROOM.replace("mutation(", f"mutation {name}(")
+        payload = {"query": query, "variables": {"room": "987654321", "body": "x"}, "operationName": name}
+        await ws.send({"id": "q", "type": "subscribe" if protocol == TRANSPORT_WS else "start", "payload": payload})
+        result = await ws.result("q")
+        codes[name] = result["errors"][0]["extensions"]["code"]
+        await ws.close()
+    trace_id, parent = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    headers = {"traceparent": f"00-{trace_id}-{parent}-01"}
+    query = f"query Streamed{tag} {{ __typename }}"
+    stream = await open_sse(observed.url, query, token=alice.token, headers=headers, operation_name=f"Streamed{tag}")
+    assert [result["data"] for result in await stream.results(1)] == [{"__typename": "Query"}]
+    await stream.aclose()
+
+    def server_spans() -> dict[str, object]:
+        return {span.name: span for _, span in receiver.spans() if span.kind == span.SPAN_KIND_SERVER}
+
+    wanted = {f"mutation Modern{tag}", f"mutation Legacy{tag}", f"query Streamed{tag}"}
+    until_sync(lambda: wanted <= set(server_spans()), "the three operations' server spans")
+    spans = server_spans()
+    for name, code in codes.items():
+        span = spans[f"mutation {name}"]
+        attributes = {a.key: a.value.string_value for a in span.attributes}
+        assert attributes["graphql.operation.type"] == "mutation"
+        assert attributes["graphql.operation.name"] == name
+        assert not span.parent_span_id  # a trace of its own
+        events = [(e.name, {a.key: a.value.string_value for a in e.attributes}) for e in span.events]
+        assert events == [("graphql.error", {"graphql.error.code": code})], events
+    streamed = spans[f"query Streamed{tag}"]
+    assert (streamed.trace_id.hex(), streamed.parent_span_id.hex()) == (trace_id, parent)
+    assert not streamed.events
+
+
 def test_json_logs_carry_the_request_id_and_the_trace_id(observed: Server, receiver: Receiver) -> None:
     client = GraphQLClient(observed.url)
     try:
@@ -544,11 +592,20 @@ def test_json_logs_carry_the_request_id_and_the_trace_id(observed: Server, recei
 
 
 def test_without_an_endpoint_no_exporter_thread_runs(database_url: str, receiver: Receiver) -> None:
+    """And the default text log format carries the request id too (the plain server's lines)."""
     plain = Server(env=telemetry_env(database_url, None), workers=1).start()
     exporting = Server(env=telemetry_env(database_url, receiver.endpoint, "web.9"), workers=1).start()
     try:
         for server in (plain, exporting):
-            assert httpx.post(f"{server.url}/graphql", json={"query": "{ __typename }"}).status_code == 200
+            headers = {"X-Request-ID": "req-text-1"}
+            answer = httpx.post(f"{server.url}/graphql", json={"query": "{ __typename }"}, headers=headers)
+            assert answer.status_code == 200
+        # The access line, in gunicorn's readable format, ends with the request's id; the
+        # arbiter's lines (no request) are as they were.
+        until_sync(lambda: "request_id=req-text-1" in plain.log(), "the request's access line")
+        lines = plain.log().splitlines()
+        assert any('"POST /graphql' in line and line.endswith(" request_id=req-text-1") for line in lines), lines
+        assert not lines[0].startswith("{") and "request_id=" not in lines[0], lines[0]  # Starting gunicorn
         # The exporting worker runs the metric reader's and the span processor's threads; the
         # other runs exactly as many threads less.
         until_sync(lambda: "web.9.0" in receiver.instances(), "an export")

@@ -145,19 +145,16 @@ class GraphQLOverHTTP:
                 )
             assert accepted.stream is not None
             return Streaming(prepared, accepted.stream)
-        with traces.server(request.headers.raw, prepared.kind.value, prepared.operation_name):
+        kind, headers = prepared.kind.value, request.headers.raw
+        with traces.server(headers, kind, prepared.operation_name, record.HTTP, started) as answering:
             try:
                 context = await self.context(request)
             except Exception as error:  # before execution began: e.g. the token's lookup
                 failure = self._context_failure(error)
-                codes = record.error_codes(failure[1])
-                traces.errors(codes)
-                record.graphql_request(prepared.kind.value, codes, record.HTTP, started)
+                answering.answered(failure[1])
                 return failure
             result = self.operations.result(await self.operations.execute(prepared, context))
-            codes = record.error_codes(result)
-            traces.errors(codes)
-        record.graphql_request(prepared.kind.value, codes, record.HTTP, started)
+            answering.answered(result)
         if only_unavailable(result.get("errors") or []):
             return 503, result, {"Retry-After": str(RETRY_AFTER_SECONDS)}
         return 200, result, {}  # encoded by the caller, once it has seen whether it was refused

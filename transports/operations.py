@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from inspect import isawaitable
 from typing import Any, Protocol
@@ -94,13 +94,20 @@ class LiveServer:
 
 
 async def execute_single(
-    server: LiveServer, request: Request, context: dict[str, Any], transport: str = record.HTTP
+    server: LiveServer,
+    request: Request,
+    context: dict[str, Any],
+    transport: str,
+    headers: Iterable[tuple[bytes, bytes]] = (),
 ) -> bytes:
-    """A query's or mutation's whole result, encoded (and counted under `transport`)."""
+    """A query's or mutation's whole result, encoded; measured and counted under `transport`,
+    in a server span as over plain HTTP (telemetry.traces.server), in the trace of the
+    `traceparent` among `headers` (a stream's request's; a WebSocket's operation gives none)."""
     operations = server.operations
     started = record.clock()
-    result = operations.result(await operations.execute(request, context))
-    record.graphql_request(request.kind.value, record.error_codes(result), transport, started)
+    with traces.server(headers, request.kind.value, request.operation_name, transport, started) as answering:
+        result = operations.result(await operations.execute(request, context))
+        answering.answered(result)
     return operations.encode_payload(result)
 
 

@@ -73,7 +73,7 @@ class Stream:
             outbox.close(0, "")
         else:
             scope[ON_DRAIN] = self.drain
-            await self._run(request, viewer, context)
+            await self._run(request, viewer, context, scope["headers"])
         try:
             await _until_disconnected(receive)
         finally:
@@ -104,12 +104,14 @@ class Stream:
         outbox.put(self.framing.preamble)
         return outbox
 
-    async def _run(self, request: Request, viewer: Viewer | None, context: dict) -> None:
+    async def _run(
+        self, request: Request, viewer: Viewer | None, context: dict, headers: list[tuple[bytes, bytes]]
+    ) -> None:
         outbox, framing = self.outbox, self.framing
         assert outbox is not None
         try:
             if request.kind != OperationType.SUBSCRIPTION:
-                result = await execute_single(self.server, request, context, framing.transport)
+                result = await execute_single(self.server, request, context, framing.transport, headers)
                 outbox.put(framing.result(result, None))
                 outbox.finish(framing.end)
                 return

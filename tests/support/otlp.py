@@ -22,6 +22,10 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keeps connections alive, as a collector does: the exporter reuses its connection
+            # instead of connecting for every export (what HTTP/1.0 would make it pay).
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 if self.headers.get("content-encoding") == "gzip":
@@ -107,3 +111,15 @@ def _attributes(pairs: Any) -> dict[str, Any]:
         kind = pair.value.WhichOneof("value")
         values[pair.key] = getattr(pair.value, kind) if kind else None
     return values
+
+
+if __name__ == "__main__":
+    # A receiver in a process of its own (bench.telemetry: decoding exports must not take the
+    # load generator's time): prints its endpoint, then, once its stdin closes, how many metric
+    # and trace exports it got.
+    import sys
+
+    with Receiver() as receiver:
+        print(receiver.endpoint, flush=True)
+        sys.stdin.read()
+        print(len(receiver.metrics), len(receiver.traces), flush=True)

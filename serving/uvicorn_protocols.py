@@ -76,12 +76,22 @@ class DrainingHttpProtocol(HttpToolsProtocol):
     keep-alive timeout, as it would have anyway, so stopping adds no race that serving doesn't.
     """
 
-    draining = False
-    opened_at = 0.0
-    # Whether a request's head has begun and is not complete yet, and the bytes received since
-    # it began (counted by whole reads: a read that also ends the previous request counts whole).
-    in_head = False
-    head_bytes = 0
+    # Our own state is in slots, not in the instance's `__dict__`: uvicorn's protocol sets 28
+    # attributes, and CPython 3.11 shares an instance dict's keys with its class (each instance
+    # then keeps only its values) for no more than 29 keys. A connection that sets one more gets
+    # a whole dict of its own, several times the size, for as long as it is open (every idle
+    # stream). tests/test_library_reaches.py checks the dict stays shared.
+    __slots__ = ("draining", "head_bytes", "in_head", "opened_at")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.draining = False
+        self.opened_at = 0.0
+        # Whether a request's head has begun and is not complete yet, and the bytes received
+        # since it began (counted by whole reads: a read that also ends the previous request
+        # counts whole).
+        self.in_head = False
+        self.head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import warnings
 from collections.abc import Mapping
 from importlib.metadata import version
@@ -162,6 +163,10 @@ async def test_streamed_chunks_go_straight_to_the_transport_and_a_draining_worke
     assert isinstance(protocol.flow._is_writable_event, LeanEvent)
     assert protocol.cycle is not None and isinstance(protocol.cycle.message_event, LeanEvent)
     assert isinstance(protocol.pipeline, uvicorn_protocols.Pipeline)
+    # Its attributes stay within the keys its class shares (CPython then keeps only the values
+    # per connection): one more of ours, outside __slots__, would give every open stream a
+    # whole dict of its own.
+    assert sys.getsizeof(vars(protocol)) < sys.getsizeof(dict(vars(protocol))), len(vars(protocol))
 
     writer = chunk_writer({uvicorn_protocols.SERVER_SEND: sends[0]})
     assert writer is not None and writer.open
@@ -175,6 +180,7 @@ async def test_streamed_chunks_go_straight_to_the_transport_and_a_draining_worke
 
     protocol.shutdown()  # the worker stops: the stream is told, and its connection closes after it
     assert drained == [True] and protocol.cycle is not None and not protocol.cycle.keep_alive
+    assert sys.getsizeof(vars(protocol)) < sys.getsizeof(dict(vars(protocol))), len(vars(protocol))
     await sends[0]({"type": "http.response.body", "body": b"", "more_body": False})
     assert not writer.open and not writer.write(b"x")
     assert transport.written.endswith(b"0\r\n\r\n")

@@ -179,6 +179,42 @@ async def test_the_replay_budget_is_a_window_of_the_limiter() -> None:
     assert await budget.take(1, 3) > 0  # 6 of 5: wait for the next window
 
 
+class CountingLimiter(RateLimiter):
+    """The in-memory limiter, counting its round trips."""
+
+    def __init__(self) -> None:
+        super().__init__(None, f"test-{uuid.uuid4().hex[:8]}:")
+        self.spends: list[tuple[str, int]] = []
+
+    async def spend(self, name: str, amount: int, seconds: float, now: float) -> tuple[int, float]:
+        self.spends.append((name, amount))
+        return await super().spend(name, amount, seconds, now)
+
+
+async def test_one_users_concurrent_replay_takes_are_one_round_trip_counted_in_order() -> None:
+    """Thousands of one user's subscribers catching up at once: one spend, not one each, and
+    each take answered as if they had been made one after the other."""
+    limiter = CountingLimiter()
+    budget = ReplayBudget(limiter, 10, 86_400.0)
+    waits = await asyncio.gather(*(budget.take(1, 3) for _ in range(5)), budget.take(2, 4))
+    assert [wait == 0 for wait in waits] == [True, True, True, False, False, True]  # 3, 6, 9, 12, 15 of 10
+    assert sorted(limiter.spends) == [("replay:1", 15), ("replay:2", 4)]
+    assert await budget.take(1, 1) > 0  # the window holds all 15
+    assert limiter.spends[-1] == ("replay:1", 1)
+
+
+async def test_a_replay_take_whose_caller_goes_away_still_counts_for_the_others() -> None:
+    limiter = CountingLimiter()
+    budget = ReplayBudget(limiter, 10, 86_400.0)
+    leaving = asyncio.ensure_future(budget.take(1, 8))
+    staying = asyncio.ensure_future(budget.take(1, 2))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    assert await staying == 0
+    assert limiter.spends == [("replay:1", 10)]
+    assert leaving.cancelled()
+
+
 async def test_a_call_that_always_tries_is_asked_while_open_and_its_answer_closes_it() -> None:
     """A publish: skipped once Redis is back, its event would reach no other process."""
     clock = Clock()

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from ariadne import SubscriptionType, load_schema_from_path, make_executable_schema
+from ariadne import SubscriptionType
 from ariadne.asgi import GraphQL
 from ariadne.asgi.handlers import GraphQLTransportWSHandler
 from ariadne.exceptions import WebSocketConnectionError
@@ -45,19 +45,12 @@ from live.expiring import MemoryExpiringSets, RedisExpiringSets
 from live.presence import PresenceTracker
 from live.publisher import Publisher
 from live.quota import LiveQuota
-from resolvers import SCHEMA_PATH
+from resolvers import build_schema
 from resolvers.context import make_context
 from resolvers.ids import decode_event_cursor, parse_id
-from resolvers.message import message_type
-from resolvers.mutation import mutation_type
-from resolvers.query import query_type
-from resolvers.room import room_type
-from resolvers.room_event import room_event_interface, room_event_types
-from resolvers.scalars import datetime_scalar
 from resolvers.services import Services
 from resolvers.sources import room_access
 from resolvers.topics import presence_topic, room_topic
-from resolvers.user import user_type
 from transports.operations import token_in
 
 VIEWER = "naive.viewer"
@@ -148,18 +141,7 @@ def resolve_room_events(event: dict, _info: GraphQLResolveInfo, **_args: Any) ->
     return event
 
 
-schema = make_executable_schema(
-    load_schema_from_path(str(SCHEMA_PATH)),
-    query_type,
-    mutation_type,
-    subscription_type,
-    room_type,
-    message_type,
-    user_type,
-    room_event_interface,
-    *room_event_types,
-    datetime_scalar,
-)
+schema = build_schema(subscription_type)  # every type's resolvers as the product's, but its own subscriptions
 
 
 async def context(request: HTTPConnection, _data: Any = None) -> dict[str, Any]:

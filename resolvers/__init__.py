@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ariadne import load_schema_from_path, make_executable_schema
+from ariadne import SchemaBindable, load_schema_from_path, make_executable_schema
 from graphql import GraphQLSchema
 
 from core.settings import MAX_WEBHOOK_URLS
@@ -60,7 +60,8 @@ LIST_BOUNDS: dict[tuple[str, str], int] = {
 }
 
 
-def build_schema() -> GraphQLSchema:
+def build_schema(subscription: SchemaBindable = subscription_type) -> GraphQLSchema:
+    """`subscription`: the Subscription type's bindable (the naive baseline in bench/ brings its own)."""
     return make_executable_schema(
         load_schema_from_path(str(SCHEMA_PATH)),
         query_type,
@@ -68,7 +69,7 @@ def build_schema() -> GraphQLSchema:
         mutation_type,
         invite_mutations,
         invite_type,
-        subscription_type,
+        subscription,
         room_type,
         membership_type,
         message_type,

@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import statistics
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from datetime import datetime
 
 from tests.support.graphql import GraphQLClient, create_room, post_message, sign_up
 from tests.support.processes import (
-    BASE_ENV,
-    ROOT,
     SHARED_REDIS_URL,
     Server,
     create_database,
@@ -35,30 +29,10 @@ from tests.support.processes import (
     unique_name,
 )
 from tests.support.waiting import until
-from tests.support.webhooks import Receiver
+from tests.support.webhooks import Receiver, start_worker_logged
 
 CREATED = "message.created"
 MODES = {"poll only": "Delivering webhooks", "woken": "Hearing room events"}
-
-
-def start_worker(env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "composition.webhooks"],
-        cwd=ROOT,
-        env={**os.environ, **BASE_ENV, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-
-    def read() -> None:
-        assert worker.stdout is not None
-        for line in worker.stdout:
-            lines.append(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    return worker, lines
 
 
 async def main(rounds: int, samples: int) -> None:
@@ -83,7 +57,7 @@ async def main(rounds: int, samples: int) -> None:
         for round_ in range(rounds):
             for mode, ready in MODES.items():
                 worker_env = {**env, "REDIS_URL": ""} if mode == "poll only" else env
-                worker, logs = start_worker(worker_env)
+                worker, logs = start_worker_logged(worker_env)
                 try:
 
                     def started(ready: str = ready, logs: list[str] = logs) -> bool:

@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -48,7 +47,7 @@ from tests.support.processes import (
     unique_name,
 )
 from tests.support.waiting import until, until_sync
-from tests.support.webhooks import HANG, Receiver, readme_verify, seq_of
+from tests.support.webhooks import HANG, Receiver, readme_verify, seq_of, start_worker_logged
 from tests.support.wsclient import TRANSPORT_WS, GraphQLWebSocket
 
 SECRETS = ("old-secret", "new-secret")
@@ -499,7 +498,7 @@ async def test_a_worker_delivers_each_commit_at_once_not_at_its_poll(fresh_datab
     }
     server = Server(env=env, workers=2).start()
     api = GraphQLClient(server.url)
-    worker, logs = _start_worker_logged(env)
+    worker, logs = start_worker_logged(env)
     started = time.monotonic()
     try:
         owner = sign_up(api, "Owner")
@@ -536,27 +535,6 @@ def _start_worker(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "composition.webhooks"], cwd=ROOT, env={**os.environ, **BASE_ENV, **env}
     )
-
-
-def _start_worker_logged(env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
-    """The worker, its log lines gathered as they come (read to its end by a thread)."""
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "composition.webhooks"],
-        cwd=ROOT,
-        env={**os.environ, **BASE_ENV, **env},
-        stderr=subprocess.STDOUT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-
-    def read() -> None:
-        assert worker.stdout is not None
-        for line in worker.stdout:
-            lines.append(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    return worker, lines
 
 
 def _sql(database_url: str, statement: str) -> str:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import BASE_ENV, ROOT, free_port
 
 HANG = "hang"  # an answer: hold the request past the sender's timeout, then answer 200
 
@@ -126,3 +129,25 @@ def readme_verify() -> Callable[..., bool]:
     namespace: dict[str, Any] = {}
     exec(compile(found.group(1), "README.md:webhook-verify", "exec"), namespace)
     return namespace["verify"]
+
+
+def start_worker_logged(env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
+    """The Procfile's optional `worker: python -m composition.webhooks`, its log lines gathered as
+    they come (read to its end by a thread)."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "composition.webhooks"],
+        cwd=ROOT,
+        env={**os.environ, **BASE_ENV, **env},
+        stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            lines.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return worker, lines

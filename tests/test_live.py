@@ -95,6 +95,30 @@ async def test_subscribers_see_only_their_room(server: Server, api: GraphQLClien
     await ws.close()
 
 
+ROOM_HISTORY = """subscription($room: ID!) { messageCreated(room: $room) {
+  body room { messages(first: 2) { edges { node { body sender { name } } } } } } }"""
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_message_s_room_answers_its_member_only_fields(
+    server: Server, api: GraphQLClient, protocol: str
+) -> None:
+    """A messageCreated result's room is its members' alone (as roomEvents' is): its history
+    answers in the execution every subscriber shares, which has no viewer of its own."""
+    ann, bob = sign_up(api, "Ann"), sign_up(api, "Bob")
+    room = room_with(api, ann, bob)
+    sockets = [await GraphQLWebSocket.open(server.ws_url, protocol, who.token) for who in (ann, bob)]
+    for ws in sockets:
+        await ws.subscribe("h", ROOM_HISTORY, {"room": room})
+        await ws.barrier()
+    post_message(api, bob, room, "first")
+    for ws in sockets:
+        [message] = await ws.messages("h", 1)
+        edges = message["room"]["messages"]["edges"]
+        assert message["body"] == "first" and edges == [{"node": {"body": "first", "sender": {"name": "Bob"}}}]
+        await ws.close()
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_only_members_may_subscribe(server: Server, api: GraphQLClient, protocol: str) -> None:
     ann, eve = sign_up(api, "Ann"), sign_up(api, "Eve")

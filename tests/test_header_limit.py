@@ -61,7 +61,9 @@ def test_a_head_just_past_the_bound_is_refused_with_431(server: Server) -> None:
 
 
 def test_a_head_trickled_in_small_writes_is_refused_once_past_the_bound(server: Server) -> None:
-    head = post_head(jwt_shaped(2 * MAX_REQUEST_HEAD_BYTES))[: MAX_REQUEST_HEAD_BYTES + 4096]
+    # One byte past the bound, in its last write: the server has read everything when it refuses,
+    # so its close is clean (bytes still on their way after it would be answered with a reset).
+    head = post_head(jwt_shaped(2 * MAX_REQUEST_HEAD_BYTES))[: MAX_REQUEST_HEAD_BYTES + 1]
     response = send_then_read(server, head, piece=1024)
     assert response.startswith(b"HTTP/1.1 431 "), response[:200]
     assert_serving(server)

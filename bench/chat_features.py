@@ -201,6 +201,7 @@ async def unread(stack: Stack, rooms: int, seconds: float, rounds: int = 2) -> d
     token = stack.tokens[0]
     for _ in range(rooms):
         stack.gql('mutation { createRoom(name: "unread", kind: PUBLIC) { id } }', token=token)
+    stack.analyze()
     queries = {"me": ME, "unread": UNREAD, "with ids": UNREAD_WITH_IDS}
     result = await turned_rounds(stack.pid, stack.server.url, token, queries, seconds, rounds)
     me_rps, counts_rps, with_ids_rps = (result.per_second(name) for name in queries)

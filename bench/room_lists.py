@@ -197,6 +197,7 @@ async def room_lists(stack: Stack, token: str, rooms: int, seconds: float, round
     ids = [data["createRoom"]["id"] for data in created]
     await each(stack, [(JOIN, {"r": room}, token) for room in ids])
     await each(stack, [(POST, {"r": room, "b": f"hello {i}"}, creator) for i, room in enumerate(ids)])
+    stack.analyze()
     pages = {"first page": min(client_page(), rooms), "largest page": min(PAGE, rooms)}
     for page in pages.values():
         listed = stack.gql(room_list(page), token=token)["rooms"]

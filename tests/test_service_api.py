@@ -17,7 +17,7 @@ import pytest
 from tests.support.graphql import GraphQLClient, sign_up
 from tests.support.host_tokens import SECRET, claims, hs256
 from tests.support.httpstream import open_multipart, open_sse, part_errors
-from tests.support.processes import SHARED_REDIS_URL, Server, migrate
+from tests.support.processes import Server, served_on
 from tests.support.wsclient import MESSAGE_CREATED, PROTOCOLS, GraphQLWebSocket
 
 OLD_KEY, NEW_KEY = "old-service-key-" + "a" * 32, "new-service-key-" + "b" * 32
@@ -51,20 +51,9 @@ KINDED = "subscription($room: ID!) { messageCreated(room: $room) { body kind sen
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Postgres + Redis with two workers, and the embedded default (SQLite, one worker)."""
     keys = {"SERVICE_KEY": f"{OLD_KEY},{NEW_KEY}", "AUTH_JWT_SECRET": SECRET}
-    if request.param == "postgres":
-        database = {
-            "DATABASE_URL": request.getfixturevalue("database_url"),
-            "REDIS_URL": SHARED_REDIS_URL,
-            "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
-        }
-        workers = 2
-    else:
-        database = {"DATABASE_URL": f"sqlite:///{tmp_path_factory.mktemp('service') / 'chat.db'}", "REDIS_URL": ""}
-        migrate(database)
-        workers = 1
-    server = Server(env={**database, **keys}, workers=workers).start()
-    yield server
-    server.stop()
+    database_url = request.getfixturevalue("database_url") if request.param == "postgres" else ""
+    with served_on(request.param, keys, database_url, tmp_path_factory.mktemp("service")) as server:
+        yield server
 
 
 @pytest.fixture

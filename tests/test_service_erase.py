@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from db.messages import ERASE_BATCH
 from tests.support.graphql import GraphQLClient, post_many
 from tests.support.host_tokens import SECRET, claims, hs256
-from tests.support.processes import SHARED_REDIS_URL, Server, migrate
+from tests.support.processes import Server, served_on
 from tests.support.waiting import until
 from tests.support.webhooks import Receiver, seq_of
 from tests.support.wsclient import TRANSPORT_WS, GraphQLWebSocket
@@ -58,21 +57,9 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, receiver: Receiver
 ) -> Iterator[Server]:
     keys = {"SERVICE_KEY": KEY, "AUTH_JWT_SECRET": SECRET, "WEBHOOK_URL": receiver.url, "WEBHOOK_SECRET": "s", **FAST}
-    if request.param == "postgres":
-        database = {
-            "DATABASE_URL": request.getfixturevalue("database_url"),
-            "REDIS_URL": SHARED_REDIS_URL,
-            "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
-        }
-        workers = 2
-    else:
-        path: Path = tmp_path_factory.mktemp("erase") / "chat.db"
-        database = {"DATABASE_URL": f"sqlite:///{path}", "REDIS_URL": ""}
-        migrate(database)
-        workers = 1
-    server = Server(env={**database, **keys}, workers=workers).start()
-    yield server
-    server.stop()
+    database_url = request.getfixturevalue("database_url") if request.param == "postgres" else ""
+    with served_on(request.param, keys, database_url, tmp_path_factory.mktemp("erase")) as server:
+        yield server
 
 
 def host_token(external_id: str) -> str:

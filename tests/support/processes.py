@@ -158,6 +158,30 @@ PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
 @contextlib.contextmanager
+def served_on(backend: str, env: Mapping[str, str], database_url: str, directory: Path) -> Iterator[Server]:
+    """The server on one of the two backends every feature runs on, with `env` added: "postgres"
+    (`database_url`, the shared Redis under a prefix of its own, two workers: what a dyno runs)
+    or "sqlite" (the embedded default: a SQLite file in `directory`, migrated here, no Redis,
+    one worker). Stopped after."""
+    if backend == "postgres":
+        database = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": SHARED_REDIS_URL,
+            "CHANNEL_PREFIX": f"test-{uuid.uuid4().hex[:10]}:",
+        }
+        workers = 2
+    else:
+        database = {"DATABASE_URL": f"sqlite:///{directory / 'chat.db'}", "REDIS_URL": ""}
+        migrate(database)
+        workers = 1
+    server = Server(env={**database, **env}, workers=workers).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
 def served_with_limits(prefix: str, limits: Mapping[str, str], workers: int = 2) -> Iterator[Server]:
     """gunicorn on a fresh database (migrated, dropped after), the shared Redis under a prefix of
     its own, and `limits` (rate-limit settings, say): what each rate-limit test module serves."""

@@ -202,6 +202,7 @@ class Settings:
     auth_jwks_refetch_seconds: float  # at most one fetch of the JWKS URL per this, whatever kids come
     auth_jwks_cache_seconds: float  # keys older than this are fetched again at their next use
     service_keys: tuple[str, ...] = field(repr=False)
+    erase_seconds: float  # deleteUser(erase) answers false past this, the rest left for its next call
     # [telemetry]
     # The standard OTEL_* variables, as set (telemetry.running); out of the repr: the exporter's
     # headers carry the backend's API key.
@@ -351,6 +352,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         auth_jwks_refetch_seconds=max(0.0, env.number("AUTH_JWKS_REFETCH_SECONDS", 30.0)),
         auth_jwks_cache_seconds=max(1.0, env.number("AUTH_JWKS_CACHE_SECONDS", 3600.0)),
         service_keys=_service_keys(env.text("SERVICE_KEY")),
+        # Under Heroku's router, which answers 503 to a request still running at 30 s.
+        erase_seconds=max(0.0, env.number("ERASE_SECONDS", 20.0)),
         # [telemetry]
         # Exported only when an OTEL_EXPORTER_OTLP_*ENDPOINT is set; the SDK reads the others too.
         otel=tuple(sorted((name, value) for name, value in env.environ.items() if name.startswith("OTEL_"))),

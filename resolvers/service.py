@@ -11,6 +11,7 @@ externalId is NOT_FOUND.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -196,8 +197,10 @@ async def resolve_delete_user(_root: None, info: GraphQLResolveInfo, externalId:
     transaction and no publish grows with the user's history. True once every message is
     logged (each event then reaches webhooks at least once, and live subscribers or their
     resume): the erasure is not left to a background task that a crash would lose after the
-    answer. An answer that never came (a timeout, a crash midway) is made good by asking again:
-    `erase` on an id whose user is already deleted erases what is left of their messages."""
+    answer. False when ERASE_SECONDS ran out first (at least one batch is erased per call, so
+    calls in a row finish it), answered before the router's 30 s cut an answer off. An answer
+    that never came (a timeout, a crash midway) is made good by asking again: `erase` on an id
+    whose user is already deleted erases what is left of their messages."""
     access.require_service(info)
     services = services_of(info)
     viewer = require_viewer(info)
@@ -206,26 +209,28 @@ async def resolve_delete_user(_root: None, info: GraphQLResolveInfo, externalId:
         gone = await user_rows.deleted_user(services.db, externalId) if erase else None
         if gone is None:
             raise NotFound(USER_NOT_FOUND)
-        await _erase(services, int(gone["id"]), viewer.user)
-        return True
+        return await _erase(services, int(gone["id"]), viewer.user)
     user_id = int(found["id"])
     for room_id, events in await rooms.remove_user_everywhere(services.db, found):
         if events:
             await _removed(services, room_id, user_id, events, Forbidden(REMOVED))
     delete = partial(user_rows.delete_user, services.db, user_id, found["external_id"])
     await services.revocations.revoke_user(user_id, delete)
-    if erase:
-        await _erase(services, user_id, viewer.user)
-    return True
+    return await _erase(services, user_id, viewer.user) if erase else True
 
 
-async def _erase(services: Services, user_id: int, by: dict) -> None:
+async def _erase(services: Services, user_id: int, by: dict) -> bool:
     """Every message of the user not deleted yet, room by room, a batch at a time, logged and
-    then published as deleteMessage's are (resolvers.mutation.published_deletions)."""
+    then published as deleteMessage's are (resolvers.mutation.published_deletions). False when
+    ERASE_SECONDS ran out after a batch: the rest is left for the next call."""
+    deadline = time.monotonic() + services.settings.erase_seconds
     for room_id in await messages.rooms_with_messages_of(services.db, user_id):
         # Until a batch finds none: a short one may only mean a moderator deleted some of it.
         while deleted := await messages.erase_next(services.db, room_id, user_id, by, messages.ERASE_BATCH):
             await published_deletions(services, room_id, deleted)
+            if time.monotonic() >= deadline:
+                return False
+    return True
 
 
 # --- Rooms -------------------------------------------------------------------------------------

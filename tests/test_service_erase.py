@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -160,3 +161,41 @@ async def test_an_erasure_reaches_live_subscribers_webhooks_and_resumes(served: 
     assert api.error_codes(DELETE, {"e": bob["externalId"]}, token=KEY) == ["NOT_FOUND"]
     assert api.error_codes(DELETE, {"e": ext(), "erase": True}, token=KEY) == ["NOT_FOUND"]
     api.close()
+
+
+async def test_an_erasure_out_of_time_answers_false_and_the_next_call_goes_on(
+    database_url: str, tmp_path: Path
+) -> None:
+    """With ERASE_SECONDS=0 each call erases one batch and answers false while any was erased,
+    true once none is left: a host calling while it answers false erases everything, nothing
+    twice (each room's log grows by Bob's leaving and one tombstone per message)."""
+    keys = {"SERVICE_KEY": KEY, "AUTH_JWT_SECRET": SECRET, "ERASE_SECONDS": "0"}
+    with served_on("postgres", keys, database_url, tmp_path) as server:
+        api = GraphQLClient(server.url)
+        users = [{"externalId": ext(), "name": name} for name in ("Ann", "Bob")]
+        ann, bob = api.data(UPSERT, {"u": users}, token=KEY)["upsertUsers"]
+        rooms = [
+            api.data(CREATE, {"n": name, "e": ext(), "o": ann["id"], "m": [bob["id"]]}, token=KEY)["createRoom"]["id"]
+            for name in ("big", "small")
+        ]
+        bob_jwt, ann_jwt = host_token(bob["externalId"]), host_token(ann["externalId"])
+        counts = {rooms[0]: ERASE_BATCH + 5, rooms[1]: 2}
+        for room, count in counts.items():
+            await post_many(server.url, bob_jwt, room, [f"m{n}" for n in range(count)])
+
+        def last_seqs() -> dict[str, int]:
+            return {
+                room: seq_of(api.data(LAST_CURSOR, {"r": room}, token=ann_jwt)["room"]["latestEventCursor"])
+                for room in rooms
+            }
+
+        before = last_seqs()
+        answers = [api.data(DELETE, {"e": bob["externalId"], "erase": True}, token=KEY)["deleteUser"]]
+        while not answers[-1] and len(answers) < 10:
+            answers.append(api.data(DELETE, {"e": bob["externalId"], "erase": True}, token=KEY)["deleteUser"])
+        # A batch of the big room, its last 5, the small room's 2: then nothing left.
+        assert answers == [False, False, False, True]
+        assert {room: seq - before[room] for room, seq in last_seqs().items()} == {
+            room: count + 1 for room, count in counts.items()
+        }
+        api.close()

@@ -136,8 +136,9 @@ async def direct_room(db: Database, key: str) -> Row | None:
     return as_row(await db.fetch_one(sa.select(*ROOM_COLUMNS).where(rooms.c.direct_key == key)))
 
 
-async def open_direct(db: Database, name: str, opener: Row, others: list[Row]) -> tuple[Row, bool]:
-    """The DIRECT room of `opener` and `others`, and whether this call created it. Created once:
+async def open_direct(db: Database, name: str, opener: Row, others: list[Row]) -> tuple[Row, room_events.Event | None]:
+    """The DIRECT room of `opener` and `others`, and its first event when this call created it
+    (None when it was there already, as create_room's, to publish after commit). Created once:
     the room, everyone's membership (all MEMBERs: nobody in a direct room moderates another)
     and its first events (the opener joined, then each other person, `by` the opener) commit
     together; the unique `direct_key` makes a concurrent open of the same set fail its insert,
@@ -146,7 +147,7 @@ async def open_direct(db: Database, name: str, opener: Row, others: list[Row]) -
     key = direct_key(person["id"] for person in people)
     found = await direct_room(db, key)
     if found is not None:
-        return found, False
+        return found, None
     try:
         async with db.transaction():
             created = now()
@@ -175,8 +176,8 @@ async def open_direct(db: Database, name: str, opener: Row, others: list[Row]) -
         found = await direct_room(db, key)  # the concurrent open that won has committed it
         if found is None:
             raise
-        return found, False
-    return room, True
+        return found, None
+    return room, room_events.event(1, room_events.MEMBER_JOINED, created, room, user=opener)
 
 
 async def room_by_id(db: Database, room_id: int) -> Row | None:

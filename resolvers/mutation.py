@@ -154,10 +154,17 @@ async def create_user_room(info: GraphQLResolveInfo, name: str, kind: str, topic
     name = clean_name(name, "name", MAX_NAME)
     kind = _kind(kind)
     cleaned_topic = clean_topic(topic, "topic", MAX_TOPIC) if topic is not None else None
-    room, _joined = await rooms.create_room(services.db, name, viewer.user, kind=kind, topic=cleaned_topic)
-    # Nobody can be listening to a new room: only the creator's room list hears of it.
-    await room_changes.added(services, room["id"], [viewer.id])
+    room, joined = await rooms.create_room(services.db, name, viewer.user, kind=kind, topic=cleaned_topic)
+    await created_room(services, room["id"], joined, [viewer.id])
     return access.with_role(room, rooms.OWNER)
+
+
+async def created_room(services: Services, room_id: int, first: room_events.Event, people: list[int]) -> None:
+    """After a new room's commit: its first event published as any logged event is (nobody can
+    be listening yet, but the webhooks' doorbell hears it: its `member.joined` goes out at once,
+    not at the next poll), and the room lists of the people in it hear of it."""
+    await services.publisher.event(room_topic(room_id), first)
+    await room_changes.added(services, room_id, people)
 
 
 async def _announce_joined(services: Services, room_id: int, joined: dict, user_id: int) -> None:
@@ -300,9 +307,8 @@ async def resolve_open_direct(_root: None, info: GraphQLResolveInfo, users: list
     one or several, without saying which (a user id reveals no more here than anywhere else).
 
     Every call counts against RATE_LIMIT_ACTIONS (before anything is read); one that creates
-    the room counts against RATE_LIMIT_ROOMS too, as createRoom does. A created room is told to
-    `room_changes.added` for everyone in it; nothing is published on its topics (nobody can be
-    subscribed to a room that did not exist)."""
+    the room counts against RATE_LIMIT_ROOMS too, as createRoom does. A created room is told as
+    createRoom's is (created_room)."""
     viewer = await _act(info)
     services = services_of(info)
     if access.is_service(viewer):
@@ -323,9 +329,9 @@ async def resolve_open_direct(_root: None, info: GraphQLResolveInfo, users: list
     if existing is not None:
         return access.with_role(existing, rooms.MEMBER)
     await services.limiter.check("rooms", str(viewer.id), services.settings.rate_rooms)
-    room, created = await rooms.open_direct(services.db, _direct_name(people), viewer.user, list(found))
-    if created:
-        await room_changes.added(services, room["id"], [person["id"] for person in people])
+    room, first = await rooms.open_direct(services.db, _direct_name(people), viewer.user, list(found))
+    if first is not None:
+        await created_room(services, room["id"], first, [person["id"] for person in people])
     return access.with_role(room, rooms.MEMBER)
 
 
@@ -342,9 +348,9 @@ async def _open_direct_for(info: GraphQLResolveInfo, users: list[str]) -> dict:
     if any(person is None for person in people):
         raise NotFound(USERS_NOT_FOUND)
     opener, *others = people
-    room, created = await rooms.open_direct(services.db, _direct_name(people), opener, others)
-    if created:
-        await room_changes.added(services, room["id"], ids)
+    room, first = await rooms.open_direct(services.db, _direct_name(people), opener, others)
+    if first is not None:
+        await created_room(services, room["id"], first, ids)
     return access.with_role(room, rooms.MEMBER)
 
 

@@ -36,6 +36,7 @@ from resolvers.mutation import (
     _kind,
     _removed,
     create_user_room,
+    created_room,
     published_deletions,
 )
 from resolvers.services import Services
@@ -277,7 +278,7 @@ async def resolve_create_room(
     creator, *others = found
     service = require_viewer(info).user
     try:
-        room, _joined = await rooms.create_room(
+        room, joined = await rooms.create_room(
             services.db, name, creator, kind=kind, topic=cleaned_topic, external_id=ids, members=others, by=service
         )
     except rooms.ExternalIdTaken:
@@ -286,7 +287,7 @@ async def resolve_create_room(
         if raced is None:
             raise
         return access.with_role(raced, rooms.OWNER)
-    await room_changes.added(services, room["id"], [user["id"] for user in found])
+    await created_room(services, room["id"], joined, [user["id"] for user in found])
     return access.with_role(room, rooms.OWNER)
 
 

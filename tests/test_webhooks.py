@@ -486,10 +486,10 @@ LONG_POLL = 120.0  # the worker's poll in the wake-up test: far longer than the 
 
 async def test_a_worker_delivers_each_commit_at_once_not_at_its_poll(fresh_database: str) -> None:
     """The worker hears the room events the web workers publish on Redis and delivers each at
-    once. Its poll is two minutes: it sweeps once when it starts, and each room here gets its
-    first message (published; its creation is not, nobody can be listening yet) only after the
-    previous room's delivery arrived, so after that sweep: only a wake-up can deliver the second
-    and third within seconds."""
+    once. Its poll is two minutes: it sweeps once when it starts, and each room here is created,
+    and then gets its first message, only after the previous delivery arrived, so after that
+    sweep: only a wake-up can deliver each room's creation (its creator's member.joined) and
+    each message within seconds."""
     receiver = Receiver().start()
     env = {
         **_env(fresh_database, receiver, f"test-{uuid.uuid4().hex[:10]}:"),
@@ -506,15 +506,18 @@ async def test_a_worker_delivers_each_commit_at_once_not_at_its_poll(fresh_datab
         await until(lambda: _registered(fresh_database) == 1, "the worker registered the endpoint", 30)
         waits = []
         for n in range(3):
-            room = create_room(api, owner, f"woken {n}")
-            committed = time.monotonic()
-            post_message(api, owner, room, f"woken {n}")
+            for kind in ("member.joined", "message.created"):
+                if kind == "member.joined":
+                    room = create_room(api, owner, f"woken {n}")
+                else:
+                    post_message(api, owner, room, f"woken {n}")
+                committed = time.monotonic()
 
-            def arrived(room: str = room) -> bool:
-                return any(r.room == room and r.payload["type"] == "message.created" for r in receiver.snapshot())
+                def arrived(room: str = room, kind: str = kind) -> bool:
+                    return any(r.room == room and r.payload["type"] == kind for r in receiver.snapshot())
 
-            await until(arrived, f"room {n}'s message", 10)
-            waits.append(time.monotonic() - committed)
+                await until(arrived, f"room {n}'s {kind}", 10)
+                waits.append(time.monotonic() - committed)
         assert time.monotonic() - started < LONG_POLL / 2
     finally:
         worker.send_signal(signal.SIGTERM)

@@ -42,7 +42,7 @@ async def resolve_rooms(
         return found
     # Every row is one of my memberships, with the room's row (resolvers.access.my_rooms):
     # each room's `latestEventCursor` is known here, as its resolver would make it for a member.
-    listed = []
+    listed: list[RowView] = []
     for room in found:
         row = dict(room.items())
         if last:

@@ -416,7 +416,7 @@ async def test_items_read_by_key_at_every_depth_take_one_pass_and_answer_as_grap
     from graphql import build_schema
 
     schema = build_schema(NOTES_SCHEMA)
-    schema.type_map["Stamp"].serialize = lambda value: value.isoformat()  # type: ignore[attr-defined]
+    schema.type_map["Stamp"].coerce_output_value = lambda value: value.isoformat()  # type: ignore[attr-defined]
     read_whole: list[str] = []
     original = lean_executor._read
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from inspect import iscoroutinefunction
-from types import CoroutineType
+from types import CoroutineType, GeneratorType
 from typing import Any, NamedTuple, TypeVar, cast
 
 from graphql import (
@@ -146,15 +146,79 @@ class PlannedField(NamedTuple):
     sub: FlatList | None = None  # an object field's own fields (None: a scalar or an enum)
 
 
+class Read(NamedTuple):
+    """A field answered by reading a key of its object, as the default resolver (or one that
+    `reads` the key) answers it."""
+
+    name: str
+    key: str
+    passes: type | None  # values of this type the scalar returns as they are
+    coerce: Callable[[Any], Any]  # the scalar's or enum's output coercion, for any other value
+    nullable: bool
+    sub: tuple[Read, ...] | None  # an object field's own fields, read alike (None: a scalar or an enum)
+
+
+_INERT: dict[type, bool] = {}
+
+
+def _inert(kind: type) -> bool:
+    """Whether a value of this type is a value and nothing else: never an error, an awaitable or
+    a callable (those the usual path treats apart); asked once per type."""
+    known = _INERT.get(kind)
+    if known is None:
+        known = _INERT[kind] = not (
+            issubclass(kind, BaseException)
+            or issubclass(kind, GeneratorType)  # a generator-based coroutine is awaitable
+            or any("__call__" in vars(base) or "__await__" in vars(base) for base in kind.__mro__)
+        )
+    return known
+
+
+def _read(reads: tuple[Read, ...], item: Any) -> dict[str, Any] | None:
+    """An object's completed fields where every one of them reads a key of it (its objects' own
+    fields alike), each value plain and what its scalar or enum coerces it to no null; None
+    where any is otherwise: then the object takes `_complete_fields`, which answers as
+    graphql-core does (from the same keys: reading them changes nothing)."""
+    data: dict[str, Any] = {}
+    for name, key, passes, coerce, nullable, sub in reads:
+        if key not in item:
+            return None
+        value = item[key]
+        value_type = type(value)
+        if value_type is passes:
+            if value_type is int and not MIN_INT <= value <= MAX_INT:
+                return None
+        elif value is None:
+            if not nullable:
+                return None
+        elif sub is not None:
+            if value_type is not dict and not _reads_as_mapping(value_type):
+                return None
+            value = _read(sub, value)
+            if value is None:
+                return None
+        elif value_type in PLAIN or _inert(value_type):
+            try:
+                value = coerce(value)
+            except Exception:
+                return None
+            if value is None or value is Undefined:
+                return None
+        else:
+            return None
+        data[name] = value
+    return data
+
+
 class FlatList(NamedTuple):
     """The plan of an object's selected fields: a list's items', or one object's."""
 
     item_type: GraphQLObjectType
     items_nullable: bool
     fields: list[PlannedField]
-    # Where every field reads a key: (name, key, the type passing as it is, whether an int is an
-    # ID's), for items whose every value is as plain as that; any other item takes `fields`.
-    reads: tuple[tuple[str, str, type, bool], ...] | None = None
+    # Where every field, at every depth, reads a key: how each reads it (`_read`), for items
+    # whose every value is plain; any other item takes `fields`.
+    reads: tuple[Read, ...] | None = None
     # Every field's arguments given, at every depth: the plan serves as it is.
     given: bool = True
 
@@ -289,7 +353,7 @@ class LeanExecutor(Executor):
 
     def _complete_flat(self, plan: FlatList, path: Path, items: list[Any]) -> list[Any] | None:
         """The completed list, or None where any item is not plain."""
-        items_nullable, reads = plan.items_nullable, plan.reads
+        items_nullable = plan.items_nullable
         infos: dict[int, tuple[tuple, tuple]] = {}  # a field's resolve info around its path, made once per list
         completed: list[Any] = []
         known: type | None = None  # the items' type, once seen to be read by key
@@ -298,24 +362,6 @@ class LeanExecutor(Executor):
             readable = kind is known or kind is dict or _reads_as_mapping(kind)
             if readable:
                 known = kind
-                if reads is not None:
-                    data: dict[str, Any] = {}
-                    for name, read, plain, int_id in reads:
-                        if read not in item:
-                            break
-                        value = item[read]
-                        value_type = type(value)
-                        if value_type is plain:
-                            if value_type is int and not MIN_INT <= value <= MAX_INT:
-                                break
-                        elif int_id and value_type is int:
-                            value = str(value)  # GraphQLID's output for an int
-                        else:
-                            break
-                        data[name] = value
-                    else:
-                        completed.append(data)
-                        continue
             else:
                 if item is None and items_nullable:
                     completed.append(None)
@@ -342,6 +388,10 @@ class LeanExecutor(Executor):
         the list's (the item's is `index` in it) or, `index` None, the object's own (None: the
         root's). `event`: the root value and context of an execution that is not this
         executor's own (`planned_event`)."""
+        if readable and plan.reads is not None:
+            read = _read(plan.reads, item)
+            if read is not None:
+                return read
         type_name = plan.item_type.name
         item_path: Path | None = path if index is None else None
         data: dict[str, Any] = {}
@@ -506,9 +556,9 @@ class LeanExecutor(Executor):
                 )
             )
         reads = tuple(
-            (field.name, field.key, field.passes, field.coerce is _id_output)
+            Read(field.name, key, field.passes, field.coerce, field.nullable, field.sub.reads if field.sub else None)
             for field in fields
-            if field.key is not None and field.passes is not None and field.sub is None
+            if (key := field.key) is not None and (field.sub is None or field.sub.reads is not None)
         )
         given = all(field.arguments is not None and (field.sub is None or field.sub.given) for field in fields)
         return FlatList(object_type, nullable, fields, reads if len(reads) == len(fields) else None, given)

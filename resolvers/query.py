@@ -10,7 +10,7 @@ from resolvers import access
 from resolvers.context import db_of, require_viewer, services_of, viewer_of
 from resolvers.ids import parse_id
 from resolvers.lists import DEFAULT_LIST, list_size
-from resolvers.room import LAST_MESSAGE
+from resolvers.room import LAST_MESSAGE, LATEST_EVENT_CURSOR, known_latest_event_cursor
 from resolvers.text_input import clean_search
 
 DEFAULT_PUBLIC = 50
@@ -36,10 +36,21 @@ async def resolve_rooms(
     limit = list_size(first)
     start = parse_id(after, "Room", argument="after") if after is not None else None
     last = selects(info, "lastMessage")
+    cursor = selects(info, "latestEventCursor")
     found = await access.my_rooms(db_of(info), require_viewer(info), limit, start, with_last_message=last)
-    if not last:
+    if not (last or cursor):
         return found
-    return [{**room, LAST_MESSAGE: messages.last_message_of(room)} for room in found]
+    # Every row is one of my memberships, with the room's row (resolvers.access.my_rooms):
+    # each room's `latestEventCursor` is known here, as its resolver would make it for a member.
+    listed: list[RowView] = []
+    for room in found:
+        row = dict(room.items())
+        if last:
+            row[LAST_MESSAGE] = messages.last_message_of(room)
+        if cursor:
+            row[LATEST_EVENT_CURSOR] = known_latest_event_cursor(room)
+        listed.append(row)
+    return listed
 
 
 def selects(info: GraphQLResolveInfo, name: str) -> bool:

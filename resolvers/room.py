@@ -10,6 +10,7 @@ from graphql import GraphQLResolveInfo
 
 from core.errors import BadUserInput
 from db import read_state
+from db.records import RowView
 from execution.lean_executor import reads
 from resolvers import access
 from resolvers.context import loaders_of, viewer_of
@@ -146,13 +147,27 @@ async def resolve_events(
     }
 
 
+# A room's key for its `latestEventCursor`, when the path that brought it made it (a room list's
+# rows, all the viewer's own: resolvers.query): each room's field then reads it at once.
+LATEST_EVENT_CURSOR = "latest_event_cursor"
+
+
+def known_latest_event_cursor(room: RowView) -> str | None:
+    """`latestEventCursor` from a room whose row and the viewer's membership are at hand
+    (resolvers.access.known_member, and `last_event_seq` in it)."""
+    seq = room["last_event_seq"] or 0
+    return encode_event_cursor(room["id"], seq) if seq else None
+
+
 @room_type.field("latestEventCursor")
+@reads(LATEST_EVENT_CURSOR)
 def resolve_latest_event_cursor(room: dict, info: GraphQLResolveInfo) -> str | Awaitable[str | None] | None:
     """From the room's row, read before any of its fields: history read after it can only be newer.
     (An event's room carries no counters: then the row is read now.)"""
+    if LATEST_EVENT_CURSOR in room:
+        return room[LATEST_EVENT_CURSOR]
     if access.known_member(room) and "last_event_seq" in room:
-        seq = room["last_event_seq"] or 0
-        return encode_event_cursor(room["id"], seq) if seq else None
+        return known_latest_event_cursor(room)
     return _latest_event_cursor(room, info)
 
 

@@ -395,6 +395,58 @@ async def test_objects_within_and_alone_take_the_short_path_and_answer_as_graphq
     assert ours == theirs and ours["data"]["box"] == {"id": "3", "spare": {"id": "4", "n": 1}} and short == 0
 
 
+NOTES_SCHEMA = """
+scalar Stamp
+enum Mood { HAPPY SAD }
+type Who { id: ID! name: String! }
+type Note { id: ID! at: Stamp! mood: Mood topic: String n: Int! by: Who }
+type Query { notes: [Note!]! }
+"""
+
+
+async def test_items_read_by_key_at_every_depth_take_one_pass_and_answer_as_graphql_core_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where every field at every depth reads a key (an enum, a custom scalar, a null, an
+    object and its own fields), each item is read in one pass (`_read`); an item with anything
+    else in it (an Int out of range, an object that is not a mapping) sends the list the usual
+    way: graphql-core's answer and errors, every time."""
+    from datetime import UTC, datetime
+
+    from graphql import build_schema
+
+    schema = build_schema(NOTES_SCHEMA)
+    schema.type_map["Stamp"].coerce_output_value = lambda value: value.isoformat()  # type: ignore[attr-defined]
+    read_whole: list[str] = []
+    original = lean_executor._read
+
+    def counted(fields: Any, item: Any) -> Any:
+        data = original(fields, item)
+        if data is not None and "at" in data:
+            read_whole.append(data["id"])
+        return data
+
+    monkeypatch.setattr(lean_executor, "_read", counted)
+    at = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    notes = [
+        {"id": 2**40 + i, "at": at, "mood": "SAD" if i % 2 else None, "topic": None if i else "t", "n": i}
+        | {"by": {"id": i, "name": f"who {i}"} if i % 3 else None}
+        for i in range(6)
+    ]
+    query = "{ notes { id at mood topic n by { id name } } }"
+    theirs, ours, short = await both(schema, query, {"notes": notes})
+    assert ours == theirs and not ours["errors"] and short == 1
+    assert read_whole == [str(2**40 + i) for i in range(6)]
+    assert ours["data"]["notes"][1] == {
+        "id": str(2**40 + 1), "at": at.isoformat(), "mood": "SAD", "topic": None, "n": 1,
+        "by": {"id": "1", "name": "who 1"},
+    }  # fmt: skip
+    for odd in ({"n": 2**40}, {"by": SimpleNamespace(id=9, name="not a mapping")}, {"at": None}):
+        read_whole.clear()
+        theirs, ours, _ = await both(schema, query, {"notes": [*notes[:2], notes[2] | odd]})
+        assert ours == theirs and read_whole == [str(2**40), str(2**40 + 1)], odd
+
+
 async def test_a_plan_serves_every_execution_of_a_document_whatever_its_variables() -> None:
     """A flat list's plan is kept for the parsed document (as the parse cache keeps it), its
     arguments taken from each execution's variables; a selection a variable can change is not kept."""

@@ -86,14 +86,19 @@ class WebhookEvents:
         self._quota = quota
         # Taken around every database read or write of webhook delivery (here and the dispatcher's).
         self.connections = asyncio.Semaphore(DB_CONNECTIONS)
-        # By room: when read, its members, who of them is connected, whether that is known everywhere.
-        self._recipients: dict[int, tuple[float, list[Row], set[int], bool]] = {}
+        # By room: when read, its members (kept across pages until a change of members in its
+        # log, a new lease or RECIPIENTS_FRESH_SECONDS).
+        self._members: dict[int, tuple[float, list[Row]]] = {}
+        # By room: when read, who of its members is connected and whether that is known
+        # everywhere (read anew for each page, as before: a connection comes and goes unlogged).
+        self._connected: dict[int, tuple[float, set[int], bool]] = {}
 
     async def page(self, room_id: int, after: int, limit: int) -> Page | None:
         """The room's log's head and its next `limit` events after `after`, each with its body:
         one read (the room, the events, their users' external ids and messages), one more only
         for messages with reactions and for users an event names in its data (`by`). None when
         there is no such room."""
+        self._connected.pop(room_id, None)  # a page's connections are read anew
         async with self.connections:
             rows = await webhooks.page(self._db, room_id, after, limit)
         if not rows:
@@ -165,7 +170,7 @@ class WebhookEvents:
             else:  # member.left, and any kind added later: who it is about
                 data = {"user": subject}
             if kind in MEMBERSHIP_CHANGES:
-                self._recipients.pop(room_id, None)  # the messages after it: the members anew
+                self._members.pop(room_id, None)  # the messages after it: the members anew
             seq = int(row["seq"])
             body = {
                 "type": TYPES.get(kind, kind.replace("_", ".")),
@@ -179,27 +184,34 @@ class WebhookEvents:
         return Page(int(room["last_event_seq"]), built)
 
     def forget(self, room_id: int) -> None:
-        """The room's members and connections as last read are not used again: its lease was
-        (re)taken, and while another process held it, its log may have changed its members."""
-        self._recipients.pop(room_id, None)
+        """The room's members as last read are not used again: its lease was (re)taken, and
+        while another process held it, its log may have changed its members."""
+        self._members.pop(room_id, None)
 
     async def recipients(self, room_id: int, event: Built) -> dict[str, Any] | None:
-        """`recipients` for a message.created (None for any other event): the members and who
-        of them is connected, read at most RECIPIENTS_FRESH_SECONDS before the attempt and
-        after every change of members the room's log holds before the event (a busy room's
-        deliveries share one read)."""
+        """`recipients` for a message.created (None for any other event): the members, read
+        after every change of members the room's log holds before the event, and who of them
+        is connected, read once per page; each at most RECIPIENTS_FRESH_SECONDS before the
+        attempt (a busy room's deliveries share the members' read)."""
         if event.kind != room_events.MESSAGE_CREATED or event.sender_id is None:
             return None
         now = time.monotonic()
-        cached = self._recipients.get(room_id)
-        if cached is None or now - cached[0] > RECIPIENTS_FRESH_SECONDS:
+        known_members = self._members.get(room_id)
+        if known_members is None or now - known_members[0] > RECIPIENTS_FRESH_SECONDS:
             async with self.connections:
-                members = await webhooks.members(self._db, room_id, MAX_RECIPIENTS + 1)
+                found = await webhooks.members(self._db, room_id, MAX_RECIPIENTS + 1)
+            if len(self._members) >= MAX_CACHED_ROOMS:
+                self._members.clear()
+            known_members = self._members[room_id] = (now, found)
+            self._connected.pop(room_id, None)  # of these members
+        members = known_members[1]
+        known_connected = self._connected.get(room_id)
+        if known_connected is None or now - known_connected[0] > RECIPIENTS_FRESH_SECONDS:
             connected, known = await self._quota.connected([member["id"] for member in members[:MAX_RECIPIENTS]])
-            if len(self._recipients) >= MAX_CACHED_ROOMS:
-                self._recipients.clear()
-            cached = self._recipients[room_id] = (now, members, connected, known)
-        _, members, connected, known = cached
+            if len(self._connected) >= MAX_CACHED_ROOMS:
+                self._connected.clear()
+            known_connected = self._connected[room_id] = (now, connected, known)
+        _, connected, known = known_connected
         sender = event.sender_id
         offline = [
             {"id": str(member["id"]), "externalId": member["external_id"]}

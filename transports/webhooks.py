@@ -280,7 +280,9 @@ class Dispatcher:
         self._backlog_asked = False
         # httpx's own connection pool, without httpx's client around it (its request and response
         # models, cookies and hooks cost more CPU per delivery than the request itself): one per
-        # process, kept-alive connections, at most two per room in flight.
+        # process, kept-alive connections, at most two per room in flight; its sockets on
+        # asyncio's streams (transports.webhook_network), not AnyIO's. WEBHOOK_TIMEOUT_SECONDS
+        # bounds each request in all (`_post`), so no operation of it is timed on its own.
         self._pool = httpcore.AsyncConnectionPool(
             max_connections=settings.webhook_concurrency * 2,
             max_keepalive_connections=settings.webhook_concurrency * 2,

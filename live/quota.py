@@ -99,8 +99,7 @@ class LiveQuota:
         self._renewer: asyncio.Task[None] | None = None
         self._releasing: set[asyncio.Task[Any]] = set()
         self._script: Any = redis.register_script(_TAKE) if redis is not None else None
-        # One command for a room's members, not one each (a pipeline's per-command Python cost
-        # was most of a webhook delivery's read of who is connected).
+        # Who of a room's members is connected: one command for all of them, not one each.
         self._count: Any = redis.register_script(_COUNT) if redis is not None else None
 
     def _key(self, kind: str, user: int) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,9 +26,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from db.pool import fetch_rows
 from db.records import Row, as_row
-from db.tables import memberships, messages, room_events, rooms, users, webhook_deliveries, webhook_endpoints
+from db.tables import (
+    Id,
+    memberships,
+    messages,
+    reactions,
+    room_events,
+    rooms,
+    users,
+    webhook_deliveries,
+    webhook_endpoints,
+)
 
 MAX_IN_LIST = 10_000
+# What a delivery says of a message (db.webhooks.page reads them as `message_<name>`).
+MESSAGE_FIELDS = ("id", "sender_id", "body", "created_at", "edited_at", "deleted_at", "kind")
 ERROR_CHARS = 500
 
 _d = webhook_deliveries
@@ -189,12 +202,56 @@ async def head(db: Database, room_id: int) -> int | None:
     return await db.fetch_val(sa.select(rooms.c.last_event_seq).where(rooms.c.id == room_id))
 
 
-async def room(db: Database, room_id: int) -> Row | None:
-    """What a delivery names of the room."""
-    query = sa.select(rooms.c.id, rooms.c.name, rooms.c.kind, rooms.c.external_id, rooms.c.last_event_seq).where(
-        rooms.c.id == room_id
+async def page(db: Database, room_id: int, after: int, limit: int) -> list[Row]:
+    """The room (`external_id`, `kind`, its log's head `last_event_seq`) with its next `limit`
+    events after `after`, in one statement: a row per event, oldest first, each with the room's
+    columns, the event's (`seq`, `kind`, `at`, `data`, `user_id`), the external ids of its user
+    and its message's sender (`user_external_id`, `sender_external_id`, as stored), its message
+    as it is now (`message_*`, `message_reacted`: whether it has any reaction); one row with the
+    event's columns null when there is none after `after`, and no row when there is no such room."""
+    return await fetch_rows(db, _page(), {"room_id": room_id, "after": after, "limit": limit})
+
+
+@cache
+def _page() -> sa.Select:
+    subject, sender = users.alias("subject"), users.alias("sender")
+    reacted = sa.exists().where(reactions.c.message_id == messages.c.id)
+    events = (
+        sa.select(
+            room_events.c.seq,
+            room_events.c.kind,
+            room_events.c.at,
+            room_events.c.data,
+            room_events.c.user_id,
+            subject.c.external_id.label("user_external_id"),
+            *(messages.c[name].label(f"message_{name}") for name in MESSAGE_FIELDS),
+            reacted.label("message_reacted"),
+            sender.c.external_id.label("sender_external_id"),
+        )
+        .select_from(
+            room_events.outerjoin(subject, subject.c.id == room_events.c.user_id)
+            .outerjoin(messages, messages.c.id == room_events.c.message_id)
+            .outerjoin(sender, sender.c.id == messages.c.sender_id)
+        )
+        .where(
+            room_events.c.room_id == sa.bindparam("room_id", type_=Id),
+            room_events.c.seq > sa.bindparam("after", type_=sa.Integer),
+        )
+        .order_by(room_events.c.seq)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+        .subquery()
     )
-    return as_row(await db.fetch_one(query))
+    return (
+        sa.select(
+            rooms.c.external_id.label("room_external_id"),
+            rooms.c.kind.label("room_kind"),
+            rooms.c.last_event_seq,
+            *events.c,
+        )
+        .select_from(rooms.outerjoin(events, sa.true()))
+        .where(rooms.c.id == sa.bindparam("room_id", type_=Id))
+        .order_by(events.c.seq)
+    )
 
 
 async def external_ids(db: Database, user_ids: list[int]) -> dict[int, str | None]:
@@ -204,22 +261,13 @@ async def external_ids(db: Database, user_ids: list[int]) -> dict[int, str | Non
     found: dict[int, str | None] = {}
     for start in range(0, len(user_ids), MAX_IN_LIST):
         query = sa.select(users.c.id, users.c.external_id).where(users.c.id.in_(user_ids[start : start + MAX_IN_LIST]))
-        found.update({row["id"]: _host_id(row["external_id"]) for row in await fetch_rows(db, query)})
+        found.update({row["id"]: host_id(row["external_id"]) for row in await fetch_rows(db, query)})
     return found
 
 
-def _host_id(value: str | None) -> str | None:
+def host_id(value: str | None) -> str | None:
+    """A user's external id as a delivery names it: None for this service's own accounts."""
     return value if value is not None and value.isprintable() else None
-
-
-async def message_kinds(db: Database, message_ids: list[int]) -> dict[int, str]:
-    """USER or SYSTEM, by message id."""
-    found: dict[int, str] = {}
-    for start in range(0, len(message_ids), MAX_IN_LIST):
-        chunk = message_ids[start : start + MAX_IN_LIST]
-        query = sa.select(messages.c.id, messages.c.kind).where(messages.c.id.in_(chunk))
-        found.update({row["id"]: row["kind"] for row in await fetch_rows(db, query)})
-    return found
 
 
 async def members(db: Database, room_id: int, limit: int) -> list[Row]:

@@ -49,6 +49,15 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
+# KEYS: users' sets. ARGV[1]: `(now` (unexpired members only). Each set's count of them.
+_COUNT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  counts[i] = redis.call('ZCOUNT', key, ARGV[1], '+inf')
+end
+return counts
+"""
+
 
 @dataclass(eq=False, slots=True)
 class Slot:
@@ -90,6 +99,8 @@ class LiveQuota:
         self._renewer: asyncio.Task[None] | None = None
         self._releasing: set[asyncio.Task[Any]] = set()
         self._script: Any = redis.register_script(_TAKE) if redis is not None else None
+        # Who of a room's members is connected: one command for all of them, not one each.
+        self._count: Any = redis.register_script(_COUNT) if redis is not None else None
 
     def _key(self, kind: str, user: int) -> str:
         return f"{self._prefix}live:{kind}:{user}"
@@ -159,13 +170,11 @@ class LiveQuota:
         if self._redis is None:
             return {user for user in users if user in mine}, True
         now = time.time()
-        redis = self._redis
 
         async def count() -> list[int]:
-            async with redis.pipeline(transaction=False) as pipe:
-                for user in users:
-                    pipe.zcount(self._key(CONNECTIONS, user), f"({now}", "+inf")
-                return await pipe.execute()
+            if not users:
+                return []
+            return await self._count(keys=[self._key(CONNECTIONS, user) for user in users], args=[f"({now}"])
 
         try:
             async with asyncio.timeout(STOP_SECONDS):

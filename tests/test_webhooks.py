@@ -306,6 +306,7 @@ async def test_offline_recipients_are_the_members_without_an_open_connection(fre
         for member in (online, away, later):
             join_room(api, member, room)
         outsider = sign_up(api, "Outsider")  # connected, but no member: never listed
+        joiner = sign_up(api, "Joiner")  # joins between the two messages
         # The host's ids, as its service API sets them (users.external_id, rooms.external_id).
         _sql(fresh_database, f"UPDATE users SET external_id = 'host-away' WHERE id = {away.id}")
         _sql(fresh_database, f"UPDATE rooms SET external_id = 'order-7' WHERE id = {room}")
@@ -324,9 +325,12 @@ async def test_offline_recipients_are_the_members_without_an_open_connection(fre
             key = f"{prefix}live:connections:{online.id}"
             await until(lambda: shared.zcard(key) == 0, "the closed connection's slot given back")
             sockets.append(await GraphQLWebSocket.open(server.ws_url, TRANSPORT_WS, later.token))
+            # A member who joined since the members were last read (the room's lease still held,
+            # its members kept between its pages) is listed: the join is in the log before.
+            join_room(api, joiner, room)
             await _gql(http, CREATE, {"room": room, "body": "second"}, sender.token)
             payload = await _created(receiver, "second")
-            assert [user["id"] for user in payload["recipients"]["offline"]] == [online.id, away.id]
+            assert [user["id"] for user in payload["recipients"]["offline"]] == [online.id, away.id, joiner.id]
             edited = 'mutation($id: ID!) { editMessage(id: $id, body: "second!") { id } }'
             message = payload["data"]["message"]["id"]
             await _gql(http, edited, {"id": message}, sender.token)

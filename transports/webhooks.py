@@ -72,6 +72,7 @@ from db.records import Row
 from resolvers.topics import ROOM_TOPIC_PREFIX
 from resolvers.webhook_events import WebhookEvents
 from telemetry import record
+from transports.webhook_network import AsyncioBackend
 
 logger = logging.getLogger("chat.webhooks")
 
@@ -279,16 +280,16 @@ class Dispatcher:
         self._backlog_asked = False
         # httpx's own connection pool, without httpx's client around it (its request and response
         # models, cookies and hooks cost more CPU per delivery than the request itself): one per
-        # process, kept-alive connections, at most two per room in flight.
+        # process, kept-alive connections, at most two per room in flight; its sockets on
+        # asyncio's streams (transports.webhook_network), not AnyIO's. WEBHOOK_TIMEOUT_SECONDS
+        # bounds each request in all (`_post`), so no operation of it is timed on its own.
         self._pool = httpcore.AsyncConnectionPool(
             max_connections=settings.webhook_concurrency * 2,
             max_keepalive_connections=settings.webhook_concurrency * 2,
             keepalive_expiry=KEEPALIVE_SECONDS,
             retries=0,
+            network_backend=AsyncioBackend(),
         )
-        self._timeouts = {
-            "timeout": dict.fromkeys(("connect", "read", "write", "pool"), settings.webhook_timeout_seconds)
-        }
 
     async def _query(self, call: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """`call` once one of webhook delivery's connections (webhook_events.DB_CONNECTIONS) is
@@ -485,12 +486,13 @@ class Dispatcher:
         failing_since: datetime | None = lease["failing_since"]
         flushed = loop.time()
         bell = self._bells[(endpoint.key, room_id)] = asyncio.Event()
+        self._events.forget(room_id)
         while True:
             bell.clear()  # a ring from now on is an event this read may miss
-            room = await self._events.room(room_id)
-            if room is None:
+            page = await self._events.page(room_id, position, PAGE)
+            if page is None:
                 return None
-            if room["last_event_seq"] <= position:
+            if page.head <= position:
                 # A busy room keeps its lease a moment for its next event (no claim, release and
                 # read of its head per event), unless other rooms wait for a slot.
                 if self._doorbell.rooms or not await _rung(bell, LINGER_SECONDS):
@@ -504,8 +506,8 @@ class Dispatcher:
                         return None
                     stored, flushed = position, loop.time()
                 continue
-            for event, body in await self._events.page(room, position, PAGE):
-                seq = int(event["seq"])
+            for event in page.events:
+                seq, body = event.seq, event.body
                 recipients = await self._events.recipients(room_id, event)
                 if recipients is not None:
                     body["recipients"] = recipients
@@ -551,7 +553,7 @@ class Dispatcher:
                     logger.warning("Webhook %s room %s: %s", endpoint.label, room_id, skipped[0])
                     record.webhook_attempt(endpoint.index, record.SKIPPED, None)
                 else:
-                    record.webhook_attempt(endpoint.index, record.DELIVERED, event["at"])
+                    record.webhook_attempt(endpoint.index, record.DELIVERED, event.at)
                 self._failing.discard(endpoint.key)
                 position, attempts, failing_since = seq, 0, None
                 self._positions[(endpoint.key, room_id)] = position
@@ -577,9 +579,7 @@ class Dispatcher:
         ]
         try:
             async with asyncio.timeout(self._settings.webhook_timeout_seconds):
-                async with self._pool.stream(
-                    b"POST", endpoint.target, headers=headers, content=body, extensions=self._timeouts
-                ) as response:
+                async with self._pool.stream(b"POST", endpoint.target, headers=headers, content=body) as response:
                     read = 0
                     async for chunk in response.aiter_stream():
                         read += len(chunk)

@@ -20,6 +20,9 @@ this way. Every frame of this protocol is built here; transports.stream runs the
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 import orjson
 from starlette.types import Receive, Scope, Send
 
@@ -62,7 +65,7 @@ FRAMING = StreamFraming(
 )
 
 
-async def serve(
+def serve(
     server: LiveServer,
     keepalive: Keepalive,
     scope: Scope,
@@ -71,8 +74,9 @@ async def serve(
     request: Request,
     viewer: Viewer | None,
     context: dict,
-) -> None:
-    await Stream(server, keepalive, FRAMING).serve(scope, receive, send, request, viewer, context)
+) -> Coroutine[Any, Any, None]:
+    # The stream's coroutine itself, not one awaiting it: every open stream holds one frame fewer.
+    return Stream(server, keepalive, FRAMING).serve(scope, receive, send, request, viewer, context)
 
 
 async def unavailable(server: LiveServer, keepalive: Keepalive, scope: Scope, receive: Receive, send: Send) -> None:

@@ -406,3 +406,36 @@ async def test_a_follower_whose_lock_is_held_holds_up_none_of_the_others_and_get
     for subscription in subscriptions:
         assert isinstance(subscription, Subscription)
         subscription.close()
+
+
+async def test_followers_whose_executions_await_get_a_prepared_event_as_those_of_the_short_path_do(
+    engine: Engine,
+) -> None:
+    """A relay delivers in its own turn to the followers whose one selection the executor's short
+    path serves (live.following.FollowingFeed.relayed_now); a follower whose execution awaits (an
+    async resolver) is handed the same events the usual way, each once and in order, beside them."""
+    followed = "fanout:10"
+
+    class Notes:
+        async def prepare(self, event: Event, viewers: list[Viewer]) -> dict[int, int]:
+            return {viewer.id: viewer.id * 100 + event["seq"] for viewer in viewers}
+
+    def source(user: int) -> LiveSource:
+        async def follows() -> list[str]:
+            return [followed]
+
+        return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows, prepare=Notes().prepare)
+
+    planned, awaiting = RecordingSink("planned", []), RecordingSink("awaiting", [])
+    subscriptions = [
+        await engine.subscribe(source(1), _selection("prepared"), planned),
+        await engine.subscribe(source(2), _selection("medium"), awaiting),
+    ]
+    for seq in (1, 2, 3):
+        await engine.broadcast.publish(engine.channel(followed), messages.event({"seq": seq}))
+    await planned.until(3)
+    await awaiting.until(3)
+    assert planned.seqs == [101, 102, 103] and awaiting.seqs == [1, 2, 3]
+    for subscription in subscriptions:
+        assert isinstance(subscription, Subscription)
+        subscription.close()

@@ -26,7 +26,7 @@ from db.records import now
 from resolvers import access
 from resolvers.context import client_address, services_of
 from resolvers.ids import parse_id
-from resolvers.mutation import BANNED, _act, _announce_joined
+from resolvers.mutation import BANNED, _act, member_joined
 
 CODE_BYTES = 24  # 192 bits
 MIN_USES, MAX_USES = 1, 10_000
@@ -132,5 +132,5 @@ async def resolve_join_by_invite(_root: None, info: GraphQLResolveInfo, code: st
     except rooms.Banned:
         raise Forbidden(BANNED) from None
     if joined is not None:
-        await _announce_joined(services, room["id"], joined, viewer.id)
+        await member_joined(services, room["id"], joined, viewer.id)
     return access.with_role(room, role)

@@ -155,21 +155,23 @@ async def create_user_room(info: GraphQLResolveInfo, name: str, kind: str, topic
     kind = _kind(kind)
     cleaned_topic = clean_topic(topic, "topic", MAX_TOPIC) if topic is not None else None
     room, joined = await rooms.create_room(services.db, name, viewer.user, kind=kind, topic=cleaned_topic)
-    await created_room(services, room["id"], joined, [viewer.id])
+    await announce_joined(services, room["id"], joined, [viewer.id])
     return access.with_role(room, rooms.OWNER)
 
 
-async def created_room(services: Services, room_id: int, first: room_events.Event, people: list[int]) -> None:
-    """After a new room's commit: its first event published as any logged event is (nobody can
-    be listening yet, but the webhooks' doorbell hears it: its `member.joined` goes out at once,
-    not at the next poll), and the room lists of the people in it hear of it."""
-    await services.publisher.event(room_topic(room_id), first)
+async def announce_joined(services: Services, room_id: int, joined: room_events.Event, people: list[int]) -> None:
+    """After the commit of a change that put `people` in a room (its creation, a join, an add, an
+    invite used): its event published as any logged event is (a new room's too: nobody listens
+    yet, but the webhooks' doorbell hears it, so its `member.joined` goes out at once, not at the
+    next poll), and the room lists of those people hear of the room."""
+    await services.publisher.event(room_topic(room_id), joined)
     await room_changes.added(services, room_id, people)
 
 
-async def _announce_joined(services: Services, room_id: int, joined: dict, user_id: int) -> None:
-    await services.publisher.event(room_topic(room_id), joined)
-    await room_changes.added(services, room_id, [user_id])
+async def member_joined(services: Services, room_id: int, joined: room_events.Event, user_id: int) -> None:
+    """`announce_joined` for one member of a room that was there before them: their presence in
+    it starts too."""
+    await announce_joined(services, room_id, joined, [user_id])
     await services.presence.joined(user_id, room_id)
 
 
@@ -201,7 +203,7 @@ async def resolve_join_room(_root: None, info: GraphQLResolveInfo, room: str) ->
     except rooms.Fixed:
         raise Forbidden(access.DIRECT_FIXED) from None
     if joined is not None:
-        await _announce_joined(services, found.room["id"], joined, viewer.id)
+        await member_joined(services, found.room["id"], joined, viewer.id)
     return access.with_role(
         {**found.room, "member_count": found.room["member_count"] + (joined is not None)}, rooms.MEMBER
     )
@@ -308,7 +310,7 @@ async def resolve_open_direct(_root: None, info: GraphQLResolveInfo, users: list
 
     Every call counts against RATE_LIMIT_ACTIONS (before anything is read); one that creates
     the room counts against RATE_LIMIT_ROOMS too, as createRoom does. A created room is told as
-    createRoom's is (created_room)."""
+    createRoom's is (announce_joined)."""
     viewer = await _act(info)
     services = services_of(info)
     if access.is_service(viewer):
@@ -331,7 +333,7 @@ async def resolve_open_direct(_root: None, info: GraphQLResolveInfo, users: list
     await services.limiter.check("rooms", str(viewer.id), services.settings.rate_rooms)
     room, first = await rooms.open_direct(services.db, _direct_name(people), viewer.user, list(found))
     if first is not None:
-        await created_room(services, room["id"], first, [person["id"] for person in people])
+        await announce_joined(services, room["id"], first, [person["id"] for person in people])
     return access.with_role(room, rooms.MEMBER)
 
 
@@ -350,7 +352,7 @@ async def _open_direct_for(info: GraphQLResolveInfo, users: list[str]) -> dict:
     opener, *others = people
     room, first = await rooms.open_direct(services.db, _direct_name(people), opener, others)
     if first is not None:
-        await created_room(services, room["id"], first, ids)
+        await announce_joined(services, room["id"], first, ids)
     return access.with_role(room, rooms.MEMBER)
 
 
@@ -380,7 +382,7 @@ async def resolve_add_member(_root: None, info: GraphQLResolveInfo, room: str, u
     except rooms.Fixed:
         raise Forbidden(access.DIRECT_FIXED) from None
     if joined is not None:
-        await _announce_joined(services, found.room["id"], joined, target["id"])
+        await member_joined(services, found.room["id"], joined, target["id"])
     return access.with_role(
         {**found.room, "member_count": found.room["member_count"] + (joined is not None)}, found.role
     )

@@ -35,8 +35,8 @@ from resolvers.mutation import (
     _avatar_url,
     _kind,
     _removed,
+    announce_joined,
     create_user_room,
-    created_room,
     published_deletions,
 )
 from resolvers.services import Services
@@ -287,7 +287,7 @@ async def resolve_create_room(
         if raced is None:
             raise
         return access.with_role(raced, rooms.OWNER)
-    await created_room(services, room["id"], joined, [user["id"] for user in found])
+    await announce_joined(services, room["id"], joined, [user["id"] for user in found])
     return access.with_role(room, rooms.OWNER)
 
 

@@ -71,14 +71,20 @@ def ext() -> str:
     return f"host-{uuid.uuid4().hex[:10]}"
 
 
-async def test_an_erasure_reaches_live_subscribers_webhooks_and_resumes(served: Server, receiver: Receiver) -> None:
-    api = GraphQLClient(served.url)
+def ann_and_bob_in_two_rooms(api: GraphQLClient) -> tuple[dict, dict, list[str]]:
+    """Two host users made by the service, and two rooms ("big", "small") Ann owns with Bob in."""
     users = [{"externalId": ext(), "name": name} for name in ("Ann", "Bob")]
     ann, bob = api.data(UPSERT, {"u": users}, token=KEY)["upsertUsers"]
     rooms = [
         api.data(CREATE, {"n": name, "e": ext(), "o": ann["id"], "m": [bob["id"]]}, token=KEY)["createRoom"]["id"]
         for name in ("big", "small")
     ]
+    return ann, bob, rooms
+
+
+async def test_an_erasure_reaches_live_subscribers_webhooks_and_resumes(served: Server, receiver: Receiver) -> None:
+    api = GraphQLClient(served.url)
+    ann, bob, rooms = ann_and_bob_in_two_rooms(api)
     big, small = rooms
     bob_jwt, ann_jwt = host_token(bob["externalId"]), host_token(ann["externalId"])
     # More than two batches in one room, a few in the other; one of Ann's stays.
@@ -172,12 +178,7 @@ async def test_an_erasure_out_of_time_answers_false_and_the_next_call_goes_on(
     keys = {"SERVICE_KEY": KEY, "AUTH_JWT_SECRET": SECRET, "ERASE_SECONDS": "0"}
     with served_on("postgres", keys, database_url, tmp_path) as server:
         api = GraphQLClient(server.url)
-        users = [{"externalId": ext(), "name": name} for name in ("Ann", "Bob")]
-        ann, bob = api.data(UPSERT, {"u": users}, token=KEY)["upsertUsers"]
-        rooms = [
-            api.data(CREATE, {"n": name, "e": ext(), "o": ann["id"], "m": [bob["id"]]}, token=KEY)["createRoom"]["id"]
-            for name in ("big", "small")
-        ]
+        ann, bob, rooms = ann_and_bob_in_two_rooms(api)
         bob_jwt, ann_jwt = host_token(bob["externalId"]), host_token(ann["externalId"])
         counts = {rooms[0]: ERASE_BATCH + 5, rooms[1]: 2}
         for room, count in counts.items():

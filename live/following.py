@@ -42,6 +42,7 @@ from identity.auth import Viewer
 from live import messages
 from live.feed import PlainFeed
 from live.source import FOLLOW, PREPARED, UNFOLLOW, Event, LiveSource, Prepare
+from telemetry import record
 
 if TYPE_CHECKING:
     from live.engine import Engine
@@ -112,20 +113,24 @@ class FollowingFeed(PlainFeed):
         event: Event,
         prepared: Mapping[int, Any] | None = None,
         keeping: list[Subscription] | None = None,
+        delivery: record.Delivery | None = None,
     ) -> None:
         """An event of a followed topic, delivered unless the topic was left meanwhile;
         `prepared`: what `prepare` read for it, by viewer id; `keeping`: where its subscribers
-        are listed, each keeping its result (Subscription.keep) for the caller to hand over."""
+        are listed, each keeping its result (Subscription.keep) for the caller to hand over;
+        `delivery`: where what it hands is added up with the other followers' (the relay's)."""
         try:
             async with self.lock:
                 if topic in self.followed and not self.retired:
                     self._prepared = prepared
                     self.keeping = keeping
+                    self.delivery = delivery
                     try:
                         await self._deliver(event)
                     finally:
                         self._prepared = None
                         self.keeping = None
+                        self.delivery = None
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -191,7 +196,23 @@ class Relay:
         frames written together, as a room's `messageCreated` is, find their readers awake. The
         others (a lock held by an event of their own topic, or executions that read for
         themselves) deliver in tasks of their own, started first, so none waits behind
-        another's reads."""
+        another's reads.
+
+        What all of them handed is counted once for the event, and its latency recorded once,
+        when the last of them is done (record.Delivery)."""
+        delivery = record.Delivery()
+        try:
+            await self._hand_on_counted(event, followers, prepared, delivery)
+        finally:
+            delivery.done()
+
+    async def _hand_on_counted(
+        self,
+        event: Event,
+        followers: list[FollowingFeed],
+        prepared: dict[Any, Mapping[int, Any]],
+        delivery: record.Delivery,
+    ) -> None:
         at_once: list[tuple[FollowingFeed, Mapping[int, Any]]] = []
         apart: list[Awaitable[None]] = []
         for feed in followers:
@@ -199,12 +220,12 @@ class Relay:
             if given is not None and not feed.lock.locked():
                 at_once.append((feed, given))
             else:
-                apart.append(feed.relayed(self.topic, event, given))
+                apart.append(feed.relayed(self.topic, event, given, None, delivery))
         waiting = asyncio.gather(*apart) if apart else None
         keeping: list[Subscription] = []
         try:
             for feed, given in at_once:
-                await feed.relayed(self.topic, event, given, keeping)
+                await feed.relayed(self.topic, event, given, keeping, delivery)
         except BaseException:
             if waiting is not None:
                 waiting.cancel()

@@ -85,6 +85,28 @@ def tree_cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def tree_side_threads_cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread but each process's main one, across a process and its
+    descendants, in seconds: in a worker, the event loop is the main thread, so this is what the
+    others took (telemetry's export threads, asyncio.to_thread's pool)."""
+    total = 0
+    for current in process_tree(pid):
+        try:
+            threads = os.listdir(f"/proc/{current}/task")
+        except FileNotFoundError:
+            continue
+        for thread in threads:
+            if thread == str(current):
+                continue
+            try:
+                with open(f"/proc/{current}/task/{thread}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def rss(pid: int) -> int:
     """Resident memory of one process in bytes; 0 once it is gone."""
     try:

@@ -29,6 +29,7 @@ from bench.loadgen import (
     publish,
     tree_cpu_seconds,
     tree_rss,
+    tree_side_threads_cpu_seconds,
     until_read,
 )
 from tests.support.processes import SHARED_REDIS_URL, Server, create_database, drop_database, migrate, unique_name
@@ -54,6 +55,8 @@ class FanOut:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     cpu_us_per_delivery: float = 0.0
+    # Of it, what threads other than the workers' event loops took (telemetry's exporters).
+    side_threads_us_per_delivery: float = 0.0
     kib_per_idle_connection: float = 0.0
     latencies: list[float] = dataclasses.field(default_factory=list, repr=False)  # seconds, every delivery
 
@@ -144,13 +147,15 @@ class Stack:
         for sub in warm:
             sub.close()
         per_room = [sum(1 for i in range(subscribers) if i % rooms == r) for r in range(rooms)]
-        cpu_before = tree_cpu_seconds(self.pid)
+        cpu_before, side_before = tree_cpu_seconds(self.pid), tree_side_threads_cpu_seconds(self.pid)
         with collector_paused():
             acknowledged = await publish(self.server.url, self.tokens[0], room_ids, messages, rate)
             result.failed_posts = messages - len(acknowledged)
             result.expected = sum(per_room[i % rooms] for i in acknowledged)
             await until_read(subs, result.expected)
         result.latencies = tally(result, subs, tree_cpu_seconds(self.pid) - cpu_before)
+        side = tree_side_threads_cpu_seconds(self.pid) - side_before
+        result.side_threads_us_per_delivery = side / max(1, result.received) * 1e6
         result.error_frames = sum(sub.errors for sub in subs)
         for sub in subs:
             sub.close()

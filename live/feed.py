@@ -59,6 +59,9 @@ class Feed:
         # While set, each subscriber keeps its result (Subscription.keep) and the subscriber
         # listed here, to be handed over by whoever set it (live.following).
         self.keeping: list[Subscription] | None = None
+        # While set (under the lock), what the groups are handed of the event being delivered is
+        # added up here, to be counted once for the event (record.Delivery), by whoever set it.
+        self.delivery: record.Delivery | None = None
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -136,7 +139,14 @@ class Feed:
                 logger.exception("Topic %s: delivering an event failed", self.topic)
 
     async def _handle(self, message: str) -> None:
-        read = messages.read(message)
+        delivery = self.delivery = record.Delivery()
+        try:
+            await self._dispatch(messages.read(message))
+        finally:
+            self.delivery = None
+            delivery.done()
+
+    async def _dispatch(self, read: Event | messages.End | messages.Resync) -> None:
         if isinstance(read, messages.Resync):  # Redis came back: what was said meanwhile is lost to us
             await self._on_resync()
             self.engine.recheck(self.subscriptions)
@@ -177,7 +187,7 @@ class Feed:
         """`_deliver_group`, its time measured into the group's cost (and the engine's): the
         seconds it took."""
         started = time.perf_counter()
-        await self._deliver_group(group, event, seq, payloads, contexts)
+        await self._deliver_group(group, event, seq, payloads, contexts, self.delivery)
         elapsed = time.perf_counter() - started
         self.engine.remember_cost(group.key, group.measured(elapsed))
         return elapsed
@@ -189,10 +199,12 @@ class Feed:
         seq: int | None,
         payloads: dict[PayloadKey, bytes],
         contexts: dict[Hashable, Any],
+        delivery: record.Delivery | None,
     ) -> None:
         """The group's result for each audience of the event (kept in `payloads`), to each of its
         subscribers still in this feed; `contexts`: the loaders of each viewer, shared by the
-        event's groups (what one group read, the next finds loaded)."""
+        event's groups (what one group read, the next finds loaded); `delivery`: where what it
+        handed is added up for the event (None: counted on its own)."""
         event_id = group.event_id(event) if group.event_id is not None else None
         executions = handed = 0
         for audience, subscriptions in group.by_audience(event):
@@ -206,7 +218,7 @@ class Feed:
             )
             executions += 1
             handed += self._hand(seq, payload, subscriptions, event_id)
-        self._count(group, handed, executions, event)
+        self._count(group, handed, executions, event, delivery)
 
     def _deliver_planned(self, group: Group, event: Event) -> bool:
         """`_deliver_timed` of an event outside any sequence, in the caller's turn, where every
@@ -225,7 +237,7 @@ class Feed:
         handed = 0
         for payload, subscriptions in results:
             handed += self._hand(None, payload, subscriptions, event_id)
-        self._count(group, handed, len(results), event)
+        self._count(group, handed, len(results), event, self.delivery)
         self.engine.remember_cost(group.key, group.measured(time.perf_counter() - started))
         return True
 
@@ -244,8 +256,15 @@ class Feed:
                 handed += 1
         return handed
 
-    def _count(self, group: Group, handed: int, executions: int, event: Event) -> None:
-        record.delivered(group.selection.field, handed, executions, messages.published_at(event))
+    def _count(
+        self, group: Group, handed: int, executions: int, event: Event, delivery: record.Delivery | None
+    ) -> None:
+        """What a group was handed of an event: counted on its own, or added up in `delivery`
+        with the rest of the event's (record.Delivery, counted once for the event)."""
+        if delivery is None:
+            record.delivered(group.selection.field, handed, executions, messages.published_at(event))
+        else:
+            delivery.add(group.selection.field, handed, executions, messages.published_at(event))
         self.handed += handed
         self.executed += executions
 

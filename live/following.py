@@ -42,6 +42,7 @@ from identity.auth import Viewer
 from live import messages
 from live.feed import PlainFeed
 from live.source import FOLLOW, PREPARED, UNFOLLOW, Event, LiveSource, Prepare
+from telemetry import record
 
 if TYPE_CHECKING:
     from live.engine import Engine
@@ -112,26 +113,37 @@ class FollowingFeed(PlainFeed):
         event: Event,
         prepared: Mapping[int, Any] | None = None,
         keeping: list[Subscription] | None = None,
+        delivery: record.Delivery | None = None,
     ) -> None:
         """An event of a followed topic, delivered unless the topic was left meanwhile;
         `prepared`: what `prepare` read for it, by viewer id; `keeping`: where its subscribers
-        are listed, each keeping its result (Subscription.keep) for the caller to hand over."""
+        are listed, each keeping its result (Subscription.keep) for the caller to hand over;
+        `delivery`: where what it hands is added up with the other followers' (the relay's)."""
         try:
             async with self.lock:
                 if topic in self.followed and not self.retired:
                     self._prepared = prepared
                     self.keeping = keeping
+                    self.delivery = delivery
                     try:
                         await self._deliver(event)
                     finally:
                         self._prepared = None
                         self.keeping = None
+                        self.delivery = None
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("Topic %s: delivering an event of %s failed", self.topic, topic)
 
-    def relayed_now(self, topic: str, event: Event, prepared: Mapping[int, Any], keeping: list[Subscription]) -> bool:
+    def relayed_now(
+        self,
+        topic: str,
+        event: Event,
+        prepared: Mapping[int, Any],
+        keeping: list[Subscription],
+        delivery: record.Delivery,
+    ) -> bool:
         """`relayed`, in the caller's turn, where nothing in it would wait: its lock free, and its
         one group's results all by the executor's short path with what `prepare` read (the
         relay's usual case: a room's thousand members, each a feed of their own, whose
@@ -144,7 +156,7 @@ class FollowingFeed(PlainFeed):
         groups = [group for group in self.groups.values() if group.wants(event)]
         if len(groups) != 1:  # none is `relayed`'s no-op; several share loaders there
             return not groups
-        self._prepared, self.keeping = prepared, keeping
+        self._prepared, self.keeping, self.delivery = prepared, keeping, delivery
         try:
             return self._deliver_planned(groups[0], event)
         except Exception:
@@ -153,6 +165,7 @@ class FollowingFeed(PlainFeed):
         finally:
             self._prepared = None
             self.keeping = None
+            self.delivery = None
 
     def _context(self, viewer: Viewer | None) -> dict[str, Any]:
         context = super()._context(viewer)
@@ -214,7 +227,23 @@ class Relay:
         frames written together, as a room's `messageCreated` is, find their readers awake. The
         others (a lock held by an event of their own topic, or executions that read for
         themselves) deliver in tasks of their own, started first, so none waits behind
-        another's reads."""
+        another's reads.
+
+        What all of them handed is counted once for the event, and its latency recorded once,
+        when the last of them is done (record.Delivery)."""
+        delivery = record.Delivery()
+        try:
+            await self._hand_on_counted(event, followers, prepared, delivery)
+        finally:
+            delivery.done()
+
+    async def _hand_on_counted(
+        self,
+        event: Event,
+        followers: list[FollowingFeed],
+        prepared: dict[Any, Mapping[int, Any]],
+        delivery: record.Delivery,
+    ) -> None:
         at_once: list[tuple[FollowingFeed, Mapping[int, Any]]] = []
         apart: list[Awaitable[None]] = []
         for feed in followers:
@@ -222,13 +251,13 @@ class Relay:
             if given is not None and not feed.lock.locked():
                 at_once.append((feed, given))
             else:
-                apart.append(feed.relayed(self.topic, event, given))
+                apart.append(feed.relayed(self.topic, event, given, None, delivery))
         waiting = asyncio.gather(*apart) if apart else None
         keeping: list[Subscription] = []
         try:
             for feed, given in at_once:
-                if not feed.relayed_now(self.topic, event, given, keeping):
-                    await feed.relayed(self.topic, event, given, keeping)
+                if not feed.relayed_now(self.topic, event, given, keeping, delivery):
+                    await feed.relayed(self.topic, event, given, keeping, delivery)
         except BaseException:
             if waiting is not None:
                 waiting.cancel()

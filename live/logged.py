@@ -352,7 +352,9 @@ class LoggedFeed(Feed):
                     event, payloads, contexts = group.backlog[0]
                     started = time.perf_counter()
                     try:
-                        await self._deliver_group(group, event, event["seq"], payloads, contexts)
+                        # Outside the lock, after the event's own delivery was counted: on its own
+                        # (a deferred group's frames are handed over later, and so measured).
+                        await self._deliver_group(group, event, event["seq"], payloads, contexts, None)
                     except asyncio.CancelledError:
                         raise
                     except Exception:  # e.g. the database away: it resumes from the log

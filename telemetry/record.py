@@ -229,14 +229,49 @@ def subscription_ended(key: tuple[str, str]) -> None:
 
 
 def delivered(field_name: str, subscribers: int, executions: int, published_at: float | None) -> None:
-    """One event handed to a group's `subscribers` after `executions` executions: counted once,
-    with the latency from its publish (wall clock, carried in the message) when it has one."""
+    """One event handed to `subscribers` of a field after `executions` executions, all of this
+    process's that it reaches (`Delivery` adds them up): counted once, with the latency from its
+    publish (wall clock, carried in the message) to now, when it has one and reached someone."""
     counts.deliveries[field_name] += subscribers
     counts.executions[field_name] += executions
     h = histograms
     if h is not None and published_at is not None and subscribers:
         attributes = _attributes(("field", field_name), lambda: {"graphql.subscription.field": field_name})
         h.delivery_latency.record(max(0.0, time.time() - published_at), attributes)
+
+
+class Delivery:
+    """One event's deliveries in this process, added up across every group (and every following
+    feed: live.following) it reaches, then counted and its latency recorded once per field by
+    `done`, when its last frame has been handed over: a room's event that a thousand `myRooms`
+    feeds deliver is one latency, not a thousand. Events told apart by their publish time (a
+    gap filled under one message delivers several; those read from the log have none: counted,
+    no latency). What is added after `done` (a delivery that outlived its caller) is recorded
+    at once."""
+
+    __slots__ = ("_tally", "closed")
+
+    def __init__(self) -> None:
+        # (field, publish time) -> [subscribers, executions]
+        self._tally: dict[tuple[str, float | None], list[int]] = {}
+        self.closed = False
+
+    def add(self, field_name: str, subscribers: int, executions: int, published_at: float | None) -> None:
+        if self.closed:
+            delivered(field_name, subscribers, executions, published_at)
+            return
+        tally = self._tally.get((field_name, published_at))
+        if tally is None:
+            self._tally[(field_name, published_at)] = [subscribers, executions]
+        else:
+            tally[0] += subscribers
+            tally[1] += executions
+
+    def done(self) -> None:
+        self.closed = True
+        for (field_name, published_at), (subscribers, executions) in self._tally.items():
+            delivered(field_name, subscribers, executions, published_at)
+        self._tally.clear()
 
 
 def resumed(field_name: str, events: int) -> None:

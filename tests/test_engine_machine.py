@@ -11,18 +11,22 @@ rule has a fast test of its own here, beside the end-to-end ones that drive guni
   process; FOLLOW and UNFOLLOW notes change what a feed hears before they are delivered; what
   their executions need is prepared once per event for all of them, and their results are
   written once every one of them has executed the event.
+- Telemetry: an event is counted, and its delivery latency recorded, once in a process however
+  many feeds and groups deliver it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
 import pytest
 from ariadne import SubscriptionType, make_executable_schema
 from graphql import GraphQLError, parse
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from core.broadcast import open_broadcast
 from identity.auth import Viewer
@@ -31,6 +35,8 @@ from live.engine import Engine
 from live.selection import Selection
 from live.source import FOLLOW, PREPARED, UNFOLLOW, Event, LiveSource, per_viewer
 from live.subscription import Subscription
+from telemetry import record
+from tests.support.waiting import until
 
 SDL = """
 type Query { ok: Boolean }
@@ -403,6 +409,92 @@ async def test_a_follower_whose_lock_is_held_holds_up_none_of_the_others_and_get
     for sink in sinks:
         await sink.until(2)
     assert [sink.seqs for sink in sinks] == [[101, 102], [201, 202], [301, 302]]
+    for subscription in subscriptions:
+        assert isinstance(subscription, Subscription)
+        subscription.close()
+
+
+@pytest.fixture
+def latencies() -> Iterator[Callable[[], int]]:
+    """The SDK's histograms in this process, read by an in-memory reader: a function that
+    says how many `chat.delivery.latency` values were recorded so far."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    record.histograms = record.Histograms(provider.get_meter("test"))
+
+    def count() -> int:
+        data = reader.get_metrics_data()
+        return sum(
+            point.count
+            for resource in (data.resource_metrics if data is not None else [])
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == "chat.delivery.latency"
+            for point in metric.data.data_points
+        )
+
+    try:
+        yield count
+    finally:
+        record.histograms = None
+        provider.shutdown()
+
+
+async def test_an_event_that_four_following_feeds_deliver_is_one_latency_and_counted_once(
+    engine: Engine, latencies: Callable[[], int]
+) -> None:
+    """A followed topic's event reaches four feeds of this process (as a room's event reaches its
+    members' `myRooms`): four deliveries and four executions counted, and one latency recorded,
+    from publish to the last frame handed over, whether the followers deliver in the relay's task
+    (prepared) or each in its own (one busy with its own topic's event). So does an event of a
+    feed's own topic reaching two groups (two selections) of it."""
+    followed = "fanout:11"
+
+    class Notes:
+        async def prepare(self, event: Event, viewers: list[Viewer]) -> dict[int, int]:
+            return {viewer.id: viewer.id * 100 + event["seq"] for viewer in viewers}
+
+    def source(user: int) -> LiveSource:
+        async def follows() -> list[str]:
+            return [followed]
+
+        return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows, prepare=Notes().prepare)
+
+    sinks = [RecordingSink(f"user {user}", []) for user in range(1, 5)]
+    subscriptions = [
+        await engine.subscribe(source(user), _selection("prepared"), sink) for user, sink in enumerate(sinks, start=1)
+    ]
+    deliveries, executions = record.counts.deliveries["prepared"], record.counts.executions["prepared"]
+    await engine.broadcast.publish(engine.channel(followed), messages.event({"seq": 1}))
+    for sink in sinks:
+        await sink.until(1)
+    await until(lambda: latencies() == 1, "one latency for the event")
+    assert record.counts.deliveries["prepared"] - deliveries == 4
+    assert record.counts.executions["prepared"] - executions == 4
+
+    busy = subscriptions[1]
+    assert isinstance(busy, Subscription) and busy.feed is not None
+    await busy.feed.lock.acquire()  # its delivery waits in a task of its own
+    try:
+        await engine.broadcast.publish(engine.channel(followed), messages.event({"seq": 2}))
+        await sinks[0].until(2)
+        assert latencies() == 1  # not before the busy follower has it too
+    finally:
+        busy.feed.lock.release()
+    for sink in sinks:
+        await sink.until(2)
+    await until(lambda: latencies() == 2, "one latency for the second event")
+    assert record.counts.deliveries["prepared"] - deliveries == 8
+
+    two = [RecordingSink("seq", []), RecordingSink("aliased seq", [])]
+    await engine.subscribe(LiveSource(TOPIC, _viewer(5), _ok), _selection("seq"), two[0])
+    await engine.subscribe(LiveSource(TOPIC, _viewer(5), _ok), _selection("seq", alias="s: "), two[1])
+    seqs = record.counts.deliveries["seq"]
+    await engine.broadcast.publish(engine.channel(TOPIC), messages.event({"seq": 1}))
+    for sink in two:
+        await sink.until(1)
+    await until(lambda: latencies() == 3, "one latency for the event of two groups")
+    assert record.counts.deliveries["seq"] - seqs == 2
     for subscription in subscriptions:
         assert isinstance(subscription, Subscription)
         subscription.close()

@@ -158,11 +158,12 @@ async def test_the_metrics_read_what_the_workload_implies(fresh: tuple[Server, R
         field = {"graphql.subscription.field": "messageCreated"}
         await until(lambda: receiver.total("chat.fanout.deliveries", **field) == 5 * 4, "20 deliveries")
         executions = receiver.total("chat.fanout.executions", **field)
-        # One group (one selection) per worker with subscribers: an execution per event on each.
+        # One group (one selection) per worker with subscribers: an execution per event on each,
+        # and one latency per event on each (however many groups or feeds delivered it there).
         assert executions in (4, 8), executions
         await until(
             lambda: receiver.total("chat.delivery.latency", **field) == executions,
-            "a latency per group delivery",
+            "a latency per event per worker",
         )
         await until(lambda: receiver.total("chat.ratelimit.refusals", **{"chat.ratelimit.rule": "typing"}) == 2, "2")
         await until(

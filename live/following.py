@@ -42,7 +42,7 @@ from identity.auth import Viewer
 from live import messages
 from live.feed import PlainFeed
 from live.source import FOLLOW, PREPARED, UNFOLLOW, Event, LiveSource, Prepare
-from telemetry import record
+from telemetry import record, traces
 
 if TYPE_CHECKING:
     from live.engine import Engine
@@ -209,12 +209,31 @@ class Relay:
             read = messages.read(message.message)
             if isinstance(read, messages.Resync | messages.End):
                 continue  # a state's notes: nothing to re-read; nobody subscribes to this topic itself
-            followers = list(self.followers)
-            prepared = await self._prepare(read, followers)
-            await self._hand_on(read, followers, prepared)
+            traceparent = messages.trace_parent(read)
+            if traceparent is None:
+                await self._relay(read)
+                continue
+            with traces.delivering(traceparent) as span:  # as a feed's own topic's event (live.feed)
+                delivery = await self._relay(read)
+                traces.delivered(span, delivery.subscribers, delivery.executions)
+
+    async def _relay(self, event: Event) -> record.Delivery:
+        """The event prepared for, and handed on to, every follower there is now."""
+        followers = list(self.followers)
+        prepared = await self._prepare(event, followers)
+        delivery = record.Delivery()
+        try:
+            await self._hand_on(event, followers, prepared, delivery)
+        finally:
+            delivery.done()
+        return delivery
 
     async def _hand_on(
-        self, event: Event, followers: list[FollowingFeed], prepared: dict[Any, Mapping[int, Any]]
+        self,
+        event: Event,
+        followers: list[FollowingFeed],
+        prepared: dict[Any, Mapping[int, Any]],
+        delivery: record.Delivery,
     ) -> None:
         """The event to every follower, each under its own lock; returns once all have it.
 
@@ -229,21 +248,8 @@ class Relay:
         themselves) deliver in tasks of their own, started first, so none waits behind
         another's reads.
 
-        What all of them handed is counted once for the event, and its latency recorded once,
-        when the last of them is done (record.Delivery)."""
-        delivery = record.Delivery()
-        try:
-            await self._hand_on_counted(event, followers, prepared, delivery)
-        finally:
-            delivery.done()
-
-    async def _hand_on_counted(
-        self,
-        event: Event,
-        followers: list[FollowingFeed],
-        prepared: dict[Any, Mapping[int, Any]],
-        delivery: record.Delivery,
-    ) -> None:
+        What all of them handed is added up in `delivery`, counted once for the event, its
+        latency recorded once, when the last of them is done (record.Delivery)."""
         at_once: list[tuple[FollowingFeed, Mapping[int, Any]]] = []
         apart: list[Awaitable[None]] = []
         for feed in followers:

@@ -249,14 +249,18 @@ class Delivery:
     no latency). What is added after `done` (a delivery that outlived its caller) is recorded
     at once."""
 
-    __slots__ = ("_tally", "closed")
+    __slots__ = ("_tally", "closed", "executions", "subscribers")
 
     def __init__(self) -> None:
         # (field, publish time) -> [subscribers, executions]
         self._tally: dict[tuple[str, float | None], list[int]] = {}
         self.closed = False
+        # Across every field, for the event's deliver span (telemetry.traces.delivered).
+        self.subscribers = self.executions = 0
 
     def add(self, field_name: str, subscribers: int, executions: int, published_at: float | None) -> None:
+        self.subscribers += subscribers
+        self.executions += executions
         if self.closed:
             delivered(field_name, subscribers, executions, published_at)
             return

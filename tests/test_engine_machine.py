@@ -27,6 +27,9 @@ from ariadne import SubscriptionType, make_executable_schema
 from graphql import GraphQLError, parse
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from core.broadcast import open_broadcast
 from identity.auth import Viewer
@@ -35,7 +38,7 @@ from live.engine import Engine
 from live.selection import Selection
 from live.source import FOLLOW, PREPARED, UNFOLLOW, Event, LiveSource, per_viewer
 from live.subscription import Subscription
-from telemetry import record
+from telemetry import record, traces
 from tests.support.waiting import until
 
 SDL = """
@@ -531,3 +534,53 @@ async def test_followers_whose_executions_await_get_a_prepared_event_as_those_of
     for subscription in subscriptions:
         assert isinstance(subscription, Subscription)
         subscription.close()
+
+
+async def test_a_traced_event_of_a_followed_topic_is_one_deliver_span_linked_to_its_publish(engine: Engine) -> None:
+    """A followed topic's event published under a span (its traceparent carried in the message)
+    is delivered on this worker under one `chat deliver` span, a child of and linked to the
+    publish span, carrying how many subscribers and executions all its followers made, as a
+    feed's own topic's event is; an event with no traceparent makes no span."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    traces.tracer = provider.get_tracer("test")
+    followed = "fanout:12"
+
+    class Notes:
+        async def prepare(self, event: Event, viewers: list[Viewer]) -> dict[int, int]:
+            return {viewer.id: viewer.id * 100 + event["seq"] for viewer in viewers}
+
+    def source(user: int) -> LiveSource:
+        async def follows() -> list[str]:
+            return [followed]
+
+        return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows, prepare=Notes().prepare)
+
+    sinks = [RecordingSink(name, []) for name in ("ann", "bob", "cy")]
+    try:
+        subscriptions = [
+            await engine.subscribe(source(user), _selection("prepared"), sink)
+            for user, sink in enumerate(sinks, start=1)
+        ]
+        with traces.tracer.start_as_current_span("publish") as publish:
+            carrier: dict[str, str] = {}
+            traces.PROPAGATOR.inject(carrier)
+        await engine.broadcast.publish(engine.channel(followed), messages.event({"seq": 1}, carrier["traceparent"]))
+        await engine.broadcast.publish(engine.channel(followed), messages.event({"seq": 2}))
+        for sink in sinks:
+            await sink.until(2)
+        delivers = [span for span in exporter.get_finished_spans() if span.name == "chat deliver"]
+        assert len(delivers) == 1
+        (deliver,) = delivers
+        published = publish.get_span_context()
+        assert deliver.parent is not None and deliver.parent.span_id == published.span_id
+        assert [link.context.span_id for link in deliver.links] == [published.span_id]
+        assert deliver.attributes is not None
+        assert deliver.attributes["chat.fanout.subscribers"] == 3 and deliver.attributes["chat.fanout.executions"] == 3
+        for subscription in subscriptions:
+            assert isinstance(subscription, Subscription)
+            subscription.close()
+    finally:
+        traces.tracer = None
+        provider.shutdown()

@@ -129,7 +129,16 @@ async def erase_next(
     """The user's oldest `limit` messages in the room not deleted yet become tombstones, each
     with its `message_deleted` event (`user`: `by`), as deleteMessage's are, in one transaction:
     their events in log order (none: the room has no more; fewer than `limit` proves nothing,
-    as a moderator may have deleted some of the batch meanwhile)."""
+    as a moderator may have deleted some of the batch meanwhile).
+
+    Two erasures of the user at once (the host asking again while its first call runs) take
+    their batches in turn: on Postgres each batch's transaction first takes an advisory lock of
+    the user's (`_erasing`), so the batch is chosen after the other's commit; without it, a
+    statement that waited on the other's rows found them deleted and answered none, and its call
+    took the room for done while messages were left. On SQLite the batch's UPDATE is the
+    transaction's first statement, so it takes the database's write lock (which spans processes)
+    before it reads anything. Either way an empty batch means none left: every earlier batch of
+    any call has committed, with its events."""
     at = now()
     oldest = (
         sa.select(messages.c.id)
@@ -138,6 +147,8 @@ async def erase_next(
         .limit(limit)
     )
     async with db.transaction():
+        if db.url.dialect == "postgresql":
+            await db.execute(_erasing(user_id))
         # The messages first, then the room's row, in the order deleteMessage takes them.
         rows = await db.fetch_all(
             messages.update()
@@ -150,6 +161,17 @@ async def erase_next(
         changed = sorted(as_rows(rows), key=lambda message: int(message["seq"]))
         room, first = await _logged(db, room_id, changed, by, room_events.MESSAGE_DELETED, at)
     return await _events(db, room, first, room_events.MESSAGE_DELETED, at, by, changed)
+
+
+# The first key of the erasures' advisory locks (pg_advisory_xact_lock(int4, int4)); the second
+# is the user's id folded to 32 bits: two users sharing one only take their batches in turn.
+ERASING_LOCK = 27
+
+
+def _erasing(user_id: int) -> sa.Select:
+    """The statement taking the user's erasure lock until the transaction ends (Postgres)."""
+    folded = (user_id & 0xFFFFFFFF) - ((user_id & 0x80000000) << 1)
+    return sa.select(sa.func.pg_advisory_xact_lock(ERASING_LOCK, folded))
 
 
 async def edit_message(db: Database, message_id: int, sender: Row, body: str) -> room_events.Event:

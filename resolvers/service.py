@@ -201,7 +201,11 @@ async def resolve_delete_user(_root: None, info: GraphQLResolveInfo, externalId:
     answer. False when ERASE_SECONDS ran out first (at least one batch is erased per call, so
     calls in a row finish it), answered before the router's 30 s cut an answer off. An answer
     that never came (a timeout, a crash midway) is made good by asking again: `erase` on an id
-    whose user is already deleted erases what is left of their messages."""
+    whose user is already deleted erases what is left of their messages. Such a call may come
+    while the first still runs: the two take their batches in turn (db.messages.erase_next), so
+    nothing is erased twice and either answers true only once every message is a logged
+    tombstone, whichever of them erased it (the other may still be publishing its last batch;
+    its events are committed, so webhooks and resumes have them)."""
     access.require_service(info)
     services = services_of(info)
     viewer = require_viewer(info)

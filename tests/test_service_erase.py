@@ -8,10 +8,12 @@ and nothing twice."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from db.messages import ERASE_BATCH
@@ -29,6 +31,11 @@ CREATE = """mutation($n: String!, $e: ID, $o: ID, $m: [ID!]) {
 }"""
 DELETE = "mutation($e: ID!, $erase: Boolean) { deleteUser(externalId: $e, erase: $erase) }"
 ME = "{ me { id name } }"
+HISTORY = """query($r: ID!, $after: String) {
+  room(id: $r) {
+    messages(first: 100, after: $after) { edges { node { id deleted } } pageInfo { hasNextPage endCursor } }
+  }
+}"""
 LAST_CURSOR = "query($r: ID!) { room(id: $r) { latestEventCursor } }"
 EVENTS = """
 subscription($room: ID!, $after: String) {
@@ -199,4 +206,74 @@ async def test_an_erasure_out_of_time_answers_false_and_the_next_call_goes_on(
         assert {room: seq - before[room] for room, seq in last_seqs().items()} == {
             room: count + 1 for room, count in counts.items()
         }
+        api.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
+async def test_two_erasures_of_one_user_at_once_answer_true_only_when_all_is_erased(
+    backend: str, database_url: str, tmp_path: Path
+) -> None:
+    """The host's retry racing its first call: two deleteUser(erase) for the same user at once,
+    again while either answers false (ERASE_SECONDS=0: a batch a call). The moment either answers
+    true, every one of the user's messages is a tombstone and each room's log has grown by the
+    leave and exactly one tombstone per message: no batch skipped, none erased twice."""
+    keys = {"SERVICE_KEY": KEY, "AUTH_JWT_SECRET": SECRET, "ERASE_SECONDS": "0"}
+    with served_on(backend, keys, database_url, tmp_path) as server:
+        api = GraphQLClient(server.url)
+        ann, bob, rooms = ann_and_bob_in_two_rooms(api)
+        bob_jwt, ann_jwt = host_token(bob["externalId"]), host_token(ann["externalId"])
+        counts = {rooms[0]: 2 * ERASE_BATCH + 5, rooms[1]: 3}
+        posted = {
+            room: {m["id"] for m in await post_many(server.url, bob_jwt, room, [f"m{n}" for n in range(count)])}
+            for room, count in counts.items()
+        }
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+
+            async def data(query: str, variables: dict, token: str) -> dict:
+                response = await http.post(
+                    "/graphql",
+                    json={"query": query, "variables": variables},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert "errors" not in response.json(), response.text
+                return response.json()["data"]
+
+            async def last_seqs() -> dict[str, int]:
+                found = [await data(LAST_CURSOR, {"r": room}, ann_jwt) for room in rooms]
+                return {room: seq_of(f["room"]["latestEventCursor"]) for room, f in zip(rooms, found, strict=True)}
+
+            async def left_of_bob() -> set[str]:
+                left: set[str] = set()
+                for room in rooms:
+                    after = None
+                    while True:
+                        page = (await data(HISTORY, {"r": room, "after": after}, ann_jwt))["room"]["messages"]
+                        left |= {e["node"]["id"] for e in page["edges"] if not e["node"]["deleted"]} & posted[room]
+                        if not page["pageInfo"]["hasNextPage"]:
+                            break
+                        after = page["pageInfo"]["endCursor"]
+                return left
+
+            before = await last_seqs()
+            grown: list[dict[str, int]] = []
+            left: list[set[str]] = []
+
+            async def erase() -> bool:
+                done = (await data(DELETE, {"e": bob["externalId"], "erase": True}, KEY))["deleteUser"]
+                if done:  # checked at once, while the other call may still be running
+                    seqs = await last_seqs()
+                    grown.append({room: seq - before[room] for room, seq in seqs.items()})
+                    left.append(await left_of_bob())
+                return bool(done)
+
+            rounds = []
+            while not any(answer for answers in rounds for answer in answers) and len(rounds) < 12:
+                rounds.append(await asyncio.gather(erase(), erase()))
+            expected = {room: count + 1 for room, count in counts.items()}
+            assert any(rounds[-1]), rounds
+            assert left and all(not found for found in left), left
+            assert grown and all(growth == expected for growth in grown), (grown, rounds)
+            # Nothing more was logged after: no batch was erased twice, none is left for a next call.
+            assert {room: seq - before[room] for room, seq in (await last_seqs()).items()} == expected
+            assert (await data(DELETE, {"e": bob["externalId"], "erase": True}, KEY))["deleteUser"] is True
         api.close()

@@ -179,6 +179,23 @@ async def _ok() -> GraphQLError | None:
     return None
 
 
+class _Notes:
+    """A following source's `prepare` (one per source, as resolvers.sources makes them): each
+    viewer's value is their id times 100 plus the event's seq."""
+
+    async def prepare(self, event: Event, viewers: list[Viewer]) -> dict[int, int]:
+        return {viewer.id: viewer.id * 100 + event["seq"] for viewer in viewers}
+
+
+def _following(user: int, followed: str) -> LiveSource:
+    """A user's own topic, following `followed`, its events prepared by `_Notes`."""
+
+    async def follows() -> list[str]:
+        return [followed]
+
+    return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows, prepare=_Notes().prepare)
+
+
 def _selection(field: str, alias: str = "") -> Selection:
     query = f"subscription {{ {alias}{field} }}"
     return Selection.of(parse(query), query, None, None)
@@ -342,15 +359,8 @@ async def test_a_followed_topics_event_is_written_to_its_free_followers_once_all
     record: list[tuple[str, int]] = []
     engine.context = lambda viewer: {"viewer": viewer, "log": record}
 
-    class Notes:
-        async def prepare(self, event: Event, viewers: list[Viewer]) -> dict[int, int]:
-            return {viewer.id: viewer.id * 100 + event["seq"] for viewer in viewers}
-
     def source(user: int) -> LiveSource:
-        async def follows() -> list[str]:
-            return [followed]
-
-        return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows, prepare=Notes().prepare)
+        return _following(user, followed)
 
     sinks = [RecordingSink(name, record) for name in ("ann", "bob", "cy")]
     subscriptions = [
@@ -384,15 +394,8 @@ async def test_a_follower_whose_lock_is_held_holds_up_none_of_the_others_and_get
     relay hands on one event at a time)."""
     followed = "fanout:8"
 
-    class Notes:
-        async def prepare(self, event: Event, viewers: list[Viewer]) -> dict[int, int]:
-            return {viewer.id: viewer.id * 100 + event["seq"] for viewer in viewers}
-
     def source(user: int) -> LiveSource:
-        async def follows() -> list[str]:
-            return [followed]
-
-        return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows, prepare=Notes().prepare)
+        return _following(user, followed)
 
     sinks = [RecordingSink(name, []) for name in ("ann", "bob", "cy")]
     subscriptions = [
@@ -453,15 +456,8 @@ async def test_an_event_that_four_following_feeds_deliver_is_one_latency_and_cou
     feed's own topic reaching two groups (two selections) of it."""
     followed = "fanout:11"
 
-    class Notes:
-        async def prepare(self, event: Event, viewers: list[Viewer]) -> dict[int, int]:
-            return {viewer.id: viewer.id * 100 + event["seq"] for viewer in viewers}
-
     def source(user: int) -> LiveSource:
-        async def follows() -> list[str]:
-            return [followed]
-
-        return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows, prepare=Notes().prepare)
+        return _following(user, followed)
 
     sinks = [RecordingSink(f"user {user}", []) for user in range(1, 5)]
     subscriptions = [
@@ -511,15 +507,8 @@ async def test_followers_whose_executions_await_get_a_prepared_event_as_those_of
     async resolver) is handed the same events the usual way, each once and in order, beside them."""
     followed = "fanout:10"
 
-    class Notes:
-        async def prepare(self, event: Event, viewers: list[Viewer]) -> dict[int, int]:
-            return {viewer.id: viewer.id * 100 + event["seq"] for viewer in viewers}
-
     def source(user: int) -> LiveSource:
-        async def follows() -> list[str]:
-            return [followed]
-
-        return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows, prepare=Notes().prepare)
+        return _following(user, followed)
 
     planned, awaiting = RecordingSink("planned", []), RecordingSink("awaiting", [])
     subscriptions = [
@@ -547,15 +536,8 @@ async def test_a_traced_event_of_a_followed_topic_is_one_deliver_span_linked_to_
     traces.tracer = provider.get_tracer("test")
     followed = "fanout:12"
 
-    class Notes:
-        async def prepare(self, event: Event, viewers: list[Viewer]) -> dict[int, int]:
-            return {viewer.id: viewer.id * 100 + event["seq"] for viewer in viewers}
-
     def source(user: int) -> LiveSource:
-        async def follows() -> list[str]:
-            return [followed]
-
-        return LiveSource(f"user:{user}", _viewer(user), _ok, follows=follows, prepare=Notes().prepare)
+        return _following(user, followed)
 
     sinks = [RecordingSink(name, []) for name in ("ann", "bob", "cy")]
     try:

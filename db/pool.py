@@ -133,11 +133,12 @@ class BoundedWaitConnection(PostgresConnection):
     def _static(self, statement: ClauseElement, values: Mapping[str, Any]) -> tuple[str, list, tuple, ColumnMaps]:
         """A statement kept for good (its parameters named, their values given per call): compiled
         once, neither copied with the values nor keyed again. An expanding parameter (`IN` a list
-        given per call) is expanded per call, as `_compiled_with_maps` expands a keyed one."""
+        given per call) is expanded per call, as `_compiled_with_maps` expands a keyed one; so is
+        one rendered in the SQL (`literal_execute`, a LIMIT: see db.rooms.rooms_of_user)."""
         entry = _statics.get(id(statement))
         if entry is None or entry[0] is not statement:
             made: Any = statement.compile(dialect=self._dialect)
-            if any(bind.expanding for bind in made.binds.values()):
+            if made.literal_execute_params or any(bind.expanding for bind in made.binds.values()):
                 text, order = None, None
             else:
                 made = statement.compile(dialect=self._dialect, compile_kwargs={"render_postcompile": True})

@@ -7,8 +7,9 @@ message's event to the room's log (db.room_events). An edit or a delete is an ev
 too; a deleted message keeps its place, its body emptied.
 """
 
+from collections.abc import Iterator, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from databases import Database
@@ -17,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from db import room_events
 from db.ids import new_id
 from db.pool import fetch_rows
-from db.records import Row, RowView, as_row, as_rows, now
+from db.records import ReadOnlyRow, Row, RowView, as_row, as_rows, now
 from db.tables import memberships, messages, reactions, rooms, users
 from db.users import PUBLIC_COLUMNS as USER_COLUMNS
 
@@ -429,6 +430,8 @@ def _with_sender_row(row: Row) -> Row:
 _LAST_LABELS = tuple((f"last__{column.name}", column.name) for column in MESSAGE_COLUMNS)
 _LAST_SENDER_LABELS = tuple((f"last__sender__{column.name}", column.name) for column in USER_COLUMNS)
 _LAST_ID = _LAST_LABELS[0][0]
+_LAST_SENDER_ID = _LAST_SENDER_LABELS[0][0]
+_LAST_NAMES = dict(_LAST_LABELS + _LAST_SENDER_LABELS)  # each label's column name
 
 
 def last_message_columns() -> tuple[sa.Label, ...]:
@@ -454,6 +457,35 @@ def last_message_of(row: RowView) -> Row | None:
     message = {name: row[label] for label, name in _LAST_LABELS}
     message["sender"] = {name: row[label] for label, name in _LAST_SENDER_LABELS}
     return message
+
+
+def rooms_and_last_messages(rows: Sequence[RowView]) -> Iterator[tuple[Row, Row | None]]:
+    """Each row read beside its newest message (`last_message_columns`, last in the row) as a
+    room's own columns, in a dict of their own, and its newest message as `last_message_of`
+    gives it. asyncpg's rows are cut by position, the positions found once for the list (a dict
+    of each whole row, then two of its message, took twice as long: a room list makes one a room)."""
+    if not rows:
+        return
+    first = rows[0]
+    if not isinstance(first, ReadOnlyRow):  # the embedded default's rows are dicts already
+        for row in rows:
+            yield {key: value for key, value in row.items() if key not in _LAST_NAMES}, last_message_of(row)
+        return
+    keys = tuple(first.keys())
+    at, sender_at = keys.index(_LAST_ID), keys.index(_LAST_SENDER_ID)
+    assert all(key in _LAST_NAMES for key in keys[at:]) and not any(key in _LAST_NAMES for key in keys[:at])
+    room_keys = keys[:at]
+    message_names = tuple(_LAST_NAMES[key] for key in keys[at:sender_at])
+    sender_names = tuple(_LAST_NAMES[key] for key in keys[sender_at:])
+    for record in cast(Sequence[ReadOnlyRow], rows):
+        values = record[:]
+        room = dict(zip(room_keys, values, strict=False))  # the first `at` values
+        if values[at] is None:
+            yield room, None
+            continue
+        message = dict(zip(message_names, values[at:sender_at], strict=True))
+        message["sender"] = dict(zip(sender_names, values[sender_at:], strict=True))
+        yield room, message
 
 
 async def last_messages(db: Database, room_ids: list[int]) -> dict[int, Row]:

@@ -50,6 +50,9 @@ ColumnMaps = tuple[Mapping[Any, Any], Mapping[Any, Any], Mapping[Any, Any]]
 _compiled: dict[Any, tuple[Any, str | None, list[str] | None, ColumnMaps]] = {}
 # By id, the statement kept in it; its SQL and parameters' order (None: expanded per call).
 _statics: dict[int, tuple[ClauseElement, Any, str | None, list[str] | None, ColumnMaps]] = {}
+# A kept statement whose only per-call SQL is a value written into it (`literal_execute`, no IN
+# list): its SQL and parameters' order for each such value, by the statement and the values.
+_literals: dict[tuple[ClauseElement, tuple[Any, ...]], tuple[str, list[str]]] = {}
 
 
 class NoResetQueryConnection(asyncpg.Connection):
@@ -133,11 +136,12 @@ class BoundedWaitConnection(PostgresConnection):
     def _static(self, statement: ClauseElement, values: Mapping[str, Any]) -> tuple[str, list, tuple, ColumnMaps]:
         """A statement kept for good (its parameters named, their values given per call): compiled
         once, neither copied with the values nor keyed again. An expanding parameter (`IN` a list
-        given per call) is expanded per call, as `_compiled_with_maps` expands a keyed one."""
+        given per call) is expanded per call, as `_compiled_with_maps` expands a keyed one; so is
+        one rendered in the SQL (`literal_execute`, a LIMIT: see db.rooms.rooms_of_user)."""
         entry = _statics.get(id(statement))
         if entry is None or entry[0] is not statement:
             made: Any = statement.compile(dialect=self._dialect)
-            if any(bind.expanding for bind in made.binds.values()):
+            if made.literal_execute_params or any(bind.expanding for bind in made.binds.values()):
                 text, order = None, None
             else:
                 made = statement.compile(dialect=self._dialect, compile_kwargs={"render_postcompile": True})
@@ -148,7 +152,19 @@ class BoundedWaitConnection(PostgresConnection):
         compiled: Any
         _statement, compiled, sql, names, maps = entry
         if sql is None or names is None:
-            return (*_expanded(compiled, compiled.construct_params(params=values)), compiled._result_columns, maps)
+            written = compiled.literal_execute_params
+            if not written or compiled.post_compile_params:
+                return (*_expanded(compiled, compiled.construct_params(params=values)), compiled._result_columns, maps)
+            # Only values written into the SQL (a LIMIT): its text made once for each of them.
+            key = (statement, tuple(values[bind.key] for bind in written))
+            found = _literals.get(key)
+            if found is None:
+                if len(_literals) >= CACHE_SIZE:
+                    _literals.clear()
+                expanded = compiled.construct_expanded_state(compiled.construct_params(params=values))
+                order = sorted(expanded.parameters)
+                found = _literals[key] = (_positional(expanded.statement, order), order)
+            sql, names = found
         return sql, _bound(values, names, compiled._bind_processors), compiled._result_columns, maps
 
     def _compiled_with_maps(self, query: ClauseElement) -> tuple[str, list, tuple, ColumnMaps]:

@@ -43,12 +43,16 @@ async def resolve_rooms(
     # Every row is one of my memberships, with the room's row (resolvers.access.my_rooms):
     # each room's `latestEventCursor` is known here, as its resolver would make it for a member.
     listed: list[RowView] = []
+    if last:
+        for row, message in messages.rooms_and_last_messages(found):
+            row[LAST_MESSAGE] = message
+            if cursor:
+                row[LATEST_EVENT_CURSOR] = known_latest_event_cursor(row)
+            listed.append(row)
+        return listed
     for room in found:
         row = dict(room.items())
-        if last:
-            row[LAST_MESSAGE] = messages.last_message_of(room)
-        if cursor:
-            row[LATEST_EVENT_CURSOR] = known_latest_event_cursor(room)
+        row[LATEST_EVENT_CURSOR] = known_latest_event_cursor(room)
         listed.append(row)
     return listed
 

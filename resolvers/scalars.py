@@ -9,6 +9,8 @@ datetime_scalar = ScalarType("DateTime")
 
 @datetime_scalar.serializer
 def serialize_datetime(value: datetime | str) -> str:
+    if type(value) is datetime and value.tzinfo is UTC:  # as Postgres' rows carry them: nothing to convert
+        return value.isoformat()
     if isinstance(value, str):  # events from the broadcast carry it already serialized
         return value
     if value.tzinfo is None:

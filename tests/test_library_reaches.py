@@ -260,6 +260,14 @@ async def test_the_pool_compiles_statements_as_databases_does() -> None:
     )
     for values in ({"room": 1, "seq": 2}, {"room": 9, "seq": 0}):
         assert ours._static(kept, values)[:2] == theirs._compile(kept.bindparams(**values))[:2]
+    # A LIMIT written into the SQL (`literal_execute`, db.rooms' list): its value there, per call.
+    room = sa.bindparam("room", type_=sa.Integer)
+    limited = sa.select(messages.c.id).where(messages.c.room_id == room)
+    limited = limited.limit(sa.bindparam("limit", type_=sa.Integer, literal_execute=True))
+    for limit in (30, 500, 30):
+        sql, args = ours._static(limited, {"room": 4, "limit": limit})[:2]
+        written = sa.select(messages.c.id).where(messages.c.room_id == 4).limit(sa.literal_column(str(limit)))
+        assert (sql, args) == tuple(theirs._compile(written)[:2])
     # IN lists of any length, from one statement kept unexpanded, beside other parameters.
     for ids in ([3], [1, 2, 3], [5, 4], [1, 2, 3]):
         body = messages.c.body

@@ -15,13 +15,17 @@ least once, in each room's log order, from the outbox in the database (db.webhoo
   half and all of it), for WEBHOOK_RETRY_FOR_SECONDS; then the event is skipped and recorded.
   Any other answer (a 3xx, a 4xx) is recorded and the event skipped at once.
 - **Bounds.** At most WEBHOOK_CONCURRENCY rooms in flight per process, each holding one page of
-  PAGE events; each request has WEBHOOK_TIMEOUT_SECONDS in all and reads at most
-  MAX_RESPONSE_BYTES of the answer. Of the database pool (in a web worker, the requests'), at
-  most webhook_events.DB_CONNECTIONS connection at once: a mutation never waits for more. A
-  receiver that is down costs each room one attempt per backoff, never a wait in a request or
-  in live delivery: posting a message only rings a bell (`Doorbell.published`, a bounded set)
-  after its commit. Once an endpoint's attempt failed here, rings claim none of its rooms (the
-  poll takes the due ones) until one succeeds.
+  PAGE events (16 by default: a slot is a task, a page and up to two kept-alive connections,
+  while each room that must wait for one costs a release and a claim, two writes, whenever a
+  caught-up room makes way for it; at 4, with 10 busy rooms, those writes were two fifths of
+  a delivering process's samples and it spent a third more CPU per delivery); each request
+  has WEBHOOK_TIMEOUT_SECONDS in all and reads at most MAX_RESPONSE_BYTES of the answer. Of the
+  database pool (in a web worker, the requests'), at most webhook_events.DB_CONNECTIONS
+  connection at once: a mutation never waits for more. A receiver that is down costs each room
+  one attempt per backoff, never a wait in a request or in live delivery: posting a message
+  only rings a bell (`Doorbell.published`, a bounded set) after its commit. Once an endpoint's
+  attempt failed here, rings claim none of its rooms (the poll takes the due ones) until one
+  succeeds.
 - **Finding work.** The bell: the process that committed an event tries to take its room at
   once. And a poll every WEBHOOK_POLL_SECONDS (db.webhooks.due): retries that are due, rooms
   whose holder died, events committed while another process held the lease (the holder also

@@ -106,16 +106,11 @@ class AccessReads:
         by_room: dict[int, list[int]] = {}
         for user_id, room_id in keys:
             by_room.setdefault(room_id, []).append(user_id)
-        postgres = self._db.url.dialect == "postgresql"
         found: dict[tuple[int, int], Row] = {}
         for room_id, user_ids in by_room.items():
-            # The room's row once, and each member's own columns: a room of a thousand local
-            # members decoded its seven columns a thousand times (a seventh of a note's cost).
-            room = await fetch_rows(self._db, _room(), {"room_id": room_id})
-            if not room:
-                continue
-            for member in await fetch_rows(self._db, _listings(postgres), {"room_id": room_id, "user_ids": user_ids}):
-                found[(member.pop("user_id"), room_id)] = {**room[0], **member}
+            statement = _listings(self._db.url.dialect == "postgresql")
+            for row in await fetch_rows(self._db, statement, {"room_id": room_id, "user_ids": user_ids}):
+                found[(row.pop("user_id"), room_id)] = row
         # Read after the counts: the message shown is at least as new as any they count.
         newest = await last_messages(self._db, sorted({room_id for _, room_id in found}))
         for (_, room_id), row in found.items():
@@ -200,17 +195,10 @@ def _memberships_of_tokens() -> sa.Select:
 
 
 @cache
-def _room() -> sa.Select:
-    """A room's row (db.rooms.ROOM_COLUMNS), a statement kept for good."""
-    return sa.select(*ROOM_COLUMNS).where(rooms.c.id == sa.bindparam("room_id", type_=sa.BigInteger))
-
-
-@cache
 def _listings(postgres: bool) -> sa.Select:
-    """Each of these members' role and read state in a room (db.read_state's columns); the
-    room's own row is read once, apart (`_room`). On Postgres the members are one array
-    parameter (`= ANY`): a statement compiled once, where an IN list of a room's thousand members
-    would be expanded into SQL on every call."""
+    """A room's row with each of these members' role and read state (db.read_state's columns).
+    On Postgres the members are one array parameter (`= ANY`): a statement compiled once, where an
+    IN list of a room's thousand members would be expanded into SQL on every call."""
     members = (
         memberships.c.user_id == sa.any_(sa.bindparam("user_ids", type_=postgresql.ARRAY(sa.BigInteger)))
         if postgres
@@ -218,6 +206,7 @@ def _listings(postgres: bool) -> sa.Select:
     )
     return (
         sa.select(
+            *ROOM_COLUMNS,
             memberships.c.user_id,
             memberships.c.role.label("my_role"),
             *read_state.STATE_COLUMNS[1:],

@@ -189,17 +189,11 @@ class Engine:
         shared with the event's other executions for the same viewer (their loaders)."""
         if context is None:
             context = self.context(viewer)
-        payload = self.execute_planned(selection, event, context)
-        if payload is not None:
-            return payload
+        data = selection.planned(self.schema, event, context)
+        if data is not None:
+            return self.results.encode_payload({"data": data})
         executor = selection.executor_for(self.schema, event, context)
         return self.results.encode(await executed(executor, execute_subscription_event))
-
-    def execute_planned(self, selection: Selection, event: Event, context: dict[str, Any]) -> bytes | None:
-        """`execute` by the executor's short path alone (live.selection.Selection.planned: in the
-        caller's turn, reading nothing), its result encoded; None where that does not serve."""
-        data = selection.planned(self.schema, event, context)
-        return None if data is None else self.results.encode_payload({"data": data})
 
     def end_where(
         self, subscriptions: Iterable[Subscription], matches: Callable[[Subscription], bool], error: dict

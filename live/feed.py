@@ -217,50 +217,15 @@ class Feed:
                 group.selection, viewer, event, context
             )
             executions += 1
-            handed += self._hand(seq, payload, subscriptions, event_id)
-        self._count(group, handed, executions, event, delivery)
-
-    def _deliver_planned(self, group: Group, event: Event) -> bool:
-        """`_deliver_timed` of an event outside any sequence, in the caller's turn, where every
-        audience's result comes by the executor's short path (nothing awaited, nothing read:
-        Engine.execute_planned): all are executed before any is handed, so False, with nothing
-        handed, where one does not serve (the caller then delivers it the usual way)."""
-        started = time.perf_counter()
-        results: list[tuple[bytes, list[Subscription]]] = []
-        for audience, subscriptions in group.by_audience(event):
-            viewer = subscriptions[0].viewer if audience else None
-            payload = self.engine.execute_planned(group.selection, event, self._context(viewer))
-            if payload is None:
-                return False
-            results.append((payload, subscriptions))
-        event_id = group.event_id(event) if group.event_id is not None else None
-        handed = 0
-        for payload, subscriptions in results:
-            handed += self._hand(None, payload, subscriptions, event_id)
-        self._count(group, handed, len(results), event, self.delivery)
-        self.engine.remember_cost(group.key, group.measured(time.perf_counter() - started))
-        return True
-
-    def _hand(self, seq: int | None, payload: bytes, subscriptions: list[Subscription], event_id: str | None) -> int:
-        """One result to those of `subscriptions` still in this feed (kept, while `keeping` is
-        set); how many."""
-        keeping = self.keeping
-        handed = 0
-        for subscription in subscriptions:
-            if subscription.feed is self:
-                if keeping is None:
-                    subscription.deliver(seq, payload, event_id)
-                else:
-                    subscription.keep(seq, payload, event_id)
-                    keeping.append(subscription)
-                handed += 1
-        return handed
-
-    def _count(
-        self, group: Group, handed: int, executions: int, event: Event, delivery: record.Delivery | None
-    ) -> None:
-        """What a group was handed of an event: counted on its own, or added up in `delivery`
-        with the rest of the event's (record.Delivery, counted once for the event)."""
+            keeping = self.keeping
+            for subscription in subscriptions:
+                if subscription.feed is self:
+                    if keeping is None:
+                        subscription.deliver(seq, payload, event_id)
+                    else:
+                        subscription.keep(seq, payload, event_id)
+                        keeping.append(subscription)
+                    handed += 1
         if delivery is None:
             record.delivered(group.selection.field, handed, executions, messages.published_at(event))
         else:

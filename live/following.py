@@ -136,37 +136,6 @@ class FollowingFeed(PlainFeed):
         except Exception:
             logger.exception("Topic %s: delivering an event of %s failed", self.topic, topic)
 
-    def relayed_now(
-        self,
-        topic: str,
-        event: Event,
-        prepared: Mapping[int, Any],
-        keeping: list[Subscription],
-        delivery: record.Delivery,
-    ) -> bool:
-        """`relayed`, in the caller's turn, where nothing in it would wait: its lock free, and its
-        one group's results all by the executor's short path with what `prepare` read (the
-        relay's usual case: a room's thousand members, each a feed of their own, whose
-        coroutines, lock and per-event bookkeeping cost as much as their executions). False,
-        with nothing delivered, where it cannot: the caller then awaits `relayed`."""
-        if self.lock.locked():
-            return False
-        if topic not in self.followed or self.retired:
-            return True
-        groups = [group for group in self.groups.values() if group.wants(event)]
-        if len(groups) != 1:  # none is `relayed`'s no-op; several share loaders there
-            return not groups
-        self._prepared, self.keeping, self.delivery = prepared, keeping, delivery
-        try:
-            return self._deliver_planned(groups[0], event)
-        except Exception:
-            logger.exception("Topic %s: delivering an event of %s failed", self.topic, topic)
-            return True
-        finally:
-            self._prepared = None
-            self.keeping = None
-            self.delivery = None
-
     def _context(self, viewer: Viewer | None) -> dict[str, Any]:
         context = super()._context(viewer)
         if self._prepared is not None and viewer is not None and viewer.id in self._prepared:
@@ -262,8 +231,7 @@ class Relay:
         keeping: list[Subscription] = []
         try:
             for feed, given in at_once:
-                if not feed.relayed_now(self.topic, event, given, keeping, delivery):
-                    await feed.relayed(self.topic, event, given, keeping, delivery)
+                await feed.relayed(self.topic, event, given, keeping, delivery)
         except BaseException:
             if waiting is not None:
                 waiting.cancel()

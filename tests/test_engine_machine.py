@@ -499,12 +499,12 @@ async def test_an_event_that_four_following_feeds_deliver_is_one_latency_and_cou
         subscription.close()
 
 
-async def test_followers_whose_executions_await_get_a_prepared_event_as_those_of_the_short_path_do(
+async def test_followers_whose_executions_await_get_a_prepared_event_as_the_others_do(
     engine: Engine,
 ) -> None:
-    """A relay delivers in its own turn to the followers whose one selection the executor's short
-    path serves (live.following.FollowingFeed.relayed_now); a follower whose execution awaits (an
-    async resolver) is handed the same events the usual way, each once and in order, beside them."""
+    """Beside a follower whose selection the executor's short path serves (nothing awaited), a
+    follower whose execution awaits (an async resolver) is handed the same events of a followed
+    topic, each once and in order."""
     followed = "fanout:10"
 
     def source(user: int) -> LiveSource:

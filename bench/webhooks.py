@@ -88,14 +88,6 @@ def received(port: int, path: str) -> dict[str, int]:
     return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).json()
 
 
-def database_cpu(database_url: str) -> dict[int, float]:
-    """CPU seconds so far of each Postgres backend connected to the bench's database (the
-    server's pooled connections): what its statements cost Postgres, on this same machine."""
-    query = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    listed = subprocess.run(["psql", database_url, "-Atq", "-c", query], capture_output=True, text=True, check=True)
-    return {int(pid): tree_cpu_seconds(int(pid)) for pid in listed.stdout.split()}
-
-
 async def writes(stack: Stack, rooms: list[str], seconds: float) -> tuple[float, float, int, int]:
     """createMessage from WRITERS keep-alive clients over `rooms`: per second, p99 (ms), errors,
     and the messages acknowledged."""
@@ -123,14 +115,7 @@ async def writes(stack: Stack, rooms: list[str], seconds: float) -> tuple[float,
 
 
 async def one_mode(
-    mode: str,
-    database_url: str,
-    env: dict[str, str],
-    receiver: subprocess.Popen,
-    receiver_port: int,
-    path: str,
-    scale: int,
-    seconds: float,
+    mode: str, database_url: str, env: dict[str, str], receiver_port: int, path: str, scale: int, seconds: float
 ) -> dict[str, float]:
     """One mode's figures on a fresh server: live p99 and missing (S=1000/scale, 20 msg/s), then
     createMessage under WRITERS clients, then (fast receiver) the drain."""
@@ -140,10 +125,7 @@ async def one_mode(
         live: FanOut = await stack.fan_out(1000 // scale, 1, 20.0, 400 // scale, "messageCreated")
         rooms = stack.rooms(ROOMS)
         cpu_before = tree_cpu_seconds(stack.pid)
-        receiver_before, client_before = tree_cpu_seconds(receiver.pid), time.process_time()
-        database_before = database_cpu(database_url)
         rate, p99, errors, acknowledged = await writes(stack, rooms, seconds)
-        client_cpu = time.process_time() - client_before  # its writes' clients, not the drain's reads
         row = {
             "createMessage per second": rate,
             "createMessage p99 (ms)": p99,
@@ -159,17 +141,10 @@ async def one_mode(
             row["webhooks drained after the writes (s)"] = time.monotonic() - started
             row["webhooks missing"] = float(posted - received(receiver_port, path)["created"])
         # Server CPU per message posted, its deliveries included (CPU time: what a busy
-        # machine's contention distorts least), and its Postgres backends'. The receiver and
-        # this process (the writers' clients) run on the same machine: their CPU per message is
-        # what the machine, not the server, spends of the cores the server would otherwise have.
-        per_message = 1e6 / max(1, acknowledged)
-        row["server CPU per createMessage (us)"] = (tree_cpu_seconds(stack.pid) - cpu_before) * per_message
-        database_after = database_cpu(database_url)
-        row["Postgres CPU per createMessage (us)"] = (
-            sum(cpu - database_before.get(pid, 0.0) for pid, cpu in database_after.items()) * per_message
+        # machine's contention distorts least).
+        row["server CPU per createMessage (us)"] = (
+            (tree_cpu_seconds(stack.pid) - cpu_before) / max(1, acknowledged) * 1e6
         )
-        row["receiver CPU per createMessage (us)"] = (tree_cpu_seconds(receiver.pid) - receiver_before) * per_message
-        row["bench client CPU per createMessage (us)"] = client_cpu * per_message
         return row
     finally:
         stack.stop()
@@ -195,9 +170,7 @@ async def main(quick: bool, rounds: int) -> None:
                     FAST: {"WEBHOOK_URL": f"http://127.0.0.1:{receiver_port}{path}"},
                     DOWN: {"WEBHOOK_URL": f"http://127.0.0.1:{down_port}{path}"},
                 }[mode]
-                figures[mode].append(
-                    await one_mode(mode, database_url, env, receiver, receiver_port, path, scale, seconds)
-                )
+                figures[mode].append(await one_mode(mode, database_url, env, receiver_port, path, scale, seconds))
     finally:
         receiver.terminate()
         receiver.wait(10)

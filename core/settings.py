@@ -218,7 +218,7 @@ class Settings:
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     webhook_in_web: bool = True  # the web workers deliver; off when a `worker:` process does
     webhook_timeout_seconds: float = 10.0
-    webhook_concurrency: int = 16  # rooms delivered at once per process (transports.webhooks says why 16)
+    webhook_concurrency: int = 4  # rooms delivered at once per process
     webhook_retry_base_seconds: float = 2.0
     webhook_retry_max_seconds: float = 600.0
     webhook_retry_for_seconds: float = 3 * 24 * 3600.0
@@ -411,7 +411,7 @@ def _webhooks(env: _Environment) -> dict:
         "webhook_secrets": secrets,
         "webhook_in_web": env.flag("WEBHOOK_IN_WEB", True),
         "webhook_timeout_seconds": timeout,
-        "webhook_concurrency": max(1, env.integer("WEBHOOK_CONCURRENCY", 16)),
+        "webhook_concurrency": max(1, env.integer("WEBHOOK_CONCURRENCY", 4)),
         "webhook_retry_base_seconds": base,
         "webhook_retry_max_seconds": max(base, env.number("WEBHOOK_RETRY_MAX_SECONDS", 600.0)),
         "webhook_retry_for_seconds": env.number("WEBHOOK_RETRY_FOR_SECONDS", 3 * 24 * 3600.0),

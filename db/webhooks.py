@@ -181,20 +181,13 @@ async def failed(
     )
 
 
-async def release(db: Database, key: str, room_id: int, owner: str, position: int | None = None) -> int | None:
-    """The lease given up (with `position`: every event up to it done). Returns the room's log's
-    head as the release saw it (in the same statement: an event committed while the lease was
-    held rang no other process's bell, so the holder looks), or None when the lease was no longer
-    this owner's (its new holder delivers) or the room is gone."""
+async def release(db: Database, key: str, room_id: int, owner: str, position: int | None = None) -> None:
+    """The lease given up (with `position`: every event up to it done)."""
     values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
     if position is not None:
         values |= {"delivered_seq": position, "attempts": 0, "failing_since": None, "next_attempt_at": None}
-    head = sa.select(rooms.c.last_event_seq).where(rooms.c.id == _d.c.room_id).scalar_subquery()
-    return await db.fetch_val(
-        _d.update()
-        .where(_d.c.endpoint == key, _d.c.room_id == room_id, _d.c.lease_owner == owner)
-        .values(**values)
-        .returning(head)
+    await db.execute(
+        _d.update().where(_d.c.endpoint == key, _d.c.room_id == room_id, _d.c.lease_owner == owner).values(**values)
     )
 
 
@@ -202,6 +195,11 @@ async def release_all(db: Database, owner: str) -> None:
     """Every lease `owner` holds, given up (a process stopping: others take its rooms now rather
     than when the leases run out)."""
     await db.execute(_d.update().where(_d.c.lease_owner == owner).values(lease_owner=None, lease_until=None))
+
+
+async def head(db: Database, room_id: int) -> int | None:
+    """The seq of the room's newest event (None: no such room)."""
+    return await db.fetch_val(sa.select(rooms.c.last_event_seq).where(rooms.c.id == room_id))
 
 
 async def page(db: Database, room_id: int, after: int, limit: int) -> list[Row]:

@@ -7,7 +7,6 @@ classifies)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import ipaddress
 import socket
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support.processes import free_port
-from transports.webhook_network import COALESCE_BYTES, AsyncioBackend
+from transports.webhook_network import AsyncioBackend
 
 
 def _certificate(directory: Path) -> tuple[Path, Path]:
@@ -131,52 +130,3 @@ async def test_a_closed_port_is_a_connect_error_and_a_silent_server_a_read_timeo
                 )
         finally:
             silent.close()
-
-
-async def _connected_pair() -> tuple[httpcore.AsyncNetworkStream, socket.socket, socket.socket]:
-    """Our stream to a plain socket server on loopback, and the server's end (blocking, 5 s)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stream = await AsyncioBackend().connect_tcp("127.0.0.1", server.getsockname()[1], timeout=5)
-    peer, _ = server.accept()  # already established: the kernel's backlog holds it
-    peer.settimeout(5)
-    return stream, peer, server
-
-
-async def test_a_requests_writes_go_out_as_one_when_its_answer_is_read() -> None:
-    head, body = b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n", b"{}"
-    stream, peer, server = await _connected_pair()
-    try:
-        await stream.write(head)
-        await stream.write(body)
-        peer.setblocking(False)
-        with pytest.raises(BlockingIOError):  # held: nothing sent yet
-            peer.recv(1024)
-        peer.settimeout(5)
-        reading = asyncio.create_task(stream.read(1024, timeout=5))
-        assert await asyncio.to_thread(peer.recv, 65536) == head + body  # one send, one receive
-        peer.sendall(b"HTTP/1.1 200 OK\r\n")
-        assert await reading == b"HTTP/1.1 200 OK\r\n"
-    finally:
-        await stream.aclose()
-        peer.close()
-        server.close()
-
-
-async def test_writes_held_past_the_bound_go_out_without_a_read() -> None:
-    chunk = b"x" * (COALESCE_BYTES // 2 + 1)
-    stream, peer, server = await _connected_pair()
-    try:
-        await stream.write(chunk)
-        await stream.write(chunk)  # past COALESCE_BYTES held: sent now
-
-        def receive(size: int) -> bytes:
-            got = b""
-            while len(got) < size:
-                got += peer.recv(size - len(got))
-            return got
-
-        assert await asyncio.to_thread(receive, 2 * len(chunk)) == 2 * chunk
-    finally:
-        await stream.aclose()
-        peer.close()
-        server.close()

@@ -8,14 +8,6 @@ drain, and a timeout (when httpcore gives one) an `asyncio.timeout`. Failures ar
 exceptions, as AnyIO's backend raises them (ConnectError, ReadError, WriteError and their
 timeouts), so the pool and its callers see what they saw before.
 
-Writes are held until the stream is next read (or COALESCE_BYTES are held): httpcore writes a
-request's head and its body in two writes, which on a socket are two sends, two segments and
-two wake-ups of the receiver; held, they go out as one, when httpcore turns to read the answer.
-httpcore always reads after a request (also when a write failed: an early answer may say why),
-so nothing held is left unsent but on a connection being closed. A held write's failure shows
-at that read, as httpcore's ReadError or ReadTimeout (the read's timeout covers the flush): the
-same NetworkError or TimeoutException to the dispatcher, which retries either.
-
 Only TCP (with TLS for https): a webhook endpoint is a URL, never a Unix socket.
 """
 
@@ -34,9 +26,6 @@ from httpcore import AsyncNetworkBackend, AsyncNetworkStream
 
 # A read asks for at most this much (httpcore asks for 64 KiB).
 READ_BYTES = 64 * 1024
-# Held writes go out once they reach this much, without waiting for a read (a large body is
-# written as it comes, under the socket's backpressure).
-COALESCE_BYTES = 64 * 1024
 
 SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
@@ -67,46 +56,28 @@ class AsyncioStream(AsyncNetworkStream):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
-        self._held: list[bytes] = []  # written, not yet sent (until the next read)
-        self._held_bytes = 0
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         with _mapped(httpcore.ReadTimeout, httpcore.ReadError):
             if timeout is None:
-                if self._held:
-                    await self._flush()
                 return await self._reader.read(min(max_bytes, READ_BYTES))
             async with asyncio.timeout(timeout):
-                if self._held:
-                    await self._flush()
                 return await self._reader.read(min(max_bytes, READ_BYTES))
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        """Held until the next read, or sent now once COALESCE_BYTES are held."""
         if not buffer:
             return
-        self._held.append(buffer)
-        self._held_bytes += len(buffer)
-        if self._held_bytes < COALESCE_BYTES:
-            return
         with _mapped(httpcore.WriteTimeout, httpcore.WriteError):
+            self._writer.write(buffer)
             if timeout is None:
-                await self._flush()
+                await self._writer.drain()
             else:
                 async with asyncio.timeout(timeout):
-                    await self._flush()
-
-    async def _flush(self) -> None:
-        """What is held, in one write, then the transport's backpressure."""
-        held = self._held[0] if len(self._held) == 1 else b"".join(self._held)
-        self._held, self._held_bytes = [], 0
-        self._writer.write(held)
-        await self._writer.drain()
+                    await self._writer.drain()
 
     async def aclose(self) -> None:
         """Closed without waiting on the peer (as AnyIO's backend closes): what is still
         buffered gets one turn of the loop, then the connection is dropped."""
-        self._held, self._held_bytes = [], 0  # a request cut short: its rest is not sent
         transport = self._writer.transport
         if transport.is_closing():
             return

@@ -15,17 +15,13 @@ least once, in each room's log order, from the outbox in the database (db.webhoo
   half and all of it), for WEBHOOK_RETRY_FOR_SECONDS; then the event is skipped and recorded.
   Any other answer (a 3xx, a 4xx) is recorded and the event skipped at once.
 - **Bounds.** At most WEBHOOK_CONCURRENCY rooms in flight per process, each holding one page of
-  PAGE events (16 by default: a slot is a task, a page and up to two kept-alive connections,
-  while each room that must wait for one costs a release and a claim, two writes, whenever a
-  caught-up room makes way for it; at 4, with 10 busy rooms, those writes were two fifths of
-  a delivering process's samples and it spent a third more CPU per delivery); each request
-  has WEBHOOK_TIMEOUT_SECONDS in all and reads at most MAX_RESPONSE_BYTES of the answer. Of the
-  database pool (in a web worker, the requests'), at most webhook_events.DB_CONNECTIONS
-  connection at once: a mutation never waits for more. A receiver that is down costs each room
-  one attempt per backoff, never a wait in a request or in live delivery: posting a message
-  only rings a bell (`Doorbell.published`, a bounded set) after its commit. Once an endpoint's
-  attempt failed here, rings claim none of its rooms (the poll takes the due ones) until one
-  succeeds.
+  PAGE events; each request has WEBHOOK_TIMEOUT_SECONDS in all and reads at most
+  MAX_RESPONSE_BYTES of the answer. Of the database pool (in a web worker, the requests'), at
+  most webhook_events.DB_CONNECTIONS connection at once: a mutation never waits for more. A
+  receiver that is down costs each room one attempt per backoff, never a wait in a request or
+  in live delivery: posting a message only rings a bell (`Doorbell.published`, a bounded set)
+  after its commit. Once an endpoint's attempt failed here, rings claim none of its rooms (the
+  poll takes the due ones) until one succeeds.
 - **Finding work.** The bell: the process that committed an event tries to take its room at
   once. And a poll every WEBHOOK_POLL_SECONDS (db.webhooks.due): retries that are due, rooms
   whose holder died, events committed while another process held the lease (the holder also
@@ -74,7 +70,7 @@ from core.settings import Settings
 from db import webhooks
 from db.records import Row
 from resolvers.topics import ROOM_TOPIC_PREFIX
-from resolvers.webhook_events import Page, WebhookEvents
+from resolvers.webhook_events import WebhookEvents
 from telemetry import record
 from transports.webhook_network import AsyncioBackend
 
@@ -456,8 +452,9 @@ class Dispatcher:
                 position = await self._deliver_backlog(endpoint, room_id, held)
                 if position is None:
                     return
+                await self._query(webhooks.release, self._db, endpoint.key, room_id, self._owner, position)
                 # An event committed while the lease was held here rang no one else's bell.
-                head = await self._query(webhooks.release, self._db, endpoint.key, room_id, self._owner, position)
+                head = await self._query(webhooks.head, self._db, room_id)
                 if head is None or head <= position:
                     return
                 held = await self._claim(endpoint, room_id)
@@ -490,17 +487,12 @@ class Dispatcher:
         flushed = loop.time()
         bell = self._bells[(endpoint.key, room_id)] = asyncio.Event()
         self._events.forget(room_id)
-        caught_up = False  # the last page's events are done, it reached its head, no ring since
-        page = Page(position, [])
         while True:
-            if not caught_up:
-                bell.clear()  # a ring from now on is an event this read may miss
-                read = await self._events.page(room_id, position, PAGE)
-                if read is None:
-                    return None
-                page = read
-            if caught_up or page.head <= position:
-                caught_up = False
+            bell.clear()  # a ring from now on is an event this read may miss
+            page = await self._events.page(room_id, position, PAGE)
+            if page is None:
+                return None
+            if page.head <= position:
                 # A busy room keeps its lease a moment for its next event (no claim, release and
                 # read of its head per event), unless other rooms wait for a slot.
                 if self._doorbell.rooms or not await _rung(bell, LINGER_SECONDS):
@@ -574,10 +566,6 @@ class Dispatcher:
                         logger.warning("Webhook lease of room %s for %s was taken over", room_id, endpoint.label)
                         return None
                     stored, flushed = seq, loop.time()
-            # Caught up with the head this page read, and no ring since: a read now would find
-            # only events another process committed meanwhile (this one's ring the bell), and
-            # the look at the head after the linger, when the lease is given back, finds those.
-            caught_up = position >= page.head and not bell.is_set()
 
     async def _post(self, endpoint: Endpoint, payload: dict[str, Any]) -> Outcome:
         body = orjson.dumps(payload)

@@ -72,16 +72,20 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def _cpu_ticks(stat_path: str) -> int:
+    """utime + stime in clock ticks from a /proc `stat` file (a process's or a thread's); 0 once
+    it is gone."""
+    try:
+        with open(stat_path) as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """utime + stime of a process and all its descendants (live ones), in seconds."""
-    total = 0
-    for current in process_tree(pid):
-        try:
-            with open(f"/proc/{current}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (FileNotFoundError, ProcessLookupError):
-            continue
+    total = sum(_cpu_ticks(f"/proc/{current}/stat") for current in process_tree(pid))
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -95,15 +99,7 @@ def tree_side_threads_cpu_seconds(pid: int) -> float:
             threads = os.listdir(f"/proc/{current}/task")
         except FileNotFoundError:
             continue
-        for thread in threads:
-            if thread == str(current):
-                continue
-            try:
-                with open(f"/proc/{current}/task/{thread}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-            except (FileNotFoundError, ProcessLookupError):
-                continue
+        total += sum(_cpu_ticks(f"/proc/{current}/task/{thread}/stat") for thread in threads if thread != str(current))
     return total / os.sysconf("SC_CLK_TCK")
 
 

@@ -76,10 +76,11 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 payload = json.loads(body)
+                # The attempt's number and its place in `received` are taken together: a retry
+                # arriving while an earlier attempt's thread waits for the lock is recorded after it.
                 with receiver._lock:
                     attempt = receiver._attempts[payload["id"]] = receiver._attempts.get(payload["id"], 0) + 1
-                answer = receiver.answer(payload, attempt)
-                with receiver._lock:
+                    answer = receiver.answer(payload, attempt)
                     receiver.received.append(Received(self.headers, body, payload, answer, attempt))
                 if answer == HANG:
                     time.sleep(receiver.hang_seconds)

@@ -2,8 +2,9 @@
 Redis), each beside what it is measured against in the same run:
 
 - `myRooms` fan-out: a room of 1,000 members, each a user of their own holding only `myRooms`
-  and selecting `room { unreadCount lastMessage { body } }` (each viewer's count is their own:
-  the selection is executed once per member), against `messageCreated` at S=1000 (the same
+  and selecting `room { unreadCount lastMessage { body } }`, each with an unread count of their
+  own (every member posted once and read up to their own post, one after another: no two read
+  to the same point, so no two results are alike), against `messageCreated` at S=1000 (the same
   room size, 20 accounts), both at 20 messages per second from one sender who holds neither.
   In pairs of rounds whose order alternates (A B, B A: a machine that slows or speeds up over
   the run weighs on both sides alike): server CPU per delivery and latency, by round and over
@@ -73,12 +74,15 @@ MESSAGES = 400  # per round and side: 20 s at 20 per second
 CPU = "server CPU per delivery (us)"
 JOIN = "mutation($r: ID!) { joinRoom(room: $r) { id } }"
 CREATE_ROOM = 'mutation { createRoom(name: "listed", kind: PUBLIC) { id } }'
+POST_AND_HEAD = 'mutation($r: ID!) { createMessage(room: $r, body: "earlier") { room { latestEventCursor } } }'
+MARK_READ = "mutation($r: ID!, $c: String!) { markRead(room: $r, upTo: $c) { id } }"
 POST = "mutation($r: ID!, $b: String!) { createMessage(room: $r, body: $b) { id } }"
 
 
 @dataclass
 class MyRoomsFanOut(FanOut):
     later: int = 0  # notes showing a later message than the one they were published for
+    distinct_counts: int = 0  # how many different unread counts the members' first notes showed
 
 
 def room_list(first: int) -> str:
@@ -102,6 +106,7 @@ class MyRoomsSubscriber(Subscriber):
         self.notes = 0
         self.newest = -1  # the highest message index shown so far
         self.later = 0  # notes showing a message later than the one before them plus one
+        self.first_count: int | None = None  # the unread count in the first note
 
     @classmethod
     async def open_my_rooms(cls, ws_url: str, token: str) -> Self:
@@ -119,6 +124,8 @@ class MyRoomsSubscriber(Subscriber):
         if not message or "errors" in frame["payload"]:
             self.errors += 1
             return
+        if self.first_count is None:
+            self.first_count = note["room"]["unreadCount"]
         sent, _, rest = message["body"].partition(" message ")
         index = int(rest)
         self.later += index > self.newest + 1
@@ -163,6 +170,14 @@ async def each(stack: Stack, calls: list[tuple[str, dict, str]], at_once: int = 
         return list(await asyncio.gather(*(one(*call) for call in calls)))
 
 
+async def own_unread_counts(stack: Stack, room: str, members: list[str]) -> None:
+    """Each member posts once, then reads up to their own post: their unread counts (others'
+    posts after theirs, and every message after) all differ."""
+    posted = await each(stack, [(POST_AND_HEAD, {"r": room}, token) for token in members], at_once=1)
+    heads = [data["createMessage"]["room"]["latestEventCursor"] for data in posted]
+    await each(stack, [(MARK_READ, {"r": room, "c": head}, token) for head, token in zip(heads, members, strict=True)])
+
+
 async def my_rooms(stack: Stack, room: str, members: list[str], rate: float, count: int) -> MyRoomsFanOut:
     """Every member's `myRooms` open, then `count` messages at `rate` from the stack's first
     account (a member holding no `myRooms`): what the members received, and the server's CPU."""
@@ -182,6 +197,7 @@ async def my_rooms(stack: Stack, room: str, members: list[str], rate: float, cou
     result.latencies = tally(result, subs, tree_cpu_seconds(stack.pid) - cpu_before)
     result.error_frames = sum(sub.errors for sub in subs)
     result.later = sum(sub.later for sub in subs)
+    result.distinct_counts = len({sub.first_count for sub in subs})
     for sub in subs:
         sub.close()
     await asyncio.sleep(1)
@@ -232,6 +248,7 @@ async def main(quick: bool, only: str | None, messages_per_round: int | None) ->
             members = await make_members(stack.database_url, size)
             room = stack.rooms(1)[0]  # the stack's accounts are in it: the sender among them
             await each(stack, [(JOIN, {"r": room}, token) for token in members])
+            await own_unread_counts(stack, room, members)
             await stack.fan_out(200 // scale, 1, 20.0, 40 // scale, "messageCreated")  # warm-up
             await my_rooms(stack, room, members[: 200 // scale], 20.0, 40 // scale)  # warm-up
             per_round = messages_per_round or MESSAGES // scale
@@ -247,6 +264,7 @@ async def main(quick: bool, only: str | None, messages_per_round: int | None) ->
                 row("missing", messages.missing, listed.missing)
                 row("error frames", messages.error_frames, listed.error_frames)
                 row("showing a later message", 0, listed.later)
+                row("different unread counts, first note", 0, listed.distinct_counts)
                 row("latency p50 (ms)", messages.p50_ms, listed.p50_ms)
                 row("latency p99 (ms)", messages.p99_ms, listed.p99_ms)
                 row(CPU, messages.cpu_us_per_delivery, listed.cpu_us_per_delivery)

@@ -42,7 +42,7 @@ from limits.query_shape import cost_rule, shape_rule
 from live.engine import Engine
 from live.replay import ReplayBudget
 from live.token_expiry import ExpiryWatch, interval_for
-from resolvers import LIST_BOUNDS, VIEWER_FIELDS
+from resolvers import LIST_BOUNDS, VIEWER_FIELDS, VIEWER_SHELLS
 from resolvers.context import make_context
 from resolvers.services import Services
 from resolvers.webhook_events import WebhookEvents
@@ -89,6 +89,7 @@ async def assemble(settings: Settings, schema: GraphQLSchema) -> AsyncIterator[P
             channel_prefix=settings.channel_prefix,
             context=lambda viewer: make_context(services, viewer),
             viewer_fields=VIEWER_FIELDS,
+            viewer_shells=VIEWER_SHELLS,
             error_formatter=format_error,
             debug=settings.debug,
             feed_queue=settings.live_feed_queue,

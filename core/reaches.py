@@ -151,7 +151,7 @@ REACHES: tuple[Reach, ...] = (
     Reach(
         "graphql-core",
         "3.3.2",
-        "execution/lean_executor.py: LeanExecutor.complete_iterable_value, _complete_flat",
+        "execution/lean_executor.py: LeanExecutor.complete_iterable_value, _complete_flat, patched",
         "Executor.complete_iterable_value's signature, GraphQLResolveInfo's fields, "
         "collect_subfields and get_argument_values",
         "worker CPU per unread request",

@@ -23,9 +23,9 @@ from sqlalchemy.dialects import postgresql
 from db import read_state
 from db.batching import GroupedLoader
 from db.messages import last_messages
-from db.pool import fetch_rows
-from db.records import Row, now
-from db.rooms import ROOM_COLUMNS, rooms_by_ids
+from db.pool import fetch_rows, fetch_views
+from db.records import Row, RowView, now
+from db.rooms import rooms_by_ids
 from db.tables import memberships, messages, room_bans, rooms, tokens
 from db.users import users_for_tokens
 
@@ -106,15 +106,27 @@ class AccessReads:
         by_room: dict[int, list[int]] = {}
         for user_id, room_id in keys:
             by_room.setdefault(room_id, []).append(user_id)
-        found: dict[tuple[int, int], Row] = {}
+        statement = _listings(self._db.url.dialect == "postgresql")
+        states: dict[int, list[RowView]] = {}
         for room_id, user_ids in by_room.items():
-            statement = _listings(self._db.url.dialect == "postgresql")
-            for row in await fetch_rows(self._db, statement, {"room_id": room_id, "user_ids": user_ids}):
-                found[(row.pop("user_id"), room_id)] = row
-        # Read after the counts: the message shown is at least as new as any they count.
-        newest = await last_messages(self._db, sorted({room_id for _, room_id in found}))
-        for (_, room_id), row in found.items():
-            row["last_message"] = newest.get(room_id)
+            states[room_id] = await fetch_views(self._db, statement, {"room_id": room_id, "user_ids": user_ids})
+        # Read after the counts: the room and the message shown are at least as new as any they count.
+        listed = sorted(room_id for room_id, rows in states.items() if rows)
+        room_rows = {row["id"]: row for row in await rooms_by_ids(self._db, listed)}
+        newest = await last_messages(self._db, listed)
+        found: dict[tuple[int, int], Row] = {}
+        for room_id, rows in states.items():
+            room = room_rows.get(room_id)
+            if room is None:
+                continue
+            room["last_message"] = newest.get(room_id)
+            for state in rows:  # the room's row, the same for each, with the member's own columns
+                found[(state["user_id"], room_id)] = {
+                    **room,
+                    "my_role": state["my_role"],
+                    "read_event_seq": state["read_event_seq"],
+                    "unread": state["unread"],
+                }
         return {key: found.get(key) for key in keys}
 
     async def _load_rooms(self, user_ids: list[int]) -> dict[int, tuple[int, ...]]:
@@ -196,9 +208,10 @@ def _memberships_of_tokens() -> sa.Select:
 
 @cache
 def _listings(postgres: bool) -> sa.Select:
-    """A room's row with each of these members' role and read state (db.read_state's columns).
-    On Postgres the members are one array parameter (`= ANY`): a statement compiled once, where an
-    IN list of a room's thousand members would be expanded into SQL on every call."""
+    """Each of these members' role and read state in a room (db.read_state's columns), without
+    the room's own columns (read once, not once per member). On Postgres the members are one
+    array parameter (`= ANY`): a statement compiled once, where an IN list of a room's thousand
+    members would be expanded into SQL on every call."""
     members = (
         memberships.c.user_id == sa.any_(sa.bindparam("user_ids", type_=postgresql.ARRAY(sa.BigInteger)))
         if postgres
@@ -206,7 +219,6 @@ def _listings(postgres: bool) -> sa.Select:
     )
     return (
         sa.select(
-            *ROOM_COLUMNS,
             memberships.c.user_id,
             memberships.c.role.label("my_role"),
             *read_state.STATE_COLUMNS[1:],

@@ -210,6 +210,9 @@ def _read(reads: tuple[Read, ...], item: Any) -> dict[str, Any] | None:
     return data
 
 
+_REFUSED = object()  # a leaf whose value is not plain (LeanExecutor._leaf)
+
+
 class FlatList(NamedTuple):
     """The plan of an object's selected fields: a list's items', or one object's."""
 
@@ -221,6 +224,16 @@ class FlatList(NamedTuple):
     reads: tuple[Read, ...] | None = None
     # Every field's arguments given, at every depth: the plan serves as it is.
     given: bool = True
+
+
+class Patch(NamedTuple):
+    """A field of a subscription's plan that one viewer's execution may answer differently from
+    another's (`LeanExecutor.patched`): a leaf whose value is the viewer's own, or an object on
+    the way to such leaves, re-resolved for each viewer for them (and for whether it is null)."""
+
+    field: PlannedField
+    item_type: GraphQLObjectType
+    sub: tuple[Patch, ...] | None  # an object's own patches (None: a leaf, written as it comes)
 
 
 # Plans of selections whose subfields are plain fields (no fragment, no directive: nothing in
@@ -245,6 +258,8 @@ class LeanExecutor(Executor):
         self._root_plan: list[FlatList | None] = []
         # Its fields' resolve infos but for the path, root value and context (every event's).
         self._event_infos: dict[int, tuple[tuple, tuple]] = {}
+        # Its root plan's patches (`patches`), made once: [] until then.
+        self._root_patches: list[tuple[Patch, ...] | None] = []
 
     def __copy__(self) -> LeanExecutor:
         """The shallow copy `copy.copy` makes (graphql-core copies its executor for each event,
@@ -281,6 +296,97 @@ class LeanExecutor(Executor):
         if data is not None:
             self.events_planned += 1
         return data
+
+    def patches(
+        self, viewer_fields: frozenset[tuple[str, str]], shells: frozenset[tuple[str, str]]
+    ) -> tuple[Patch, ...] | None:
+        """What `patched` writes for each viewer: the root plan's fields (type, field) in
+        `viewer_fields` (those whose value depends on who asks), each a leaf, or an object in
+        `shells` (one whose value depends on who asks only in whether it is null and in the
+        viewer fields under it), and the objects on the way to them. None where the plan is
+        not made, or where it selects an object that depends on who asks and is no shell (its
+        whole value is the viewer's own: each viewer's execution is needed). The same two sets
+        on every call: an engine's (made once, kept)."""
+        if not self._root_patches:
+            plan = self._root_plan[0] if self._root_plan else None
+            self._root_patches.append(None if plan is None else _patches_of(plan, viewer_fields, shells))
+        return self._root_patches[0]
+
+    def patched(self, data: dict[str, Any], patches: tuple[Patch, ...], event: Any, context: Any) -> bool:
+        """`data`, an event's result by `planned_event` for one viewer, made another's: each of
+        `patches` resolved for this `context`'s viewer and written into it in place (what else it
+        holds is every viewer's). False where that cannot be (a value that is not plain, an
+        object null for one viewer and not for the other, an error): then `data` is partly
+        written, and this viewer's result is to be executed in full."""
+        return self._patch(patches, event, True, data, None, self._event_infos, (event, context))
+
+    def _patch(
+        self,
+        patches: tuple[Patch, ...],
+        item: Any,
+        readable: bool,
+        data: dict[str, Any],
+        path: Path | None,
+        infos: dict[int, tuple[tuple, tuple]],
+        event: tuple[Any, Any],
+    ) -> bool:
+        """`patched` for one object (`item`) and its completed fields (`data`), as
+        `_complete_fields` completes them."""
+        for field, item_type, sub in patches:
+            name, resolve, key, arguments, passes, coerce, nullable, definition, nodes, _ = field
+            try:
+                if key is not None and readable and key in item:
+                    value = item[key]
+                    if callable(value):
+                        return False
+                else:
+                    parts = infos.get(id(field))
+                    if parts is None:
+                        made = self.build_resolve_info(definition, nodes, item_type, cast(Path, path))
+                        parts = infos[id(field)] = (made[:PATH], made[PATH + 1 :])
+                    info = new_tuple(
+                        GraphQLResolveInfo,
+                        (*parts[0], Path(path, name, item_type.name), *_with_event(parts[1], event)),
+                    )
+                    value = resolve(item, info, **arguments) if arguments else resolve(item, info)
+                if sub is not None:
+                    present = data.get(name)
+                    if value is None and present is None:
+                        continue
+                    value_type = type(value)
+                    mapping = value_type is dict or _reads_as_mapping(value_type)
+                    if present is None or value is None or not mapping:
+                        if isinstance(value, CoroutineType):
+                            value.close()  # never started: the usual path calls the resolver again
+                        return False
+                    if not self._patch(sub, value, True, present, Path(path, name, item_type.name), infos, event):
+                        return False
+                    continue
+                value_type = type(value)
+                if value_type is not passes or (value_type is int and not MIN_INT <= value <= MAX_INT):
+                    value = self._leaf(value, value_type, coerce, nullable)
+                    if value is _REFUSED:
+                        return False
+            except Exception:
+                return False
+            data[name] = value
+        return True
+
+    def _leaf(self, value: Any, value_type: type, coerce: Callable[[Any], Any], nullable: bool) -> Any:
+        """A leaf's value as its scalar or enum completes it, where it is not one the scalar
+        returns as it is; _REFUSED where it is not plain (null where null is not allowed, an
+        error, an awaitable, a value its scalar refuses: the usual path then answers)."""
+        if value_type not in PLAIN:
+            if value is None:
+                return None if nullable else _REFUSED
+            if isinstance(value, Exception):
+                return _REFUSED
+            if self.is_awaitable(value):
+                if isinstance(value, CoroutineType):
+                    value.close()  # never started: the usual path calls the resolver again
+                return _REFUSED
+        value = coerce(value)
+        return _REFUSED if value is None or value is Undefined else value
 
     def _root_planned(self) -> FlatList | None:
         """The plan of a subscription's root fields, their arguments given (this executor's
@@ -436,20 +542,10 @@ class LeanExecutor(Executor):
                 if value_type is passes and (value_type is not int or MIN_INT <= value <= MAX_INT):
                     data[name] = value  # what the scalar's coercion returns as it is
                     continue
-                if value_type not in PLAIN:
-                    if value is None and nullable:
-                        data[name] = None
-                        continue
-                    if value is None or isinstance(value, Exception):
-                        return None
-                    if self.is_awaitable(value):
-                        if isinstance(value, CoroutineType):
-                            value.close()  # never started: the usual path calls the resolver again
-                        return None
-                value = coerce(value)
+                value = self._leaf(value, value_type, coerce, nullable)
             except Exception:
                 return None
-            if value is None or value is Undefined:
+            if value is _REFUSED:
                 return None
             data[name] = value
         return data
@@ -562,3 +658,25 @@ class LeanExecutor(Executor):
         )
         given = all(field.arguments is not None and (field.sub is None or field.sub.given) for field in fields)
         return FlatList(object_type, nullable, fields, reads if len(reads) == len(fields) else None, given)
+
+
+def _patches_of(
+    plan: FlatList, viewer_fields: frozenset[tuple[str, str]], shells: frozenset[tuple[str, str]]
+) -> tuple[Patch, ...] | None:
+    """`LeanExecutor.patches` for one object's plan."""
+    found: list[Patch] = []
+    for field in plan.fields:
+        coordinate = (plan.item_type.name, field.nodes[0].name.value)
+        if field.sub is None:
+            if coordinate in viewer_fields:
+                found.append(Patch(field, plan.item_type, None))
+            continue
+        shell = coordinate in shells
+        if coordinate in viewer_fields and not shell:
+            return None
+        sub = _patches_of(field.sub, viewer_fields, shells)
+        if sub is None:
+            return None
+        if sub or shell:
+            found.append(Patch(field, plan.item_type, sub))
+    return tuple(found)

@@ -17,7 +17,11 @@ What depends on who asks is told apart per event, not per viewer: a field that r
 comes with an audience function, `(event) -> keyer`, where the keyer gives a viewer's key for
 that event, or is None when every viewer sees the same (live.source); a group's subscribers are
 split by those keys for each event (a reaction's `mine` differs for the few who reacted, and for
-no one on an event without reactions), executing once per distinct key.
+no one on an event without reactions), executing once per distinct key. Where every viewer's
+result differs only in leaves that depend on who asks (a room's unread count), or in objects
+whose only difference is those leaves and whether they are null (`viewer_shells`), an event's
+one execution serves them all and each viewer's own leaves are written in (live.following, for
+the many feeds that follow one topic: a room's members' `myRooms`).
 
 An event's result goes through the execute-and-format path every operation takes
 (execution.operations): errors formatted and logged, encoded once, and a result longer than
@@ -47,7 +51,7 @@ from live.feed import Feed, PlainFeed
 from live.following import FollowingFeed, Relays
 from live.logged import LoggedFeed
 from live.replay import ReplayBudget
-from live.selection import GroupKey, Selection, fields_read
+from live.selection import GroupKey, Selection, Template, fields_read
 from live.share import COSTS_KEPT, WorkShare
 from live.source import Audience, Event, LiveSource
 from live.state import StateFeed
@@ -75,6 +79,7 @@ class Engine:
         channel_prefix: str,
         context: ContextFactory,
         viewer_fields: Mapping[tuple[str, str], Audience],
+        viewer_shells: Iterable[tuple[str, str]] = (),
         error_formatter: ErrorFormatter,
         logger_name: str = "chat.graphql",
         debug: bool = False,
@@ -82,13 +87,19 @@ class Engine:
         replay: ReplayBudget | None = None,
         max_payload_bytes: int | None = None,
     ) -> None:
-        """`max_payload_bytes`: an event's encoded result longer than this goes out as a
-        RESPONSE_TOO_LARGE error instead (MAX_RESPONSE_BYTES, as for queries and mutations)."""
+        """`viewer_fields`: the fields (type, field) whose value depends on who asks, and their
+        audiences; `viewer_shells`: those of them, objects, whose value for one viewer differs
+        from another's only in whether it is null and in the viewer fields under it (what else
+        they hold is everyone's; LeanExecutor.patches). `max_payload_bytes`: an event's encoded
+        result longer than this goes out as a RESPONSE_TOO_LARGE error instead
+        (MAX_RESPONSE_BYTES, as for queries and mutations)."""
         self.schema = schema
         self.broadcast = broadcast
         self.channel_prefix = channel_prefix
         self.context = context
         self.viewer_fields = dict(viewer_fields)
+        self._patched_fields = frozenset(self.viewer_fields)
+        self._shells = frozenset(viewer_shells)
         # An event's result goes out as every operation's does (execution.operations).
         self.results = Results(error_formatter, debug, logger_name, max_payload_bytes, noun="result")
         # Messages waiting for one feed; past it the feed resyncs (core.broadcast).
@@ -191,9 +202,18 @@ class Engine:
             context = self.context(viewer)
         data = selection.planned(self.schema, event, context)
         if data is not None:
-            return self.results.encode_payload({"data": data})
+            return self.encode(data)
         executor = selection.executor_for(self.schema, event, context)
         return self.results.encode(await executed(executor, execute_subscription_event))
+
+    def template(self, selection: Selection, event: Event, context: dict[str, Any]) -> Template | None:
+        """An event's one execution (for `context`'s viewer) that every other viewer's result
+        is made from by writing in their own values, where it can be (Selection.template)."""
+        return selection.template(self.schema, event, context, self._patched_fields, self._shells)
+
+    def encode(self, data: dict[str, Any]) -> bytes:
+        """A result's data encoded as `execute` encodes it."""
+        return self.results.encode_payload({"data": data})
 
     def end_where(
         self, subscriptions: Iterable[Subscription], matches: Callable[[Subscription], bool], error: dict

@@ -41,6 +41,7 @@ from core.cancelling import cancel_and_wait
 from identity.auth import Viewer
 from live import messages
 from live.feed import PlainFeed
+from live.selection import GroupKey, Template
 from live.source import FOLLOW, PREPARED, UNFOLLOW, Event, LiveSource, Prepare
 from telemetry import record, traces
 
@@ -61,6 +62,7 @@ class FollowingFeed(PlainFeed):
         self.followed: set[str] = set()
         self.prepare: Prepare | None = source.prepare
         self._prepared: Mapping[int, Any] | None = None  # for the followed topic's event being delivered
+        self._viewers: list[Viewer] | None = None  # its subscribers' (`viewers`)
 
     async def _subscribed(self) -> None:
         try:
@@ -137,13 +139,75 @@ class FollowingFeed(PlainFeed):
             logger.exception("Topic %s: delivering an event of %s failed", self.topic, topic)
 
     def _context(self, viewer: Viewer | None) -> dict[str, Any]:
+        return self._prepared_context(viewer, self._prepared)
+
+    def _prepared_context(self, viewer: Viewer | None, prepared: Mapping[int, Any] | None) -> dict[str, Any]:
         context = super()._context(viewer)
-        if self._prepared is not None and viewer is not None and viewer.id in self._prepared:
-            context[PREPARED] = self._prepared[viewer.id]
+        if prepared is not None and viewer is not None and viewer.id in prepared:
+            context[PREPARED] = prepared[viewer.id]
         return context
 
+    def templated(
+        self,
+        topic: str,
+        event: Event,
+        prepared: Mapping[int, Any],
+        templates: dict[GroupKey, Template | None],
+        keeping: list[Subscription],
+        handed: dict[str, int],
+    ) -> bool:
+        """A followed topic's event kept for each of this feed's subscribers (listed in
+        `keeping`, counted by field in `handed`), made from the one execution of their selection
+        for every follower (`templates`, by group key: made here by the first follower that
+        needs one) with their own values written in, executing nothing of its own. False where
+        any of it cannot be made so, having kept nothing (`relayed` then delivers it all,
+        executing as usual). Under the caller's promise that nothing else runs between its
+        checking this feed's lock free and this call's return (no await: as under the lock)."""
+        if topic not in self.followed or self.retired:
+            return True
+        engine = self.engine
+        made: list[tuple[Subscription, bytes, str | None]] = []
+        for group in self.groups.values():
+            if not group.wants(event):
+                continue
+            event_id = group.event_id(event) if group.event_id is not None else None
+            payloads: dict[tuple[int, str], bytes] = {}  # a user's subscriptions share a token's result
+            for subscription in group.subscriptions:
+                viewer = subscription.source.viewer
+                payload = payloads.get((viewer.id, viewer.token_hash))
+                if payload is None:
+                    context = self._prepared_context(viewer, prepared)
+                    if group.key in templates:
+                        template = templates[group.key]
+                    else:
+                        template = templates[group.key] = engine.template(group.selection, event, context)
+                    data = None if template is None else template.for_viewer(context)
+                    if data is None:
+                        return False
+                    payload = payloads[(viewer.id, viewer.token_hash)] = engine.encode(data)
+                made.append((subscription, payload, event_id))
+        for subscription, payload, event_id in made:
+            if subscription.feed is self:
+                subscription.keep(None, payload, event_id)
+                keeping.append(subscription)
+                field = subscription.selection.field
+                handed[field] = handed.get(field, 0) + 1
+                self.handed += 1
+        return True
+
+    def _hand_over(self, subscription: Subscription) -> None:
+        super()._hand_over(subscription)
+        self._viewers = None
+
+    def remove(self, subscription: Subscription) -> None:
+        super().remove(subscription)
+        self._viewers = None
+
     def viewers(self) -> list[Viewer]:
-        return [subscription.viewer for group in self.groups.values() for subscription in group.subscriptions]
+        """Its subscribers' viewers (kept until one joins or leaves: a relay asks on every event)."""
+        if self._viewers is None:
+            self._viewers = [s.viewer for group in self.groups.values() for s in group.subscriptions]
+        return self._viewers
 
 
 class Relay:
@@ -230,7 +294,7 @@ class Relay:
         waiting = asyncio.gather(*apart) if apart else None
         keeping: list[Subscription] = []
         try:
-            for feed, given in at_once:
+            for feed, given in self._templated(event, at_once, keeping, delivery):
                 await feed.relayed(self.topic, event, given, keeping, delivery)
         except BaseException:
             if waiting is not None:
@@ -241,6 +305,35 @@ class Relay:
                 subscription.hand_over()
         if waiting is not None:
             await waiting
+
+    def _templated(
+        self,
+        event: Event,
+        at_once: list[tuple[FollowingFeed, Mapping[int, Any]]],
+        keeping: list[Subscription],
+        delivery: record.Delivery,
+    ) -> list[tuple[FollowingFeed, Mapping[int, Any]]]:
+        """The event kept for the subscribers of every follower whose results can be made from
+        one execution per selection (FollowingFeed.templated), in one synchronous step (no
+        follower's lock is taken meanwhile: none is held, and nothing else runs); the followers
+        it could not serve so, to be delivered as usual."""
+        templates: dict[GroupKey, Template | None] = {}
+        rest: list[tuple[FollowingFeed, Mapping[int, Any]]] = []
+        handed: dict[str, int] = {}
+        for feed, given in at_once:
+            try:
+                served = feed.templated(self.topic, event, given, templates, keeping, handed)
+            except Exception:  # the usual path reports it
+                served = False
+            if not served:
+                rest.append((feed, given))
+        published_at = messages.published_at(event)
+        for template in templates.values():
+            if template is not None:
+                delivery.add(template.field, handed.pop(template.field, 0), 1, published_at)
+        for field, count in handed.items():
+            delivery.add(field, count, 0, published_at)
+        return rest
 
     async def _prepare(self, event: Event, followers: list[FollowingFeed]) -> dict[Any, Mapping[int, Any]]:
         """What each kind of `prepare` read for the event, for all the followers of that kind at

@@ -27,7 +27,7 @@ from graphql import (
     visit,
 )
 
-from execution.lean_executor import LeanExecutor
+from execution.lean_executor import LeanExecutor, Patch
 from identity.auth import Viewer
 from live.source import Audience, Event, Keyer
 
@@ -72,6 +72,27 @@ class Selection:
         built = self._built(schema)
         return None if isinstance(built, list) else built.planned_event(event, context)
 
+    def template(
+        self,
+        schema: GraphQLSchema,
+        event: Event,
+        context: Any,
+        viewer_fields: frozenset[tuple[str, str]],
+        shells: frozenset[tuple[str, str]],
+    ) -> Template | None:
+        """An event's result for one viewer (`context`'s) that any other viewer's is made from
+        by writing in their own values (`Template.for_viewer`), where the executor's short path
+        serves and what depends on who asks is leaves (or shells over them:
+        LeanExecutor.patches); None otherwise."""
+        built = self._built(schema)
+        if isinstance(built, list):
+            return None
+        data = built.planned_event(event, context)
+        if data is None:
+            return None
+        patches = built.patches(viewer_fields, shells)
+        return None if patches is None else Template(self.field, built, event, context, data, patches)
+
     def executor_for(self, schema: GraphQLSchema, event: Event, context: Any) -> Executor | list[GraphQLError]:
         """An executor for one event, copied from the one built for every event, as graphql-core
         does for a subscription's events."""
@@ -81,6 +102,40 @@ class Selection:
         executor = built.build_per_event_executor(event)
         executor.context_value = context  # fresh loaders per event: nothing goes stale
         return executor
+
+
+class Template:
+    """One execution of an event's selection, shared by every viewer whose result differs from
+    it only in what depends on who asks (Selection.template)."""
+
+    __slots__ = ("context", "data", "event", "executor", "field", "patches")
+
+    def __init__(
+        self,
+        field: str,
+        executor: LeanExecutor,
+        event: Event,
+        context: Any,
+        data: dict[str, Any],
+        patches: tuple[Patch, ...],
+    ) -> None:
+        self.field = field  # the selection's root field (telemetry counts by it)
+        self.executor = executor
+        self.event = event
+        self.context = context  # the one it was executed in, until another viewer's is written in
+        self.data = data
+        self.patches = patches
+
+    def for_viewer(self, context: Any) -> dict[str, Any] | None:
+        """The result as `context`'s viewer sees it, written into the one `data` (good until the
+        next call: encode it first); None where it cannot be made so (execute theirs in full)."""
+        if context is self.context or not self.patches:
+            return self.data
+        self.context = None
+        if self.executor.patched(self.data, self.patches, self.event, context):
+            self.context = context
+            return self.data
+        return None
 
 
 def root_field(document: DocumentNode, operation_name: str | None) -> str:

@@ -45,6 +45,12 @@ VIEWER_FIELDS: dict[tuple[str, str], Audience] = {
     ("Room", "externalId"): per_viewer,
 }
 
+# Those of VIEWER_FIELDS, objects, whose value for one viewer differs from another's only in
+# whether it is null and in the viewer fields under it: the live engine executes an event once
+# for all of them and writes each viewer's own leaves in (live.engine). A `myRooms` note's room
+# is each member's own row of one read for all of them (resolvers.sources.NoteListings): the
+# same room and last message, their own role and read state (leaves above).
+VIEWER_SHELLS: frozenset[tuple[str, str]] = frozenset({("Subscription", "myRooms")})
 
 # The longest page of each bounded list, as its resolver serves it: the cost rule counts a list
 # by its `first`, and an absent one as this.

@@ -9,8 +9,9 @@ rule has a fast test of its own here, beside the end-to-end ones that drive guni
   user's cheap one.
 - Following: feeds that follow a topic share one relay (one broadcast subscription) per
   process; FOLLOW and UNFOLLOW notes change what a feed hears before they are delivered; what
-  their executions need is prepared once per event for all of them, and their results are
-  written once every one of them has executed the event.
+  their executions need is prepared once per event for all of them, their results are
+  written once every one of them has executed the event, and followers told apart only in
+  leaves share one execution.
 - Telemetry: an event is counted, and its delivery latency recorded, once in a process however
   many feeds and groups deliver it.
 """
@@ -43,7 +44,8 @@ from tests.support.waiting import until
 
 SDL = """
 type Query { ok: Boolean }
-type Subscription { seq: Int! slow: Int! medium: Int! prepared: Int! }
+type Subscription { seq: Int! slow: Int! medium: Int! prepared: Int! noted: Noted whole: Noted }
+type Noted { seq: Int! own: Int! }
 """
 TOPIC = "topic:1"
 SLOW_SECONDS = 0.02
@@ -123,6 +125,8 @@ def _schema() -> Any:
     @subscription.source("slow")
     @subscription.source("medium")
     @subscription.source("prepared")
+    @subscription.source("noted")
+    @subscription.source("whole")
     async def source(*_: Any) -> AsyncIterator[Event]:  # never used: the engine serves the source
         raise AssertionError("served by the engine")
         yield {}
@@ -148,6 +152,14 @@ def _schema() -> Any:
             info.context["log"].append(("executed", value))
         return value
 
+    @subscription.field("noted")
+    @subscription.field("whole")
+    def resolve_noted(event: Event, info: Any) -> dict | None:
+        """Each viewer's own (`own`: their prepared value) of one event (`seq`: everyone's); null
+        for user 9 (as a `myRooms` note's room for a member who left)."""
+        value = int(info.context.get(PREPARED, -1))
+        return None if value // 100 == 9 else {"seq": event["seq"], "own": value}
+
     return make_executable_schema(SDL, subscription)
 
 
@@ -160,8 +172,15 @@ async def engine() -> AsyncIterator[Engine]:
         broadcast,
         channel_prefix="test:",
         context=lambda viewer: {"viewer": viewer},
-        # `prepared` is read per viewer (as `myRooms` is).
-        viewer_fields={("Subscription", "prepared"): per_viewer},
+        # `prepared` is read per viewer (as `myRooms` is); `noted` is a shell over its `own`, as
+        # `myRooms` is over a room's unread count; `whole` is each viewer's own as a whole.
+        viewer_fields={
+            ("Subscription", "prepared"): per_viewer,
+            ("Subscription", "noted"): per_viewer,
+            ("Subscription", "whole"): per_viewer,
+            ("Noted", "own"): per_viewer,
+        },
+        viewer_shells={("Subscription", "noted")},
         error_formatter=lambda error, debug: {"message": error.message, **(error.extensions or {})},
     )
     try:
@@ -385,6 +404,59 @@ async def test_a_followed_topics_event_is_written_to_its_free_followers_once_all
     assert sinks[1].seqs == [201]
 
 
+async def test_followers_told_apart_only_in_leaves_share_one_execution(engine: Engine) -> None:
+    """Free followers whose selection depends on who asks only in leaves (`own`), or in a shell
+    over them (`noted`: each viewer's own, or null), share one execution of a followed topic's
+    prepared event, each follower's own values written into it; one whose shell is null where
+    that execution's is not (or the other way) executes its own. Each gets what its own
+    execution gives. A selection of an object that depends on who asks and is no shell (`whole`)
+    executes for each follower."""
+    followed = "fanout:13"
+    users = (1, 2, 9, 3)  # user 9's `noted` is null
+    sinks = [RecordingSink(f"user {user}", []) for user in users]
+    subscriptions = [
+        await engine.subscribe(_following(user, followed), _selection("noted { seq own }"), sink)
+        for user, sink in zip(users, sinks, strict=True)
+    ]
+    await engine.broadcast.publish(engine.channel(followed), messages.event({"seq": 1}))
+    for sink in sinks:
+        await sink.until(1)
+    assert [sink.seqs for sink in sinks] == [
+        [{"seq": 1, "own": 101}],
+        [{"seq": 1, "own": 201}],
+        [None],
+        [{"seq": 1, "own": 301}],
+    ]
+    nulled = subscriptions.pop(2)
+    assert isinstance(nulled, Subscription)
+    nulled.close()
+    executions = record.counts.executions["noted"]
+    await engine.broadcast.publish(engine.channel(followed), messages.event({"seq": 2}))
+    for sink in (sinks[0], sinks[1], sinks[3]):
+        await sink.until(2)
+    assert [sinks[i].seqs[-1] for i in (0, 1, 3)] == [
+        {"seq": 2, "own": 102},
+        {"seq": 2, "own": 202},
+        {"seq": 2, "own": 302},
+    ]
+    assert record.counts.executions["noted"] - executions == 1
+
+    wholes = [RecordingSink(f"whole {user}", []) for user in (4, 5)]
+    subscriptions += [
+        await engine.subscribe(_following(user, followed), _selection("whole { seq own }"), sink)
+        for user, sink in zip((4, 5), wholes, strict=True)
+    ]
+    executions = record.counts.executions["whole"]
+    await engine.broadcast.publish(engine.channel(followed), messages.event({"seq": 3}))
+    for sink in wholes:
+        await sink.until(1)
+    assert [sink.seqs for sink in wholes] == [[{"seq": 3, "own": 403}], [{"seq": 3, "own": 503}]]
+    assert record.counts.executions["whole"] - executions == 2
+    for subscription in subscriptions:
+        assert isinstance(subscription, Subscription)
+        subscription.close()
+
+
 async def test_a_follower_whose_lock_is_held_holds_up_none_of_the_others_and_gets_each_event_in_order(
     engine: Engine,
 ) -> None:
@@ -450,7 +522,9 @@ async def test_an_event_that_four_following_feeds_deliver_is_one_latency_and_cou
     engine: Engine, latencies: Callable[[], int]
 ) -> None:
     """A followed topic's event reaches four feeds of this process (as a room's event reaches its
-    members' `myRooms`): four deliveries and four executions counted, and one latency recorded,
+    members' `myRooms`): four deliveries and one execution counted (each follower's own value
+    written into it: test_followers_told_apart_only_in_leaves_share_one_execution), and one
+    latency recorded,
     from publish to the last frame handed over, whether the followers deliver in the relay's task
     (prepared) or each in its own (one busy with its own topic's event). So does an event of a
     feed's own topic reaching two groups (two selections) of it."""
@@ -469,7 +543,7 @@ async def test_an_event_that_four_following_feeds_deliver_is_one_latency_and_cou
         await sink.until(1)
     await until(lambda: latencies() == 1, "one latency for the event")
     assert record.counts.deliveries["prepared"] - deliveries == 4
-    assert record.counts.executions["prepared"] - executions == 4
+    assert record.counts.executions["prepared"] - executions == 1
 
     busy = subscriptions[1]
     assert isinstance(busy, Subscription) and busy.feed is not None
@@ -559,7 +633,7 @@ async def test_a_traced_event_of_a_followed_topic_is_one_deliver_span_linked_to_
         assert deliver.parent is not None and deliver.parent.span_id == published.span_id
         assert [link.context.span_id for link in deliver.links] == [published.span_id]
         assert deliver.attributes is not None
-        assert deliver.attributes["chat.fanout.subscribers"] == 3 and deliver.attributes["chat.fanout.executions"] == 3
+        assert deliver.attributes["chat.fanout.subscribers"] == 3 and deliver.attributes["chat.fanout.executions"] == 1
         for subscription in subscriptions:
             assert isinstance(subscription, Subscription)
             subscription.close()

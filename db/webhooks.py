@@ -150,6 +150,18 @@ async def advance(
     return await db.fetch_val(query) is not None
 
 
+async def renew(db: Database, key: str, room_id: int, owner: str, until: datetime) -> bool:
+    """The lease renewed to `until`, nothing else written (an event's retry state stays as it
+    is). False when it is no longer this owner's: the caller stops."""
+    query = (
+        _d.update()
+        .where(_d.c.endpoint == key, _d.c.room_id == room_id, _d.c.lease_owner == owner)
+        .values(lease_until=until)
+        .returning(_d.c.delivered_seq)
+    )
+    return await db.fetch_val(query) is not None
+
+
 async def failed(
     db: Database,
     key: str,

@@ -16,13 +16,14 @@ Two kinds of topic, so a change costs what it concerns:
 Why not one note per member: a message in a room of 1,000 members would cost 1,000 publishes
 and 1,000 Redis deliveries. Here it costs one publish; Redis delivers it once to each process
 that holds the `myRooms` of at least one member (each process has one relay per followed room,
-live.following), so O(processes); inside a process, each member's feed executes its selection
-once (their `unreadCount` is their own: `("Subscription", "myRooms")` and `("Room",
-"unreadCount")` are per-viewer in VIEWER_FIELDS), which a per-member publish would have cost
-too. Following costs one broadcast subscription per room per process, made when the first
-local member's `myRooms` starts, and shared by every later one. What the members' executions
-read (their role and unread count, the room's last message) is read once per note and
-process for all of them, before any executes (resolvers.sources.NoteListings).
+live.following), so O(processes); inside a process, the note is executed once per selection
+for all the members there, each member's own values written in (their `unreadCount` is their
+own: `("Room", "unreadCount")` is per-viewer in VIEWER_FIELDS, and `("Subscription",
+"myRooms")` a shell over it in VIEWER_SHELLS). Following costs one broadcast subscription per
+room per process, made when the first local member's `myRooms` starts, and shared by every
+later one. What the members' results need (their role and unread count, the room's row and
+last message) is read once per note and process for all of them, before the execution
+(resolvers.sources.NoteListings).
 """
 
 from __future__ import annotations

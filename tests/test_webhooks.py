@@ -7,6 +7,7 @@ follows who holds an open WebSocket."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -217,6 +218,20 @@ async def test_every_event_arrives_in_order_through_failures_a_restart_and_an_ou
     assert all(len(found) == 1 for found in ids.values()), "duplicates share one id"
     assert len({next(iter(found)) for found in ids.values()}) == len(ids), "an id per event"
     assert len(requests) > len(ids), "some events went more than once"
+    # Never one event twice at once (two holders of a room's lease out of step): each attempt
+    # arrives after the one before it began to be answered, a 5xx, 429 or 408's at least the
+    # backoff's least later; after a hang, once the sender gave up on it (its timeout, 1 s).
+    attempts: dict[str, list] = {}
+    for request in requests:
+        attempts.setdefault(request.payload["id"], []).append(request)
+    for tries in attempts.values():
+        for before, after in itertools.pairwise(sorted(tries, key=lambda request: request.attempt)):
+            if before.answer == HANG:
+                assert after.arrived - before.arrived >= 0.5, (before, after)
+            else:
+                assert before.answering is not None, before
+                least = 0.09 if before.answer in (500, 429, 408) else 0.0
+                assert after.arrived - before.answering >= least, (before, after)
 
     for room, log in logs.items():
         in_room = [request for request in requests if request.room == room]

@@ -478,7 +478,9 @@ class Dispatcher:
 
         The position is written every PAGE events, every quarter of the lease (which renews
         it), on a skip, and with the failure or the release: a process that dies sends at most
-        that much again (same ids), and no event is written done before its answer."""
+        that much again (same ids), and no event is written done before its answer. Before a
+        send, a lease renewed more than half a lease ago is renewed first: a holder held up
+        past its lease in a read never sends beside the process that took the room over."""
         settings = self._settings
         loop = asyncio.get_running_loop()
         position = stored = int(lease["delivered_seq"])
@@ -499,10 +501,7 @@ class Dispatcher:
                     return position
                 await asyncio.sleep(GATHER_SECONDS)  # a burst's events go out of one page's reads
                 if loop.time() - flushed >= settings.webhook_lease_seconds / 4:
-                    until = datetime.now(UTC) + timedelta(seconds=settings.webhook_lease_seconds)
-                    if not await self._query(
-                        webhooks.advance, self._db, endpoint.key, room_id, self._owner, position, until, None
-                    ):
+                    if not await self._advanced(endpoint, room_id, position):
                         return None
                     stored, flushed = position, loop.time()
                 continue
@@ -511,6 +510,13 @@ class Dispatcher:
                 recipients = await self._events.recipients(room_id, event)
                 if recipients is not None:
                     body["recipients"] = recipients
+                if loop.time() - flushed >= settings.webhook_lease_seconds / 2:
+                    # A holder held up (a slow read, a busy pool) renews before it sends: past its
+                    # lease another process may hold the room and send this event beside it.
+                    until = datetime.now(UTC) + timedelta(seconds=settings.webhook_lease_seconds)
+                    if not await self._query(webhooks.renew, self._db, endpoint.key, room_id, self._owner, until):
+                        return None
+                    flushed = loop.time()
                 outcome = await self._post(endpoint, {"id": delivery_id(endpoint.key, room_id, seq), **body})
                 now = datetime.now(UTC)
                 skipped = None
@@ -559,13 +565,20 @@ class Dispatcher:
                 self._positions[(endpoint.key, room_id)] = position
                 due = seq - stored >= PAGE or loop.time() - flushed >= settings.webhook_lease_seconds / 4
                 if skipped is not None or due:
-                    until = now + timedelta(seconds=settings.webhook_lease_seconds)
-                    if not await self._query(
-                        webhooks.advance, self._db, endpoint.key, room_id, self._owner, seq, until, skipped
-                    ):
+                    if not await self._advanced(endpoint, room_id, seq, skipped):
                         logger.warning("Webhook lease of room %s for %s was taken over", room_id, endpoint.label)
                         return None
                     stored, flushed = seq, loop.time()
+
+    async def _advanced(
+        self, endpoint: Endpoint, room_id: int, position: int, skipped: tuple[str, datetime] | None = None
+    ) -> bool:
+        """The room's position written (and a skip's error), its lease renewed for a whole lease
+        from now; False when another process holds it now (this one stops sending)."""
+        until = datetime.now(UTC) + timedelta(seconds=self._settings.webhook_lease_seconds)
+        return await self._query(
+            webhooks.advance, self._db, endpoint.key, room_id, self._owner, position, until, skipped
+        )
 
     async def _post(self, endpoint: Endpoint, payload: dict[str, Any]) -> Outcome:
         body = orjson.dumps(payload)

@@ -31,6 +31,7 @@ class Received:
     answer: int | str
     attempt: int  # 1 for the first request with this id
     arrived: float = field(default_factory=time.time)  # wall clock, as the payload's `at`
+    answering: float | None = None  # when its answer began to be written (after a hang's wait)
 
     @property
     def room(self) -> str:
@@ -81,10 +82,12 @@ class Receiver:
                 with receiver._lock:
                     attempt = receiver._attempts[payload["id"]] = receiver._attempts.get(payload["id"], 0) + 1
                     answer = receiver.answer(payload, attempt)
-                    receiver.received.append(Received(self.headers, body, payload, answer, attempt))
+                    received = Received(self.headers, body, payload, answer, attempt)
+                    receiver.received.append(received)
                 if answer == HANG:
                     time.sleep(receiver.hang_seconds)
                     answer = 200
+                received.answering = time.time()
                 try:
                     self.send_response(int(answer))
                     self.send_header("content-length", "2")

@@ -126,6 +126,12 @@ async def claim(db: Database, key: str, room_id: int, owner: str, at: datetime, 
         raise
 
 
+def _held(key: str, room_id: int, owner: str) -> sa.ColumnElement[bool]:
+    """The room's row for the endpoint, while `owner` holds its lease (a change it makes after
+    losing the lease writes nothing)."""
+    return sa.and_(_d.c.endpoint == key, _d.c.room_id == room_id, _d.c.lease_owner == owner)
+
+
 async def advance(
     db: Database, key: str, room_id: int, owner: str, seq: int, until: datetime, skipped: tuple[str, datetime] | None
 ) -> bool:
@@ -141,24 +147,14 @@ async def advance(
     }
     if skipped is not None:
         values["last_error"], values["last_error_at"] = skipped[0][:ERROR_CHARS], skipped[1]
-    query = (
-        _d.update()
-        .where(_d.c.endpoint == key, _d.c.room_id == room_id, _d.c.lease_owner == owner)
-        .values(**values)
-        .returning(_d.c.delivered_seq)
-    )
+    query = _d.update().where(_held(key, room_id, owner)).values(**values).returning(_d.c.delivered_seq)
     return await db.fetch_val(query) is not None
 
 
 async def renew(db: Database, key: str, room_id: int, owner: str, until: datetime) -> bool:
     """The lease renewed to `until`, nothing else written (an event's retry state stays as it
     is). False when it is no longer this owner's: the caller stops."""
-    query = (
-        _d.update()
-        .where(_d.c.endpoint == key, _d.c.room_id == room_id, _d.c.lease_owner == owner)
-        .values(lease_until=until)
-        .returning(_d.c.delivered_seq)
-    )
+    query = _d.update().where(_held(key, room_id, owner)).values(lease_until=until).returning(_d.c.delivered_seq)
     return await db.fetch_val(query) is not None
 
 
@@ -179,7 +175,7 @@ async def failed(
     `next_attempt_at` (by whichever process takes the lease then); the lease is given up now."""
     await db.execute(
         _d.update()
-        .where(_d.c.endpoint == key, _d.c.room_id == room_id, _d.c.lease_owner == owner)
+        .where(_held(key, room_id, owner))
         .values(
             delivered_seq=position,
             attempts=attempts,
@@ -198,9 +194,7 @@ async def release(db: Database, key: str, room_id: int, owner: str, position: in
     values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
     if position is not None:
         values |= {"delivered_seq": position, "attempts": 0, "failing_since": None, "next_attempt_at": None}
-    await db.execute(
-        _d.update().where(_d.c.endpoint == key, _d.c.room_id == room_id, _d.c.lease_owner == owner).values(**values)
-    )
+    await db.execute(_d.update().where(_held(key, room_id, owner)).values(**values))
 
 
 async def release_all(db: Database, owner: str) -> None:

@@ -179,9 +179,10 @@ class FollowingFeed(PlainFeed):
                     context = self._prepared_context(viewer, prepared)
                     if group.key in templates:
                         template = templates[group.key]
-                    else:
+                        data = None if template is None else template.for_viewer(context)
+                    else:  # executed for this viewer
                         template = templates[group.key] = engine.template(group.selection, event, context)
-                    data = None if template is None else template.for_viewer(context)
+                        data = None if template is None else template.data
                     if data is None:
                         return False
                     payload = payloads[(viewer.id, viewer.token_hash)] = engine.encode(data)
@@ -330,7 +331,7 @@ class Relay:
         published_at = messages.published_at(event)
         for template in templates.values():
             if template is not None:
-                delivery.add(template.field, handed.pop(template.field, 0), 1, published_at)
+                delivery.add(template.field, 0, 1, published_at)
         for field, count in handed.items():
             delivery.add(field, count, 0, published_at)
         return rest

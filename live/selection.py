@@ -91,7 +91,7 @@ class Selection:
         if data is None:
             return None
         patches = built.patches(viewer_fields, shells)
-        return None if patches is None else Template(self.field, built, event, context, data, patches)
+        return None if patches is None else Template(self.field, built, event, data, patches)
 
     def executor_for(self, schema: GraphQLSchema, event: Event, context: Any) -> Executor | list[GraphQLError]:
         """An executor for one event, copied from the one built for every event, as graphql-core
@@ -108,32 +108,22 @@ class Template:
     """One execution of an event's selection, shared by every viewer whose result differs from
     it only in what depends on who asks (Selection.template)."""
 
-    __slots__ = ("context", "data", "event", "executor", "field", "patches")
+    __slots__ = ("data", "event", "executor", "field", "patches")
 
     def __init__(
-        self,
-        field: str,
-        executor: LeanExecutor,
-        event: Event,
-        context: Any,
-        data: dict[str, Any],
-        patches: tuple[Patch, ...],
+        self, field: str, executor: LeanExecutor, event: Event, data: dict[str, Any], patches: tuple[Patch, ...]
     ) -> None:
         self.field = field  # the selection's root field (telemetry counts by it)
         self.executor = executor
         self.event = event
-        self.context = context  # the one it was executed in, until another viewer's is written in
-        self.data = data
+        self.data = data  # as the viewer it was executed for sees it, until `for_viewer`
         self.patches = patches
 
     def for_viewer(self, context: Any) -> dict[str, Any] | None:
-        """The result as `context`'s viewer sees it, written into the one `data` (good until the
-        next call: encode it first); None where it cannot be made so (execute theirs in full)."""
-        if context is self.context or not self.patches:
-            return self.data
-        self.context = None
-        if self.executor.patched(self.data, self.patches, self.event, context):
-            self.context = context
+        """The result as another viewer (`context`'s) sees it, written into the one `data` (good
+        until the next call: encode it first); None where it cannot be made so (execute theirs
+        in full)."""
+        if not self.patches or self.executor.patched(self.data, self.patches, self.event, context):
             return self.data
         return None
 

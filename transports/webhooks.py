@@ -432,7 +432,7 @@ class Dispatcher:
 
     async def _claim(self, endpoint: Endpoint, room_id: int) -> Row | None:
         now = datetime.now(UTC)
-        until = now + timedelta(seconds=self._settings.webhook_lease_seconds)
+        until = self._lease_end(now)
         return await self._query(webhooks.claim, self._db, endpoint.key, room_id, self._owner, now, until)
 
     def _spawn(self, endpoint: Endpoint, room_id: int, lease: Row) -> None:
@@ -513,7 +513,7 @@ class Dispatcher:
                 if loop.time() - flushed >= settings.webhook_lease_seconds / 2:
                     # A holder held up (a slow read, a busy pool) renews before it sends: past its
                     # lease another process may hold the room and send this event beside it.
-                    until = datetime.now(UTC) + timedelta(seconds=settings.webhook_lease_seconds)
+                    until = self._lease_end()
                     if not await self._query(webhooks.renew, self._db, endpoint.key, room_id, self._owner, until):
                         return None
                     flushed = loop.time()
@@ -575,10 +575,13 @@ class Dispatcher:
     ) -> bool:
         """The room's position written (and a skip's error), its lease renewed for a whole lease
         from now; False when another process holds it now (this one stops sending)."""
-        until = datetime.now(UTC) + timedelta(seconds=self._settings.webhook_lease_seconds)
         return await self._query(
-            webhooks.advance, self._db, endpoint.key, room_id, self._owner, position, until, skipped
+            webhooks.advance, self._db, endpoint.key, room_id, self._owner, position, self._lease_end(), skipped
         )
+
+    def _lease_end(self, start: datetime | None = None) -> datetime:
+        """When a lease taken or renewed at `start` (now) runs out."""
+        return (start or datetime.now(UTC)) + timedelta(seconds=self._settings.webhook_lease_seconds)
 
     async def _post(self, endpoint: Endpoint, payload: dict[str, Any]) -> Outcome:
         body = orjson.dumps(payload)
